@@ -1,0 +1,5 @@
+"""`python -m skills_cli` is `ns`."""
+
+from skills_cli.cli.app import main
+
+main()

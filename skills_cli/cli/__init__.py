@@ -1,0 +1,1 @@
+"""Layer 4: the `ns` command line (typer). Parses, calls the pipeline, prints."""

@@ -1,0 +1,61 @@
+"""How command results are printed: dry-run text verbatim, job tables with rich, logs as they are."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from skills_cli.pipeline.experiment import Submission
+from skills_cli.pipeline.store import JobRecord, JobState
+
+_STYLE = {JobState.SUCCEEDED: "green", JobState.FAILED: "red", JobState.CANCELLED: "yellow",
+          JobState.TIMEOUT: "red", JobState.RUNNING: "cyan"}  # fmt: skip
+
+
+def _when(timestamp: float | None) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%H:%M:%S") if timestamp else ""
+
+
+def jobs_table(title: str, records: list[JobRecord]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("job", "id", "state", "reason", "exit", "started", "ended", "log"):
+        table.add_column(column, overflow="fold")
+    for record in records:
+        style = _STYLE.get(record.state, "")
+        table.add_row(record.name, record.external_id or "", f"[{style}]{record.state.value}[/]" if style else record.state.value,
+                      record.reason, "" if record.exit_code is None else str(record.exit_code),
+                      _when(record.started_at), _when(record.ended_at), record.log_path or "")  # fmt: skip
+    return table
+
+
+def show(name: str, result: Any) -> int:
+    console = Console()
+    if isinstance(result, Submission):
+        if result.dry_run_text is not None:
+            sys.stdout.write(result.dry_run_text)  # verbatim: no markup, no wrapping
+            return 0
+        console.print(jobs_table(f"experiment {result.expname} on {result.cluster}", result.records))
+        return 0 if all(not r.state.failed for r in result.records) else 1
+    if isinstance(result, Path):
+        console.print(f"wrote {result}")
+        return 0
+    if name == "status":
+        if not result:
+            console.print("no experiments yet")
+        for expname, records in result.items():
+            console.print(jobs_table(f"experiment {expname}", records))
+        return 0
+    if name == "logs":
+        for record, text in result:
+            sys.stdout.write(f"### {record.expname}/{record.name} ({record.state.value})\n{text}\n")
+        return 0
+    if name == "cancel":
+        console.print(jobs_table("after cancel", result))
+        return 0
+    console.print(result)
+    return 0

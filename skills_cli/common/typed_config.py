@@ -1,0 +1,162 @@
+"""Build frozen dataclasses from plain dicts (YAML, JSON, keyword arguments) with strict checking.
+
+Every config in the project (cluster configs now, stage configs and `++key=value` overrides later) goes
+through `from_dict`, so an unknown key or a wrong type fails the same way everywhere: one line naming the
+place, the offending value and, for unknown keys, the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from skills_cli.common.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A config value or key is invalid; the message is meant for the user as is."""
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Return `cls(**data)` after checking keys and converting values to the annotated types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(sorted(fields))}"
+        )
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for name, field in fields.items():
+        if name in data:
+            kwargs[name] = convert(hints[name], data[name], f"{where}.{name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: missing required key {name!r}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def convert(annotation: Any, value: Any, where: str) -> Any:
+    """Convert `value` to `annotation` or raise ConfigError; no silent coercion of lossy kinds."""
+    origin = get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        return _convert_union(annotation, value, where)
+    if origin is Literal:
+        if value not in get_args(annotation):
+            choices = ", ".join(map(repr, get_args(annotation)))
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin in (list, tuple, typing.Sequence):
+        return _convert_sequence(annotation, value, where)
+    if origin is dict:
+        return _convert_mapping(annotation, value, where)
+    if dataclasses.is_dataclass(annotation):
+        return value if isinstance(value, annotation) else from_dict(annotation, value, where)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _convert_enum(annotation, value, where)
+    return _convert_scalar(annotation, value, where)
+
+
+def _convert_union(annotation: Any, value: Any, where: str) -> Any:
+    options = get_args(annotation)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{where}: a value is required, got null")
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return convert(option, value, where)
+        except ConfigError as error:
+            errors.append(str(error))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {annotation}")
+
+
+def _convert_sequence(annotation: Any, value: Any, where: str) -> tuple | list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+    args = get_args(annotation) or (Any,)
+    item_type = args[0]
+    items = [convert(item_type, item, f"{where}[{i}]") for i, item in enumerate(value)]
+    return tuple(items) if get_origin(annotation) is tuple else items
+
+
+def _convert_mapping(annotation: Any, value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+    key_type, value_type = get_args(annotation) or (Any, Any)
+    return {
+        convert(key_type, k, f"{where} key"): convert(value_type, v, f"{where}.{k}") for k, v in value.items()
+    }
+
+
+def _convert_enum(annotation: type[enum.Enum], value: Any, where: str) -> enum.Enum:
+    if isinstance(value, annotation):
+        return value
+    try:
+        return annotation(value)
+    except ValueError:
+        choices = ", ".join(repr(member.value) for member in annotation)
+        raise ConfigError(f"{where}: {value!r} is not one of {choices}") from None
+
+
+def _convert_scalar(annotation: Any, value: Any, where: str) -> Any:
+    # bool is an int subclass in Python: `num_gpus: true` must not become 1.
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+        # YAML turns `4:00:00`-like or numeric names into numbers; a number is a fine string.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(annotation, type) and isinstance(value, annotation):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def to_dict(instance: Any) -> dict:
+    """The inverse of `from_dict` for writing configs back out (enums as their values)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(instance)

@@ -1,0 +1,20 @@
+"""Layer 3, the launcher: stage compilers, job graphs, executors, and the Python API of every command.
+
+    from skills_cli.pipeline import run_cmd, wrap_arguments
+    run_cmd(ctx=wrap_arguments("python prepare.py"), cluster="slurm", expname="prep", run_after=["download"])
+
+Each function takes the same arguments as its `ns` command and validates them the same way.
+"""
+
+from __future__ import annotations
+
+from skills_cli.pipeline.commands import CANCEL, LOGS, RUN_CMD, SETUP, STATUS
+from skills_cli.pipeline.options import wrap_arguments
+
+run_cmd = RUN_CMD.python_api
+setup = SETUP.python_api
+status = STATUS.python_api
+logs = LOGS.python_api
+cancel = CANCEL.python_api
+
+__all__ = ["cancel", "logs", "run_cmd", "setup", "status", "wrap_arguments"]

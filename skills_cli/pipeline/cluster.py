@@ -1,0 +1,259 @@
+"""Cluster configs: YAML files validated once into frozen, typed objects.
+
+Lookup of `--cluster NAME`: `--config_dir`, then `$SKILLS_CLI_CONFIG_DIR`, then `./cluster_configs`, then
+the examples shipped with the package. `$SKILLS_CLI_CONFIG` may name one file directly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import yaml
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.typed_config import ConfigError, from_dict
+from skills_cli.pipeline.jobs import Mount, Resources, parse_time_limit
+
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "cluster_configs"
+DEFAULT_CLUSTER = "local"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SLURM_WORD = re.compile(r"^[\w.\-]+$")
+
+
+class ExecutorKind(str, Enum):
+    NONE = "none"  # bare local processes, no containers: the embedded default
+    LOCAL = "local"  # local Docker containers
+    SLURM = "slurm"
+
+
+class ContainerRuntime(str, Enum):
+    """How a Slurm job starts a command's container."""
+
+    PYXIS = "pyxis"  # srun --container-image (NVIDIA's enroot/pyxis plugin)
+    APPTAINER = "apptainer"
+    DOCKER = "docker"
+    PODMAN = "podman"
+    NONE = "none"
+
+
+class DependencyType(str, Enum):
+    AFTEROK = "afterok"  # downstream runs only if the upstream succeeded
+    AFTERANY = "afterany"  # downstream runs once the upstream ended, however
+
+
+@dataclass(frozen=True)
+class SSHTunnelConfig:
+    host: str
+    user: str
+    job_dir: str
+    port: int = 22
+    identity: str | None = None
+    connect_timeout: float = 15.0
+    pre_command: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.job_dir.startswith("/"):
+            raise UserError(f"ssh_tunnel.job_dir must be an absolute path on the cluster, got {self.job_dir!r}")
+        if self.connect_timeout <= 0:
+            raise UserError("ssh_tunnel.connect_timeout must be > 0")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """One cluster config file, validated. Paths in `mounts` and `ssh_tunnel.identity` are expanded."""
+
+    executor: ExecutorKind
+    name: str = "unnamed"
+    containers: dict[str, str] = field(default_factory=dict)
+    mounts: list[str] = field(default_factory=list)
+    env_vars: list[str] = field(default_factory=list)
+    required_env_vars: list[str] = field(default_factory=list)
+    ssh_tunnel: SSHTunnelConfig | None = None
+    job_dir: str | None = None
+    account: str | None = None
+    partition: str | None = None
+    cpu_partition: str | None = None
+    timeouts: dict[str, str] = field(default_factory=dict)
+    default_timeout: str | None = None
+    container_runtime: ContainerRuntime = ContainerRuntime.NONE
+    dependency_type: DependencyType = DependencyType.AFTEROK
+    gpus: list[int] | None = None
+    sbatch_args: dict[str, str] = field(default_factory=dict)
+    job_name_prefix: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.executor is ExecutorKind.SLURM:
+            if self.ssh_tunnel is None and self.job_dir is None:
+                raise UserError(
+                    f"cluster {self.name!r}: a slurm config needs ssh_tunnel.job_dir (remote submission) "
+                    "or job_dir (when running on the login node)"
+                )
+            if self.job_dir is not None and not self.job_dir.startswith("/"):
+                raise UserError(f"cluster {self.name!r}: job_dir must be an absolute path, got {self.job_dir!r}")
+        elif self.ssh_tunnel is not None:
+            raise UserError(f"cluster {self.name!r}: ssh_tunnel is only used with executor: slurm")
+        if self.executor is not ExecutorKind.SLURM and self.container_runtime is not ContainerRuntime.NONE:
+            raise UserError(f"cluster {self.name!r}: container_runtime only applies to executor: slurm")
+        for key in ("account", "partition", "cpu_partition"):
+            value = getattr(self, key)
+            if value is not None and not _SLURM_WORD.match(value):
+                raise UserError(f"cluster {self.name!r}: invalid {key} {value!r}")
+        for partition, limit in {**self.timeouts, "default_timeout": self.default_timeout or "1"}.items():
+            try:
+                parse_time_limit(limit)
+            except UserError as error:
+                raise UserError(f"cluster {self.name!r}: timeouts[{partition}]: {error}") from None
+        for option in self.sbatch_args:
+            if not re.match(r"^[a-z][a-z\-_]*$", option):
+                raise UserError(f"cluster {self.name!r}: invalid sbatch option name {option!r}")
+        for text in self.mounts:
+            Mount.parse(text)
+        if self.executor is ExecutorKind.LOCAL or self.container_runtime is not ContainerRuntime.NONE:
+            if "main" not in self.containers:
+                raise UserError(f"cluster {self.name!r}: containers.main (the project image) is required")
+
+    @property
+    def remote_job_dir(self) -> str:
+        """Where jobs, logs and shipped code live on the cluster."""
+        return self.ssh_tunnel.job_dir if self.ssh_tunnel else (self.job_dir or "")
+
+    @property
+    def uses_containers(self) -> bool:
+        return self.executor is ExecutorKind.LOCAL or self.container_runtime is not ContainerRuntime.NONE
+
+    def container_image(self, role: str) -> str:
+        try:
+            return self.containers[role]
+        except KeyError:
+            known = ", ".join(sorted(self.containers)) or "none"
+            raise UserError(
+                f"cluster {self.name!r} has no container for role {role!r}; defined roles: {known}"
+            ) from None
+
+    def mount_list(self) -> list[Mount]:
+        return [Mount.parse(text) for text in self.mounts]
+
+    def time_limit_for(self, partition: str | None) -> str | None:
+        """Per-partition timeout, else default_timeout, else none (the partition's own limit)."""
+        if partition and partition in self.timeouts:
+            return self.timeouts[partition]
+        return self.default_timeout
+
+    def partition_for(self, resources: Resources) -> str | None:
+        if resources.partition:
+            return resources.partition
+        if resources.gpus_per_node == 0 and self.cpu_partition:
+            return self.cpu_partition
+        return self.partition
+
+    def job_env(self, environ: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for jobs: `NAME=value` literals and `NAME` copied from the submitting shell."""
+        environ = dict(os.environ if environ is None else environ)
+        missing = [name for name in self.required_env_vars if name not in environ]
+        if missing:
+            raise UserError(f"cluster {self.name!r} requires environment variables that are not set: {', '.join(missing)}")
+        env = {}
+        for entry in [*self.env_vars, *self.required_env_vars]:
+            name, sep, value = entry.partition("=")
+            if sep:
+                env[name] = value
+            elif name in environ:
+                env[name] = environ[name]
+        return env
+
+
+def expand_vars(text: str, where: str, environ: dict[str, str] | None = None) -> str:
+    """Expand `${VAR}` (and a leading `~`); an unset variable is an error, not an empty string."""
+    environ = os.environ if environ is None else environ
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise UserError(f"{where}: environment variable ${{{name}}} in {text!r} is not set")
+        return environ[name]
+
+    expanded = _VAR.sub(replace, text)
+    return os.path.expanduser(expanded) if expanded.startswith("~") else expanded
+
+
+def parse_cluster_config(data: object, name: str, source: str = "") -> ClusterConfig:
+    """Validate a loaded YAML mapping into a ClusterConfig (variables expanded)."""
+    where = f"cluster config {source or name!r}"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
+    data = dict(data)
+    if "mounts" in data and isinstance(data["mounts"], list):
+        data["mounts"] = [expand_vars(str(m), f"{where}: mounts") for m in data["mounts"]]
+    tunnel = data.get("ssh_tunnel")
+    if isinstance(tunnel, dict) and isinstance(tunnel.get("identity"), str):
+        tunnel = dict(tunnel)
+        tunnel["identity"] = expand_vars(tunnel["identity"], f"{where}: ssh_tunnel.identity")
+        data["ssh_tunnel"] = tunnel
+    if isinstance(data.get("job_dir"), str):
+        data["job_dir"] = expand_vars(data["job_dir"], f"{where}: job_dir")
+    data.setdefault("name", name)
+    data["source"] = source
+    return from_dict(ClusterConfig, data, where)
+
+
+def load_yaml_file(path: Path) -> object:
+    """Read YAML with errors that name the file and line."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(f"malformed YAML in {path}{line}: {problem}") from None
+
+
+def search_dirs(config_dir: str | None = None) -> list[Path]:
+    dirs = []
+    if config_dir:
+        dirs.append(Path(config_dir))
+    if os.environ.get("SKILLS_CLI_CONFIG_DIR"):
+        dirs.append(Path(os.environ["SKILLS_CLI_CONFIG_DIR"]))
+    dirs += [Path.cwd() / "cluster_configs", PACKAGED_CONFIG_DIR]
+    return dirs
+
+
+def known_clusters(config_dir: str | None = None) -> list[str]:
+    names = set()
+    for directory in search_dirs(config_dir):
+        if directory.is_dir():
+            names.update(p.stem for p in directory.glob("*.yaml"))
+    return sorted(names)
+
+
+def find_cluster_file(name: str, config_dir: str | None = None) -> Path:
+    if config_dir and not Path(config_dir).is_dir():
+        raise UserError(f"--config_dir {config_dir!r} is not a directory")
+    for directory in search_dirs(config_dir):
+        candidate = directory / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(known_clusters(config_dir)) or "none"
+    where = ", ".join(str(d) for d in search_dirs(config_dir))
+    raise UserError(f"unknown cluster {name!r}; known clusters: {known} (searched {where})")
+
+
+def load_cluster_file(path: Path) -> ClusterConfig:
+    return parse_cluster_config(load_yaml_file(path), name=path.stem, source=str(path))
+
+
+def load_cluster_config(name: str | None = None, config_dir: str | None = None) -> ClusterConfig:
+    """Resolve `--cluster NAME` (or $SKILLS_CLI_CONFIG, or the `local` default) to a validated config."""
+    if name is None and os.environ.get("SKILLS_CLI_CONFIG"):
+        path = Path(os.environ["SKILLS_CLI_CONFIG"])
+    else:
+        path = find_cluster_file(name or DEFAULT_CLUSTER, config_dir)
+    return load_cluster_file(path)

@@ -1,0 +1,9 @@
+"""Every `ns` command as a CommandSpec; the CLI and the Python API are both built from this list."""
+
+from __future__ import annotations
+
+from skills_cli.pipeline.commands.follow import CANCEL, LOGS, STATUS
+from skills_cli.pipeline.commands.run_cmd import RUN_CMD
+from skills_cli.pipeline.commands.setup import SETUP
+
+COMMANDS = (RUN_CMD, SETUP, STATUS, LOGS, CANCEL)

@@ -1,0 +1,170 @@
+"""The supervisor of one local job: `python -m skills_cli.pipeline.executors.local_runner SPEC.json`.
+
+1. Wait until every dependency is satisfied (afterok: SUCCEEDED; afterany: finished). If an afterok
+   upstream failed, record CANCELLED with the upstream's name as the reason and run nothing.
+2. Take the GPUs the job needs from the machine's pool (a lock file; waits while they are busy).
+3. Start the commands, each in its own process group, logs to files. The job ends when every foreground
+   command has ended; background services are then stopped. The time limit is enforced here.
+4. Record SUCCEEDED / FAILED (first non-zero foreground exit code) / TIMEOUT / CANCELLED (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from skills_cli.pipeline.executors.local import GPU_PLACEHOLDER, refresh_local_record, supervisor_alive
+from skills_cli.pipeline.store import JobState, Store
+
+POLL_SECONDS = 0.25
+STOP_GRACE_SECONDS = 10
+
+
+class Cancelled(Exception):
+    pass
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Cancelled()
+
+
+def wait_for_dependencies(spec: dict, store: Store) -> str | None:
+    """None when the job may start; otherwise the reason it never will."""
+    while True:
+        pending = False
+        for dependency in spec["dependencies"]:
+            upstream = refresh_local_record(store.job(dependency["uid"]), store)
+            if dependency["type"] == "afterok" and upstream.state.failed:
+                return f"upstream {upstream.expname}/{upstream.name} {upstream.state.value}"
+            if dependency["type"] == "afterok" and upstream.state is not JobState.SUCCEEDED:
+                pending = True
+            elif dependency["type"] == "afterany" and not upstream.state.finished:
+                pending = True
+        if not pending:
+            return None
+        time.sleep(POLL_SECONDS)
+
+
+@contextmanager
+def gpu_allocation(spec: dict, store: Store):
+    """Reserve `gpus_needed` ids from the pool; the reservation file maps each busy id to a job uid."""
+    needed, pool = spec["gpus_needed"], spec["gpu_pool"]
+    if not needed:
+        yield []
+        return
+    lock_path = Path(spec["store"]).parent / "gpus.lock"
+    table_path = lock_path.with_suffix(".json")
+    taken: list[int] = []
+    while not taken:
+        with open(lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            table = json.loads(table_path.read_text()) if table_path.exists() else {}
+            # drop reservations of jobs that are no longer running
+            table = {gpu: uid for gpu, uid in table.items() if supervisor_alive(store.job(uid))}
+            free = [gpu for gpu in pool if str(gpu) not in table]
+            if len(free) >= needed:
+                taken = free[:needed]
+                table.update({str(gpu): spec["uid"] for gpu in taken})
+            table_path.write_text(json.dumps(table))
+        if not taken:
+            time.sleep(POLL_SECONDS * 4)
+    try:
+        yield taken
+    finally:
+        with open(lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            table = json.loads(table_path.read_text()) if table_path.exists() else {}
+            table = {gpu: uid for gpu, uid in table.items() if uid != spec["uid"]}
+            table_path.write_text(json.dumps(table))
+
+
+def start_command(command: dict, gpus: list[int], pool: list[int], cwd: str) -> subprocess.Popen:
+    env = {**os.environ, **command["env"]}
+    visible = ",".join(str(g) for g in gpus[command["gpu_offset"] : command["gpu_offset"] + command["gpu_count"]])
+    if pool:  # a command without a GPU share must not see the machine's GPUs
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    argv = [word.replace(GPU_PLACEHOLDER, visible) for word in command["argv"]]
+    Path(command["log"]).parent.mkdir(parents=True, exist_ok=True)
+    with open(command["log"], "ab") as log:
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def stop(processes: list[subprocess.Popen], commands: list[dict]) -> None:
+    """SIGTERM each process group, SIGKILL after a grace period, and remove our containers."""
+    for process in processes:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + STOP_GRACE_SECONDS
+    for process in processes:
+        while process.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+    for command in commands:
+        if command.get("container_name"):
+            subprocess.run(["docker", "rm", "-f", command["container_name"]], capture_output=True, timeout=60)
+
+
+def run_commands(spec: dict, gpus: list[int]) -> tuple[JobState, int | None, str]:
+    commands = spec["commands"]
+    processes = []
+    try:
+        for command in commands:
+            processes.append(start_command(command, gpus, spec["gpu_pool"], spec["cwd"]))
+        foreground = [p for p, c in zip(processes, commands) if not c["background"]]
+        deadline = time.time() + spec["time_limit"] if spec["time_limit"] else None
+        while any(p.poll() is None for p in foreground):
+            if deadline and time.time() > deadline:
+                stop(processes, commands)
+                return JobState.TIMEOUT, None, f"time limit of {spec['time_limit']} s reached"
+            time.sleep(POLL_SECONDS)
+        codes = [p.returncode for p in foreground]
+        stop(processes, commands)  # background services
+    except Cancelled:
+        stop(processes, commands)
+        raise
+    failed = next((code for code in codes if code != 0), 0)
+    if failed:
+        return JobState.FAILED, failed, f"exit code {failed}"
+    return JobState.SUCCEEDED, 0, ""
+
+
+def main(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    store, uid = Store(Path(spec["store"])), spec["uid"]
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        blocked = wait_for_dependencies(spec, store)
+        if blocked:
+            store.update_job(uid, state=JobState.CANCELLED, reason=blocked, ended_at=time.time())
+            return 0
+        with gpu_allocation(spec, store) as gpus:
+            store.update_job(uid, state=JobState.RUNNING, started_at=time.time())
+            state, code, reason = run_commands(spec, gpus)
+        store.update_job(uid, state=state, exit_code=code, reason=reason, ended_at=time.time())
+    except Cancelled:
+        store.update_job(uid, state=JobState.CANCELLED, reason="cancelled", ended_at=time.time())
+    except Exception as error:  # record why, so `ns status` can tell; then fail loudly in the supervisor log
+        store.update_job(uid, state=JobState.FAILED, reason=f"supervisor error: {error}", ended_at=time.time())
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

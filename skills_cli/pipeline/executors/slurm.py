@@ -1,0 +1,178 @@
+"""The Slurm executor: sbatch over nemo-run's SSH (or local) tunnel, in three round trips.
+
+1. one command checks the cluster (sbatch present, mount sources exist, this code version uploaded?);
+2. one upload carries the batch scripts, the submission script and, if missing, the code snapshot;
+3. one command unpacks and submits the whole graph; in-graph dependencies become `--dependency=afterok:`
+   on the ids sbatch just returned. If any sbatch fails, the ones already queued are cancelled.
+States come from `sacct` (accounting) with `squeue` for jobs accounting has not seen yet.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+
+from skills_cli.common.errors import UserError
+from skills_cli.pipeline import render
+from skills_cli.pipeline.cluster import ClusterConfig, ContainerRuntime
+from skills_cli.pipeline.executors.tunnel import ClusterTunnel, check_identity
+from skills_cli.pipeline.packaging import tarball
+from skills_cli.pipeline.plan import Plan, safe_name
+from skills_cli.pipeline.shell import quote
+from skills_cli.pipeline.store import JobRecord, JobState, Store
+
+SACCT_STATES = {
+    "PENDING": JobState.PENDING, "REQUEUED": JobState.PENDING, "RESIZING": JobState.PENDING,
+    "RUNNING": JobState.RUNNING, "COMPLETING": JobState.RUNNING, "SUSPENDED": JobState.RUNNING,
+    "COMPLETED": JobState.SUCCEEDED, "FAILED": JobState.FAILED, "OUT_OF_MEMORY": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED, "BOOT_FAIL": JobState.FAILED, "DEADLINE": JobState.TIMEOUT,
+    "PREEMPTED": JobState.FAILED, "CANCELLED": JobState.CANCELLED, "TIMEOUT": JobState.TIMEOUT,
+}  # fmt: skip
+
+
+def parse_state(text: str) -> JobState:
+    """`CANCELLED by 0` -> CANCELLED; unknown words -> UNKNOWN."""
+    word = text.split()[0] if text.strip() else ""
+    return SACCT_STATES.get(word, JobState.UNKNOWN)
+
+
+class SlurmExecutor:
+    def __init__(self, cluster: ClusterConfig):
+        self.cluster = cluster
+
+    def code_dir(self, plan: Plan) -> str:
+        return f"{self.cluster.remote_job_dir}/{plan.code.dirname}"
+
+    def preflight(self, plan: Plan) -> None:
+        """What can be checked without connecting (the rest happens in the first round trip)."""
+        if self.cluster.ssh_tunnel is not None:
+            check_identity(self.cluster.ssh_tunnel)
+
+    def dry_run(self, plan: Plan) -> str:
+        return render.slurm_dry_run(plan, self.code_dir(plan))
+
+    # -- submission --------------------------------------------------------------------------------
+    def _mount_sources(self, plan: Plan) -> list[str]:
+        if self.cluster.container_runtime is ContainerRuntime.NONE:
+            return []  # no containers: mounts have no meaning
+        sources = {m.source for m in self.cluster.mount_list()}
+        sources |= {m.source for planned in plan.jobs for m in planned.job.mounts}
+        return sorted(sources)
+
+    def _check_cluster(self, tunnel: ClusterTunnel, plan: Plan) -> bool:
+        """One round trip; returns whether the code snapshot must be uploaded."""
+        checks = ["command -v sbatch >/dev/null || echo 'MISSING_SBATCH'"]
+        checks += [f"test -e {quote(s)} || echo MISSING_MOUNT {quote(s)}" for s in self._mount_sources(plan)]
+        checks.append(f"test -d {quote(self.code_dir(plan))} || echo NEED_CODE")
+        result = tunnel.run("; ".join(checks))
+        lines = result.stdout.splitlines()
+        if "MISSING_SBATCH" in lines:
+            raise UserError(f"{tunnel.target}: sbatch is not on PATH (is this a Slurm login node?)")
+        missing = [line.split(" ", 1)[1] for line in lines if line.startswith("MISSING_MOUNT ")]
+        if missing:
+            raise UserError(f"mount source does not exist on cluster {self.cluster.name!r}: {', '.join(missing)}")
+        return "NEED_CODE" in lines
+
+    def _bundle(self, plan: Plan, with_code: bool, staging: str) -> bytes:
+        buffer = io.BytesIO()
+        job_dir = self.cluster.remote_job_dir
+        files = {render.script_path(plan, p)[len(job_dir) + 1 :]: render.sbatch_script(plan, p, self.code_dir(plan))
+                 for p in plan.jobs}  # fmt: skip
+        files[f"{staging}/submit.sh"] = render.submit_script(plan)
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            for name, text in files.items():
+                data = text.encode()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o755
+                archive.addfile(info, io.BytesIO(data))
+        bundle = buffer.getvalue()
+        if with_code:
+            code = tarball(plan.code, prefix=plan.code.dirname)
+            return bundle, code  # type: ignore[return-value]
+        return bundle, None  # type: ignore[return-value]
+
+    def submit(self, plan: Plan, store: Store) -> list[JobRecord]:
+        job_dir = self.cluster.remote_job_dir
+        staging = f".staging/{safe_name(plan.expname)}-{plan.jobs[0].uid}"
+        with ClusterTunnel(self.cluster) as tunnel:
+            need_code = self._check_cluster(tunnel, plan)
+            bundle, code = self._bundle(plan, need_code, staging)
+            tunnel.put_bytes(bundle, f"{job_dir}/{staging}.tar.gz")
+            unpack = f"cd {quote(job_dir)} && tar -xzf {quote(staging + '.tar.gz')}"
+            if code is not None:
+                tunnel.put_bytes(code, f"{job_dir}/{staging}-code.tar.gz")
+                # unpack next to the final place, then rename: a concurrent submission never sees half a tree
+                unpack += (f" && mkdir -p code && tmp=$(mktemp -d code/.tmp-XXXXXX) && tar -xzf {quote(staging + '-code.tar.gz')}"
+                           f" -C \"$tmp\" && (mv \"$tmp/{plan.code.dirname}\" {quote(plan.code.dirname)} 2>/dev/null || true)"
+                           " && rm -rf \"$tmp\"")  # fmt: skip
+            result = tunnel.run(f"{unpack} && bash {quote(staging + '/submit.sh')}", timeout=300)
+        ids = dict(line.split()[1:3] for line in result.stdout.splitlines() if line.startswith("SKILLS_SUBMITTED "))
+        if result.returncode != 0 or len(ids) != len(plan.jobs):
+            detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            raise UserError(
+                f"submission to {self.cluster.name!r} failed ({' | '.join(detail)}); "
+                f"{len(ids)} job(s) that were queued before the failure were cancelled"
+            )
+        records = []
+        for planned in plan.jobs:
+            job_id = ids[planned.uid]
+            upstream = {p.job.name: p.uid for p in plan.jobs}
+            depends = [upstream[name] for name, _ in planned.internal] + [e.record.uid for e in planned.external]
+            kinds = [kind.value for _, kind in planned.internal] + [e.dependency_type.value for e in planned.external]
+            record = JobRecord(
+                uid=planned.uid, expname=plan.expname, name=planned.job.name, cluster=self.cluster.name,
+                executor="slurm", external_id=job_id, log_path=f"{planned.log_dir}/{planned.file_stem}-{job_id}.log",
+                work_dir=render.script_path(plan, planned), depends_on=depends, dependency_types=kinds,
+                submitted_at=time.time(),
+            )  # fmt: skip
+            store.add_job(record)
+            records.append(record)
+        return records
+
+    # -- follow-up ---------------------------------------------------------------------------------
+    def refresh(self, records: list[JobRecord], store: Store) -> list[JobRecord]:
+        open_records = [r for r in records if not r.state.finished and r.external_id]
+        if not open_records:
+            return [store.job(r.uid) for r in records]
+        ids = ",".join(r.external_id for r in open_records)  # type: ignore[misc]
+        command = (f"sacct -X -n -P -j {ids} --format=JobIDRaw,State,ExitCode,Start,End 2>/dev/null; echo '--'; "
+                   f"squeue -h -j {ids} -o '%i|%T|%r' 2>/dev/null; true")  # fmt: skip
+        with ClusterTunnel(self.cluster) as tunnel:
+            output = tunnel.run(command).stdout
+        accounted, _, queued = output.partition("--")
+        seen: dict[str, dict] = {}
+        for line in queued.strip().splitlines():
+            job_id, state, reason = (line.split("|") + ["", ""])[:3]
+            seen[job_id] = {"state": parse_state(state), "reason": "" if reason in ("None", "(null)") else reason}
+        for line in accounted.strip().splitlines():
+            fields = line.split("|")
+            if len(fields) < 5:
+                continue
+            job_id, state, exit_code, start, end = fields[:5]
+            update = {"state": parse_state(state)}
+            if update["state"].finished:
+                update["exit_code"] = int(exit_code.split(":")[0]) if exit_code.split(":")[0].isdigit() else None
+            if update["state"] is not JobState.UNKNOWN:
+                seen[job_id] = {**seen.get(job_id, {}), **update}
+        for record in open_records:
+            update = seen.get(record.external_id or "")
+            if update:
+                store.update_job(record.uid, **{k: v for k, v in update.items() if v is not JobState.UNKNOWN})
+        return [store.job(r.uid) for r in records]
+
+    def cancel(self, records: list[JobRecord], store: Store) -> None:
+        ids = [r.external_id for r in records if r.external_id and not r.state.finished]
+        if ids:
+            with ClusterTunnel(self.cluster) as tunnel:
+                tunnel.run("scancel " + " ".join(quote(i) for i in ids))
+
+    def logs(self, record: JobRecord, tail: int | None) -> str:
+        if not record.log_path:
+            return "(no log recorded)"
+        stem = record.log_path[: -len(".log")]
+        reader = f'tail -n {int(tail)} "$f"' if tail else 'cat "$f"'
+        command = (f"for f in {quote(stem)}*.log; do [ -f \"$f\" ] || continue; echo \"==> $f <==\"; {reader}; done")
+        with ClusterTunnel(self.cluster) as tunnel:
+            output = tunnel.run(command).stdout
+        return output.rstrip() or f"(no log yet at {record.log_path})"

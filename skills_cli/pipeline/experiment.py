@@ -1,0 +1,217 @@
+"""Submitting job graphs as named experiments, and following them: status, logs, cancel.
+
+`submit_jobs` is what every stage command ends with: jobs + cluster + shared options -> validated plan ->
+dry-run text or a real submission recorded in the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skills_cli.common.errors import UserError
+from skills_cli.pipeline.cluster import ClusterConfig, DependencyType, ExecutorKind, load_cluster_config, load_cluster_file
+from skills_cli.pipeline.executors import executor_for
+from skills_cli.pipeline.jobs import Job, JobGraph, check_name, with_dependent_jobs
+from skills_cli.pipeline.packaging import snapshot
+from skills_cli.pipeline.plan import ExternalDependency, Plan, PlannedJob, internal_edges, roots, safe_name
+from skills_cli.pipeline.store import JobRecord, JobState, Store, home_dir, new_uid
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """The shared submission options (see options.SUBMIT_OPTIONS), validated."""
+
+    expname: str
+    run_after: tuple[str, ...] = ()
+    dependency_type: DependencyType | None = None
+    dependent_jobs: int = 0
+    dry_run: bool = False
+    log_dir: str | None = None
+    detach: bool = False
+
+
+@dataclass
+class Submission:
+    """What a command returns from the Python API (the CLI prints it)."""
+
+    expname: str
+    cluster: str
+    records: list[JobRecord] = field(default_factory=list)
+    dry_run_text: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return all(r.state is JobState.SUCCEEDED for r in self.records)
+
+
+def submit_options(values: dict, default_expname: str) -> SubmitOptions:
+    expname = values.get("expname") or default_expname
+    check_name("experiment", expname)
+    for name in values.get("run_after") or []:
+        check_name("run_after experiment", name)
+    kind = values.get("dependency_type")
+    return SubmitOptions(
+        expname=expname, run_after=tuple(values.get("run_after") or ()),
+        dependency_type=DependencyType(kind) if kind else None, dependent_jobs=values.get("dependent_jobs", 0),
+        dry_run=values.get("dry_run", False), log_dir=values.get("log_dir"), detach=values.get("detach", False),
+    )  # fmt: skip
+
+
+def default_log_dir(cluster: ClusterConfig, expname: str) -> str:
+    if cluster.executor is ExecutorKind.SLURM:
+        return f"{cluster.remote_job_dir}/{safe_name(expname)}/logs"
+    return str(home_dir() / "logs" / safe_name(expname))
+
+
+def refresh(records: list[JobRecord], store: Store, clusters: dict[str, ClusterConfig]) -> list[JobRecord]:
+    """Update stored states through each record's own executor (grouped by cluster)."""
+    by_cluster: dict[str, list[JobRecord]] = {}
+    for record in records:
+        by_cluster.setdefault(record.cluster, []).append(record)
+    fresh: dict[str, JobRecord] = {}
+    for name, group in by_cluster.items():
+        if all(r.state.finished for r in group):
+            fresh.update((r.uid, r) for r in group)
+            continue
+        cluster = clusters.get(name) or cluster_of(name, store)
+        for record in executor_for(cluster).refresh(group, store):
+            fresh[record.uid] = record
+    return [explain(fresh[r.uid], store) for r in records]
+
+
+def cluster_of(name: str, store: Store) -> ClusterConfig:
+    """The config a job was submitted with: the remembered file if it still exists, else a lookup by name."""
+    source = store.cluster_source(name)
+    if source and Path(source).is_file():
+        return load_cluster_file(Path(source))
+    return load_cluster_config(name)
+
+
+def explain(record: JobRecord, store: Store) -> JobRecord:
+    """A job that will never run because an afterok upstream failed says which upstream."""
+    if record.state not in (JobState.PENDING, JobState.CANCELLED) or record.reason.startswith("upstream "):
+        return record
+    for uid, kind in zip(record.depends_on, record.dependency_types):
+        upstream = store.job(uid)
+        if kind == DependencyType.AFTEROK.value and upstream.state.failed:
+            reason = f"upstream {upstream.expname}/{upstream.name} {upstream.state.value}"
+            store.update_job(record.uid, reason=reason)
+            record.reason = reason
+            break
+    return record
+
+
+def resolve_run_after(options: SubmitOptions, cluster: ClusterConfig, store: Store, kind: DependencyType) -> list[ExternalDependency]:
+    """Upstream jobs still to wait for. Succeeded ones are satisfied; failed ones stop the submission."""
+    records = store.resolve_run_after(list(options.run_after))
+    if not options.dry_run:  # a dry run must not need the cluster; it uses the stored states
+        records = refresh(records, store, {cluster.name: cluster})
+    pending = []
+    for record in records:
+        where = f"--run_after {record.expname!r}: job {record.name!r}"
+        if record.state is JobState.SUCCEEDED or (record.state.finished and kind is DependencyType.AFTERANY):
+            continue
+        if record.state.failed:
+            detail = f" ({record.reason})" if record.reason else ""
+            raise UserError(f"{where} {record.state.value}{detail}; nothing was submitted (rerun it, or use --dependency_type afterany)")
+        if record.cluster != cluster.name:
+            raise UserError(f"{where} is {record.state.value} on cluster {record.cluster!r}; jobs on {cluster.name!r} cannot wait for it")
+        pending.append(ExternalDependency(record, kind))
+    return pending
+
+
+def build_plan(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions, store: Store) -> Plan:
+    graph = with_dependent_jobs(JobGraph(jobs), options.dependent_jobs)
+    kind = options.dependency_type or cluster.dependency_type
+    external = tuple(resolve_run_after(options, cluster, store, kind))
+    start = roots(graph)
+    log_dir = options.log_dir or default_log_dir(cluster, options.expname)
+    planned = tuple(
+        PlannedJob(job=job, uid=new_uid(), log_dir=job.log_dir or log_dir, internal=internal_edges(job, kind),
+                   external=external if job.name in start else ())
+        for job in graph
+    )  # fmt: skip
+    return Plan(expname=options.expname, cluster=cluster, jobs=planned, code=snapshot(), env=cluster.job_env())
+
+
+def submit_jobs(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions,
+                on_change: Callable[[JobRecord], None] | None = None) -> Submission:  # fmt: skip
+    """Validate, then print (dry run) or submit; for local executors wait unless detached."""
+    store = Store()
+    plan = build_plan(jobs, cluster, options, store)
+    executor = executor_for(cluster)
+    submission = Submission(expname=options.expname, cluster=cluster.name)
+    if options.dry_run:
+        submission.dry_run_text = executor.dry_run(plan)
+        return submission
+    executor.preflight(plan)
+    store.add_experiment(options.expname, cluster.name, cluster.executor.value)
+    if cluster.source:
+        store.remember_cluster(cluster.name, cluster.source)
+    submission.records = executor.submit(plan, store)
+    if cluster.executor is not ExecutorKind.SLURM and not options.detach:
+        submission.records = wait(submission.records, store, on_change)
+    return submission
+
+
+def wait(records: list[JobRecord], store: Store, on_change: Callable[[JobRecord], None] | None = None,
+         timeout: float | None = None, clusters: dict[str, ClusterConfig] | None = None,
+         poll: float = 0.5) -> list[JobRecord]:  # fmt: skip
+    """Poll until every job has finished (or `timeout` seconds pass: then UserError)."""
+    seen = {r.uid: None for r in records}
+    deadline = None if timeout is None else time.time() + timeout
+    while True:
+        records = refresh(records, store, clusters or {})
+        for record in records:
+            if seen[record.uid] != record.state:
+                seen[record.uid] = record.state
+                if on_change:
+                    on_change(record)
+        if all(r.state.finished for r in records):
+            return records
+        if deadline and time.time() > deadline:
+            raise UserError(f"jobs still unfinished after {timeout:g} s: "
+                            + ", ".join(f"{r.name} {r.state.value}" for r in records if not r.state.finished))  # fmt: skip
+        time.sleep(poll)
+
+
+def experiment_records(expname: str, store: Store) -> list[JobRecord]:
+    if not store.has_experiment(expname):
+        known = ", ".join(store.experiment_names()[-20:]) or "none yet"
+        raise UserError(f"no experiment named {expname!r} (known: {known})")
+    return store.jobs(expname)
+
+
+def status(expname: str) -> list[JobRecord]:
+    store = Store()
+    return refresh(experiment_records(expname, store), store, {})
+
+
+def cancel(expname: str) -> list[JobRecord]:
+    store = Store()
+    records = [r for r in status(expname) if not r.state.finished]
+    by_cluster: dict[str, list[JobRecord]] = {}
+    for record in records:
+        by_cluster.setdefault(record.cluster, []).append(record)
+    for name, group in by_cluster.items():
+        executor_for(cluster_of(name, store)).cancel(group, store)
+    return status(expname)
+
+
+def logs(expname: str, job: str | None, tail: int | None) -> list[tuple[JobRecord, str]]:
+    store = Store()
+    records = store.latest_jobs(expname) if store.has_experiment(expname) else experiment_records(expname, store)
+    if job is not None:
+        records = [r for r in records if r.name == job]
+        if not records:
+            names = ", ".join(r.name for r in store.latest_jobs(expname))
+            raise UserError(f"experiment {expname!r} has no job {job!r} (jobs: {names})")
+    return [(r, executor_for(cluster_of(r.cluster, store)).logs(r, tail)) for r in records]
+
+
+def ensure_log_dir_is_absolute(path: str | None) -> None:
+    if path is not None and not Path(path).is_absolute():
+        raise UserError(f"--log_dir must be an absolute path, got {path!r}")

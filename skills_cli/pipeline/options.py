@@ -1,0 +1,157 @@
+"""Options declared once, serving both the `ns` command line and the Python API.
+
+A command is a `CommandSpec`: a name, its `Option`s and an implementation. The CLI layer turns a spec into
+a typer command; `spec.python_api` is the same command as a Python function, with the same names,
+defaults and validation: `run_cmd(ctx=wrap_arguments("echo hi"), cluster="slurm", run_after=["a"])`.
+This module has no typer import, so in-job code and the Python API never load the CLI stack.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, get_origin
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.typed_config import ConfigError, convert
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: Any
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    panel: str = "Options"
+    positional: bool = False
+
+    @property
+    def is_list(self) -> bool:
+        return get_origin(self.type) is list
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """`--run_after` as NeMo-Skills users type it, and `--run-after` as typer users expect."""
+        dashed = self.name.replace("_", "-")
+        return (f"--{self.name}",) if dashed == self.name else (f"--{self.name}", f"--{dashed}")
+
+    def validate(self, value: Any) -> Any:
+        if value is ...:
+            raise UserError(f"missing required argument {self.name.upper() if self.positional else '--' + self.name}")
+        if self.is_list and isinstance(value, str):
+            value = [value]
+        if self.is_list and isinstance(value, tuple):
+            value = list(value)
+        try:
+            value = convert(self.type, value, f"--{self.name}")
+        except ConfigError as error:
+            raise UserError(str(error)) from None
+        if self.choices and value is not None and value not in self.choices:
+            raise UserError(f"--{self.name}: {value!r} is not one of {', '.join(self.choices)}")
+        return value
+
+
+# -- options shared by every command that submits jobs: declared here once ------------------------------
+CLUSTER = Option("cluster", str | None, None, "Cluster config name (a YAML in --config_dir, "
+                 "$SKILLS_CLI_CONFIG_DIR, ./cluster_configs or the packaged examples). Default: local.", panel="Cluster")  # fmt: skip
+CONFIG_DIR = Option("config_dir", str | None, None, "Directory searched first for cluster configs.", panel="Cluster")
+EXPNAME = Option("expname", str | None, None, "Experiment name; other commands can --run_after it.", panel="Experiment")
+RUN_AFTER = Option("run_after", list[str], [], "Wait for every job of this experiment (repeatable). "
+                   "Unknown names are an error.", panel="Experiment")  # fmt: skip
+DEPENDENCY_TYPE = Option("dependency_type", str | None, None, "afterok (default: run only if upstream "
+                         "succeeded) or afterany.", choices=("afterok", "afterany"), panel="Experiment")  # fmt: skip
+DEPENDENT_JOBS = Option("dependent_jobs", int, 0, "Chain N more copies of each job, each waiting for the "
+                        "previous one (for work longer than the time limit).", panel="Experiment")  # fmt: skip
+DRY_RUN = Option("dry_run", bool, False, "Print exactly what would run (scripts, command lines) and submit nothing.",
+                 panel="Experiment")  # fmt: skip
+LOG_DIR = Option("log_dir", str | None, None, "Where job logs go (a path on the machine that runs the jobs).",
+                 panel="Experiment")  # fmt: skip
+DETACH = Option("detach", bool, False, "Local executors: return once the jobs are started instead of waiting "
+                "for them (Slurm submissions always return once queued).", panel="Experiment")  # fmt: skip
+NUM_GPUS = Option("num_gpus", int, 0, "GPUs per node.", panel="Resources")
+NUM_NODES = Option("num_nodes", int, 1, "Number of nodes.", panel="Resources")
+NUM_TASKS = Option("num_tasks", int, 1, "Tasks (processes) per node.", panel="Resources")
+PARTITION = Option("partition", str | None, None, "Slurm partition (default: the cluster config's).", panel="Resources")
+TIME = Option("time", str | None, None, "Time limit, e.g. 4:00:00 or 1-00:00:00 (default: the cluster config's "
+              "timeout for the partition).", panel="Resources")  # fmt: skip
+CONTAINER = Option("container", str, "main", "Container role (a key of `containers` in the cluster config) "
+                   "or, on container executors, an image name.", panel="Resources")  # fmt: skip
+MOUNTS = Option("mounts", list[str], [], "Extra mount /src:/dst[:ro] for this job (repeatable).", panel="Resources")
+
+SUBMIT_OPTIONS = (CLUSTER, CONFIG_DIR, EXPNAME, RUN_AFTER, DEPENDENCY_TYPE, DEPENDENT_JOBS, DRY_RUN, LOG_DIR, DETACH)
+RESOURCE_OPTIONS = (NUM_GPUS, NUM_NODES, NUM_TASKS, PARTITION, TIME, CONTAINER, MOUNTS)
+
+
+@dataclass
+class WrappedArguments:
+    """What `wrap_arguments` returns: the extra arguments of a command, as the CLI would collect them."""
+
+    args: list[str] = field(default_factory=list)
+
+
+def wrap_arguments(text: str | Sequence[str] = "") -> WrappedArguments:
+    """Turn `"++a=1 ++b='x y'"` into the extra arguments of a command (shell-like splitting)."""
+    if isinstance(text, str):
+        try:
+            return WrappedArguments(shlex.split(text))
+        except ValueError as error:
+            raise UserError(f"wrap_arguments: cannot split {text!r}: {error}") from None
+    return WrappedArguments([str(word) for word in text])
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    help: str
+    options: tuple[Option, ...]
+    impl: Callable[..., Any]
+    extra_args: str | None = None  # how the command uses extra arguments (None: it takes none)
+    panel_order: tuple[str, ...] = ("Options", "Cluster", "Experiment", "Resources")
+
+    def option(self, name: str) -> Option:
+        return next(option for option in self.options if option.name == name)
+
+    def call(self, extra: list[str], values: dict[str, Any]) -> Any:
+        """Validate every value (CLI and Python API alike), fill defaults, run the implementation."""
+        known = {option.name: option for option in self.options}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], known, n=1)
+            raise UserError(
+                f"{self.name}: unknown argument {unknown[0]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; valid: {', '.join(sorted(known))}"
+            )
+        checked = {name: option.validate(values.get(name, option.default)) for name, option in known.items()}
+        check_extra_args(self, extra)
+        return self.impl(extra, **checked)
+
+    @property
+    def python_api(self) -> Callable[..., Any]:
+        spec = self
+
+        def api(ctx: WrappedArguments | None = None, **values: Any) -> Any:
+            return spec.call(list(ctx.args) if ctx is not None else [], values)
+
+        api.__name__ = api.__qualname__ = self.name
+        api.__doc__ = f"{self.help}\n\nArguments: " + ", ".join(o.name for o in self.options) + ", ctx."
+        return api
+
+
+def check_extra_args(spec: CommandSpec, extra: list[str]) -> None:
+    """Extra arguments are the command's payload; a `--word` before the payload is a mistyped option."""
+    if not extra:
+        return
+    if spec.extra_args is None:
+        raise UserError(f"{spec.name}: unexpected arguments {' '.join(extra)!r}")
+    for word in extra:
+        if not word.startswith("--"):
+            break  # the payload starts; its own options are its business
+        if word == "--":
+            break
+        name = word[2:].split("=", 1)[0].replace("-", "_")
+        hint = difflib.get_close_matches(name, [o.name for o in spec.options], n=1)
+        raise UserError(f"{spec.name}: unknown option {word.split('=', 1)[0]!r}"
+                        + (f" (did you mean --{hint[0]}?)" if hint else ""))  # fmt: skip

@@ -15,7 +15,7 @@ import typer
 
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline.commands import COMMANDS
-from skills_cli.pipeline.options import CommandSpec, Option
+from skills_cli.pipeline.options import CommandSpec, Option, WrappedArguments
 
 app = typer.Typer(
     name="ns",
@@ -44,7 +44,7 @@ def _register(spec: CommandSpec) -> None:
     def command(ctx: typer.Context, **values: Any) -> None:
         values = {k: ([] if v is None and spec.option(k).is_list else v) for k, v in values.items()}
         try:
-            result = spec.call(list(ctx.args), values)
+            result = spec.call(WrappedArguments(list(ctx.args)), values)
         except UserError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(2) from None

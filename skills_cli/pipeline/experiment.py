@@ -148,10 +148,11 @@ def submit_jobs(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions,
         submission.dry_run_text = executor.dry_run(plan)
         return submission
     executor.preflight(plan)
-    store.add_experiment(options.expname, cluster.name, cluster.executor.value)
     if cluster.source:
         store.remember_cluster(cluster.name, cluster.source)
     submission.records = executor.submit(plan, store)
+    # recorded only once something was submitted: a failed submission leaves no empty experiment behind
+    store.add_experiment(options.expname, cluster.name, cluster.executor.value)
     if cluster.executor is not ExecutorKind.SLURM and not options.detach:
         submission.records = wait(submission.records, store, on_change)
     return submission

@@ -87,16 +87,21 @@ RESOURCE_OPTIONS = (NUM_GPUS, NUM_NODES, NUM_TASKS, PARTITION, TIME, CONTAINER, 
 
 @dataclass
 class WrappedArguments:
-    """What `wrap_arguments` returns: the extra arguments of a command, as the CLI would collect them."""
+    """The extra arguments of a command, as the CLI collects them.
+
+    `text` keeps the string given to `wrap_arguments`, so a Python caller's shell snippet
+    (`wrap_arguments("cd /x && python y.py")`) reaches `run_cmd` exactly as written.
+    """
 
     args: list[str] = field(default_factory=list)
+    text: str | None = None
 
 
 def wrap_arguments(text: str | Sequence[str] = "") -> WrappedArguments:
     """Turn `"++a=1 ++b='x y'"` into the extra arguments of a command (shell-like splitting)."""
     if isinstance(text, str):
         try:
-            return WrappedArguments(shlex.split(text))
+            return WrappedArguments(shlex.split(text), text=text)
         except ValueError as error:
             raise UserError(f"wrap_arguments: cannot split {text!r}: {error}") from None
     return WrappedArguments([str(word) for word in text])
@@ -114,7 +119,7 @@ class CommandSpec:
     def option(self, name: str) -> Option:
         return next(option for option in self.options if option.name == name)
 
-    def call(self, extra: list[str], values: dict[str, Any]) -> Any:
+    def call(self, extra: WrappedArguments, values: dict[str, Any]) -> Any:
         """Validate every value (CLI and Python API alike), fill defaults, run the implementation."""
         known = {option.name: option for option in self.options}
         unknown = sorted(set(values) - set(known))
@@ -125,7 +130,7 @@ class CommandSpec:
                 + f"; valid: {', '.join(sorted(known))}"
             )
         checked = {name: option.validate(values.get(name, option.default)) for name, option in known.items()}
-        check_extra_args(self, extra)
+        check_extra_args(self, extra.args)
         return self.impl(extra, **checked)
 
     @property
@@ -133,7 +138,7 @@ class CommandSpec:
         spec = self
 
         def api(ctx: WrappedArguments | None = None, **values: Any) -> Any:
-            return spec.call(list(ctx.args) if ctx is not None else [], values)
+            return spec.call(ctx if ctx is not None else WrappedArguments(), values)
 
         api.__name__ = api.__qualname__ = self.name
         api.__doc__ = f"{self.help}\n\nArguments: " + ", ".join(o.name for o in self.options) + ", ctx."

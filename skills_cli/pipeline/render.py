@@ -53,7 +53,8 @@ def engine_run_argv(
     if name:
         argv += ["--name", name]
     for key, value in labels.items():
-        argv += ["--label", f"{key}={value}"]
+        label = f"{key}={value}"
+        argv += ["--label", Raw(label) if isinstance(value, Raw) else label]
     for mount in mounts:
         argv += ["-v", str(mount)]
     for env_name in env_names:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skills_cli.pipeline import experiment
-from skills_cli.pipeline.options import CommandSpec, Option
+from skills_cli.pipeline.options import CommandSpec, Option, WrappedArguments
 from skills_cli.pipeline.store import JobRecord, Store
 
 EXPNAME_ARG = Option("expname", str, ..., "Experiment name.", positional=True)
@@ -13,7 +13,7 @@ JOB_ARG = Option("job", str | None, None, "Job name (default: every job).", posi
 TAIL = Option("tail", int | None, None, "Only the last N lines of each log.")
 
 
-def status_impl(extra: list[str], expname: str | None) -> dict[str, list[JobRecord]]:
+def status_impl(extra: WrappedArguments, expname: str | None) -> dict[str, list[JobRecord]]:
     """States of one experiment's jobs (refreshed from their executors), or of every experiment."""
     if expname is not None:
         return {expname: experiment.status(expname)}
@@ -21,11 +21,11 @@ def status_impl(extra: list[str], expname: str | None) -> dict[str, list[JobReco
     return {name: store.latest_jobs(name) for name in store.experiment_names()}
 
 
-def logs_impl(extra: list[str], expname: str, job: str | None, tail: int | None) -> list[tuple[JobRecord, str]]:
+def logs_impl(extra: WrappedArguments, expname: str, job: str | None, tail: int | None) -> list[tuple[JobRecord, str]]:
     return experiment.logs(expname, job, tail)
 
 
-def cancel_impl(extra: list[str], expname: str) -> list[JobRecord]:
+def cancel_impl(extra: WrappedArguments, expname: str) -> list[JobRecord]:
     return experiment.cancel(expname)
 
 

@@ -9,7 +9,7 @@ from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Mount, Resources
-from skills_cli.pipeline.options import RESOURCE_OPTIONS, SUBMIT_OPTIONS, CommandSpec, Option
+from skills_cli.pipeline.options import RESOURCE_OPTIONS, SUBMIT_OPTIONS, CommandSpec, Option, WrappedArguments
 from skills_cli.pipeline.shell import bash_c, quote_argv
 from skills_cli.pipeline.store import JobRecord
 
@@ -19,11 +19,13 @@ COMMAND = Option("command", str | None, None, "The shell command (instead of giv
 JOB_NAME = Option("job_name", str | None, None, "Job name (default: the experiment name).")
 
 
-def command_text(extra: list[str], command: str | None) -> str:
-    """One trailing argument is a shell snippet as typed; several are words, quoted back into a line."""
-    if command and extra:
+def command_text(extra: WrappedArguments, command: str | None) -> str:
+    """The shell snippet: `--command`, the string given to wrap_arguments, one trailing argument as typed,
+    or several trailing arguments taken as words (quoted back into one line)."""
+    if command and extra.args:
         raise UserError("run_cmd: give the command either with --command or as trailing arguments, not both")
-    text = command or (extra[0] if len(extra) == 1 else quote_argv(extra))
+    args = extra.args
+    text = command or extra.text or (args[0] if len(args) == 1 else quote_argv(args))
     if not text.strip():
         raise UserError("run_cmd: no command given (e.g. ns run_cmd --expname x 'python train.py')")
     return text
@@ -57,7 +59,7 @@ def build_job(text: str, values: dict) -> Job:
     )
 
 
-def run_cmd_impl(extra: list[str], **values) -> Submission:
+def run_cmd_impl(extra: WrappedArguments, **values) -> Submission:
     text = command_text(extra, values["command"])
     ensure_log_dir_is_absolute(values["log_dir"])
     cluster = load_cluster_config(values["cluster"], values["config_dir"])

@@ -14,7 +14,7 @@ import yaml
 
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import parse_cluster_config
-from skills_cli.pipeline.options import CommandSpec, Option
+from skills_cli.pipeline.options import CommandSpec, Option, WrappedArguments
 
 SETUP_OPTIONS = (
     Option("name", str | None, None, "Config name: the file is NAME.yaml and --cluster NAME selects it."),
@@ -90,7 +90,7 @@ def config_from_values(values: dict) -> dict:
     return config
 
 
-def setup_impl(extra: list[str], **values) -> Path:
+def setup_impl(extra: WrappedArguments, **values) -> Path:
     if values["interactive"]:
         values = ask(values)
     for key in ("name", "executor"):

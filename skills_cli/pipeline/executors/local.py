@@ -147,7 +147,8 @@ class LocalExecutor:
             spec_path.write_text(json.dumps(spec, indent=1))
             record = JobRecord(
                 uid=planned.uid, expname=plan.expname, name=planned.job.name, cluster=plan.cluster.name,
-                executor=plan.cluster.executor.value, log_path=spec["commands"][0]["log"], work_dir=str(job_dir),
+                executor=plan.cluster.executor.value, work_dir=str(job_dir),
+                log_path=f"{planned.log_dir}/{planned.file_stem}-{planned.uid}.log",  # + -<command>.log siblings
                 depends_on=[d["uid"] for d in spec["dependencies"]],
                 dependency_types=[d["type"] for d in spec["dependencies"]], submitted_at=time.time(),
             )  # fmt: skip

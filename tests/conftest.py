@@ -1,0 +1,106 @@
+"""Shared fixtures: an isolated metadata store per test, and the local test infrastructure.
+
+Tests marked `infra` need tests/infra/local_cluster.sh (Slurm + slurmdbd, sshd, dockerd). Where it is not
+up they are skipped, except when SKILLS_REQUIRE_INFRA=1 (scripts/test.sh and CI set it): then its absence
+is a failure, so CI can never pass by skipping the real-component tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+INFRA_STATE = Path(os.environ.get("SKILLS_INFRA_STATE", "/tmp/skills-cli-infra"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own store, logs and code snapshots, and runs from a scratch directory."""
+    home = tmp_path / "skills_home"
+    monkeypatch.setenv("SKILLS_CLI_HOME", str(home))
+    monkeypatch.delenv("SKILLS_CLI_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("SKILLS_CLI_CONFIG", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return home
+
+
+def _infra_env() -> dict[str, str] | None:
+    path = INFRA_STATE / "env.json"
+    if not path.is_file():
+        return None
+    env = json.loads(path.read_text())
+    up = subprocess.run(["bash", str(REPO / "tests/infra/local_cluster.sh"), "status"], capture_output=True)
+    return env if up.returncode == 0 else None
+
+
+_INFRA = None
+
+
+@pytest.fixture(scope="session")
+def infra() -> dict[str, str]:
+    """The local infrastructure's settings (env.json written by local_cluster.sh up)."""
+    global _INFRA
+    if _INFRA is None:
+        _INFRA = _infra_env() or {}
+    if not _INFRA:
+        message = "local test infrastructure is not up (bash tests/infra/local_cluster.sh up)"
+        if os.environ.get("SKILLS_REQUIRE_INFRA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return _INFRA
+
+
+@pytest.fixture
+def config_dir(tmp_path) -> Path:
+    directory = tmp_path / "cluster_configs"
+    directory.mkdir()
+    return directory
+
+
+def write_config(directory: Path, name: str, text: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def slurm_config(infra, config_dir, tmp_path) -> Path:
+    """Cluster configs for the local Slurm: over SSH (docker runtime) and on the 'login node' (no SSH)."""
+    job_dir = f"/root/skills_test_jobs/{tmp_path.name}"
+    write_config(config_dir, "slurm_local", f"""
+executor: slurm
+ssh_tunnel:
+  host: {infra['SKILLS_INFRA_SSH_HOST']}
+  port: {infra['SKILLS_INFRA_SSH_PORT']}
+  user: {infra['SKILLS_INFRA_SSH_USER']}
+  identity: {infra['SKILLS_INFRA_SSH_KEY']}
+  job_dir: {job_dir}
+  connect_timeout: 10
+partition: {infra['SKILLS_INFRA_PARTITION']}
+container_runtime: docker
+containers:
+  main: {infra['SKILLS_INFRA_IMAGE']}
+""")
+    write_config(config_dir, "slurm_login", f"""
+executor: slurm
+job_dir: {job_dir}-login
+partition: {infra['SKILLS_INFRA_PARTITION']}
+""")
+    return config_dir
+
+
+def run_ns(*args: str, check: bool = False, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `ns` entry point in a subprocess (same interpreter)."""
+    result = subprocess.run([sys.executable, "-m", "skills_cli", *args], capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, **(env or {})})  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"ns {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result

@@ -1,0 +1,118 @@
+"""Golden dry-run texts: the exact sbatch scripts, submission scripts and docker/bare command lines.
+
+Regenerate after an intended change with SKILLS_UPDATE_GOLDEN=1 and review the diff.
+Generated ids, the code digest and the temporary home directory are normalised before comparing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from skills_cli.pipeline.cluster import parse_cluster_config
+from skills_cli.pipeline.experiment import SubmitOptions, submit_jobs
+from skills_cli.pipeline.jobs import Command, Job, Mount, Resources
+from skills_cli.pipeline.packaging import snapshot
+from skills_cli.pipeline.store import JobRecord, JobState, Store
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def normalise(text: str, home: Path) -> str:
+    text = text.replace(str(home), "<home>").replace(snapshot().digest, "<code>")
+    return re.sub(r"\d{8}-\d{6}-[0-9a-f]{8}", "<uid>", text)
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("SKILLS_UPDATE_GOLDEN") == "1" or not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        if os.environ.get("SKILLS_UPDATE_GOLDEN") != "1":
+            pytest.fail(f"golden file {path} was missing and has been written; review and commit it")
+    assert text == path.read_text(), f"dry-run text differs from {path} (SKILLS_UPDATE_GOLDEN=1 to accept)"
+
+
+def server_client_graph() -> list[Job]:
+    """A generation-like job (GPU server in the background + client) followed by a CPU-only job."""
+    generate = Job(
+        name="generate",
+        commands=(
+            Command(argv=("python", "-m", "server", "--model", "/models/my model"), name="server",
+                    container="vllm", gpus=2, background=True),
+            Command(argv=("python", "-m", "client", "--prompt", "it's $(not run)"), name="client"),
+        ),
+        resources=Resources(gpus_per_node=2, time_limit="2:00:00"),
+        env={"HF_HOME": "/workspace/hf"},
+        mounts=(Mount.parse("/data/extra:/extra:ro"),),
+    )  # fmt: skip
+    summarize = Job(name="summarize", commands=(Command(argv=("python", "-m", "summarize", "/workspace/out")),),
+                    after=("generate",))  # fmt: skip
+    return [generate, summarize]
+
+
+def slurm_cluster(runtime: str, images: dict[str, str]) -> object:
+    return parse_cluster_config({
+        "executor": "slurm",
+        "ssh_tunnel": {"host": "login.example.com", "user": "me", "job_dir": "/lustre/me/jobs"},
+        "account": "acct", "partition": "batch", "cpu_partition": "cpu",
+        "timeouts": {"cpu": "00:30:00"}, "default_timeout": "04:00:00",
+        "container_runtime": runtime, "containers": images,
+        "mounts": ["/lustre/me/workspace:/workspace"], "sbatch_args": {"qos": "normal"},
+    }, name=f"slurm_{runtime}")  # fmt: skip
+
+
+def upstream_record(cluster_name: str) -> None:
+    """A job of another experiment, still running on the same cluster: the plan must wait for its id."""
+    store = Store()
+    store.add_job(JobRecord(uid="20260101-000000-00000000", expname="download", name="download",
+                            cluster=cluster_name, executor="slurm", external_id="4242", state=JobState.RUNNING,
+                            submitted_at=time.time()))  # fmt: skip
+    store.add_experiment("download", cluster_name, "slurm")
+
+
+@pytest.mark.parametrize("runtime,images", [
+    ("pyxis", {"main": "/lustre/images/skills.sqsh", "vllm": "vllm/vllm-openai:v0.10.1.1"}),
+    ("apptainer", {"main": "/lustre/images/skills.sif", "vllm": "/lustre/images/vllm.sif"}),
+    ("docker", {"main": "skills-cli:latest", "vllm": "vllm/vllm-openai:v0.10.1.1"}),
+])  # fmt: skip
+def test_slurm_dry_run_golden(runtime, images, isolated_home):
+    cluster = slurm_cluster(runtime, images)
+    upstream_record(cluster.name)
+    options = SubmitOptions(expname="gen eval", run_after=("download",), dependent_jobs=1, dry_run=True)
+    submission = submit_jobs(server_client_graph(), cluster, options)
+    text = normalise(submission.dry_run_text, isolated_home)
+    check_golden(f"slurm_{runtime}.txt", text)
+    # structural facts the golden file must keep, stated here so a careless regeneration cannot drop them
+    assert "--dependency=afterok:4242" in text
+    assert "--dependency=afterany:$_skills_job_0" in text  # the continuation copy waits however copy 0 ended
+    assert "'it'\"'\"'s $(not run)'" in text  # user text quoted, never evaluated
+    assert text.count("sbatch --parsable") == 4  # 2 jobs x (1 + 1 dependent copy)
+
+
+def test_docker_dry_run_golden(isolated_home):
+    cluster = parse_cluster_config({
+        "executor": "local", "containers": {"main": "skills-cli:latest", "vllm": "vllm/vllm-openai:v0.10.1.1"},
+        "mounts": ["/data/workspace:/workspace"], "gpus": [0, 1, 2, 3],
+    }, name="docker")  # fmt: skip
+    submission = submit_jobs(server_client_graph(), cluster, SubmitOptions(expname="gen", dry_run=True))
+    text = normalise(submission.dry_run_text, isolated_home)
+    check_golden("docker.txt", text)
+    assert "docker run --rm --init --network=host" in text
+    assert "-v /data/workspace:/workspace" in text
+
+
+def test_bare_local_dry_run_golden(isolated_home):
+    cluster = parse_cluster_config({"executor": "none", "gpus": [0, 1]}, name="local")
+    submission = submit_jobs(server_client_graph(), cluster, SubmitOptions(expname="gen", dry_run=True))
+    check_golden("local_none.txt", normalise(submission.dry_run_text, isolated_home))
+
+
+def test_dry_run_submits_nothing(isolated_home):
+    cluster = parse_cluster_config({"executor": "none"}, name="local")
+    submit_jobs(server_client_graph(), cluster, SubmitOptions(expname="gen", dry_run=True))
+    assert Store().experiment_names() == []

@@ -73,10 +73,10 @@ def write_config(directory: Path, name: str, text: str) -> Path:
 
 @pytest.fixture
 def slurm_config(infra, config_dir, tmp_path) -> Path:
-    """Cluster configs for the local Slurm: over SSH (docker runtime) and on the 'login node' (no SSH)."""
+    """Cluster configs for the local Slurm: over SSH without containers (`slurm_local`), over SSH with the
+    docker runtime (`slurm_docker`), and on the 'login node' itself through a LocalTunnel (`slurm_login`)."""
     job_dir = f"/root/skills_test_jobs/{tmp_path.name}"
-    write_config(config_dir, "slurm_local", f"""
-executor: slurm
+    tunnel = f"""
 ssh_tunnel:
   host: {infra['SKILLS_INFRA_SSH_HOST']}
   port: {infra['SKILLS_INFRA_SSH_PORT']}
@@ -85,12 +85,13 @@ ssh_tunnel:
   job_dir: {job_dir}
   connect_timeout: 10
 partition: {infra['SKILLS_INFRA_PARTITION']}
-container_runtime: docker
+"""
+    write_config(config_dir, "slurm_local", "executor: slurm\n" + tunnel)
+    write_config(config_dir, "slurm_docker", "executor: slurm\n" + tunnel + f"""container_runtime: docker
 containers:
   main: {infra['SKILLS_INFRA_IMAGE']}
 """)
-    write_config(config_dir, "slurm_login", f"""
-executor: slurm
+    write_config(config_dir, "slurm_login", f"""executor: slurm
 job_dir: {job_dir}-login
 partition: {infra['SKILLS_INFRA_PARTITION']}
 """)

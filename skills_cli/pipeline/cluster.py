@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-import yaml
-
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import ConfigError, from_dict
 from skills_cli.pipeline.jobs import Mount, Resources, parse_time_limit
@@ -203,6 +201,8 @@ def parse_cluster_config(data: object, name: str, source: str = "") -> ClusterCo
 
 def load_yaml_file(path: Path) -> object:
     """Read YAML with errors that name the file and line."""
+    import yaml  # imported here: `ns --help` must stay fast
+
     try:
         text = path.read_text()
     except OSError as error:

@@ -10,8 +10,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import parse_cluster_config
 from skills_cli.pipeline.options import CommandSpec, Option, WrappedArguments
@@ -98,6 +96,8 @@ def setup_impl(extra: WrappedArguments, **values) -> Path:
             raise UserError(f"setup: --{key} is required (or use --interactive)")
     if values["executor"] == "slurm" and not values["job_dir"]:
         raise UserError("setup: a slurm config needs --job_dir (absolute path on the cluster)")
+    import yaml
+
     config = config_from_values(values)
     target = Path(values["config_dir"]) / f"{values['name']}.yaml"
     parse_cluster_config(config, name=values["name"], source=str(target))  # same validation as --cluster

@@ -137,7 +137,7 @@ class SlurmExecutor:
             return [store.job(r.uid) for r in records]
         ids = ",".join(r.external_id for r in open_records)  # type: ignore[misc]
         command = (f"sacct -X -n -P -j {ids} --format=JobIDRaw,State,ExitCode,Start,End 2>/dev/null; echo '--'; "
-                   f"squeue -h -j {ids} -o '%i|%T|%r' 2>/dev/null; true")  # fmt: skip
+                   f"squeue -h -t all -j {ids} -o '%i|%T|%r' 2>/dev/null; true")  # fmt: skip
         with ClusterTunnel(self.cluster) as tunnel:
             output = tunnel.run(command).stdout
         accounted, _, queued = output.partition("--")

@@ -96,7 +96,7 @@ class ClusterTunnel:
         """Run shell text on the cluster; never raises on a non-zero exit (the caller decides)."""
         assert self._tunnel is not None, "tunnel not open"
         try:
-            result = self._tunnel.run(command, hide=True, warn=True, timeout=timeout)
+            result = self._tunnel.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
         except Exception as error:  # invoke raises CommandTimedOut; fabric may raise socket errors
             raise UserError(f"{self.target}: command failed or timed out after {timeout} s: {error}") from None
         return CommandResult(result.exited, result.stdout, result.stderr)

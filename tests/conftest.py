@@ -91,6 +91,10 @@ partition: {infra['SKILLS_INFRA_PARTITION']}
 containers:
   main: {infra['SKILLS_INFRA_IMAGE']}
 """)
+    write_config(config_dir, "slurm_podman", "executor: slurm\n" + tunnel + f"""container_runtime: podman
+containers:
+  main: {infra['SKILLS_INFRA_IMAGE']}
+""")
     write_config(config_dir, "slurm_login", f"""executor: slurm
 job_dir: {job_dir}-login
 partition: {infra['SKILLS_INFRA_PARTITION']}

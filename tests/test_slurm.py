@@ -102,12 +102,13 @@ def test_run_after_on_a_finished_failure_is_refused(slurm_config):
     assert not Store().has_experiment("x")
 
 
-def test_docker_container_inside_a_slurm_job(slurm_config):
+@pytest.mark.parametrize("cluster", ["slurm_docker", "slurm_podman"])
+def test_container_inside_a_slurm_job(slurm_config, cluster):
     cmd = ("python3 -c 'import sys, skills_cli.pipeline.shell; print(\"in-container\", sys.version.split()[0])'; "
            "grep PRETTY_NAME /etc/os-release")  # fmt: skip
-    run_cmd(ctx=wrap_arguments(cmd), cluster="slurm_docker", config_dir=str(slurm_config), expname="in-docker")
-    (record,) = finish("in-docker")
-    logs = run_ns("logs", "in-docker", check=True).stdout
+    run_cmd(ctx=wrap_arguments(cmd), cluster=cluster, config_dir=str(slurm_config), expname="in-container")
+    (record,) = finish("in-container")
+    logs = run_ns("logs", "in-container", check=True).stdout
     assert record.state is JobState.SUCCEEDED, logs
     assert "in-container 3.11" in logs and "bookworm" in logs
 

@@ -49,7 +49,8 @@ def engine_run_argv(
 ) -> list[str]:
     """`docker run` / `podman run` argv. Env values come from the client's environment (`-e NAME`), so
     secrets never appear on a command line."""
-    argv = [engine, "run", "--rm", "--init", "--network=host", "--ipc=host"]
+    # docker's --init (tini) reaps zombies and forwards signals; podman's needs catatonit, often absent.
+    argv = [engine, "run", "--rm", *(["--init"] if engine == "docker" else []), "--network=host", "--ipc=host"]
     if name:
         argv += ["--name", name]
     for key, value in labels.items():

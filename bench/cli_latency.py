@@ -22,8 +22,17 @@ from pathlib import Path
 CASES = {
     "ns --help": ["--help"],
     "ns run_cmd --dry_run (local)": ["run_cmd", "--expname", "bench", "--dry_run", "python train.py --lr 1e-5"],
-    "ns run_cmd --dry_run (slurm)": ["run_cmd", "--cluster", "slurm", "--expname", "bench", "--num_gpus", "8",
-                                     "--dry_run", "python train.py --lr 1e-5"],
+    "ns run_cmd --dry_run (slurm)": [
+        "run_cmd",
+        "--cluster",
+        "slurm",
+        "--expname",
+        "bench",
+        "--num_gpus",
+        "8",
+        "--dry_run",
+        "python train.py --lr 1e-5",
+    ],
 }
 
 
@@ -35,8 +44,12 @@ def time_command(argv: list[str], repeats: int, env: dict) -> dict:
         times.append(time.perf_counter() - start)
         if result.returncode != 0:
             raise SystemExit(f"{argv} failed: {result.stderr.decode()[-500:]}")
-    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
-            "max_s": round(max(times), 4), "runs": repeats}
+    return {
+        "median_s": round(statistics.median(times), 4),
+        "min_s": round(min(times), 4),
+        "max_s": round(max(times), 4),
+        "runs": repeats,
+    }
 
 
 def main() -> None:
@@ -48,9 +61,15 @@ def main() -> None:
         env = {**os.environ, "SKILLS_CLI_HOME": home}
         # the packaged slurm example names an identity file; the dry run must not need it
         results = {name: time_command(argv, args.repeats, env) for name, argv in CASES.items()}
-    report = {"benchmark": "cli_latency", "python": platform.python_version(), "machine": platform.machine(),
-              "cpus": os.cpu_count(), "target_help_s": 0.5, "results": results,
-              "help_meets_target": results["ns --help"]["median_s"] <= 0.5}
+    report = {
+        "benchmark": "cli_latency",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "target_help_s": 0.5,
+        "results": results,
+        "help_meets_target": results["ns --help"]["median_s"] <= 0.5,
+    }
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

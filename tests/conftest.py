@@ -78,31 +78,49 @@ def slurm_config(infra, config_dir, tmp_path) -> Path:
     job_dir = f"/root/skills_test_jobs/{tmp_path.name}"
     tunnel = f"""
 ssh_tunnel:
-  host: {infra['SKILLS_INFRA_SSH_HOST']}
-  port: {infra['SKILLS_INFRA_SSH_PORT']}
-  user: {infra['SKILLS_INFRA_SSH_USER']}
-  identity: {infra['SKILLS_INFRA_SSH_KEY']}
+  host: {infra["SKILLS_INFRA_SSH_HOST"]}
+  port: {infra["SKILLS_INFRA_SSH_PORT"]}
+  user: {infra["SKILLS_INFRA_SSH_USER"]}
+  identity: {infra["SKILLS_INFRA_SSH_KEY"]}
   job_dir: {job_dir}
   connect_timeout: 10
-partition: {infra['SKILLS_INFRA_PARTITION']}
+partition: {infra["SKILLS_INFRA_PARTITION"]}
 """
     write_config(config_dir, "slurm_local", "executor: slurm\n" + tunnel)
-    write_config(config_dir, "slurm_docker", "executor: slurm\n" + tunnel + f"""container_runtime: docker
+    write_config(
+        config_dir,
+        "slurm_docker",
+        "executor: slurm\n"
+        + tunnel
+        + f"""container_runtime: docker
 containers:
-  main: {infra['SKILLS_INFRA_IMAGE']}
-""")
-    write_config(config_dir, "slurm_podman", "executor: slurm\n" + tunnel + f"""container_runtime: podman
+  main: {infra["SKILLS_INFRA_IMAGE"]}
+""",
+    )
+    write_config(
+        config_dir,
+        "slurm_podman",
+        "executor: slurm\n"
+        + tunnel
+        + f"""container_runtime: podman
 containers:
-  main: {infra['SKILLS_INFRA_IMAGE']}
-""")
-    write_config(config_dir, "slurm_login", f"""executor: slurm
+  main: {infra["SKILLS_INFRA_IMAGE"]}
+""",
+    )
+    write_config(
+        config_dir,
+        "slurm_login",
+        f"""executor: slurm
 job_dir: {job_dir}-login
-partition: {infra['SKILLS_INFRA_PARTITION']}
-""")
+partition: {infra["SKILLS_INFRA_PARTITION"]}
+""",
+    )
     return config_dir
 
 
-def run_ns(*args: str, check: bool = False, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_ns(
+    *args: str, check: bool = False, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the real `ns` entry point in a subprocess (same interpreter)."""
     result = subprocess.run([sys.executable, "-m", "skills_cli", *args], capture_output=True, text=True,
                             timeout=timeout, env={**os.environ, **(env or {})})  # fmt: skip

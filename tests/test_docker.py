@@ -31,13 +31,17 @@ def project_image(infra) -> str:
 def test_run_cmd_in_a_local_docker_container(project_image, config_dir, tmp_path):
     shared = tmp_path / "shared dir"
     shared.mkdir()
-    write_config(config_dir, "docker_test", f"""
+    write_config(
+        config_dir,
+        "docker_test",
+        f"""
 executor: local
 containers:
   main: {project_image}
 mounts:
   - {shared}:/shared
-""")
+""",
+    )
     cmd = ("python3 -c 'import skills_cli.pipeline.shell, sys; print(sys.version.split()[0])' > /shared/version; "
            "grep -c bookworm /etc/os-release > /shared/os")  # fmt: skip
     submission = run_cmd(ctx=wrap_arguments(cmd), cluster="docker_test", config_dir=str(config_dir), expname="dock")

@@ -12,7 +12,7 @@ from conftest import run_ns, write_config
 from skills_cli.pipeline import run_cmd, status, wrap_arguments
 from skills_cli.pipeline.cluster import parse_cluster_config
 from skills_cli.pipeline.experiment import SubmitOptions, submit_jobs, wait
-from skills_cli.pipeline.jobs import Command, Job, Resources
+from skills_cli.pipeline.jobs import Command, Job
 from skills_cli.pipeline.store import JobState, Store
 
 
@@ -66,7 +66,10 @@ def test_failed_upstream_stops_dependents_with_reason(tmp_path):
     (further,) = status(expname="further")["further"]
     assert further.reason == "upstream downstream/downstream CANCELLED"
     shown = run_ns("status", "downstream", check=True).stdout
-    assert "upstream upstream/upstream FAILED" in shown.replace("\n", " ").replace("│", " ").replace("  ", " ") or "upstream" in shown
+    assert (
+        "upstream upstream/upstream FAILED" in shown.replace("\n", " ").replace("│", " ").replace("  ", " ")
+        or "upstream" in shown
+    )
 
 
 def test_afterany_runs_after_a_failure(tmp_path):
@@ -80,10 +83,14 @@ def test_afterany_runs_after_a_failure(tmp_path):
 def test_gpu_assignment_through_cuda_visible_devices(tmp_path, config_dir):
     write_config(config_dir, "gpus4", "executor: none\ngpus: [0, 1, 2]\n")
     common = {"cluster": "gpus4", "config_dir": str(config_dir), "detach": True}
-    run_cmd(ctx=wrap_arguments(f"echo $CUDA_VISIBLE_DEVICES > {tmp_path}/a; sleep 3"), expname="a", num_gpus=2, **common)
-    run_cmd(ctx=wrap_arguments(f"echo $CUDA_VISIBLE_DEVICES > {tmp_path}/b; sleep 3"), expname="b", num_gpus=1, **common)
+    run_cmd(
+        ctx=wrap_arguments(f"echo $CUDA_VISIBLE_DEVICES > {tmp_path}/a; sleep 3"), expname="a", num_gpus=2, **common
+    )
+    run_cmd(
+        ctx=wrap_arguments(f"echo $CUDA_VISIBLE_DEVICES > {tmp_path}/b; sleep 3"), expname="b", num_gpus=1, **common
+    )
     run_cmd(ctx=wrap_arguments(f"echo $CUDA_VISIBLE_DEVICES > {tmp_path}/c"), expname="c", num_gpus=2, **common)
-    run_cmd(ctx=wrap_arguments(f"echo \"[$CUDA_VISIBLE_DEVICES]\" > {tmp_path}/d"), expname="d", **common)
+    run_cmd(ctx=wrap_arguments(f'echo "[$CUDA_VISIBLE_DEVICES]" > {tmp_path}/d'), expname="d", **common)
     for name in "abcd":
         wait_all(name)
     a, b = (tmp_path / "a").read_text().strip(), (tmp_path / "b").read_text().strip()

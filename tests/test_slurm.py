@@ -46,7 +46,7 @@ def sacct_times(infra: dict, job_ids: list[str]) -> dict[str, tuple[datetime, da
 
 
 def test_run_cmd_over_ssh_ships_code_and_logs(slurm_config):
-    cmd = "python3 -c 'import skills_cli.pipeline.shell as s, sys; print(\"shipped\", s.quote(\"a b\"))'; echo job=$SLURM_JOB_ID"
+    cmd = 'python3 -c \'import skills_cli.pipeline.shell as s, sys; print("shipped", s.quote("a b"))\'; echo job=$SLURM_JOB_ID'
     submission = run_cmd(ctx=wrap_arguments(cmd), cluster="slurm_local", config_dir=str(slurm_config), expname="ssh1")
     (record,) = submission.records
     assert record.executor == "slurm" and record.external_id.isdigit()

@@ -99,9 +99,7 @@ def _convert_mapping(annotation: Any, value: Any, where: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
     key_type, value_type = get_args(annotation) or (Any, Any)
-    return {
-        convert(key_type, k, f"{where} key"): convert(value_type, v, f"{where}.{k}") for k, v in value.items()
-    }
+    return {convert(key_type, k, f"{where} key"): convert(value_type, v, f"{where}.{k}") for k, v in value.items()}
 
 
 def _convert_enum(annotation: type[enum.Enum], value: Any, where: str) -> enum.Enum:

@@ -154,7 +154,9 @@ class ClusterConfig:
         environ = dict(os.environ if environ is None else environ)
         missing = [name for name in self.required_env_vars if name not in environ]
         if missing:
-            raise UserError(f"cluster {self.name!r} requires environment variables that are not set: {', '.join(missing)}")
+            raise UserError(
+                f"cluster {self.name!r} requires environment variables that are not set: {', '.join(missing)}"
+            )
         env = {}
         for entry in [*self.env_vars, *self.required_env_vars]:
             name, sep, value = entry.partition("=")

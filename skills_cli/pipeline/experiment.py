@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
-from skills_cli.pipeline.cluster import ClusterConfig, DependencyType, ExecutorKind, load_cluster_config, load_cluster_file
+from skills_cli.pipeline.cluster import (
+    ClusterConfig,
+    DependencyType,
+    ExecutorKind,
+    load_cluster_config,
+    load_cluster_file,
+)
 from skills_cli.pipeline.executors import executor_for
 from skills_cli.pipeline.jobs import Job, JobGraph, check_name, with_dependent_jobs
 from skills_cli.pipeline.packaging import snapshot
@@ -94,7 +100,7 @@ def explain(record: JobRecord, store: Store) -> JobRecord:
     """A job that will never run because an afterok upstream failed says which upstream."""
     if record.state not in (JobState.PENDING, JobState.CANCELLED) or record.reason.startswith("upstream "):
         return record
-    for uid, kind in zip(record.depends_on, record.dependency_types):
+    for uid, kind in zip(record.depends_on, record.dependency_types, strict=True):
         upstream = store.job(uid)
         if kind == DependencyType.AFTEROK.value and upstream.state.failed:
             reason = f"upstream {upstream.expname}/{upstream.name} {upstream.state.value}"
@@ -104,7 +110,9 @@ def explain(record: JobRecord, store: Store) -> JobRecord:
     return record
 
 
-def resolve_run_after(options: SubmitOptions, cluster: ClusterConfig, store: Store, kind: DependencyType) -> list[ExternalDependency]:
+def resolve_run_after(
+    options: SubmitOptions, cluster: ClusterConfig, store: Store, kind: DependencyType
+) -> list[ExternalDependency]:
     """Upstream jobs still to wait for. Succeeded ones are satisfied; failed ones stop the submission."""
     records = store.resolve_run_after(list(options.run_after))
     if not options.dry_run:  # a dry run must not need the cluster; it uses the stored states
@@ -116,9 +124,13 @@ def resolve_run_after(options: SubmitOptions, cluster: ClusterConfig, store: Sto
             continue
         if record.state.failed:
             detail = f" ({record.reason})" if record.reason else ""
-            raise UserError(f"{where} {record.state.value}{detail}; nothing was submitted (rerun it, or use --dependency_type afterany)")
+            raise UserError(
+                f"{where} {record.state.value}{detail}; nothing was submitted (rerun it, or use --dependency_type afterany)"
+            )
         if record.cluster != cluster.name:
-            raise UserError(f"{where} is {record.state.value} on cluster {record.cluster!r}; jobs on {cluster.name!r} cannot wait for it")
+            raise UserError(
+                f"{where} is {record.state.value} on cluster {record.cluster!r}; jobs on {cluster.name!r} cannot wait for it"
+            )
         pending.append(ExternalDependency(record, kind))
     return pending
 

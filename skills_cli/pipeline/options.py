@@ -126,7 +126,8 @@ class CommandSpec:
         if unknown:
             hint = difflib.get_close_matches(unknown[0], known, n=1)
             raise UserError(
-                f"{self.name}: unknown argument {unknown[0]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                f"{self.name}: unknown argument {unknown[0]!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
                 + f"; valid: {', '.join(sorted(known))}"
             )
         checked = {name: option.validate(values.get(name, option.default)) for name, option in known.items()}

@@ -115,7 +115,7 @@ def local_dry_run(plan: Plan, code_dir: str) -> str:
         limit = planned.job.resources.time_limit
         if limit:
             lines.append(f"# time limit {limit}")
-        for command, (offset, count) in zip(planned.job.commands, planned.job.gpu_slices()):
+        for command, (_offset, count) in zip(planned.job.commands, planned.job.gpu_slices(), strict=True):
             env = local_command_env(plan, planned, command, code_dir)
             gpus = f"<{count} GPUs>" if count else None
             if count:
@@ -138,7 +138,11 @@ def sbatch_header(cluster: ClusterConfig, planned: PlannedJob) -> list[str]:
     resources = planned.job.resources
     partition = cluster.partition_for(resources)
     time_limit = effective_time_limit(cluster, resources)
-    lines = ["#!/bin/bash", f"#SBATCH --nodes={resources.nodes}", f"#SBATCH --ntasks-per-node={resources.tasks_per_node}"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --nodes={resources.nodes}",
+        f"#SBATCH --ntasks-per-node={resources.tasks_per_node}",
+    ]
     if resources.gpus_per_node:
         lines.append(f"#SBATCH --gpus-per-node={resources.gpus_per_node}")
     if resources.cpus_per_task:
@@ -169,7 +173,9 @@ def slurm_command_line(plan: Plan, planned: PlannedJob, index: int, code_dir: st
     if len(job.commands) > 1:
         srun += ["--overlap", f"--output={planned.log_dir}/{planned.file_stem}-%j-{safe_name(command.name)}.log"]
         if job.resources.gpus_per_node:
-            prefix = f"CUDA_VISIBLE_DEVICES=$(_skills_gpu_slice {offset} {count}) " if count else "CUDA_VISIBLE_DEVICES= "
+            prefix = (
+                f"CUDA_VISIBLE_DEVICES=$(_skills_gpu_slice {offset} {count}) " if count else "CUDA_VISIBLE_DEVICES= "
+            )
     runtime = cluster.container_runtime
     mounts = all_mounts(cluster, planned, code_dir)
     argv: list[str] = list(command.argv)
@@ -215,9 +221,7 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str) -> str:
         lines.append(slurm_command_line(plan, planned, 0, code_dir, env_names))
         return "\n".join(lines) + "\n"
     if job.resources.gpus_per_node:
-        lines.append(
-            '_skills_gpu_slice() { echo "$CUDA_VISIBLE_DEVICES" | cut -d, -f$(( $1 + 1 ))-$(( $1 + $2 )); }'
-        )
+        lines.append('_skills_gpu_slice() { echo "$CUDA_VISIBLE_DEVICES" | cut -d, -f$(( $1 + 1 ))-$(( $1 + $2 )); }')
     background, foreground = [], []
     for index, command in enumerate(job.commands):
         lines.append(f"# command {quote(command.name)}")
@@ -258,7 +262,7 @@ def submit_script(plan: Plan) -> str:
         var = variable[planned.job.name]
         lines.append(f"{var}=$({quote_argv(argv)} | cut -d';' -f1)")
         lines.append(f'_skills_submitted="$_skills_submitted ${var}"')
-        lines.append(f"echo \"SKILLS_SUBMITTED {planned.uid} ${var}\"")
+        lines.append(f'echo "SKILLS_SUBMITTED {planned.uid} ${var}"')
     return "\n".join(lines) + "\n"
 
 

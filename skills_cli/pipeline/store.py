@@ -103,9 +103,7 @@ class Store:
     # -- writes ------------------------------------------------------------------------------------
     def add_experiment(self, name: str, cluster: str, executor: str) -> None:
         with self._connect() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO experiments VALUES (?, ?, ?, ?)", (name, cluster, executor, time.time())
-            )
+            db.execute("INSERT OR IGNORE INTO experiments VALUES (?, ?, ?, ?)", (name, cluster, executor, time.time()))
 
     def remember_cluster(self, name: str, source: str) -> None:
         """Where a cluster config came from, so `ns status` finds it without the submission's --config_dir."""
@@ -190,7 +188,7 @@ def _to_row(record: JobRecord) -> list[object]:
 
 
 def _from_row(row: tuple) -> JobRecord:
-    values = dict(zip(_COLUMNS, row))
+    values = dict(zip(_COLUMNS, row, strict=True))
     values["depends_on"] = json.loads(values["depends_on"] or "[]")
     values["dependency_types"] = json.loads(values["dependency_types"] or "[]")
     values["state"] = JobState(values["state"])

@@ -77,7 +77,9 @@ class LocalExecutor:
         for planned in plan.jobs:
             resources = planned.job.resources
             if resources.nodes > 1:
-                raise UserError(f"job {planned.job.name!r} asks for {resources.nodes} nodes; local executors run on one")
+                raise UserError(
+                    f"job {planned.job.name!r} asks for {resources.nodes} nodes; local executors run on one"
+                )
             if resources.gpus_per_node > len(available):
                 raise UserError(
                     f"job {planned.job.name!r} asks for {resources.gpus_per_node} GPUs; this machine offers "
@@ -93,7 +95,9 @@ class LocalExecutor:
             client = docker.from_env(timeout=10)
             client.ping()
         except Exception as error:
-            raise UserError(f"cluster {self.cluster.name!r} needs Docker, but the daemon does not answer: {error}") from None
+            raise UserError(
+                f"cluster {self.cluster.name!r} needs Docker, but the daemon does not answer: {error}"
+            ) from None
         images = {self.cluster.container_image(c.container) for p in plan.jobs for c in p.job.commands}
         for image in sorted(images):
             try:
@@ -113,10 +117,12 @@ class LocalExecutor:
         """Everything the supervisor needs, as JSON (it never re-reads cluster configs)."""
         commands = []
         slices = planned.job.gpu_slices()
-        for command, (offset, count) in zip(planned.job.commands, slices):
+        for command, (offset, count) in zip(planned.job.commands, slices, strict=True):
             env = render.local_command_env(plan, planned, command, code_dir)
             names = sorted([*env, "CUDA_VISIBLE_DEVICES"] if count else env)
-            argv = render.local_command_argv(plan, planned, command, code_dir, names, GPU_PLACEHOLDER if count else None)
+            argv = render.local_command_argv(
+                plan, planned, command, code_dir, names, GPU_PLACEHOLDER if count else None
+            )
             suffix = "" if len(slices) == 1 else f"-{safe_name(command.name)}"
             commands.append({
                 "name": command.name, "argv": argv, "env": env, "background": command.background,

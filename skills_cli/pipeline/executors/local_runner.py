@@ -126,7 +126,7 @@ def run_commands(spec: dict, gpus: list[int]) -> tuple[JobState, int | None, str
     try:
         for command in commands:
             processes.append(start_command(command, gpus, spec["gpu_pool"], spec["cwd"]))
-        foreground = [p for p, c in zip(processes, commands) if not c["background"]]
+        foreground = [p for p, c in zip(processes, commands, strict=True) if not c["background"]]
         deadline = time.time() + spec["time_limit"] if spec["time_limit"] else None
         while any(p.poll() is None for p in foreground):
             if deadline and time.time() > deadline:

@@ -74,7 +74,8 @@ class SlurmExecutor:
             raise UserError(f"mount source does not exist on cluster {self.cluster.name!r}: {', '.join(missing)}")
         return "NEED_CODE" in lines
 
-    def _bundle(self, plan: Plan, with_code: bool, staging: str) -> bytes:
+    def _bundle(self, plan: Plan, staging: str) -> bytes:
+        """The batch scripts (at their final paths under job_dir) and the submission script, as one tar.gz."""
         buffer = io.BytesIO()
         job_dir = self.cluster.remote_job_dir
         files = {render.script_path(plan, p)[len(job_dir) + 1 :]: render.sbatch_script(plan, p, self.code_dir(plan))
@@ -86,22 +87,17 @@ class SlurmExecutor:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode = len(data), 0o755
                 archive.addfile(info, io.BytesIO(data))
-        bundle = buffer.getvalue()
-        if with_code:
-            code = tarball(plan.code, prefix=plan.code.dirname)
-            return bundle, code  # type: ignore[return-value]
-        return bundle, None  # type: ignore[return-value]
+        return buffer.getvalue()
 
     def submit(self, plan: Plan, store: Store) -> list[JobRecord]:
         job_dir = self.cluster.remote_job_dir
         staging = f".staging/{safe_name(plan.expname)}-{plan.jobs[0].uid}"
         with ClusterTunnel(self.cluster) as tunnel:
             need_code = self._check_cluster(tunnel, plan)
-            bundle, code = self._bundle(plan, need_code, staging)
-            tunnel.put_bytes(bundle, f"{job_dir}/{staging}.tar.gz")
+            tunnel.put_bytes(self._bundle(plan, staging), f"{job_dir}/{staging}.tar.gz")
             unpack = f"cd {quote(job_dir)} && tar -xzf {quote(staging + '.tar.gz')}"
-            if code is not None:
-                tunnel.put_bytes(code, f"{job_dir}/{staging}-code.tar.gz")
+            if need_code:
+                tunnel.put_bytes(tarball(plan.code, prefix=plan.code.dirname), f"{job_dir}/{staging}-code.tar.gz")
                 # unpack next to the final place, then rename: a concurrent submission never sees half a tree
                 unpack += (f" && mkdir -p code && tmp=$(mktemp -d code/.tmp-XXXXXX) && tar -xzf {quote(staging + '-code.tar.gz')}"
                            f" -C \"$tmp\" && (mv \"$tmp/{plan.code.dirname}\" {quote(plan.code.dirname)} 2>/dev/null || true)"
@@ -172,7 +168,7 @@ class SlurmExecutor:
             return "(no log recorded)"
         stem = record.log_path[: -len(".log")]
         reader = f'tail -n {int(tail)} "$f"' if tail else 'cat "$f"'
-        command = (f"for f in {quote(stem)}*.log; do [ -f \"$f\" ] || continue; echo \"==> $f <==\"; {reader}; done")
+        command = f'for f in {quote(stem)}*.log; do [ -f "$f" ] || continue; echo "==> $f <=="; {reader}; done'
         with ClusterTunnel(self.cluster) as tunnel:
             output = tunnel.run(command).stdout
         return output.rstrip() or f"(no log yet at {record.log_path})"

@@ -9,7 +9,6 @@ authentication, so an unreachable host is a clear error after `connect_timeout` 
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +81,7 @@ class ClusterTunnel:
         )  # fmt: skip
         try:
             connection.open()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise UserError(
                 f"ssh {self.target}: no answer within {config.connect_timeout:g} s (host unreachable?)"
             ) from None

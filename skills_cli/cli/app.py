@@ -13,6 +13,11 @@ from typing import Annotated, Any
 
 import typer
 
+try:  # recent typer vendors click as typer._click; older ones use click itself
+    from typer import _click as click
+except ImportError:  # pragma: no cover
+    import click
+
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.options import CommandSpec, Option, WrappedArguments
@@ -31,26 +36,44 @@ app = typer.Typer(
 
 
 def _parameter(option: Option) -> inspect.Parameter:
+    """Scalars reach our own validation as text, so the CLI and the Python API give the same messages."""
     choices = f" [{'|'.join(option.choices)}]" if option.choices else ""
+    default_shown = option.default not in (None, ..., [], False)
+    help_text = option.help + choices + (f" [default: {option.default}]" if default_shown else "")
     if option.positional:
-        info = typer.Argument(help=option.help + choices, show_default=option.default not in (None, ...))
+        info = typer.Argument(help=help_text, show_default=False)
     else:
-        info = typer.Option(*option.flags, help=option.help + choices, rich_help_panel=option.panel,
-                            show_default=option.default not in (None, [], False))  # fmt: skip
-    default = None if option.is_list else option.default
-    return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[option.type, info])  # fmt: skip
+        info = typer.Option(*option.flags, help=help_text, show_default=False, metavar=_metavar(option))
+    if option.type is bool:
+        annotation, default = bool, option.default
+    elif option.is_list:
+        annotation, default = list[str], None
+    else:
+        annotation, default = (
+            (str if option.default is ... else str | None),
+            option.default if option.default is ... else None,
+        )
+    return inspect.Parameter(
+        option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, info]
+    )
+
+
+def _metavar(option: Option) -> str | None:
+    if option.type is bool:
+        return None
+    name = getattr(option.type, "__name__", None) or str(option.type)
+    for word in ("int", "float", "str"):
+        if word in name:
+            return {"int": "INT", "float": "NUMBER", "str": "TEXT"}[word]
+    return "TEXT"
 
 
 def _register(spec: CommandSpec) -> None:
     def command(ctx: typer.Context, **values: Any) -> None:
-        values = {k: ([] if v is None and spec.option(k).is_list else v) for k, v in values.items()}
-        try:
-            result = spec.call(WrappedArguments(list(ctx.args)), values)
-        except UserError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(2) from None
-        raise typer.Exit(show(spec.name, result))
+        # None means "not given on the command line": the spec's default applies
+        values = {k: v for k, v in values.items() if v is not None and not (spec.option(k).is_list and v == [])}
+        result = spec.call(WrappedArguments(list(ctx.args)), values)
+        raise _Finished(show(spec.name, result))
 
     parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     parameters += [_parameter(option) for option in spec.options]
@@ -58,6 +81,13 @@ def _register(spec: CommandSpec) -> None:
     command.__doc__ = spec.help
     settings = {"allow_extra_args": True, "ignore_unknown_options": True} if spec.extra_args else {}
     app.command(spec.name, help=spec.help, context_settings=settings)(command)
+
+
+class _Finished(Exception):
+    """Carries a command's exit status past click to `main` (click's own Exit is swallowed in some modes)."""
+
+    def __init__(self, status: int):
+        self.status = status
 
 
 def show(name: str, result: Any) -> int:
@@ -72,8 +102,30 @@ for _spec in COMMANDS:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    app()
+    # Our own logger only: configuring the root logger would print paramiko's and nemo-run's chatter.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("skills_cli")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        app(standalone_mode=False)
+    except _Finished as finished:
+        sys.exit(finished.status)
+    except UserError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except click.exceptions.NoArgsIsHelpError as error:  # bare `ns`: show the help
+        typer.echo(error.format_message())
+        sys.exit(0)
+    except click.exceptions.UsageError as error:  # unknown option, bad type, missing argument
+        typer.echo(f"error: {error.format_message()}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

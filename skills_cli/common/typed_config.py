@@ -7,13 +7,16 @@ place, the offending value and, for unknown keys, the valid ones.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import enum
+import re
 import types
-import typing
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from skills_cli.common.errors import UserError
+
+_INT = re.compile(r"^\s*-?[0-9]+\s*$")  # ASCII digits only: "²".isdigit() is True but int("²") fails
 
 
 class ConfigError(UserError, ValueError):
@@ -54,11 +57,12 @@ def convert(annotation: Any, value: Any, where: str) -> Any:
     if origin in (Union, types.UnionType):
         return _convert_union(annotation, value, where)
     if origin is Literal:
-        if value not in get_args(annotation):
+        # `True == 1` in Python: compare types too, so a YAML boolean never matches a number choice.
+        if not any(type(value) is type(choice) and value == choice for choice in get_args(annotation)):
             choices = ", ".join(map(repr, get_args(annotation)))
             raise ConfigError(f"{where}: {value!r} is not one of {choices}")
         return value
-    if origin in (list, tuple, typing.Sequence):
+    if origin in (list, tuple, collections.abc.Sequence):
         return _convert_sequence(annotation, value, where)
     if origin is dict:
         return _convert_mapping(annotation, value, where)
@@ -105,6 +109,8 @@ def _convert_mapping(annotation: Any, value: Any, where: str) -> dict:
 def _convert_enum(annotation: type[enum.Enum], value: Any, where: str) -> enum.Enum:
     if isinstance(value, annotation):
         return value
+    if isinstance(value, bool) and not any(isinstance(member.value, bool) for member in annotation):
+        value = object()  # a boolean is never an int-valued member
     try:
         return annotation(value)
     except ValueError:
@@ -122,7 +128,7 @@ def _convert_scalar(annotation: Any, value: Any, where: str) -> Any:
     elif annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and _INT.match(value):
             return int(value)
     elif annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

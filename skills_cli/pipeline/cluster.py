@@ -15,6 +15,7 @@ from pathlib import Path
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import ConfigError, from_dict
 from skills_cli.pipeline.jobs import Mount, Resources, parse_time_limit
+from skills_cli.pipeline.shell import check_env_name
 
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "cluster_configs"
 DEFAULT_CLUSTER = "local"
@@ -111,6 +112,11 @@ class ClusterConfig:
                 raise UserError(f"cluster {self.name!r}: invalid sbatch option name {option!r}")
         for text in self.mounts:
             Mount.parse(text)
+        for entry in [*self.env_vars, *self.required_env_vars]:
+            try:
+                check_env_name(entry.partition("=")[0])
+            except UserError as error:
+                raise UserError(f"cluster {self.name!r}: env_vars: {error}") from None
         if self.executor is ExecutorKind.LOCAL or self.container_runtime is not ContainerRuntime.NONE:
             if "main" not in self.containers:
                 raise UserError(f"cluster {self.name!r}: containers.main (the project image) is required")
@@ -187,6 +193,9 @@ def parse_cluster_config(data: object, name: str, source: str = "") -> ClusterCo
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(data).__name__}")
     data = dict(data)
+    for internal in ("name", "source"):  # set from the file itself, never from its content
+        if internal in data:
+            raise ConfigError(f"{where}: unknown key {internal!r} (the config's name is its file name)")
     if "mounts" in data and isinstance(data["mounts"], list):
         data["mounts"] = [expand_vars(str(m), f"{where}: mounts") for m in data["mounts"]]
     tunnel = data.get("ssh_tunnel")

@@ -83,8 +83,9 @@ class Mount:
         parts = text.split(":")
         if len(parts) not in (2, 3) or not all(parts[:2]) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise UserError(f"invalid mount {text!r}: use /source/path:/target/path[:ro]")
-        if not parts[1].startswith("/"):
-            raise UserError(f"invalid mount {text!r}: the target must be an absolute path")
+        if not parts[0].startswith("/") or not parts[1].startswith("/"):
+            # a relative source would silently become a named Docker volume
+            raise UserError(f"invalid mount {text!r}: source and target must be absolute paths")
         return cls(parts[0], parts[1], len(parts) == 3 and parts[2] == "ro")
 
     def __str__(self) -> str:

@@ -12,6 +12,8 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 
+from skills_cli.common.errors import UserError
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -35,7 +37,7 @@ def quote_argv(argv: Iterable[str]) -> str:
 def check_env_name(name: str) -> str:
     """Environment variable names are spliced into scripts unquoted, so only plain names are allowed."""
     if not _ENV_NAME.match(name):
-        raise ValueError(f"invalid environment variable name {name!r} (letters, digits and _ only)")
+        raise UserError(f"invalid environment variable name {name!r} (letters, digits and _ only)")
     return name
 
 

@@ -31,7 +31,7 @@ SETUP_OPTIONS = (
     Option("partition", str | None, None, "Slurm partition for GPU jobs."),
     Option("cpu_partition", str | None, None, "Slurm partition for CPU-only jobs."),
     Option("default_timeout", str | None, None, "Default job time limit, e.g. 4:00:00."),
-    Option("container_runtime", str, "none", "How Slurm jobs start containers.",
+    Option("container_runtime", str | None, None, "How Slurm jobs start containers (default: none).",
            choices=("pyxis", "apptainer", "docker", "podman", "none")),
     Option("interactive", bool, False, "Ask for every value that was not given as a flag."),
     Option("force", bool, False, "Overwrite an existing config of that name."),
@@ -59,7 +59,7 @@ def ask(values: dict) -> dict:
             answer = Prompt.ask("Mounts, comma separated /src:/dst (empty for none)", default="")
             values[key] = [m.strip() for m in answer.split(",") if m.strip()]
         elif key == "container_runtime":
-            values[key] = Prompt.ask("Container runtime on Slurm", default=values[key],
+            values[key] = Prompt.ask("Container runtime on Slurm", default="none",
                                      choices=["pyxis", "apptainer", "docker", "podman", "none"])  # fmt: skip
         else:
             values[key] = Prompt.ask(key.replace("_", " ").capitalize(), default=None) or None
@@ -75,7 +75,7 @@ def config_from_values(values: dict) -> dict:
         if values.get(key):
             config[key] = values[key]
     if values["executor"] == "slurm":
-        if values["container_runtime"] != "none":
+        if values["container_runtime"] not in (None, "none"):
             config["container_runtime"] = values["container_runtime"]
         if values["ssh_host"]:
             tunnel = {"host": values["ssh_host"], "port": values["ssh_port"],

@@ -8,6 +8,7 @@ authentication, so an unreachable host is a clear error after `connect_timeout` 
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -71,6 +72,9 @@ class ClusterTunnel:
         import paramiko
         from fabric import Config, Connection
 
+        # paramiko's transport thread logs tracebacks for failures we report ourselves in one line
+        logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
         connect_kwargs: dict = {"look_for_keys": config.identity is None, "allow_agent": config.identity is None,
                                 "banner_timeout": config.connect_timeout, "auth_timeout": config.connect_timeout}  # fmt: skip
         if config.identity:
@@ -88,6 +92,12 @@ class ClusterTunnel:
         except paramiko.AuthenticationException as error:
             raise UserError(f"ssh {self.target}: authentication failed ({error})") from None
         except (OSError, paramiko.SSHException) as error:
+            # paramiko stops waiting for a silent server's banner at the timeout and reports the missing
+            # session afterwards; that is a timeout for the user.
+            if any(text in str(error) for text in ("No existing session", "protocol banner", "timed out")):
+                raise UserError(
+                    f"ssh {self.target}: no answer within {config.connect_timeout:g} s (host unreachable?)"
+                ) from None
             raise UserError(f"ssh {self.target}: cannot connect ({error})") from None
         return connection
 

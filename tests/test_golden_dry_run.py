@@ -116,3 +116,16 @@ def test_dry_run_submits_nothing(isolated_home):
     cluster = parse_cluster_config({"executor": "none"}, name="local")
     submit_jobs(server_client_graph(), cluster, SubmitOptions(expname="gen", dry_run=True))
     assert Store().experiment_names() == []
+
+
+def test_dry_runs_hide_credentials_but_jobs_get_them(isolated_home, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "s3cr3t-value")
+    cluster = parse_cluster_config({"executor": "slurm", "job_dir": "/jobs", "env_vars": ["WANDB_API_KEY"]}, name="s")
+    jobs = [Job(name="train", commands=(Command(argv=("python", "train.py")),))]
+    text = submit_jobs(jobs, cluster, SubmitOptions(expname="e", dry_run=True)).dry_run_text
+    assert "s3cr3t-value" not in text and "WANDB_API_KEY='<hidden>'" in text
+    from skills_cli.pipeline.experiment import build_plan
+    from skills_cli.pipeline.render import sbatch_script
+
+    plan = build_plan(jobs, cluster, SubmitOptions(expname="e"), Store())
+    assert "export WANDB_API_KEY=s3cr3t-value" in sbatch_script(plan, plan.jobs[0], "/jobs/code/x")

@@ -7,9 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from skills_cli.pipeline.experiment import Submission
 from skills_cli.pipeline.store import JobRecord, JobState
 
@@ -21,7 +18,9 @@ def _when(timestamp: float | None) -> str:
     return datetime.datetime.fromtimestamp(timestamp).strftime("%H:%M:%S") if timestamp else ""
 
 
-def jobs_table(title: str, records: list[JobRecord]) -> Table:
+def jobs_table(title: str, records: list[JobRecord]):
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for column in ("job", "id", "state", "reason", "exit", "started", "ended", "log"):
         table.add_column(column, overflow="fold")
@@ -34,11 +33,13 @@ def jobs_table(title: str, records: list[JobRecord]) -> Table:
 
 
 def show(name: str, result: Any) -> int:
+    if isinstance(result, Submission) and result.dry_run_text is not None:
+        sys.stdout.write(result.dry_run_text)  # verbatim: no markup, no wrapping (and no rich import)
+        return 0
+    from rich.console import Console
+
     console = Console()
     if isinstance(result, Submission):
-        if result.dry_run_text is not None:
-            sys.stdout.write(result.dry_run_text)  # verbatim: no markup, no wrapping
-            return 0
         console.print(jobs_table(f"experiment {result.expname} on {result.cluster}", result.records))
         return 0 if all(not r.state.failed for r in result.records) else 1
     if isinstance(result, Path):

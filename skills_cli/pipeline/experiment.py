@@ -6,6 +6,7 @@ dry-run text or a real submission recorded in the store.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from skills_cli.pipeline.jobs import Job, JobGraph, check_name, with_dependent_j
 from skills_cli.pipeline.packaging import snapshot
 from skills_cli.pipeline.plan import ExternalDependency, Plan, PlannedJob, internal_edges, roots, safe_name
 from skills_cli.pipeline.store import JobRecord, JobState, Store, home_dir, new_uid
+
+
+log = logging.getLogger("skills_cli")
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,8 @@ def submit_jobs(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions,
                 on_change: Callable[[JobRecord], None] | None = None) -> Submission:  # fmt: skip
     """Validate, then print (dry run) or submit; for local executors wait unless detached."""
     store = Store()
+    if not cluster.uses_containers and (cluster.mounts or any(job.mounts for job in jobs)):
+        log.warning("cluster %r starts no containers: its mounts are not used", cluster.name)
     plan = build_plan(jobs, cluster, options, store)
     executor = executor_for(cluster)
     submission = Submission(expname=options.expname, cluster=cluster.name)

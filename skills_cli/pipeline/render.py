@@ -31,6 +31,14 @@ def job_env(plan: Plan, planned: PlannedJob, code_dir: str) -> dict[str, str]:
     return env
 
 
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def hide_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """For printing only (dry runs): values of variables that look like credentials are replaced."""
+    return {k: ("<hidden>" if any(w in k.upper() for w in _SECRET_WORDS) else v) for k, v in env.items()}
+
+
 def all_mounts(cluster: ClusterConfig, planned: PlannedJob, code_dir: str) -> list[Mount]:
     """Cluster mounts, job mounts, and the shipped code at the same path inside as outside."""
     return [*cluster.mount_list(), *planned.job.mounts, Mount(code_dir, code_dir, read_only=True)]
@@ -124,7 +132,7 @@ def local_dry_run(plan: Plan, code_dir: str) -> str:
             argv = local_command_argv(plan, planned, command, code_dir, names, gpus)
             role = "background" if command.background else "foreground"
             lines.append(f"# command {command.name!r} ({role})")
-            lines.append(env_prefix(env) + quote_argv(argv))
+            lines.append(env_prefix(hide_secrets(env)) + quote_argv(argv))
     return "\n".join(lines) + "\n"
 
 
@@ -196,14 +204,14 @@ def slurm_command_line(plan: Plan, planned: PlannedJob, index: int, code_dir: st
     return prefix + env_words + quote_argv(srun) + " " + quote_argv(argv)
 
 
-def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str) -> str:
+def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: bool = False) -> str:
     """The whole batch script of one job."""
     cluster, job = plan.cluster, planned.job
     env = job_env(plan, planned, code_dir)
     lines = sbatch_header(cluster, planned)
     lines.append(f"# skills-cli: experiment {quote(plan.expname)}, job {quote(job.name)}, uid {planned.uid}")
     lines.append("set -o pipefail")
-    lines += export_lines(env)
+    lines += export_lines(hide_secrets(env) if for_display else env)
     lines.append(f"export PYTHONPATH={quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}")
     limit = effective_time_limit(cluster, job.resources)
     if limit:
@@ -282,6 +290,6 @@ def slurm_dry_run(plan: Plan, code_dir: str) -> str:
     parts = [f"# experiment {plan.expname!r} on cluster {plan.cluster.name!r} (executor slurm, "
              f"container runtime {plan.cluster.container_runtime.value})"]  # fmt: skip
     for planned in plan.jobs:
-        parts.append(f"\n# ---- {script_path(plan, planned)}\n{sbatch_script(plan, planned, code_dir)}")
+        parts.append(f"\n# ---- {script_path(plan, planned)}\n{sbatch_script(plan, planned, code_dir, for_display=True)}")
     parts.append(f"# ---- submission (run once on the cluster)\n{submit_script(plan)}")
     return "\n".join(parts)

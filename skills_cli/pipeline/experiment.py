@@ -26,7 +26,6 @@ from skills_cli.pipeline.packaging import snapshot
 from skills_cli.pipeline.plan import ExternalDependency, Plan, PlannedJob, internal_edges, roots, safe_name
 from skills_cli.pipeline.store import JobRecord, JobState, Store, home_dir, new_uid
 
-
 log = logging.getLogger("skills_cli")
 
 

@@ -109,7 +109,9 @@ def test_from_dict_unknown_keys_are_listed_with_the_valid_ones():
 
 
 def test_from_dict_unknown_nested_key_names_the_nested_place():
-    with pytest.raises(ConfigError, match=r"^cfg\.inner: unknown key 'prot'; valid keys: host, port$"):
+    with pytest.raises(
+        ConfigError, match=r"^cfg\.inner: unknown key 'prot' \(did you mean 'port'\?\); valid keys: host, port$"
+    ):
         from_dict(Outer, {"name": "x", "inner": {"host": "h", "prot": 1}}, where="cfg")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -83,6 +84,7 @@ class ClusterConfig:
     gpus: list[int] | None = None
     sbatch_args: dict[str, str] = field(default_factory=dict)
     job_name_prefix: str = ""
+    python: str | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -120,6 +122,13 @@ class ClusterConfig:
         if self.executor is ExecutorKind.LOCAL or self.container_runtime is not ContainerRuntime.NONE:
             if "main" not in self.containers:
                 raise UserError(f"cluster {self.name!r}: containers.main (the project image) is required")
+
+    @property
+    def python_executable(self) -> str:
+        """The interpreter for in-job programs: the config's, else this one (bare local), else `python3`."""
+        if self.python:
+            return self.python
+        return sys.executable if self.executor is ExecutorKind.NONE else "python3"
 
     @property
     def remote_job_dir(self) -> str:

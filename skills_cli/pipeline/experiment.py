@@ -69,6 +69,12 @@ def submit_options(values: dict, default_expname: str) -> SubmitOptions:
     )  # fmt: skip
 
 
+def run_dir_for(cluster: ClusterConfig, expname: str, job_name: str, uid: str) -> str:
+    if cluster.executor is ExecutorKind.SLURM:
+        return f"{cluster.remote_job_dir}/{safe_name(expname)}/run/{safe_name(job_name)}-{uid}"
+    return str(home_dir() / "jobs" / uid)
+
+
 def default_log_dir(cluster: ClusterConfig, expname: str) -> str:
     if cluster.executor is ExecutorKind.SLURM:
         return f"{cluster.remote_job_dir}/{safe_name(expname)}/logs"
@@ -144,12 +150,14 @@ def build_plan(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions, 
     external = tuple(resolve_run_after(options, cluster, store, kind))
     start = roots(graph)
     log_dir = options.log_dir or default_log_dir(cluster, options.expname)
-    planned = tuple(
-        PlannedJob(job=job, uid=new_uid(), log_dir=job.log_dir or log_dir, internal=internal_edges(job, kind),
-                   external=external if job.name in start else ())
-        for job in graph
-    )  # fmt: skip
-    return Plan(expname=options.expname, cluster=cluster, jobs=planned, code=snapshot(), env=cluster.job_env())
+    planned = []
+    for job in graph:
+        uid = new_uid()
+        planned.append(PlannedJob(
+            job=job, uid=uid, log_dir=job.log_dir or log_dir, run_dir=run_dir_for(cluster, options.expname, job.name, uid),
+            internal=internal_edges(job, kind), external=external if job.name in start else (),
+        ))  # fmt: skip
+    return Plan(expname=options.expname, cluster=cluster, jobs=tuple(planned), code=snapshot(), env=cluster.job_env())
 
 
 def submit_jobs(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions,

@@ -106,6 +106,7 @@ class Command:
     gpus: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
     background: bool = False
+    single_task: bool = False  # run once (first node, one task) even in a multi-node job: e.g. a client
 
     def __post_init__(self) -> None:
         if not self.argv or not all(isinstance(word, str) for word in self.argv):
@@ -143,9 +144,13 @@ class Job:
     after: tuple[str, ...] = ()
     after_any: tuple[str, ...] = ()
     log_dir: str | None = None
+    ports: tuple[str, ...] = ()  # env vars set to free TCP ports before the commands start
 
     def __post_init__(self) -> None:
         check_name("job", self.name)
+        object.__setattr__(self, "ports", tuple(self.ports))
+        for name in self.ports:
+            check_env_name(name)
         object.__setattr__(self, "commands", tuple(self.commands))
         object.__setattr__(self, "mounts", tuple(self.mounts))
         object.__setattr__(self, "after", tuple(self.after))

@@ -34,6 +34,7 @@ class PlannedJob:
     job: Job
     uid: str
     log_dir: str
+    run_dir: str  # per-job scratch directory on the machine that runs it (server log, exit status)
     internal: tuple[tuple[str, DependencyType], ...] = ()  # (upstream job name, edge type)
     external: tuple[ExternalDependency, ...] = ()
 

@@ -27,8 +27,17 @@ def job_env(plan: Plan, planned: PlannedJob, code_dir: str) -> dict[str, str]:
         "SKILLS_CLI_JOB_NAME": planned.job.name,
         "SKILLS_CLI_JOB_UID": planned.uid,
         "SKILLS_CLI_CODE_DIR": code_dir,
+        "SKILLS_CLI_RUN_DIR": planned.run_dir,
     }
     return env
+
+
+HEAD_NODE_ENV = "SKILLS_CLI_HEAD_NODE"  # multi-node jobs: the first node's host name
+
+
+def runtime_env_names(planned: PlannedJob) -> list[str]:
+    """Variables the job script computes at run time (free ports, head node), forwarded into containers."""
+    return [*planned.job.ports, *([HEAD_NODE_ENV] if planned.job.resources.nodes > 1 else [])]
 
 
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
@@ -40,8 +49,9 @@ def hide_secrets(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def all_mounts(cluster: ClusterConfig, planned: PlannedJob, code_dir: str) -> list[Mount]:
-    """Cluster mounts, job mounts, and the shipped code at the same path inside as outside."""
-    return [*cluster.mount_list(), *planned.job.mounts, Mount(code_dir, code_dir, read_only=True)]
+    """Cluster mounts, job mounts, the shipped code and the run dir, at the same paths inside as outside."""
+    own = [Mount(code_dir, code_dir, read_only=True), Mount(planned.run_dir, planned.run_dir)]
+    return [*cluster.mount_list(), *planned.job.mounts, *own]
 
 
 # -- containers -----------------------------------------------------------------------------------------
@@ -123,6 +133,8 @@ def local_dry_run(plan: Plan, code_dir: str) -> str:
         limit = planned.job.resources.time_limit
         if limit:
             lines.append(f"# time limit {limit}")
+        for name in planned.job.ports:
+            lines.append(f"# {name} is set to a free TCP port when the job starts")
         for command, (_offset, count) in zip(planned.job.commands, planned.job.gpu_slices(), strict=True):
             env = local_command_env(plan, planned, command, code_dir)
             gpus = f"<{count} GPUs>" if count else None
@@ -175,8 +187,11 @@ def slurm_command_line(plan: Plan, planned: PlannedJob, index: int, code_dir: st
     cluster, job = plan.cluster, planned.job
     command = job.commands[index]
     offset, count = job.gpu_slices()[index]
-    srun = ["srun", f"--nodes={job.resources.nodes}", f"--ntasks-per-node={job.resources.tasks_per_node}",
-            "--kill-on-bad-exit=1"]  # fmt: skip
+    if command.single_task:
+        srun = ["srun", "--nodes=1", "--ntasks=1", "--kill-on-bad-exit=1"]
+    else:
+        srun = ["srun", f"--nodes={job.resources.nodes}", f"--ntasks-per-node={job.resources.tasks_per_node}",
+                "--kill-on-bad-exit=1"]  # fmt: skip
     prefix = ""
     if len(job.commands) > 1:
         srun += ["--overlap", f"--output={planned.log_dir}/{planned.file_stem}-%j-{safe_name(command.name)}.log"]
@@ -213,6 +228,13 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
     lines.append("set -o pipefail")
     lines += export_lines(hide_secrets(env) if for_display else env)
     lines.append(f"export PYTHONPATH={quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}")
+    lines.append(f"mkdir -p {quote(planned.run_dir)}")
+    for name in job.ports:
+        # a free port on this node; $RANDOM only if python3 is missing on the node
+        lines.append(f"export {name}=$(python3 -c 'import socket; s=socket.socket(); s.bind((\"\", 0)); "
+                     f"print(s.getsockname()[1])' 2>/dev/null || echo $(( 20000 + RANDOM % 20000 )))")  # fmt: skip
+    if job.resources.nodes > 1:
+        lines.append(f'export {HEAD_NODE_ENV}=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)')
     limit = effective_time_limit(cluster, job.resources)
     if limit:
         # In-job code (trainers) saves a checkpoint before this moment, ahead of the scheduler's kill.
@@ -224,7 +246,7 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
             f"trap '{engine} rm -f $({engine} ps -q --filter label=skills-cli.slurm-job=$SLURM_JOB_ID) "
             ">/dev/null 2>&1' EXIT"
         )
-    env_names = sorted([*env, "PYTHONPATH", "SKILLS_CLI_DEADLINE"] if limit else [*env, "PYTHONPATH"])
+    env_names = sorted([*env, "PYTHONPATH", *(["SKILLS_CLI_DEADLINE"] if limit else []), *runtime_env_names(planned)])
     if len(job.commands) == 1:
         lines.append(slurm_command_line(plan, planned, 0, code_dir, env_names))
         return "\n".join(lines) + "\n"
@@ -290,6 +312,8 @@ def slurm_dry_run(plan: Plan, code_dir: str) -> str:
     parts = [f"# experiment {plan.expname!r} on cluster {plan.cluster.name!r} (executor slurm, "
              f"container runtime {plan.cluster.container_runtime.value})"]  # fmt: skip
     for planned in plan.jobs:
-        parts.append(f"\n# ---- {script_path(plan, planned)}\n{sbatch_script(plan, planned, code_dir, for_display=True)}")
+        parts.append(
+            f"\n# ---- {script_path(plan, planned)}\n{sbatch_script(plan, planned, code_dir, for_display=True)}"
+        )
     parts.append(f"# ---- submission (run once on the cluster)\n{submit_script(plan)}")
     return "\n".join(parts)

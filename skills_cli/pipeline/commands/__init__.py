@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from skills_cli.pipeline.commands.follow import CANCEL, LOGS, STATUS
+from skills_cli.pipeline.commands.generate import GENERATE
 from skills_cli.pipeline.commands.run_cmd import RUN_CMD
 from skills_cli.pipeline.commands.setup import SETUP
 
-COMMANDS = (RUN_CMD, SETUP, STATUS, LOGS, CANCEL)
+COMMANDS = (RUN_CMD, GENERATE, SETUP, STATUS, LOGS, CANCEL)

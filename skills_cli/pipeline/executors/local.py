@@ -119,7 +119,7 @@ class LocalExecutor:
         slices = planned.job.gpu_slices()
         for command, (offset, count) in zip(planned.job.commands, slices, strict=True):
             env = render.local_command_env(plan, planned, command, code_dir)
-            names = sorted([*env, "CUDA_VISIBLE_DEVICES"] if count else env)
+            names = sorted([*env, *planned.job.ports, *(["CUDA_VISIBLE_DEVICES"] if count else [])])
             argv = render.local_command_argv(
                 plan, planned, command, code_dir, names, GPU_PLACEHOLDER if count else None
             )
@@ -133,7 +133,7 @@ class LocalExecutor:
         dependencies = [{"uid": upstream_uids[name], "type": kind.value} for name, kind in planned.internal]
         dependencies += [{"uid": e.record.uid, "type": e.dependency_type.value} for e in planned.external]
         return {
-            "uid": planned.uid, "store": "", "cwd": os.getcwd(), "commands": commands,
+            "uid": planned.uid, "store": "", "cwd": os.getcwd(), "commands": commands, "ports": list(planned.job.ports),
             "dependencies": dependencies, "gpus_needed": planned.job.resources.gpus_per_node,
             "gpu_pool": detect_gpus(self.cluster), "time_limit": planned.job.resources.time_limit_seconds,
         }  # fmt: skip
@@ -146,7 +146,7 @@ class LocalExecutor:
         for planned in plan.jobs:
             spec = self.spec(plan, planned, code_dir, uids)
             spec["store"] = str(store.path)
-            job_dir = self.root / "jobs" / planned.uid
+            job_dir = Path(planned.run_dir)
             job_dir.mkdir(parents=True, exist_ok=True)
             Path(planned.log_dir).mkdir(parents=True, exist_ok=True)
             spec_path = job_dir / "spec.json"

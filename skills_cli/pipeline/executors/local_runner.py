@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,8 +86,15 @@ def gpu_allocation(spec: dict, store: Store):
             table_path.write_text(json.dumps(table))
 
 
-def start_command(command: dict, gpus: list[int], pool: list[int], cwd: str) -> subprocess.Popen:
-    env = {**os.environ, **command["env"]}
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it); the job's server binds it next."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def start_command(command: dict, gpus: list[int], pool: list[int], cwd: str, extra_env: dict) -> subprocess.Popen:
+    env = {**os.environ, **command["env"], **extra_env}
     visible = ",".join(str(g) for g in gpus[command["gpu_offset"] : command["gpu_offset"] + command["gpu_count"]])
     if pool:  # a command without a GPU share must not see the machine's GPUs
         env["CUDA_VISIBLE_DEVICES"] = visible
@@ -122,10 +130,11 @@ def stop(processes: list[subprocess.Popen], commands: list[dict]) -> None:
 
 def run_commands(spec: dict, gpus: list[int]) -> tuple[JobState, int | None, str]:
     commands = spec["commands"]
+    ports = {name: str(free_port()) for name in spec.get("ports", [])}
     processes = []
     try:
         for command in commands:
-            processes.append(start_command(command, gpus, spec["gpu_pool"], spec["cwd"]))
+            processes.append(start_command(command, gpus, spec["gpu_pool"], spec["cwd"], ports))
         foreground = [p for p, c in zip(processes, commands, strict=True) if not c["background"]]
         deadline = time.time() + spec["time_limit"] if spec["time_limit"] else None
         while any(p.poll() is None for p in foreground):

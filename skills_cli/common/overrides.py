@@ -1,0 +1,58 @@
+"""`++key.sub=value` overrides (the NeMo-Skills / Hydra spelling) applied to a typed config.
+
+Values are parsed as YAML scalars or flow collections (`3`, `0.6`, `true`, `null`, `[a, b]`, `{k: v}`), so
+`++inference.stop=['</think>']` works without shell gymnastics. Unknown keys fail with the closest valid
+names, through the same typed loader as every other config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.typed_config import from_dict
+
+
+def parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text  # not YAML: keep the literal text (e.g. a prompt with a colon and braces)
+
+
+def overrides_to_dict(args: Iterable[str]) -> dict:
+    """['++a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'} (leading `+`/`++` optional)."""
+    tree: dict = {}
+    for arg in args:
+        body = arg.lstrip("+")
+        key, sep, value = body.partition("=")
+        if not sep or not key or not all(part.isidentifier() for part in key.split(".")):
+            raise UserError(f"cannot parse override {arg!r}: use ++key=value or ++section.key=value")
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"override {arg!r}: {part!r} was already given a value")
+            node = child
+        node[parts[-1]] = parse_value(value)
+    return tree
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """Deep merge; `extra` wins."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(cls: type, args: Iterable[str], base: dict | None = None, where: str = "config") -> Any:
+    """A typed config from a base mapping plus `++key=value` overrides."""
+    return from_dict(cls, merge(base or {}, overrides_to_dict(args)), where)

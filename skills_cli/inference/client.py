@@ -1,0 +1,167 @@
+"""Async client for OpenAI-compatible servers (vLLM, SGLang, TensorRT-LLM, OpenAI, our `hf` server).
+
+One aiohttp session with a connection pool sized to the concurrency; transient failures (connection
+errors, HTTP 5xx, 429, 408) are retried with exponential backoff; anything else fails at once with the
+server's own message. `wait_until_ready` bounds the wait for a self-hosted server and, if that server
+died, reports the last lines of its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skills_cli.common.errors import UserError
+from skills_cli.inference.config import RUN_DIR_ENV, InferenceConfig, ServerConfig
+
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+# Parameters that the official OpenAI API rejects but vLLM/SGLang/TRT-LLM/hf accept in the request body.
+_NON_OPENAI = ("top_k", "min_p")
+
+
+class ServerError(Exception):
+    """The server refused or failed a request in a way retrying will not fix."""
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str | None
+    num_generated_tokens: int | None
+    logprobs: Any = None
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+def server_exit_status() -> tuple[int, str] | None:
+    """(exit code, log tail) if the job's self-hosted server has exited, else None."""
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if not run_dir:
+        return None
+    exit_file = Path(run_dir) / "server.exit"
+    if not exit_file.exists():
+        return None
+    code = exit_file.read_text().strip() or "?"
+    return int(code) if code.lstrip("-").isdigit() else -1, tail(Path(run_dir) / "server.log")
+
+
+class OpenAIClient:
+    def __init__(self, server: ServerConfig, inference: InferenceConfig, concurrency: int, max_retries: int = 6):
+        self.server = server
+        self.inference = inference
+        self.max_retries = max_retries
+        self.concurrency = concurrency
+        self._session = None
+        self._api_key = server.api_key()
+
+    async def __aenter__(self) -> OpenAIClient:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency, ttl_dns_cache=300)
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        self._session = aiohttp.ClientSession(connector=connector, headers=headers)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+    # -- readiness ---------------------------------------------------------------------------------
+    async def wait_until_ready(self, timeout: float | None = None) -> float:
+        """Poll `GET /v1/models` until it answers; fail early if the server process exited."""
+        import aiohttp
+
+        timeout = self.server.startup_timeout if timeout is None else timeout
+        started = time.monotonic()
+        last_error = "no answer"
+        while time.monotonic() - started < timeout:
+            exited = server_exit_status()
+            if exited:
+                code, log_tail = exited
+                raise UserError(
+                    f"the model server exited with code {code} before it was ready; last lines of its log:\n{log_tail}"
+                )
+            try:
+                async with self._session.get(
+                    f"{self.server.url}/models", timeout=aiohttp.ClientTimeout(total=5)
+                ) as response:
+                    if response.status == 200:
+                        return time.monotonic() - started
+                    last_error = f"HTTP {response.status}"
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+                last_error = type(error).__name__
+            await asyncio.sleep(1.0)
+        run_dir = os.environ.get(RUN_DIR_ENV)
+        log_tail = tail(Path(run_dir) / "server.log") if run_dir else "(no server log: an external server)"
+        raise UserError(f"the model server at {self.server.url} was not ready after {timeout:g} s ({last_error}); "
+                        f"last lines of its log:\n{log_tail}")  # fmt: skip
+
+    # -- requests ----------------------------------------------------------------------------------
+    def request_body(self, prompt: list[dict] | str) -> dict:
+        inference = self.inference
+        body: dict[str, Any] = {"model": self.server.model, "temperature": inference.temperature,
+                                "top_p": inference.top_p}  # fmt: skip
+        body["messages" if isinstance(prompt, list) else "prompt"] = prompt
+        if inference.tokens_to_generate is not None:
+            body["max_tokens"] = inference.tokens_to_generate
+        if inference.random_seed is not None:
+            body["seed"] = inference.random_seed
+        if inference.stop:
+            body["stop"] = list(inference.stop)
+        if self.server.server_type != "openai":
+            body["top_k"], body["min_p"] = inference.top_k, inference.min_p
+        if inference.logprobs:
+            if isinstance(prompt, list):
+                body["logprobs"] = True
+                body["top_logprobs"] = inference.top_logprobs or 0
+            else:
+                body["logprobs"] = inference.top_logprobs or 1
+        body.update(inference.extra_body)
+        return body
+
+    async def complete(self, prompt: list[dict] | str) -> Completion:
+        """One completion; chat when `prompt` is a message list, text completion when it is a string."""
+        endpoint = "chat/completions" if isinstance(prompt, list) else "completions"
+        data = await self._post(endpoint, self.request_body(prompt))
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if isinstance(prompt, list) else choice["text"]
+        usage = data.get("usage") or {}
+        return Completion(
+            text or "", choice.get("finish_reason"), usage.get("completion_tokens"), choice.get("logprobs")
+        )
+
+    async def _post(self, endpoint: str, body: dict) -> dict:
+        import aiohttp
+
+        url = f"{self.server.url}/{endpoint}"
+        timeout = aiohttp.ClientTimeout(total=self.inference.timeout)
+        for attempt in range(self.max_retries + 1):
+            try:
+                async with self._session.post(url, json=body, timeout=timeout) as response:
+                    payload = await response.read()
+                    if response.status == 200:
+                        return json.loads(payload)
+                    message = payload.decode(errors="replace")[:500]
+                    if response.status not in RETRY_STATUSES:
+                        raise ServerError(f"HTTP {response.status} from {url}: {message}")
+                    reason = f"HTTP {response.status}"
+            except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError, ConnectionResetError) as error:
+                reason = type(error).__name__
+            except asyncio.TimeoutError:
+                raise ServerError(f"no answer from {url} within {self.inference.timeout:g} s") from None
+            exited = server_exit_status()
+            if exited:
+                raise ServerError(f"the model server exited with code {exited[0]}; last lines of its log:\n{exited[1]}")
+            if attempt < self.max_retries:
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+        raise ServerError(f"{url}: giving up after {self.max_retries + 1} attempts ({reason})")

@@ -1,0 +1,124 @@
+"""Typed configuration of the generation program (`python -m skills_cli.inference.generate ++key=value`).
+
+Torch-free and launcher-free: the pipeline imports this module to validate `++` overrides before anything
+is submitted, and the in-job program loads the same classes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from skills_cli.common.errors import UserError
+
+SERVER_TYPES = ("vllm", "sglang", "trtllm", "openai", "hf")
+PORT_ENV = "SKILLS_SERVER_PORT"  # set per job by the launcher: the self-hosted server's free port
+HOST_ENV = "SKILLS_CLI_HEAD_NODE"  # set by the launcher in multi-node jobs: where the server's head runs
+RUN_DIR_ENV = "SKILLS_CLI_RUN_DIR"  # per-job scratch dir; a self-hosted server leaves server.log/.exit there
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Sampling parameters sent with every request."""
+
+    endpoint_type: Literal["chat", "text"] = "chat"
+    temperature: float = 0.0
+    top_p: float = 0.95
+    top_k: int = -1
+    min_p: float = 0.0
+    random_seed: int | None = None
+    tokens_to_generate: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    timeout: float = 14400.0
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.min_p < 0:
+            raise UserError("inference: need temperature >= 0, 0 < top_p <= 1 and min_p >= 0")
+        if self.tokens_to_generate is not None and self.tokens_to_generate < 1:
+            raise UserError("inference.tokens_to_generate must be >= 1")
+        if self.timeout <= 0:
+            raise UserError("inference.timeout must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the model server is. Host and port default to the launcher's per-job values."""
+
+    server_type: Literal["vllm", "sglang", "trtllm", "openai", "hf"] = "hf"
+    host: str | None = None
+    port: int | None = None
+    base_url: str | None = None
+    model: str = "model"
+    api_key_env: str | None = None
+    tokenizer: str | None = None
+    startup_timeout: float = 900.0
+
+    @property
+    def url(self) -> str:
+        """The OpenAI-compatible base URL (ending in /v1)."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host = self.host or os.environ.get(HOST_ENV) or "127.0.0.1"
+        port = self.port or int(os.environ.get(PORT_ENV) or 5000)
+        return f"http://{host}:{port}/v1"
+
+    def api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        if self.api_key_env not in os.environ:
+            raise UserError(f"server.api_key_env: environment variable {self.api_key_env} is not set")
+        return os.environ[self.api_key_env]
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    input_file: str
+    output_file: str
+    prompt_config: str
+    prompt_template: str | None = None
+    system_message: str | None = None
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    max_concurrent_requests: int = 512
+    max_retries: int = 6
+    parse_reasoning: bool = False
+    thinking_begin: str = "<think>"
+    thinking_end: str = "</think>"
+    generation_key: str = "generation"
+    num_chunks: int = 1
+    chunk_id: int = 0
+    max_samples: int = -1
+    rerun_done: bool = False
+    dry_run: bool = False
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_requests < 1:
+            raise UserError("max_concurrent_requests must be >= 1")
+        if not 0 <= self.chunk_id < max(self.num_chunks, 1):
+            raise UserError(f"chunk_id {self.chunk_id} is outside 0..{self.num_chunks - 1}")
+        if self.inference.endpoint_type == "text" and not (self.prompt_template or self.server.tokenizer):
+            raise UserError("endpoint_type=text needs ++prompt_template=NAME or ++server.tokenizer=PATH "
+                            "(the client renders the chat itself)")  # fmt: skip
+        if self.prompt_template and self.inference.endpoint_type == "chat":
+            # a named template means the client renders the conversation: use the text endpoint
+            object.__setattr__(self, "inference", _with(self.inference, endpoint_type="text"))
+
+
+def _with(config: InferenceConfig, **changes: Any) -> InferenceConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+def done_marker(output_file: str) -> str:
+    return f"{output_file}.done"
+
+
+def async_side_file(output_file: str) -> str:
+    """Finished samples land here first (one line each, with their input position), then get ordered."""
+    return f"{output_file}-async"

@@ -1,0 +1,251 @@
+"""`ns generate`: generation jobs (seeds x chunks), each with its own model server or an existing address.
+
+    generate(ctx=wrap_arguments("++prompt_config=generic/math ++inference.temperature=0.6"),
+             cluster="local", input_file=..., output_dir=..., model=..., server_type="vllm", server_gpus=8)
+
+The `++` overrides are validated against the generation program's schema before anything is submitted
+(a typo fails with the closest valid names). Outputs: `output.jsonl`, or `output-rs{seed}.jsonl` per seed;
+with `--num_chunks N` each chunk job writes `output[-rsS]_chunk_K.jsonl` and a merge job that waits for all
+of them writes the final file (then runs `--postprocess_cmd`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.overrides import load_config, overrides_to_dict
+from skills_cli.inference.config import PORT_ENV, SERVER_TYPES, GenerateConfig, done_marker
+from skills_cli.inference.merge_chunks import chunk_file
+from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
+from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
+from skills_cli.pipeline.jobs import Command, Job, Resources
+from skills_cli.pipeline.options import PARTITION, SUBMIT_OPTIONS, TIME, CommandSpec, Option, WrappedArguments
+from skills_cli.pipeline.servers import ServerSpec, server_command
+from skills_cli.pipeline.shell import quote_argv
+
+log = logging.getLogger("skills_cli")
+
+# what sampling with seeds means unless the user overrides it
+SEED_DEFAULTS = ("++inference.temperature=0.7", "++inference.top_p=0.95", "++inference.top_k=-1")
+LAUNCHER_KEYS = {"input_file", "output_file", "num_chunks", "chunk_id"}
+
+SERVER_OPTIONS = (
+    Option("model", str | None, None, "Model path (or name) the server hosts.", panel="Server"),
+    Option(
+        "server_type",
+        str,
+        "hf",
+        "vllm, sglang, trtllm, hf (the embedded transformers server) or openai (an API; needs --server_address).",
+        choices=SERVER_TYPES,
+        panel="Server",
+    ),  # fmt: skip
+    Option("server_gpus", int, 0, "GPUs per node for a self-hosted server.", panel="Server"),
+    Option("server_nodes", int, 1, "Nodes for a self-hosted server (vllm: Ray; sglang: dist-init).", panel="Server"),
+    Option(
+        "server_args", str, "", "Extra arguments for the server command (split like a shell would).", panel="Server"
+    ),  # fmt: skip
+    Option(
+        "server_address",
+        str | None,
+        None,
+        "Use a running OpenAI-compatible server (http://host:port/v1) instead of hosting one.",
+        panel="Server",
+    ),  # fmt: skip
+)
+GENERATE_OPTIONS = (
+    Option("input_file", str, ..., "Input JSONL (a path on the machine that runs the jobs)."),
+    Option("output_dir", str, ..., "Directory for output.jsonl / output-rs{seed}.jsonl."),
+    Option("num_chunks", int, 1, "Split the input over N jobs; a merge job writes the final file."),
+    Option("chunk_ids", list[int], [], "Only these chunks (repeatable), e.g. to rerun a failed one."),
+    Option("num_random_seeds", int, 0, "Generate K samples per input: seeds starting_seed..starting_seed+K-1."),
+    Option("random_seeds", list[int], [], "Explicit seeds (repeatable); overrides --num_random_seeds."),
+    Option("starting_seed", int, 0, "First seed for --num_random_seeds."),
+    Option("preprocess_cmd", str | None, None, "Shell command run in the job before generation."),
+    Option("postprocess_cmd", str | None, None, "Shell command run after the final output is written."),
+    Option("rerun_done", bool, False, "Regenerate outputs that are already complete."),
+    *SERVER_OPTIONS,
+    *SUBMIT_OPTIONS,
+    PARTITION,
+    TIME,
+    Option("container", str, "main", "Container role of the client.", panel="Resources"),
+)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """One job's output file, its seed and chunk."""
+
+    file: str
+    seed: int | None
+    chunk: int | None
+
+
+def seeds_of(values: dict) -> list[int | None]:
+    if values["random_seeds"]:
+        return list(values["random_seeds"])
+    if values["num_random_seeds"] > 0:
+        return list(range(values["starting_seed"], values["starting_seed"] + values["num_random_seeds"]))
+    return [None]
+
+
+def validate_overrides(overrides: list[str], values: dict) -> GenerateConfig:
+    """The same schema the in-job program loads, applied now: typos fail before submission."""
+    given = overrides_to_dict(overrides)
+    clash = sorted(LAUNCHER_KEYS & set(given))
+    if clash:
+        raise UserError(f"generate: ++{clash[0]} is set by the launcher; use --input_file/--output_dir/--num_chunks")
+    if "prompt_config" not in given:
+        raise UserError("generate: ++prompt_config=NAME_OR_PATH is required (e.g. ++prompt_config=generic/math)")
+    config = load_config(GenerateConfig, overrides, {"input_file": values["input_file"], "output_file": "-"},
+                         where="generate")  # fmt: skip
+    return config
+
+
+def client_argv(python: str, values: dict, out: Outputs, overrides: list[str]) -> list[str]:
+    argv = [python, "-m", "skills_cli.inference.generate", f"++input_file={values['input_file']}",
+            f"++output_file={out.file}", f"++server.server_type={values['server_type']}"]  # fmt: skip
+    if values["model"]:
+        argv.append(f"++server.model={values['model']}")
+    if values["server_address"]:
+        argv.append(f"++server.base_url={values['server_address']}")
+    if values["rerun_done"]:
+        argv.append("++rerun_done=true")
+    if out.seed is not None:
+        argv += [*SEED_DEFAULTS, f"++inference.random_seed={out.seed}"]
+    if out.chunk is not None:
+        argv += [f"++num_chunks={values['num_chunks']}", f"++chunk_id={out.chunk}"]
+    return argv + list(overrides)  # the user's overrides come last and win
+
+
+def chained(*parts: str | None) -> str:
+    return " && ".join(part for part in parts if part)
+
+
+def job_name(base: str, out: Outputs) -> str:
+    return (
+        base
+        + (f"-rs{out.seed}" if out.seed is not None else "")
+        + (f"-chunk{out.chunk}" if out.chunk is not None else "")
+    )
+
+
+def generation_job(
+    values: dict, cluster: ClusterConfig, out: Outputs, overrides: list[str], last_step: str | None
+) -> Job:
+    import shlex
+
+    python = cluster.python_executable
+    client = chained(values["preprocess_cmd"], quote_argv(client_argv(python, values, out, overrides)), last_step)
+    commands = [Command(argv=("bash", "-c", client), name="client", container=values["container"], single_task=True)]
+    ports: tuple[str, ...] = ()
+    if not values["server_address"]:
+        spec = ServerSpec(values["server_type"], values["model"], values["server_gpus"], values["server_nodes"],
+                          tuple(shlex.split(values["server_args"])))  # fmt: skip
+        commands.insert(0, server_command(spec, cluster))
+        ports = (PORT_ENV,)
+    resources = Resources(nodes=values["server_nodes"], gpus_per_node=values["server_gpus"], time_limit=values["time"],
+                          partition=values["partition"])  # fmt: skip
+    return Job(name=job_name("generate", out), commands=tuple(commands), resources=resources, ports=ports)
+
+
+def merge_job(values: dict, cluster: ClusterConfig, output_file: str, seed: int | None, after: list[str]) -> Job:
+    merge = quote_argv([cluster.python_executable, "-m", "skills_cli.inference.merge_chunks",
+                        "--output_file", output_file, "--num_chunks", str(values["num_chunks"])])  # fmt: skip
+    name = "merge" + (f"-rs{seed}" if seed is not None else "")
+    command = Command(argv=("bash", "-c", chained(merge, values["postprocess_cmd"])), container=values["container"])
+    return Job(name=name, commands=(command,), resources=Resources(time_limit=values["time"],
+               partition=values["partition"]), after=tuple(after))  # fmt: skip
+
+
+def is_done_locally(cluster: ClusterConfig, output_file: str, rerun: bool) -> bool:
+    """Finished outputs are skipped at submission on this machine (the job itself checks again anyway)."""
+    return cluster.executor is ExecutorKind.NONE and not rerun and Path(done_marker(output_file)).exists()
+
+
+def compile_generate(values: dict, overrides: list[str], cluster: ClusterConfig) -> list[Job]:
+    chunks = list(range(values["num_chunks"])) if values["num_chunks"] > 1 else [None]
+    if values["chunk_ids"]:
+        unknown = [k for k in values["chunk_ids"] if k not in range(values["num_chunks"])]
+        if unknown or values["num_chunks"] == 1:
+            raise UserError(f"--chunk_ids {values['chunk_ids']} must lie in 0..{values['num_chunks'] - 1}")
+        chunks = list(values["chunk_ids"])
+    jobs = []
+    for seed in seeds_of(values):
+        output = f"{values['output_dir']}/output" + (f"-rs{seed}" if seed is not None else "") + ".jsonl"
+        if is_done_locally(cluster, output, values["rerun_done"]):
+            log.info("skipping %s: already complete (--rerun_done to redo it)", output)
+            continue
+        chunk_jobs = []
+        for chunk in chunks:
+            out = Outputs(chunk_file(output, chunk) if chunk is not None else output, seed, chunk)
+            if chunk is not None and is_done_locally(cluster, out.file, values["rerun_done"]):
+                continue
+            last_step = values["postprocess_cmd"] if chunk is None else None
+            jobs.append(generation_job(values, cluster, out, overrides, last_step))
+            chunk_jobs.append(jobs[-1].name)
+        if chunks != [None]:
+            jobs.append(merge_job(values, cluster, output, seed, chunk_jobs))
+    return jobs
+
+
+def check_local_inputs(values: dict, cluster: ClusterConfig) -> None:
+    """Bare local jobs see this machine's files: a missing input is an error now, not in the job."""
+    if cluster.executor is not ExecutorKind.NONE:
+        return
+    path = Path(values["input_file"])
+    if not path.is_file():
+        raise UserError(f"--input_file {values['input_file']!r} does not exist")
+    if values["num_chunks"] > 1:
+        rows = sum(1 for line in path.open() if line.strip())
+        if values["num_chunks"] > rows:
+            raise UserError(f"--num_chunks {values['num_chunks']} is larger than the {rows} rows of {path}")
+
+
+def check_server_address(address: str, cluster: ClusterConfig) -> None:
+    """From this machine the address must answer (a Slurm compute node may see other hosts: not checked)."""
+    if cluster.executor is ExecutorKind.SLURM:
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{address.rstrip('/')}/models", timeout=10)
+    except urllib.error.HTTPError:
+        return  # it answered (e.g. 401 without a key): reachable
+    except (urllib.error.URLError, OSError) as error:
+        raise UserError(f"--server_address {address}: not reachable ({getattr(error, 'reason', error)})") from None
+
+
+def generate_impl(extra: WrappedArguments, **values) -> Submission:
+    ensure_log_dir_is_absolute(values["log_dir"])
+    overrides = list(extra.args)
+    validate_overrides(overrides, values)
+    if values["server_address"] is None and not values["model"]:
+        raise UserError("generate: give --model (a self-hosted server) or --server_address (a running one)")
+    if values["server_type"] == "openai" and not values["server_address"]:
+        raise UserError("generate: --server_type openai needs --server_address")
+    cluster = load_cluster_config(values["cluster"], values["config_dir"])
+    check_local_inputs(values, cluster)
+    if values["server_address"]:
+        check_server_address(values["server_address"], cluster)
+    jobs = compile_generate(values, overrides, cluster)
+    options = submit_options(values, default_expname="generate")
+    if not jobs:
+        log.info("every output of %s is already complete; nothing submitted", options.expname)
+        return Submission(expname=options.expname, cluster=cluster.name)
+    from skills_cli.pipeline.commands.run_cmd import log_change
+
+    return submit_jobs(jobs, cluster, options, on_change=log_change)
+
+
+GENERATE = CommandSpec(
+    name="generate",
+    help="Generate with an LLM over a JSONL file (self-hosted server or --server_address); ++key=value "
+    "overrides configure the generation program (e.g. ++prompt_config=generic/math ++inference.temperature=0.6).",
+    options=GENERATE_OPTIONS,
+    impl=generate_impl,
+    extra_args="++key=value overrides of the generation program",
+)

@@ -1,0 +1,110 @@
+"""Model servers as background commands of a job: vLLM, SGLang, TensorRT-LLM and our `hf` server.
+
+Every server binds the job's free port (`$SKILLS_SERVER_PORT`, chosen when the job starts) and is wrapped
+so that its output also lands in `$SKILLS_CLI_RUN_DIR/server.log` and its exit status in `server.exit`:
+the client's bounded health wait reads them to fail fast, quoting the server's own last words.
+Multi-node: vLLM runs on a Ray cluster (head on the first node, workers on the others); SGLang uses its
+own `--dist-init-addr` rendezvous on the head node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from skills_cli.common.errors import UserError
+from skills_cli.inference.config import PORT_ENV, SERVER_TYPES
+from skills_cli.pipeline.cluster import ClusterConfig
+from skills_cli.pipeline.jobs import Command
+from skills_cli.pipeline.render import HEAD_NODE_ENV
+from skills_cli.pipeline.shell import Raw, quote_argv
+
+RAY_PORT = 6379
+SGLANG_DIST_PORT = 5757
+PORT = Raw(f'"${PORT_ENV}"')
+HEAD = Raw(f'"${HEAD_NODE_ENV}"')
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    server_type: str
+    model: str
+    gpus: int = 0  # per node
+    nodes: int = 1
+    args: tuple[str, ...] = ()  # extra server arguments, passed through as words
+
+    def __post_init__(self) -> None:
+        if self.server_type not in SERVER_TYPES or self.server_type == "openai":
+            hosted = ", ".join(t for t in SERVER_TYPES if t != "openai")
+            raise UserError(f"cannot host server_type {self.server_type!r}; self-hosted types: {hosted}")
+        if self.nodes < 1 or self.gpus < 0:
+            raise UserError("server_nodes must be >= 1 and server_gpus >= 0")
+        if self.server_type in ("vllm", "sglang", "trtllm") and self.gpus < 1:
+            raise UserError(f"server_type {self.server_type} needs --server_gpus >= 1")
+        if self.nodes > 1 and self.server_type in ("hf", "trtllm"):
+            raise UserError(
+                f"server_type {self.server_type} runs on one node; use vllm or sglang for --server_nodes > 1"
+            )
+
+    @property
+    def tensor_parallel(self) -> int:
+        return max(self.gpus, 1) * self.nodes
+
+
+def hf_argv(spec: ServerSpec, python: str) -> list[str]:
+    device = "cuda" if spec.gpus else "cpu"
+    return [python, "-m", "skills_cli.inference.server.hf_server", "--model", spec.model, "--host", "0.0.0.0",
+            "--port", PORT, "--device", device, *spec.args]  # fmt: skip
+
+
+def vllm_argv(spec: ServerSpec) -> list[str]:
+    argv = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model, "--host", "0.0.0.0",
+            "--port", PORT, "--tensor-parallel-size", str(spec.gpus), "--trust-remote-code"]  # fmt: skip
+    if spec.nodes > 1:
+        # one engine spanning the nodes: tensor parallel inside a node, pipeline parallel across nodes
+        argv += ["--pipeline-parallel-size", str(spec.nodes), "--distributed-executor-backend", "ray"]
+    return argv + list(spec.args)
+
+
+def sglang_argv(spec: ServerSpec) -> list[str]:
+    argv = ["python3", "-m", "sglang.launch_server", "--model-path", spec.model, "--host", "0.0.0.0",
+            "--port", PORT, "--tp", str(spec.tensor_parallel), "--trust-remote-code"]  # fmt: skip
+    if spec.nodes > 1:
+        argv += ["--nnodes", str(spec.nodes), "--node-rank", Raw('"$SLURM_PROCID"'),
+                 "--dist-init-addr", Raw(f'"${HEAD_NODE_ENV}:{SGLANG_DIST_PORT}"')]  # fmt: skip
+    return argv + list(spec.args)
+
+
+def trtllm_argv(spec: ServerSpec) -> list[str]:
+    return ["trtllm-serve", spec.model, "--host", "0.0.0.0", "--port", PORT, "--tp_size", str(spec.gpus),
+            *spec.args]  # fmt: skip
+
+
+def logged(argv: list[str]) -> str:
+    """Run `argv`, copy its output to the run dir's server.log, record its exit status (first task only)."""
+    return (f'mkdir -p "$SKILLS_CLI_RUN_DIR"; {quote_argv(argv)} 2>&1 | tee -a "$SKILLS_CLI_RUN_DIR/server.log"; '
+            'status=${PIPESTATUS[0]}; [ "${SLURM_PROCID:-0}" = 0 ] && echo "$status" > "$SKILLS_CLI_RUN_DIR/server.exit"; '
+            'exit "$status"')  # fmt: skip
+
+
+def ray_cluster_script(serve: list[str], nodes: int) -> str:
+    """Node 0 starts the Ray head, waits for every node, then serves; the others join as workers."""
+    head = quote_argv(["ray", "start", "--head", f"--port={RAY_PORT}"])
+    worker = quote_argv(["ray", "start", Raw(f'--address="${HEAD_NODE_ENV}:{RAY_PORT}"'), "--block"])
+    wait_nodes = f"until [ \"$(ray status 2>/dev/null | grep -c ' node_')\" -ge {nodes} ]; do sleep 5; done"
+    return (f'if [ "$SLURM_PROCID" = 0 ]; then {head} && {wait_nodes} && {{ {logged(serve)}; }}; '
+            f"else {worker}; fi")  # fmt: skip
+
+
+def server_command(spec: ServerSpec, cluster: ClusterConfig) -> Command:
+    """The background command that hosts the model for the rest of the job."""
+    if spec.server_type == "hf":
+        script = logged(hf_argv(spec, cluster.python_executable))
+    elif spec.server_type == "vllm" and spec.nodes > 1:
+        script = ray_cluster_script(vllm_argv(spec), spec.nodes)
+    else:
+        script = logged({"vllm": vllm_argv, "sglang": sglang_argv, "trtllm": trtllm_argv}[spec.server_type](spec))
+    container = spec.server_type if spec.server_type in cluster.containers else "main"
+    if cluster.uses_containers and spec.server_type != "hf" and spec.server_type not in cluster.containers:
+        raise UserError(f"cluster {cluster.name!r} has no container for server_type {spec.server_type!r} "
+                        f"(add containers.{spec.server_type} to the config)")  # fmt: skip
+    return Command(argv=("bash", "-c", script), name="server", container=container, gpus=spec.gpus, background=True)

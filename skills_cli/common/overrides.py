@@ -17,10 +17,16 @@ from skills_cli.common.typed_config import from_dict
 def parse_value(text: str) -> Any:
     import yaml
 
+    if not text.strip():
+        return ""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
-        return text  # not YAML: keep the literal text (e.g. a prompt with a colon and braces)
+        return text  # not YAML: keep the literal text (e.g. a prompt with braces)
+    # `a: b` is text, not a mapping, unless written in flow style: {a: b}
+    if isinstance(value, (dict, list)) and not text.lstrip().startswith(("{", "[")):
+        return text
+    return value
 
 
 def overrides_to_dict(args: Iterable[str]) -> dict:

@@ -193,8 +193,8 @@ def compile_generate(values: dict, overrides: list[str], cluster: ClusterConfig)
 
 def check_local_inputs(values: dict, cluster: ClusterConfig) -> None:
     """Bare local jobs see this machine's files: a missing input is an error now, not in the job."""
-    if cluster.executor is not ExecutorKind.NONE:
-        return
+    if cluster.executor is not ExecutorKind.NONE or values["run_after"]:
+        return  # elsewhere, or produced by an upstream experiment: the job checks it when it starts
     path = Path(values["input_file"])
     if not path.is_file():
         raise UserError(f"--input_file {values['input_file']!r} does not exist")

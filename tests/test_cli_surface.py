@@ -12,13 +12,14 @@ import pytest
 from conftest import run_ns
 
 from skills_cli.common.errors import UserError
-from skills_cli.pipeline import cancel, generate, logs, run_cmd, setup, status, wrap_arguments
+from skills_cli.pipeline import cancel, generate, logs, run_cmd, setup, start_server, status, wrap_arguments
 from skills_cli.pipeline.cluster import ContainerRuntime, ExecutorKind, load_cluster_config
 from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.store import Store
 
-EXPECTED_COMMANDS = ("run_cmd", "generate", "setup", "status", "logs", "cancel")
-API = {"run_cmd": run_cmd, "generate": generate, "setup": setup, "status": status, "logs": logs, "cancel": cancel}
+EXPECTED_COMMANDS = ("run_cmd", "generate", "start_server", "setup", "status", "logs", "cancel")
+API = {"run_cmd": run_cmd, "generate": generate, "start_server": start_server, "setup": setup, "status": status,
+       "logs": logs, "cancel": cancel}  # fmt: skip
 UID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
 CODE = re.compile(r"code/[0-9a-f]{16}")
 

@@ -254,3 +254,45 @@ def test_env_points_generation_at_the_job_port(tiny_model, tmp_path):
     server_log = Path(record.work_dir) / "server.log"
     assert submission.succeeded and server_log.exists()
     assert os.environ.get("SKILLS_SERVER_PORT") is None  # nothing leaked into the submitting process
+
+
+def test_start_server_prints_an_address_that_answers(tiny_model):
+    import urllib.request
+
+    result = run_ns("start_server", "--model", tiny_model, "--expname", "served", timeout=300, check=True)
+    address = result.stdout.strip().splitlines()[-1]
+    assert address.startswith("http://127.0.0.1:") and address.endswith("/v1")
+    body = json.dumps(
+        {"model": tiny_model, "messages": [{"role": "user", "content": "1+1?"}], "max_tokens": 4}
+    ).encode()
+    request = urllib.request.Request(
+        f"{address}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    assert answer["choices"][0]["finish_reason"] in ("stop", "length")
+    run_ns("cancel", "served", check=True)
+    (record,) = Store().jobs("served")
+    assert record.state is JobState.CANCELLED
+
+
+@pytest.mark.parametrize("backend", ["wandb", "swanlab"])
+def test_log_samples_offline(tiny_model, tmp_path, monkeypatch, backend):
+    pytest.importorskip(backend)
+    logs = tmp_path / "tracker"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(logs))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("SWANLAB_MODE", "offline")
+    monkeypatch.setenv("SWANLAB_LOG_DIR", str(logs))
+    data = problems(tmp_path / "in.jsonl", 3)
+    submission = generate(ctx=wrap_arguments(FAST), input_file=str(data), output_dir=str(tmp_path / "o"),
+                          model=tiny_model, expname=f"samples-{backend}", log_samples=True, samples_backend=backend,
+                          wandb_group="sdg")  # fmt: skip
+    assert submission.succeeded, run_ns("logs", f"samples-{backend}").stdout[-3000:]
+    assert f"logged 3 samples of {tmp_path}/o/output.jsonl to {backend}" in run_ns("logs", f"samples-{backend}").stdout
+    if backend == "wandb":
+        (run_dir,) = (logs / "wandb").glob("offline-run-*")
+        tables = list(run_dir.rglob("samples_*.table.json"))
+        assert tables and len(json.loads(tables[0].read_text())["data"]) == 3
+    else:
+        assert list(logs.rglob("*.swanlab")), list(logs.rglob("*"))

@@ -122,6 +122,7 @@ def test_special_tokens_agree_across_tokenizer_config_and_generation_config(mode
     assert config.model_type == arch
     assert [tokenizer.convert_tokens_to_ids(t) for t in tiny_model.SPECIAL_TOKENS] == [0, 1, 2, 3]
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|pad|>" and tokenizer.bos_token is None
+    assert tokenizer.padding_side == "left"
     assert config.eos_token_id == generation.eos_token_id == tokenizer.eos_token_id == 2
     assert config.pad_token_id == generation.pad_token_id == tokenizer.pad_token_id == 3
     assert config.bos_token_id == generation.bos_token_id == 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from skills_cli.pipeline.commands.start_server import ServerHandle
 from skills_cli.pipeline.experiment import Submission
 from skills_cli.pipeline.store import JobRecord, JobState
 
@@ -42,6 +43,12 @@ def show(name: str, result: Any) -> int:
     if isinstance(result, Submission):
         console.print(jobs_table(f"experiment {result.expname} on {result.cluster}", result.records))
         return 0 if all(not r.state.failed for r in result.records) else 1
+    if isinstance(result, ServerHandle):
+        if result.submission.dry_run_text is not None:
+            sys.stdout.write(result.submission.dry_run_text)
+        else:
+            print(result.address)
+        return 0
     if isinstance(result, Path):
         console.print(f"wrote {result}")
         return 0

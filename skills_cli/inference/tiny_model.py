@@ -137,8 +137,8 @@ def wrap_tokenizer(tokenizer, max_length: int):
         additional_special_tokens=[ENDOFTEXT, IM_START],
         model_max_length=max_length,
         chat_template=CHATML_TEMPLATE,
+        padding_side="left",  # decoder-only batches are left-padded
     )
-    wrapped.padding_side = "left"  # decoder-only batches are left-padded
     return wrapped
 
 
@@ -280,7 +280,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from transformers.utils import logging as transformers_logging
+
     args = parse_args(argv)
+    transformers_logging.disable_progress_bar()  # stdout/stderr carry just the path (or an error)
     corpus = None
     if args.corpus_file:
         corpus = [line for line in Path(args.corpus_file).read_text().splitlines() if line.strip()]

@@ -8,14 +8,15 @@ Each function takes the same arguments as its `ns` command and validates them th
 
 from __future__ import annotations
 
-from skills_cli.pipeline.commands import CANCEL, GENERATE, LOGS, RUN_CMD, SETUP, STATUS
+from skills_cli.pipeline.commands import CANCEL, GENERATE, LOGS, RUN_CMD, SETUP, START_SERVER, STATUS
 from skills_cli.pipeline.options import wrap_arguments
 
 run_cmd = RUN_CMD.python_api
 generate = GENERATE.python_api
+start_server = START_SERVER.python_api
 setup = SETUP.python_api
 status = STATUS.python_api
 logs = LOGS.python_api
 cancel = CANCEL.python_api
 
-__all__ = ["cancel", "generate", "logs", "run_cmd", "setup", "status", "wrap_arguments"]
+__all__ = ["cancel", "generate", "logs", "run_cmd", "setup", "start_server", "status", "wrap_arguments"]

@@ -457,7 +457,7 @@ class Engine:
             return self.metrics.snapshot(self.started, len(self.rows), self.jobs.qsize())
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        """Synchronous generation on the calling thread (warm-up and tests); the worker must not be running."""
+        """Synchronous generation on the calling thread (warm-up, in-process use); the worker must not be running."""
         results: list = [None] * len(prompts)
         for index, prompt in enumerate(prompts):
             self.submit(Job(prompt, params, lambda result, i=index: results.__setitem__(i, result)))

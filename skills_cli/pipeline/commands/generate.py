@@ -66,6 +66,11 @@ GENERATE_OPTIONS = (
     Option("preprocess_cmd", str | None, None, "Shell command run in the job before generation."),
     Option("postprocess_cmd", str | None, None, "Shell command run after the final output is written."),
     Option("rerun_done", bool, False, "Regenerate outputs that are already complete."),
+    Option("log_samples", bool, False, "Log a table of samples of each output to wandb or swanlab."),
+    Option("samples_backend", str, "wandb", "Where --log_samples goes.", choices=("wandb", "swanlab")),
+    Option("wandb_project", str, "skills-cli", "Project of the --log_samples runs (wandb or swanlab)."),
+    Option("wandb_group", str | None, None, "Group of the --log_samples runs."),
+    Option("wandb_name", str | None, None, "Run name for --log_samples (default: the experiment name)."),
     *SERVER_OPTIONS,
     *SUBMIT_OPTIONS,
     PARTITION,
@@ -120,6 +125,17 @@ def client_argv(python: str, values: dict, out: Outputs, overrides: list[str]) -
     return argv + list(overrides)  # the user's overrides come last and win
 
 
+def log_samples_step(values: dict, cluster: ClusterConfig, output_file: str, seed: int | None) -> str | None:
+    if not values["log_samples"]:
+        return None
+    name = (values["wandb_name"] or values["expname"] or "generate") + (f"-rs{seed}" if seed is not None else "")
+    argv = [cluster.python_executable, "-m", "skills_cli.inference.log_samples", "--file", output_file,
+            "--backend", values["samples_backend"], "--project", values["wandb_project"], "--name", name]  # fmt: skip
+    if values["wandb_group"]:
+        argv += ["--group", values["wandb_group"]]
+    return quote_argv(argv)
+
+
 def chained(*parts: str | None) -> str:
     return " && ".join(part for part in parts if part)
 
@@ -155,7 +171,10 @@ def merge_job(values: dict, cluster: ClusterConfig, output_file: str, seed: int 
     merge = quote_argv([cluster.python_executable, "-m", "skills_cli.inference.merge_chunks",
                         "--output_file", output_file, "--num_chunks", str(values["num_chunks"])])  # fmt: skip
     name = "merge" + (f"-rs{seed}" if seed is not None else "")
-    command = Command(argv=("bash", "-c", chained(merge, values["postprocess_cmd"])), container=values["container"])
+    samples = log_samples_step(values, cluster, output_file, seed)
+    command = Command(
+        argv=("bash", "-c", chained(merge, samples, values["postprocess_cmd"])), container=values["container"]
+    )
     return Job(name=name, commands=(command,), resources=Resources(time_limit=values["time"],
                partition=values["partition"]), after=tuple(after))  # fmt: skip
 
@@ -183,7 +202,11 @@ def compile_generate(values: dict, overrides: list[str], cluster: ClusterConfig)
             out = Outputs(chunk_file(output, chunk) if chunk is not None else output, seed, chunk)
             if chunk is not None and is_done_locally(cluster, out.file, values["rerun_done"]):
                 continue
-            last_step = values["postprocess_cmd"] if chunk is None else None
+            last_step = (
+                chained(log_samples_step(values, cluster, output, seed), values["postprocess_cmd"])
+                if chunk is None
+                else None
+            )
             jobs.append(generation_job(values, cluster, out, overrides, last_step))
             chunk_jobs.append(jobs[-1].name)
         if chunks != [None]:

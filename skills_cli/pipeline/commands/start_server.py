@@ -1,0 +1,159 @@
+"""`ns start_server`: host a model on its own (until `ns cancel EXPNAME` or the time limit) and print its
+address. On Slurm, `--create_tunnel` forwards a local port to it over SSH and keeps the tunnel open.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from skills_cli.common.errors import UserError
+from skills_cli.inference.config import PORT_ENV
+from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
+from skills_cli.pipeline.commands.generate import SERVER_OPTIONS
+from skills_cli.pipeline.executors import executor_for
+from skills_cli.pipeline.experiment import (
+    Submission,
+    ensure_log_dir_is_absolute,
+    refresh,
+    run_dir_for,
+    submit_jobs,
+    submit_options,
+)
+from skills_cli.pipeline.jobs import Job, Resources
+from skills_cli.pipeline.options import PARTITION, SUBMIT_OPTIONS, TIME, CommandSpec, Option, WrappedArguments
+from skills_cli.pipeline.servers import ServerSpec, server_command
+from skills_cli.pipeline.store import JobState, Store
+
+log = logging.getLogger("skills_cli")
+ADDRESS_FILE = "server.address"
+
+START_SERVER_OPTIONS = (
+    *(option for option in SERVER_OPTIONS if option.name != "server_address"),
+    Option("create_tunnel", bool, False, "Slurm: forward a local port to the server over SSH and keep it open."),
+    Option("tunnel_port", int, 0, "Local port of the tunnel (0: the server's port)."),
+    Option("startup_timeout", float, 900.0, "Seconds to wait for the server to start."),
+    *(option for option in SUBMIT_OPTIONS if option.name != "detach"),
+    PARTITION,
+    TIME,
+)
+
+
+@dataclass
+class ServerHandle:
+    submission: Submission
+    host: str = ""
+    port: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+
+def server_job(values: dict, cluster: ClusterConfig) -> Job:
+    spec = ServerSpec(values["server_type"], values["model"], values["server_gpus"], values["server_nodes"],
+                      tuple(shlex.split(values["server_args"])))  # fmt: skip
+    command = server_command(spec, cluster)
+    # record where it listens (first task only), then serve in the foreground until cancelled
+    announce = (f'[ "${{SLURM_PROCID:-0}}" = 0 ] && mkdir -p "$SKILLS_CLI_RUN_DIR" && '
+                f'echo "$(hostname) ${PORT_ENV}" > "$SKILLS_CLI_RUN_DIR/{ADDRESS_FILE}"; ')  # fmt: skip
+    command = replace(command, argv=("bash", "-c", announce + command.argv[2]), background=False)
+    resources = Resources(nodes=values["server_nodes"], gpus_per_node=values["server_gpus"], time_limit=values["time"],
+                          partition=values["partition"])  # fmt: skip
+    return Job(name="server", commands=(command,), resources=resources, ports=(PORT_ENV,))
+
+
+def read_address(cluster: ClusterConfig, run_dir: str) -> str | None:
+    path = f"{run_dir}/{ADDRESS_FILE}"
+    if cluster.executor is not ExecutorKind.SLURM:
+        return Path(path).read_text() if Path(path).exists() else None
+    from skills_cli.pipeline.executors.tunnel import ClusterTunnel
+
+    with ClusterTunnel(cluster) as tunnel:
+        result = tunnel.run(f"cat {shlex.quote(path)} 2>/dev/null")
+    return result.stdout or None
+
+
+def wait_for_address(handle: ServerHandle, cluster: ClusterConfig, run_dir: str, timeout: float) -> None:
+    store, deadline = Store(), time.time() + timeout
+    while time.time() < deadline:
+        (record,) = refresh(handle.submission.records, store, {cluster.name: cluster})
+        if record.state.finished:
+            logs = executor_for(cluster).logs(record, tail=20)
+            raise UserError(f"the server job ended ({record.state.value}) before it was ready:\n{logs}")
+        text = read_address(cluster, run_dir) if record.state is JobState.RUNNING else None
+        if text and len(text.split()) == 2:
+            host, port = text.split()
+            handle.host = "127.0.0.1" if cluster.executor is not ExecutorKind.SLURM else host
+            handle.port = int(port)
+            return
+        time.sleep(2.0)
+    raise UserError(f"the server job did not start within {timeout:g} s (see `ns status {handle.submission.expname}`)")
+
+
+def open_tunnel(cluster: ClusterConfig, handle: ServerHandle, local_port: int) -> None:
+    """`ssh -N -L local:node:port` through the login node, in the foreground until interrupted."""
+    config = cluster.ssh_tunnel
+    if config is None:
+        raise UserError("--create_tunnel needs a cluster reached over ssh_tunnel")
+    argv = ["ssh", "-N", "-p", str(config.port), "-o", "ExitOnForwardFailure=yes",
+            "-L", f"{local_port}:{handle.host}:{handle.port}", f"{config.user}@{config.host}"]  # fmt: skip
+    if config.identity:
+        argv[1:1] = ["-i", config.identity]
+    log.info(
+        "tunnel: http://127.0.0.1:%d/v1 -> %s (Ctrl-C closes it; the server keeps running)", local_port, handle.address
+    )
+    try:
+        subprocess.run(argv, check=False)
+    except KeyboardInterrupt:
+        pass
+
+
+def start_server_impl(extra: WrappedArguments, **values) -> ServerHandle:
+    ensure_log_dir_is_absolute(values["log_dir"])
+    if not values["model"]:
+        raise UserError("start_server: --model is required")
+    if values["server_type"] == "openai":
+        raise UserError("start_server: server_type openai is an external API, nothing to host")
+    cluster = load_cluster_config(values["cluster"], values["config_dir"])
+    options = replace(submit_options({**values, "detach": True}, default_expname="server"))
+    submission = submit_jobs([server_job(values, cluster)], cluster, options)
+    handle = ServerHandle(submission)
+    if submission.dry_run_text is not None:
+        return handle
+    (record,) = submission.records
+    run_dir = run_dir_for(cluster, record.expname, record.name, record.uid)
+    wait_for_address(handle, cluster, run_dir, values["startup_timeout"])
+    if cluster.executor is not ExecutorKind.SLURM:
+        wait_until_answering(handle, values["startup_timeout"])
+    log.info("server %s is up at %s (stop it with `ns cancel %s`)", values["model"], handle.address, submission.expname)
+    if values["create_tunnel"]:
+        open_tunnel(cluster, handle, values["tunnel_port"] or handle.port)
+    return handle
+
+
+def wait_until_answering(handle: ServerHandle, timeout: float) -> None:
+    """Local servers are reachable from here: wait until the model is loaded and answering."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{handle.address}/models", timeout=5)
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(1.0)
+    raise UserError(f"the server at {handle.address} did not answer within {timeout:g} s")
+
+
+START_SERVER = CommandSpec(
+    name="start_server",
+    help="Host a model on its own and print its OpenAI-compatible address (stop it with ns cancel).",
+    options=START_SERVER_OPTIONS,
+    impl=start_server_impl,
+)

@@ -56,8 +56,8 @@ def hf_argv(spec: ServerSpec, python: str) -> list[str]:
             "--port", PORT, "--device", device, *spec.args]  # fmt: skip
 
 
-def vllm_argv(spec: ServerSpec) -> list[str]:
-    argv = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model, "--host", "0.0.0.0",
+def vllm_argv(spec: ServerSpec, python: str) -> list[str]:
+    argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model, "--host", "0.0.0.0",
             "--port", PORT, "--tensor-parallel-size", str(spec.gpus), "--trust-remote-code"]  # fmt: skip
     if spec.nodes > 1:
         # one engine spanning the nodes: tensor parallel inside a node, pipeline parallel across nodes
@@ -65,8 +65,8 @@ def vllm_argv(spec: ServerSpec) -> list[str]:
     return argv + list(spec.args)
 
 
-def sglang_argv(spec: ServerSpec) -> list[str]:
-    argv = ["python3", "-m", "sglang.launch_server", "--model-path", spec.model, "--host", "0.0.0.0",
+def sglang_argv(spec: ServerSpec, python: str) -> list[str]:
+    argv = [python, "-m", "sglang.launch_server", "--model-path", spec.model, "--host", "0.0.0.0",
             "--port", PORT, "--tp", str(spec.tensor_parallel), "--trust-remote-code"]  # fmt: skip
     if spec.nodes > 1:
         argv += ["--nnodes", str(spec.nodes), "--node-rank", Raw('"$SLURM_PROCID"'),
@@ -74,7 +74,7 @@ def sglang_argv(spec: ServerSpec) -> list[str]:
     return argv + list(spec.args)
 
 
-def trtllm_argv(spec: ServerSpec) -> list[str]:
+def trtllm_argv(spec: ServerSpec, python: str) -> list[str]:
     return ["trtllm-serve", spec.model, "--host", "0.0.0.0", "--port", PORT, "--tp_size", str(spec.gpus),
             *spec.args]  # fmt: skip
 
@@ -97,12 +97,14 @@ def ray_cluster_script(serve: list[str], nodes: int) -> str:
 
 def server_command(spec: ServerSpec, cluster: ClusterConfig) -> Command:
     """The background command that hosts the model for the rest of the job."""
+    # a server image has its own python3; bare jobs use the cluster's interpreter (the one with the packages)
+    python = "python3" if cluster.uses_containers and spec.server_type != "hf" else cluster.python_executable
     if spec.server_type == "hf":
         script = logged(hf_argv(spec, cluster.python_executable))
     elif spec.server_type == "vllm" and spec.nodes > 1:
-        script = ray_cluster_script(vllm_argv(spec), spec.nodes)
+        script = ray_cluster_script(vllm_argv(spec, python), spec.nodes)
     else:
-        script = logged({"vllm": vllm_argv, "sglang": sglang_argv, "trtllm": trtllm_argv}[spec.server_type](spec))
+        script = logged({"vllm": vllm_argv, "sglang": sglang_argv, "trtllm": trtllm_argv}[spec.server_type](spec, python))
     container = spec.server_type if spec.server_type in cluster.containers else "main"
     if cluster.uses_containers and spec.server_type != "hf" and spec.server_type not in cluster.containers:
         raise UserError(f"cluster {cluster.name!r} has no container for server_type {spec.server_type!r} "

@@ -27,6 +27,7 @@ from skills_cli.pipeline.experiment import (
 from skills_cli.pipeline.jobs import Job, Resources
 from skills_cli.pipeline.options import PARTITION, SUBMIT_OPTIONS, TIME, CommandSpec, Option, WrappedArguments
 from skills_cli.pipeline.servers import ServerSpec, server_command
+from skills_cli.pipeline.shell import quote
 from skills_cli.pipeline.store import JobState, Store
 
 log = logging.getLogger("skills_cli")
@@ -74,7 +75,7 @@ def read_address(cluster: ClusterConfig, run_dir: str) -> str | None:
     from skills_cli.pipeline.executors.tunnel import ClusterTunnel
 
     with ClusterTunnel(cluster) as tunnel:
-        result = tunnel.run(f"cat {shlex.quote(path)} 2>/dev/null")
+        result = tunnel.run(f"cat {quote(path)} 2>/dev/null")
     return result.stdout or None
 
 

@@ -53,8 +53,8 @@ install_project() {
   [ -x .venv/bin/python ] || { rm -rf .venv; "$UV" venv -q -p 3.11 .venv >&2; }
   VIRTUAL_ENV=.venv "$UV" pip install -q -e '.[dev,hf,trackers]' "${args[@]}" >&2
   rm -f "$constraints"
-  # (list first, grep after: `uv pip list | grep -q` under pipefail can fail on SIGPIPE and hide a match)
-  if grep -qiE '^nvidia-' <<<"$(VIRTUAL_ENV=.venv "$UV" pip list 2>/dev/null)"; then
+  # (nvidia-ml-py, a small NVML binding swanlab needs, is fine; list first, grep after: `uv pip list | grep -q` under pipefail can fail on SIGPIPE and hide a match)
+  if grep -qiE '^nvidia-(cublas|cudnn|cuda|nccl|cusparse|cufft|curand|cusolver|nvjitlink|nvtx)' <<<"$(VIRTUAL_ENV=.venv "$UV" pip list 2>/dev/null)"; then
     say "ERROR: .venv contains nvidia-* packages (a CUDA torch build slipped in); remove .venv and retry"
     exit 1
   fi

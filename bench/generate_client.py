@@ -98,7 +98,7 @@ def bench_client(samples: int, concurrency: int) -> dict:
 async def _hf_requests(port: int, requests: int, tokens: int) -> tuple[int, float]:
     import aiohttp
 
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "What is 2+3?"}], "max_tokens": tokens,
+    body = {"messages": [{"role": "user", "content": "What is 2+3?"}], "max_tokens": tokens,
             "temperature": 1.0, "seed": 0, "ignore_eos": True}  # fmt: skip
     async with aiohttp.ClientSession() as session:
 

@@ -215,7 +215,7 @@ def test_unreachable_server_address_is_refused_before_submission(tmp_path):
 @pytest.mark.parametrize("problem_args,message", [
     (["--num_chunks", "5"], "larger than the 2 rows"),
     (["++inference.temprature=1"], "did you mean 'temperature'"),
-    (["++input_file=x.jsonl"], "set by the launcher"),
+    (["++input_file=x.jsonl"], "input_file is set by the launcher"),
     ([], "++prompt_config=NAME_OR_PATH is required"),
 ])  # fmt: skip
 def test_generate_bad_inputs_fail_before_submission(tmp_path, problem_args, message):
@@ -296,3 +296,63 @@ def test_log_samples_offline(tiny_model, tmp_path, monkeypatch, backend):
         assert tables and len(json.loads(tables[0].read_text())["data"]) == 3
     else:
         assert list(logs.rglob("*.swanlab")), list(logs.rglob("*"))
+
+
+def start_hf_server(model: str, port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "skills_cli.inference.server.hf_server", "--model", model,
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def wait_answering(port: int, timeout: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("server never answered")
+
+
+def test_client_retries_through_a_server_restart(tiny_model, tmp_path):
+    """Connection errors are retried with backoff: a server killed and restarted mid-run loses no sample."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = start_hf_server(tiny_model, port)
+    wait_answering(port)
+    data = problems(tmp_path / "in.jsonl", 60)
+    out = tmp_path / "out.jsonl"
+    client = subprocess.Popen([sys.executable, "-m", "skills_cli.inference.generate", f"++input_file={data}",
+                               f"++output_file={out}", "++prompt_config=generic/math", f"++server.port={port}",
+                               f"++server.model={tiny_model}", "++inference.tokens_to_generate=24",
+                               "++max_concurrent_requests=2", "++max_retries=10"],
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    side = Path(f"{out}-async")
+    while not side.exists() or len(side.read_text().splitlines()) < 5:
+        time.sleep(0.1)
+    server.kill()
+    server.wait()
+    time.sleep(1.0)
+    server = start_hf_server(tiny_model, port)  # same port: the client's retries find it again
+    try:
+        _, stderr = client.communicate(timeout=300)
+    finally:
+        server.kill()
+    assert client.returncode == 0, stderr[-2000:]
+    assert [r["id"] for r in read_jsonl(out)] == list(range(60))
+
+
+def test_text_endpoint_with_the_model_tokenizer_template(tiny_model, tmp_path):
+    data = problems(tmp_path / "in.jsonl", 3)
+    config = tmp_path / "base.yaml"
+    config.write_text("prompt_config: generic/math\ninference:\n  endpoint_type: text\n  tokens_to_generate: 8\n"
+                      f"  stop: ['</think>', '<|im_end|>']\nserver:\n  tokenizer: {tiny_model}\n")  # fmt: skip
+    submission = generate(config=str(config), input_file=str(data),
+                          output_dir=str(tmp_path / "o"), model=tiny_model, expname="text")  # fmt: skip
+    assert submission.succeeded, run_ns("logs", "text").stdout[-3000:]
+    assert len(read_jsonl(tmp_path / "o/output.jsonl")) == 3

@@ -1,6 +1,6 @@
 """The generation program: input JSONL -> prompts -> OpenAI-compatible server -> output JSONL.
 
-    python -m skills_cli.inference.generate ++input_file=in.jsonl ++output_file=out.jsonl \
+    python -m skills_cli.inference.generate [--config base.yaml] ++input_file=in.jsonl ++output_file=out.jsonl \
         ++prompt_config=generic/math ++inference.temperature=0.6 ++server.server_type=vllm
 
 Resume that loses nothing: each finished sample is appended (with its input position) to `<output>-async`
@@ -225,10 +225,27 @@ def run(config: GenerateConfig) -> int:
     return 0
 
 
+def parse_arguments(argv: list[str]) -> GenerateConfig:
+    """`[--config FILE.yaml] ++key=value ...`: the YAML file is the base (handy for values that are painful to
+    quote on a command line, like stop strings), overrides win."""
+    base: dict = {}
+    if argv[:1] == ["--config"]:
+        if len(argv) < 2:
+            raise UserError("--config needs a YAML file")
+        import yaml
+
+        try:
+            base = yaml.safe_load(Path(argv[1]).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise UserError(f"--config {argv[1]}: {error}") from None
+        argv = argv[2:]
+    return load_config(GenerateConfig, argv, base, where="generate")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
-        return run(load_config(GenerateConfig, sys.argv[1:] if argv is None else argv, where="generate"))
+        return run(parse_arguments(sys.argv[1:] if argv is None else argv))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

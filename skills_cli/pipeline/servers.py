@@ -104,7 +104,9 @@ def server_command(spec: ServerSpec, cluster: ClusterConfig) -> Command:
     elif spec.server_type == "vllm" and spec.nodes > 1:
         script = ray_cluster_script(vllm_argv(spec, python), spec.nodes)
     else:
-        script = logged({"vllm": vllm_argv, "sglang": sglang_argv, "trtllm": trtllm_argv}[spec.server_type](spec, python))
+        script = logged(
+            {"vllm": vllm_argv, "sglang": sglang_argv, "trtllm": trtllm_argv}[spec.server_type](spec, python)
+        )
     container = spec.server_type if spec.server_type in cluster.containers else "main"
     if cluster.uses_containers and spec.server_type != "hf" and spec.server_type not in cluster.containers:
         raise UserError(f"cluster {cluster.name!r} has no container for server_type {spec.server_type!r} "

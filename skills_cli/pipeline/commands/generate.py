@@ -58,6 +58,13 @@ SERVER_OPTIONS = (
 GENERATE_OPTIONS = (
     Option("input_file", str, ..., "Input JSONL (a path on the machine that runs the jobs)."),
     Option("output_dir", str, ..., "Directory for output.jsonl / output-rs{seed}.jsonl."),
+    Option(
+        "config",
+        str | None,
+        None,
+        "YAML file with settings of the generation program (the base that "
+        "++overrides change), e.g. for stop strings that are awkward to quote.",
+    ),  # fmt: skip
     Option("num_chunks", int, 1, "Split the input over N jobs; a merge job writes the final file."),
     Option("chunk_ids", list[int], [], "Only these chunks (repeatable), e.g. to rerun a failed one."),
     Option("num_random_seeds", int, 0, "Generate K samples per input: seeds starting_seed..starting_seed+K-1."),
@@ -96,21 +103,42 @@ def seeds_of(values: dict) -> list[int | None]:
     return [None]
 
 
-def validate_overrides(overrides: list[str], values: dict) -> GenerateConfig:
+def base_config(values: dict) -> dict | None:
+    """The --config file's settings when it is readable here (None: a path only the cluster can see)."""
+    if not values["config"]:
+        return {}
+    path = Path(values["config"])
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"--config {path}: malformed YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: expected a mapping")
+    return data
+
+
+def validate_overrides(overrides: list[str], values: dict) -> GenerateConfig | None:
     """The same schema the in-job program loads, applied now: typos fail before submission."""
     given = overrides_to_dict(overrides)
-    clash = sorted(LAUNCHER_KEYS & set(given))
+    base = base_config(values)
+    clash = sorted(LAUNCHER_KEYS & (set(given) | set(base or {})))
     if clash:
-        raise UserError(f"generate: ++{clash[0]} is set by the launcher; use --input_file/--output_dir/--num_chunks")
-    if "prompt_config" not in given:
+        raise UserError(f"generate: {clash[0]} is set by the launcher; use --input_file/--output_dir/--num_chunks")
+    if base is None:
+        return None  # the config file lives on the cluster: the job validates the merged settings
+    if "prompt_config" not in given and "prompt_config" not in base:
         raise UserError("generate: ++prompt_config=NAME_OR_PATH is required (e.g. ++prompt_config=generic/math)")
-    config = load_config(GenerateConfig, overrides, {"input_file": values["input_file"], "output_file": "-"},
-                         where="generate")  # fmt: skip
-    return config
+    base = {**base, "input_file": values["input_file"], "output_file": "-"}
+    return load_config(GenerateConfig, overrides, base, where="generate")
 
 
 def client_argv(python: str, values: dict, out: Outputs, overrides: list[str]) -> list[str]:
-    argv = [python, "-m", "skills_cli.inference.generate", f"++input_file={values['input_file']}",
+    argv = [python, "-m", "skills_cli.inference.generate", *(["--config", values["config"]] if values["config"] else []),
+            f"++input_file={values['input_file']}",
             f"++output_file={out.file}", f"++server.server_type={values['server_type']}"]  # fmt: skip
     if values["model"]:
         argv.append(f"++server.model={values['model']}")

@@ -81,7 +81,7 @@ def test_afterany_runs_after_a_failure(tmp_path):
 
 
 def test_gpu_assignment_through_cuda_visible_devices(tmp_path, config_dir):
-    write_config(config_dir, "gpus4", "executor: none\ngpus: [0, 1, 2]\n")
+    write_config(config_dir, "gpus4", "executor: none\ngpus: [0, 1, 2]\nmax_parallel_jobs: 4\n")
     common = {"cluster": "gpus4", "config_dir": str(config_dir), "detach": True}
     run_cmd(
         ctx=wrap_arguments(f"echo $CUDA_VISIBLE_DEVICES > {tmp_path}/a; sleep 3"), expname="a", num_gpus=2, **common
@@ -155,3 +155,13 @@ def test_jobs_run_the_shipped_code_snapshot(isolated_home, tmp_path):
             expname="code")  # fmt: skip
     where = (tmp_path / "where").read_text().strip()
     assert where.startswith(str(isolated_home / "code")), where
+
+
+def test_max_parallel_jobs_limits_concurrency(tmp_path, config_dir):
+    write_config(config_dir, "one_at_a_time", "executor: none\nmax_parallel_jobs: 1\n")
+    common = {"cluster": "one_at_a_time", "config_dir": str(config_dir), "detach": True}
+    for name in ("p1", "p2", "p3"):
+        run_cmd(ctx=wrap_arguments("sleep 1"), expname=name, **common)
+    records = [wait_all(name)[0] for name in ("p1", "p2", "p3")]
+    spans = sorted((r.started_at, r.ended_at) for r in records)
+    assert all(later[0] >= earlier[1] - 0.05 for earlier, later in zip(spans, spans[1:], strict=False))  # never overlapping

@@ -33,6 +33,30 @@ def jobs_table(title: str, records: list[JobRecord]):
     return table
 
 
+def summary_table(name: str, metrics: dict):
+    """Seed 003's layout: evaluation_mode | num_entries | avg_tokens | symbolic_correct | no_answer."""
+    from rich.table import Table
+
+    table = Table(title=name, title_justify="left")
+    for column in ("evaluation_mode", "num_entries", "avg_tokens", "symbolic_correct", "no_answer"):
+        table.add_column(column, justify="left" if column == "evaluation_mode" else "right")
+    for mode, values in metrics.items():
+        correct = f"{values['symbolic_correct']:.2f}%"
+        if "symbolic_correct_std" in values:
+            correct += f" ± {values['symbolic_correct_std']:.2f}"
+        table.add_row(mode, str(int(values["num_entries"])), str(round(values["avg_tokens"])), correct,
+                      f"{values['no_answer']:.2f}%")  # fmt: skip
+    return table
+
+
+def show_summary(console, result: dict) -> None:
+    for benchmark in result["results"]:
+        console.print(summary_table(benchmark.name, benchmark.metrics))
+    console.print(f"wrote {result['metrics_file']}" + (f" and {result['plot']}" if result["plot"] else ""))
+    for line in result["logged"]:
+        console.print(f"logged to {line}")
+
+
 def show(name: str, result: Any) -> int:
     if isinstance(result, Submission) and result.dry_run_text is not None:
         sys.stdout.write(result.dry_run_text)  # verbatim: no markup, no wrapping (and no rich import)
@@ -51,6 +75,13 @@ def show(name: str, result: Any) -> int:
         return 0
     if isinstance(result, Path):
         console.print(f"wrote {result}")
+        return 0
+    if name == "prepare_data":
+        for line in result:
+            print(line)
+        return 0
+    if name == "summarize_results":
+        show_summary(console, result)
         return 0
     if name == "status":
         if not result:

@@ -8,15 +8,32 @@ Each function takes the same arguments as its `ns` command and validates them th
 
 from __future__ import annotations
 
-from skills_cli.pipeline.commands import CANCEL, GENERATE, LOGS, RUN_CMD, SETUP, START_SERVER, STATUS
+from skills_cli.pipeline.commands import (
+    CANCEL,
+    EVAL,
+    GENERATE,
+    LOGS,
+    PREPARE_DATA,
+    RUN_CMD,
+    SETUP,
+    START_SERVER,
+    STATUS,
+    SUMMARIZE_RESULTS,
+)
 from skills_cli.pipeline.options import wrap_arguments
 
 run_cmd = RUN_CMD.python_api
 generate = GENERATE.python_api
 start_server = START_SERVER.python_api
+prepare_data = PREPARE_DATA.python_api
+eval = EVAL.python_api  # noqa: A001  (the command's name, as in NeMo-Skills)
+summarize_results = SUMMARIZE_RESULTS.python_api
 setup = SETUP.python_api
 status = STATUS.python_api
 logs = LOGS.python_api
 cancel = CANCEL.python_api
 
-__all__ = ["cancel", "generate", "logs", "run_cmd", "setup", "start_server", "status", "wrap_arguments"]
+__all__ = [
+    "cancel", "eval", "generate", "logs", "prepare_data", "run_cmd", "setup", "start_server", "status",
+    "summarize_results", "wrap_arguments",
+]  # fmt: skip

@@ -82,6 +82,7 @@ class ClusterConfig:
     container_runtime: ContainerRuntime = ContainerRuntime.NONE
     dependency_type: DependencyType = DependencyType.AFTEROK
     gpus: list[int] | None = None
+    max_parallel_jobs: int | None = None  # local executors: jobs running at once (default: CPU count)
     sbatch_args: dict[str, str] = field(default_factory=dict)
     job_name_prefix: str = ""
     python: str | None = None
@@ -98,6 +99,8 @@ class ClusterConfig:
                 raise UserError(f"cluster {self.name!r}: job_dir must be an absolute path, got {self.job_dir!r}")
         elif self.ssh_tunnel is not None:
             raise UserError(f"cluster {self.name!r}: ssh_tunnel is only used with executor: slurm")
+        if self.max_parallel_jobs is not None and self.max_parallel_jobs < 1:
+            raise UserError(f"cluster {self.name!r}: max_parallel_jobs must be >= 1")
         if self.executor is not ExecutorKind.SLURM and self.container_runtime is not ContainerRuntime.NONE:
             raise UserError(f"cluster {self.name!r}: container_runtime only applies to executor: slurm")
         for key in ("account", "partition", "cpu_partition"):

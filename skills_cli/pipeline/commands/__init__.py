@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from skills_cli.pipeline.commands.evaluate import EVAL, PREPARE_DATA, SUMMARIZE_RESULTS
 from skills_cli.pipeline.commands.follow import CANCEL, LOGS, STATUS
 from skills_cli.pipeline.commands.generate import GENERATE
 from skills_cli.pipeline.commands.run_cmd import RUN_CMD
 from skills_cli.pipeline.commands.setup import SETUP
 from skills_cli.pipeline.commands.start_server import START_SERVER
 
-COMMANDS = (RUN_CMD, GENERATE, START_SERVER, SETUP, STATUS, LOGS, CANCEL)
+COMMANDS = (RUN_CMD, GENERATE, START_SERVER, PREPARE_DATA, EVAL, SUMMARIZE_RESULTS, SETUP, STATUS, LOGS, CANCEL)

@@ -136,6 +136,7 @@ class LocalExecutor:
             "uid": planned.uid, "store": "", "cwd": os.getcwd(), "commands": commands, "ports": list(planned.job.ports),
             "dependencies": dependencies, "gpus_needed": planned.job.resources.gpus_per_node,
             "gpu_pool": detect_gpus(self.cluster), "time_limit": planned.job.resources.time_limit_seconds,
+            "max_parallel_jobs": self.cluster.max_parallel_jobs or os.cpu_count(),
         }  # fmt: skip
 
     # -- submission --------------------------------------------------------------------------------

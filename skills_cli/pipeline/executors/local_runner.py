@@ -2,7 +2,8 @@
 
 1. Wait until every dependency is satisfied (afterok: SUCCEEDED; afterany: finished). If an afterok
    upstream failed, record CANCELLED with the upstream's name as the reason and run nothing.
-2. Take the GPUs the job needs from the machine's pool (a lock file; waits while they are busy).
+2. Take a job slot (at most `max_parallel_jobs` jobs run at once) and the GPUs the job needs from the
+   machine's pools (lock files; waits while they are busy).
 3. Start the commands, each in its own process group, logs to files. The job ends when every foreground
    command has ended; background services are then stopped. The time limit is enforced here.
 4. Record SUCCEEDED / FAILED (first non-zero foreground exit code) / TIMEOUT / CANCELLED (SIGTERM).
@@ -54,25 +55,27 @@ def wait_for_dependencies(spec: dict, store: Store) -> str | None:
 
 
 @contextmanager
-def gpu_allocation(spec: dict, store: Store):
-    """Reserve `gpus_needed` ids from the pool; the reservation file maps each busy id to a job uid."""
-    needed, pool = spec["gpus_needed"], spec["gpu_pool"]
+def reservation(spec: dict, store: Store, pool_name: str, pool: list[int], needed: int):
+    """Reserve `needed` ids of a machine-wide pool (GPUs, job slots), waiting while they are busy.
+
+    The table `<pool_name>.json` maps each busy id to a job uid, under an exclusive lock; reservations of
+    jobs whose supervisor is gone are dropped, so a killed job never holds a GPU forever.
+    """
     if not needed:
         yield []
         return
-    lock_path = Path(spec["store"]).parent / "gpus.lock"
+    lock_path = Path(spec["store"]).parent / f"{pool_name}.lock"
     table_path = lock_path.with_suffix(".json")
     taken: list[int] = []
     while not taken:
         with open(lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             table = json.loads(table_path.read_text()) if table_path.exists() else {}
-            # drop reservations of jobs that are no longer running
-            table = {gpu: uid for gpu, uid in table.items() if supervisor_alive(store.job(uid))}
-            free = [gpu for gpu in pool if str(gpu) not in table]
+            table = {key: uid for key, uid in table.items() if supervisor_alive(store.job(uid))}
+            free = [item for item in pool if str(item) not in table]
             if len(free) >= needed:
                 taken = free[:needed]
-                table.update({str(gpu): spec["uid"] for gpu in taken})
+                table.update({str(item): spec["uid"] for item in taken})
             table_path.write_text(json.dumps(table))
         if not taken:
             time.sleep(POLL_SECONDS * 4)
@@ -82,7 +85,7 @@ def gpu_allocation(spec: dict, store: Store):
         with open(lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             table = json.loads(table_path.read_text()) if table_path.exists() else {}
-            table = {gpu: uid for gpu, uid in table.items() if uid != spec["uid"]}
+            table = {key: uid for key, uid in table.items() if uid != spec["uid"]}
             table_path.write_text(json.dumps(table))
 
 
@@ -163,7 +166,9 @@ def main(spec_path: str) -> int:
         if blocked:
             store.update_job(uid, state=JobState.CANCELLED, reason=blocked, ended_at=time.time())
             return 0
-        with gpu_allocation(spec, store) as gpus:
+        slots = list(range(spec.get("max_parallel_jobs") or 0))
+        with reservation(spec, store, "job_slots", slots, 1 if slots else 0), \
+                reservation(spec, store, "gpus", spec["gpu_pool"], spec["gpus_needed"]) as gpus:  # fmt: skip
             store.update_job(uid, state=JobState.RUNNING, started_at=time.time())
             state, code, reason = run_commands(spec, gpus)
         store.update_job(uid, state=state, exit_code=code, reason=reason, ended_at=time.time())

@@ -120,6 +120,10 @@ class ClusterTunnel:
         finally:
             os.unlink(handle.name)
 
+    def get_file(self, remote_path: str, local_path: str) -> None:
+        assert self._tunnel is not None, "tunnel not open"
+        self._tunnel.get(remote_path, local_path)
+
     def close(self) -> None:
         if self._tunnel is not None:
             self._tunnel.cleanup()

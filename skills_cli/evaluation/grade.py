@@ -1,0 +1,88 @@
+"""Grade generation outputs in place: adds `predicted_answer`, `symbolic_correct` and `grading_error`.
+
+    python -m skills_cli.evaluation.grade --results_dir DIR [--regex R] [--timeout S]
+    python -m skills_cli.evaluation.grade DIR/output-rs0.jsonl DIR/output-rs1.jsonl
+
+Each file is rewritten atomically. Files already graded are left alone (`--regrade` forces it), so a rerun of
+an evaluation grades only what is new. A grader timeout or error grades as incorrect and is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.jsonl import read_jsonl, write_jsonl_atomic
+from skills_cli.evaluation.math_grader import grade
+
+GRADED_KEY = "symbolic_correct"
+
+
+SEEDED = re.compile(r"^output-rs(\d+)\.jsonl$")
+
+
+def result_files(results_dir: str | Path) -> list[Path]:
+    """`output.jsonl` (greedy) or `output-rs{seed}.jsonl` files, seeds in order; chunk and side files excluded."""
+    directory = Path(results_dir)
+    if not directory.is_dir():
+        raise UserError(f"no results directory {directory}")
+    greedy = directory / "output.jsonl"
+    seeded = sorted(
+        (p for p in directory.iterdir() if SEEDED.match(p.name)), key=lambda p: int(SEEDED.match(p.name)[1])
+    )
+    if greedy.is_file() and seeded:
+        raise UserError(f"{directory} mixes greedy output.jsonl with seeded output-rs*.jsonl; move one kind elsewhere")
+    files = seeded or ([greedy] if greedy.is_file() else [])
+    if not files:
+        raise UserError(f"{directory} has no output.jsonl or output-rs*.jsonl")
+    return files
+
+
+def grade_rows(rows: list[dict], generation_key: str, regex: str | None, timeout: float) -> tuple[list[dict], int]:
+    graded, errors = [], 0
+    for number, row in enumerate(rows, 1):
+        if "expected_answer" not in row:
+            raise UserError(f"row {number} has no 'expected_answer' to grade against")
+        result = grade(row.get(generation_key), str(row["expected_answer"]), regex=regex, timeout=timeout)
+        errors += result.error is not None
+        graded.append({**row, "predicted_answer": result.predicted_answer, GRADED_KEY: result.correct,
+                       "grading_error": result.error})  # fmt: skip
+    return graded, errors
+
+
+def grade_file(path: Path, generation_key: str, regex: str | None, timeout: float, regrade: bool) -> str:
+    rows = read_jsonl(path)
+    if not regrade and rows and all(GRADED_KEY in row for row in rows):
+        return f"{path}: already graded"
+    graded, errors = grade_rows(rows, generation_key, regex, timeout)
+    write_jsonl_atomic(path, graded)
+    correct = sum(row[GRADED_KEY] for row in graded)
+    return f"{path}: {correct}/{len(graded)} correct, {errors} grading errors"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*")
+    parser.add_argument("--results_dir", default=None, help="grade every result file of this directory")
+    parser.add_argument("--generation_key", default="generation")
+    parser.add_argument("--regex", default=None, help="fallback answer pattern when there is no \\boxed{}")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per symbolic check")
+    parser.add_argument("--regrade", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        names = list(args.files) + ([str(p) for p in result_files(args.results_dir)] if args.results_dir else [])
+        if not names:
+            raise UserError("give result files or --results_dir")
+        for name in names:
+            print(grade_file(Path(name), args.generation_key, args.regex, args.timeout, args.regrade), flush=True)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

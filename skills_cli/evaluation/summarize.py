@@ -1,0 +1,195 @@
+"""Summarize graded evaluation results: metrics per benchmark, metrics.json, a pass@k plot, tracker scalars.
+
+    python -m skills_cli.evaluation.summarize RESULTS_DIR [--wandb_name N] [--wandb_project P]
+                                              [--swanlab_project P] [--max_k K] [--no_plot]
+
+RESULTS_DIR holds one folder per benchmark (`eval-results/<benchmark>/output[-rsS].jsonl`, or the benchmark
+folders directly). Samples are matched across seed files by row `id` (else by position).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.jsonl import read_jsonl
+from skills_cli.evaluation.grade import GRADED_KEY, result_files
+from skills_cli.evaluation.metrics import Sample, compute_metrics, compute_subset_metrics, format_table
+
+PLOT_FILE = "pass_at_k.png"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class BenchmarkResults:
+    name: str
+    metrics: dict[str, dict[str, float]]
+    subsets: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+
+def benchmark_dirs(results_dir: Path) -> list[Path]:
+    """`results_dir/eval-results/*` when present, else the sub-folders holding result files."""
+    root = results_dir / "eval-results" if (results_dir / "eval-results").is_dir() else results_dir
+    if not root.is_dir():
+        raise UserError(f"no results directory {results_dir}")
+    found = sorted(d for d in root.iterdir() if d.is_dir() and any(d.glob("output*.jsonl")))
+    if not found:
+        raise UserError(f"{results_dir} has no benchmark results (folders with output*.jsonl)")
+    return found
+
+
+def load_problems(directory: Path) -> tuple[list[list[Sample]], list[dict]]:
+    """Samples per problem across the seed files (graded files only), and each problem's first row."""
+    files = result_files(directory)
+    runs = [read_jsonl(path) for path in files]
+    for path, rows in zip(files, runs, strict=True):
+        ungraded = next((i for i, row in enumerate(rows, 1) if GRADED_KEY not in row), None)
+        if ungraded:
+            raise UserError(f"{path}: row {ungraded} is not graded (run `python -m skills_cli.evaluation.grade`)")
+    keyed = all("id" in row for rows in runs for row in rows)
+    order = [row["id"] if keyed else index for index, row in enumerate(runs[0])]
+    by_key = [{(row["id"] if keyed else index): row for index, row in enumerate(rows)} for rows in runs]
+    problems, first_rows = [], []
+    for key in order:
+        rows = [run[key] for run in by_key if key in run]
+        if len(rows) != len(runs):
+            raise UserError(f"{directory}: problem {key!r} is missing from some of {[p.name for p in files]}")
+        problems.append([to_sample(row) for row in rows])
+        first_rows.append(rows[0])
+    return problems, first_rows
+
+
+def to_sample(row: dict) -> Sample:
+    return Sample(correct=bool(row[GRADED_KEY]), predicted_answer=row.get("predicted_answer"),
+                  num_generated_tokens=row.get("num_generated_tokens"), generation_time=row.get("generation_time"))  # fmt: skip
+
+
+def subset_keys(benchmark: str) -> tuple[str, ...]:
+    from skills_cli.evaluation.benchmarks import registry
+
+    known = registry().get(benchmark)
+    return known.subset_keys if known else ()
+
+
+def summarize_benchmark(directory: Path, max_k: int | None) -> BenchmarkResults:
+    problems, rows = load_problems(directory)
+    results = BenchmarkResults(directory.name, compute_metrics(problems, max_k))
+    for key in subset_keys(directory.name):
+        if all(key in row for row in rows):
+            labels = [f"{key}={row[key]}" for row in rows]
+            subsets = compute_subset_metrics(problems, labels, max_k)
+            results.subsets.update({label: value for label, value in subsets.items() if label != "all"})
+    return results
+
+
+def metrics_json(results: list[BenchmarkResults]) -> dict:
+    data: dict = {}
+    for result in results:
+        data[result.name] = result.metrics
+        for label, metrics in result.subsets.items():
+            data[f"{result.name}[{label}]"] = metrics
+    return data
+
+
+def curve(metrics: dict[str, dict[str, float]], prefix: str) -> tuple[list[int], list[float]]:
+    points = sorted((int(mode.split("@")[1]), m["symbolic_correct"]) for mode, m in metrics.items()
+                    if mode.startswith(prefix + "@") and mode.split("@")[1].isdigit())  # fmt: skip
+    return [k for k, _ in points], [v for _, v in points]
+
+
+def plot(results: list[BenchmarkResults], path: Path) -> Path | None:
+    """pass@k and majority@k against k (k on a log2 axis), one panel per benchmark with more than one sample."""
+    sampled = [r for r in results if any(mode.startswith("pass@") for mode in r.metrics)]
+    if not sampled:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(sampled), figsize=(4.5 * len(sampled), 3.6), squeeze=False)
+    for axis, result in zip(axes[0], sampled, strict=True):
+        base = next(m for mode, m in result.metrics.items() if mode.startswith("pass@1[avg-of-"))
+        for prefix, style in (("pass", "o-"), ("majority", "s--")):
+            ks, values = curve(result.metrics, prefix)
+            axis.plot([1, *ks], [base["symbolic_correct"], *values], style, label=f"{prefix}@k")
+        axis.set_xscale("log", base=2)
+        axis.set_title(result.name)
+        axis.set_xlabel("k")
+        axis.set_ylabel("accuracy (%)")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def log_scalars(data: dict, wandb_name: str | None, wandb_project: str, wandb_group: str | None,
+                swanlab_project: str | None) -> list[str]:  # fmt: skip
+    """Every metric as `benchmark/mode/metric` to wandb and/or swanlab (modes from WANDB_MODE / SWANLAB_MODE)."""
+    scalars = {f"{bench}/{mode}/{key}": value for bench, modes in data.items() for mode, values in modes.items()
+               for key, value in values.items() if isinstance(value, (int, float))}  # fmt: skip
+    done = []
+    if wandb_name:
+        import wandb
+
+        run = wandb.init(project=wandb_project, name=wandb_name, group=wandb_group, job_type="eval")
+        run.summary.update(scalars)
+        run.log(scalars)
+        done.append(f"wandb run {run.dir}")
+        run.finish()
+    if swanlab_project:
+        import swanlab
+
+        swanlab.init(project=swanlab_project, experiment_name=wandb_name or "eval")
+        swanlab.log(scalars)
+        swanlab.finish()
+        done.append(f"swanlab project {swanlab_project}")
+    return done
+
+
+def summarize(
+    results_dir: str | Path, max_k: int | None = None, make_plot: bool = True
+) -> tuple[list[BenchmarkResults], Path]:
+    """Compute everything and write metrics.json (+ the plot) into results_dir; returns the results."""
+    directory = Path(results_dir)
+    results = [summarize_benchmark(d, max_k) for d in benchmark_dirs(directory)]
+    from skills_cli.common.jsonl import touch_atomic
+
+    touch_atomic(directory / METRICS_FILE, json.dumps(metrics_json(results), indent=2) + "\n")
+    if make_plot:
+        plot(results, directory / PLOT_FILE)
+    return results, directory / METRICS_FILE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir")
+    parser.add_argument("--max_k", type=int, default=None)
+    parser.add_argument("--no_plot", action="store_true")
+    parser.add_argument("--wandb_name", default=None)
+    parser.add_argument("--wandb_project", default="skills-cli")
+    parser.add_argument("--wandb_group", default=None)
+    parser.add_argument("--swanlab_project", default=None)
+    args = parser.parse_args(argv)
+    try:
+        results, written = summarize(args.results_dir, args.max_k, not args.no_plot)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(format_table(result.name, result.metrics))
+    print(f"wrote {written}")
+    for line in log_scalars(metrics_json(results), args.wandb_name, args.wandb_project, args.wandb_group,
+                            args.swanlab_project):  # fmt: skip
+        print(f"logged to {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

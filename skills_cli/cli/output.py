@@ -20,31 +20,34 @@ def _when(timestamp: float | None) -> str:
 
 
 def jobs_table(title: str, records: list[JobRecord]):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    # names and reasons are user text: `[x]` in them must not be read as rich markup
+    table = Table(title=escape(title), title_justify="left")
     for column in ("job", "id", "state", "reason", "exit", "started", "ended", "log"):
         table.add_column(column, overflow="fold")
     for record in records:
         style = _STYLE.get(record.state, "")
-        table.add_row(record.name, record.external_id or "", f"[{style}]{record.state.value}[/]" if style else record.state.value,
-                      record.reason, "" if record.exit_code is None else str(record.exit_code),
+        table.add_row(escape(record.name), record.external_id or "", f"[{style}]{record.state.value}[/]" if style else record.state.value,
+                      escape(record.reason), "" if record.exit_code is None else str(record.exit_code),
                       _when(record.started_at), _when(record.ended_at), record.log_path or "")  # fmt: skip
     return table
 
 
 def summary_table(name: str, metrics: dict):
     """Seed 003's layout: evaluation_mode | num_entries | avg_tokens | symbolic_correct | no_answer."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=name, title_justify="left")
+    table = Table(title=escape(name), title_justify="left")
     for column in ("evaluation_mode", "num_entries", "avg_tokens", "symbolic_correct", "no_answer"):
         table.add_column(column, justify="left" if column == "evaluation_mode" else "right")
     for mode, values in metrics.items():
         correct = f"{values['symbolic_correct']:.2f}%"
         if "symbolic_correct_std" in values:
             correct += f" ± {values['symbolic_correct_std']:.2f}"
-        table.add_row(mode, str(int(values["num_entries"])), str(round(values["avg_tokens"])), correct,
+        table.add_row(escape(mode), str(int(values["num_entries"])), str(round(values["avg_tokens"])), correct,
                       f"{values['no_answer']:.2f}%")  # fmt: skip
     return table
 
@@ -63,7 +66,8 @@ def show(name: str, result: Any) -> int:
         return 0
     from rich.console import Console
 
-    console = Console()
+    # piped output (logs, CI, tests) gets a wide console: rich's 80-column default would fold table cells
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     if isinstance(result, Submission):
         console.print(jobs_table(f"experiment {result.expname} on {result.cluster}", result.records))
         return 0 if all(not r.state.failed for r in result.records) else 1

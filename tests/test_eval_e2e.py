@@ -1,0 +1,158 @@
+"""Evaluation end to end: prepare_data from the shared mirror, `ns eval` with the tiny model and the embedded
+server (locally and on Slurm over SSH), `ns summarize_results` tables, metrics.json and the plot; reruns
+that skip finished parts; and the bad inputs of the evaluation commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_ns
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.jsonl import read_jsonl
+from skills_cli.pipeline import eval as evaluate
+from skills_cli.pipeline import prepare_data, summarize_results, wrap_arguments
+from skills_cli.pipeline.experiment import wait
+from skills_cli.pipeline.store import JobState, Store
+
+MIRROR = Path(os.environ.get("SKILLS_BENCHMARKS_DIR") or REPO.parent / "shared" / "data" / "benchmarks")
+FAST = "++inference.tokens_to_generate=8"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    from skills_cli.inference.tiny_model import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("model") / "tiny"))
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    if not (MIRROR / "gsm8k" / "test.jsonl").is_file():
+        pytest.fail(f"benchmark mirror not found at {MIRROR} (set SKILLS_BENCHMARKS_DIR)")
+    out = tmp_path / "data"
+    prepare_data(benchmarks=["gsm8k", "math500", "arith"], data_dir=str(MIRROR), output_dir=str(out))
+    return out
+
+
+def test_prepare_data_from_mirror_is_validated_and_idempotent(tmp_path):
+    out = tmp_path / "data"
+    lines = prepare_data(benchmarks=["gsm8k", "math500", "aime24", "aime25", "amc23", "arith"], data_dir=str(MIRROR),
+                         output_dir=str(out))  # fmt: skip
+    assert any("gsm8k/test: 1319 rows" in line for line in lines)
+    assert any("arith/train: 2000 rows from generated locally" in line for line in lines)
+    rows = read_jsonl(out / "math500" / "test.jsonl")
+    assert len(rows) == 500 and {"id", "problem", "expected_answer", "level", "subject"} <= set(rows[0])
+    again = prepare_data(benchmarks=["gsm8k", "arith"], data_dir=str(MIRROR), output_dir=str(out))
+    assert all("up to date" in line for line in again)
+
+
+def test_prepare_data_bad_inputs(tmp_path):
+    with pytest.raises(UserError, match=r"unknown benchmark 'gsm9k'; known: aime24, aime25, amc23, arith, gsm8k"):
+        prepare_data(benchmarks=["gsm9k"], data_dir=str(MIRROR), output_dir=str(tmp_path))
+    broken = tmp_path / "mirror" / "gsm8k"
+    broken.mkdir(parents=True)
+    (broken / "test.jsonl").write_text('{"id": "a", "problem": "p", "expected_answer": "1"}\n{"id": "b", \n')
+    with pytest.raises(UserError, match=r"test\.jsonl:2: malformed JSON line"):
+        prepare_data(benchmarks=["gsm8k"], data_dir=str(tmp_path / "mirror"), output_dir=str(tmp_path / "o"))
+    (broken / "test.jsonl").write_text('{"id": "a", "problem": "p", "expected_answer": ""}\n')
+    with pytest.raises(UserError, match="row 1 has no non-empty string 'expected_answer'"):
+        prepare_data(benchmarks=["gsm8k"], data_dir=str(tmp_path / "mirror"), output_dir=str(tmp_path / "o"))
+
+
+def run_eval(model: str, data_dir: Path, output: Path, expname: str, **extra) -> list:
+    evaluate(ctx=wrap_arguments(FAST), benchmarks="gsm8k,math500:2,arith:2", data_dir=str(data_dir),
+             output_dir=str(output), model=model, server_type="hf", max_samples=50, expname=expname, **extra)  # fmt: skip
+    store = Store()
+    return wait(store.jobs(expname), store, timeout=900, poll=1.0)
+
+
+def check_results(output: Path) -> None:
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["gsm8k"]["greedy"]["num_entries"] == 50
+    assert list(metrics["math500"]) == ["pass@1[avg-of-2]", "majority@2", "pass@2"]
+    assert metrics["math500"]["pass@1[avg-of-2]"]["num_entries"] == 50
+    assert metrics["arith"]["pass@2"]["num_entries"] == 50
+    assert any(key.startswith("math500[level=") for key in metrics)  # per-subset breakdown
+    assert (output / "pass_at_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    graded = read_jsonl(output / "eval-results" / "math500" / "output-rs0.jsonl")
+    assert all("symbolic_correct" in row and "predicted_answer" in row for row in graded)
+
+
+def test_eval_locally_then_summarize_and_rerun(tiny_model, data_dir, tmp_path):
+    output = tmp_path / "evals"
+    records = run_eval(tiny_model, data_dir, output, "eval-local")
+    assert [r.state for r in records] == [JobState.SUCCEEDED] * len(records), run_ns("logs", "eval-local").stdout[
+        -4000:
+    ]
+    assert {r.name for r in records} >= {"gsm8k-generate", "math500-generate-rs1", "arith-grade", "summarize"}
+    check_results(output)
+    shown = run_ns("summarize_results", str(output), check=True).stdout
+    for header in ("evaluation_mode", "num_entries", "avg_tokens", "symbolic_correct", "no_answer"):
+        assert header in shown
+    assert "pass@1[avg-of-2]" in shown and "majority@2" in shown and "greedy" in shown
+    # a rerun resubmits only grading and the summary: every generation is complete
+    again = run_eval(tiny_model, data_dir, output, "eval-again")
+    assert sorted(r.name for r in again) == ["arith-grade", "gsm8k-grade", "math500-grade", "summarize"]
+    assert "already graded" in run_ns("logs", "eval-again", "math500-grade", check=True).stdout
+
+
+@pytest.mark.infra
+def test_eval_on_slurm_over_ssh(tiny_model, data_dir, tmp_path, slurm_config):
+    config = slurm_config / "slurm_local.yaml"
+    config.write_text(config.read_text() + f"python: {sys.executable}\n")
+    output = tmp_path / "evals"
+    records = run_eval(tiny_model, data_dir, output, "eval-slurm", cluster="slurm_local",
+                       config_dir=str(slurm_config))  # fmt: skip
+    assert all(r.executor == "slurm" for r in records)
+    assert [r.state for r in records] == [JobState.SUCCEEDED] * len(records), run_ns("logs", "eval-slurm").stdout[
+        -4000:
+    ]
+    check_results(output)
+    # summarize_results fetches the results over SSH in one transfer when given the cluster
+    fetched = summarize_results(results_dir=str(output), cluster="slurm_local", config_dir=str(slurm_config))
+    assert Path(fetched["metrics_file"]).parent != output
+    assert json.loads(Path(fetched["metrics_file"]).read_text())["gsm8k"]["greedy"]["num_entries"] == 50
+
+
+@pytest.mark.parametrize("benchmarks,message", [
+    ("gsm8k,nosuch", "unknown benchmark 'nosuch'; known:"),
+    ("gsm8k:x", "cannot parse 'gsm8k:x'"),
+    ("math500:0", "cannot parse 'math500:0'"),
+    ("gsm8k,gsm8k:4", "names a benchmark twice"),
+])  # fmt: skip
+def test_eval_bad_benchmark_specs(benchmarks, message, tmp_path):
+    result = run_ns("eval", "--benchmarks", benchmarks, "--output_dir", str(tmp_path / "o"), "--model", "/m",
+                    "--expname", "bad")  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not Store().has_experiment("bad")
+
+
+def test_eval_without_prepared_data_says_how_to_prepare(tmp_path):
+    result = run_ns("eval", "--benchmarks", "aime24:8", "--data_dir", str(tmp_path / "empty"), "--output_dir",
+                    str(tmp_path / "o"), "--model", "/m")  # fmt: skip
+    assert result.returncode == 2 and "run `ns prepare_data aime24`" in result.stderr
+
+
+def test_summarize_rejects_mixed_and_corrupt_results(tmp_path):
+    mixed = tmp_path / "r" / "gsm8k"
+    mixed.mkdir(parents=True)
+    row = {
+        "id": "1",
+        "expected_answer": "1",
+        "generation": "\\boxed{1}",
+        "symbolic_correct": True,
+        "predicted_answer": "1",
+    }
+    (mixed / "output.jsonl").write_text(json.dumps(row) + "\n")
+    (mixed / "output-rs0.jsonl").write_text(json.dumps(row) + "\n")
+    result = run_ns("summarize_results", str(tmp_path / "r"))
+    assert result.returncode == 2 and "mixes greedy output.jsonl with seeded output-rs*.jsonl" in result.stderr
+    (mixed / "output.jsonl").unlink()
+    (mixed / "output-rs0.jsonl").write_text(json.dumps(row) + "\n{broken\n")
+    result = run_ns("summarize_results", str(tmp_path / "r"))
+    assert result.returncode == 2 and "output-rs0.jsonl:2: malformed JSON line" in result.stderr

@@ -156,3 +156,50 @@ def test_summarize_rejects_mixed_and_corrupt_results(tmp_path):
     (mixed / "output-rs0.jsonl").write_text(json.dumps(row) + "\n{broken\n")
     result = run_ns("summarize_results", str(tmp_path / "r"))
     assert result.returncode == 2 and "output-rs0.jsonl:2: malformed JSON line" in result.stderr
+
+
+def test_judge_steps_decide_cheap_cases_and_parse_verdicts(tmp_path, tiny_model):
+    from skills_cli.evaluation import judge
+    from skills_cli.evaluation.summarize import summarize
+
+    results = tmp_path / "r" / "math500"
+    results.mkdir(parents=True)
+    rows = [
+        {"id": "a", "problem": "p1", "expected_answer": "\\frac{1}{2}", "predicted_answer": "\\frac{1}{2}", "symbolic_correct": True},
+        {"id": "b", "problem": "p2", "expected_answer": "3", "predicted_answer": None, "symbolic_correct": False},
+        {"id": "c", "problem": "p3", "expected_answer": "0.5", "predicted_answer": "1/2", "symbolic_correct": True},
+        {"id": "d", "problem": "p4", "expected_answer": "7", "predicted_answer": "seven", "symbolic_correct": False},
+    ]  # fmt: skip
+    (results / "output.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert judge.prepare(str(results), str(results / "judge/input.jsonl")).startswith("2 answers need the judge")
+    asked = read_jsonl(results / "judge/input.jsonl")
+    assert [(r["_index"], r["predicted_answer"]) for r in asked] == [(2, "1/2"), (3, "seven")]
+    # the judge's answers (as the generation program writes them): a clear Yes, and one with no verdict
+    (results / "judge/output.jsonl").write_text(
+        json.dumps({**asked[0], "generation": "Same value.\nJudgement: Yes"})
+        + "\n"
+        + json.dumps({**asked[1], "generation": "I am not sure."})
+        + "\n"
+    )
+    assert (
+        judge.apply(str(results), str(results / "judge/output.jsonl"))
+        == "2 answers judged by the model (1 without a verdict)"
+    )
+    judged = read_jsonl(results / "output.jsonl")
+    assert [r["judge_correct"] for r in judged] == [True, False, True, False]
+    assert judged[3]["judge_error"] == "no verdict from the judge"
+    (result,), _ = summarize(tmp_path / "r", make_plot=False)
+    assert result.metrics["greedy"]["judge_correct"] == 50.0 and result.metrics["greedy"]["symbolic_correct"] == 50.0
+    assert judge.verdict("**Judgement**: no... wait. Judgement: YES") is True
+
+
+def test_eval_with_a_judge_runs_the_judge_job(tiny_model, data_dir, tmp_path):
+    output = tmp_path / "judged"
+    evaluate(ctx=wrap_arguments(FAST), benchmarks="arith", data_dir=str(data_dir), output_dir=str(output),
+             model=tiny_model, judge_model=tiny_model, max_samples=5, expname="judged")  # fmt: skip
+    store = Store()
+    records = wait(store.jobs("judged"), store, timeout=600)
+    assert [r.name for r in records] == ["arith-generate", "arith-grade", "arith-judge", "summarize"]
+    assert all(r.state is JobState.SUCCEEDED for r in records), run_ns("logs", "judged").stdout[-3000:]
+    assert all("judge_correct" in row for row in read_jsonl(output / "eval-results/arith/output.jsonl"))
+    assert "judge_correct" in json.loads((output / "metrics.json").read_text())["arith"]["greedy"]

@@ -41,13 +41,23 @@ def summary_table(name: str, metrics: dict):
     from rich.table import Table
 
     table = Table(title=escape(name), title_justify="left")
-    for column in ("evaluation_mode", "num_entries", "avg_tokens", "symbolic_correct", "no_answer"):
+    judged = all("judge_correct" in values for values in metrics.values())
+    columns = [
+        "evaluation_mode",
+        "num_entries",
+        "avg_tokens",
+        "symbolic_correct",
+        *(["judge_correct"] if judged else []),
+        "no_answer",
+    ]
+    for column in columns:
         table.add_column(column, justify="left" if column == "evaluation_mode" else "right")
     for mode, values in metrics.items():
         correct = f"{values['symbolic_correct']:.2f}%"
         if "symbolic_correct_std" in values:
             correct += f" ± {values['symbolic_correct_std']:.2f}"
-        table.add_row(escape(mode), str(int(values["num_entries"])), str(round(values["avg_tokens"])), correct,
+        judge = [f"{values['judge_correct']:.2f}%"] if judged else []
+        table.add_row(escape(mode), str(int(values["num_entries"])), str(round(values["avg_tokens"])), correct, *judge,
                       f"{values['no_answer']:.2f}%")  # fmt: skip
     return table
 

@@ -611,13 +611,13 @@ def _relation_chain(text: str) -> tuple[list[str], list[str]]:
     parts, operators, current, depth = [], [], [], 0
     for token in _scan_tokens(text):
         if depth == 0 and token in _RELATION_TOKENS:
-            parts.append("".join(current))
+            parts.append("".join(current).strip())
             operators.append(token)
             current = []
             continue
         depth += _depth_change(token)
         current.append(token)
-    parts.append("".join(current))
+    parts.append("".join(current).strip())
     return parts, operators
 
 

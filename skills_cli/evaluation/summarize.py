@@ -18,6 +18,7 @@ from pathlib import Path
 from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import read_jsonl
 from skills_cli.evaluation.grade import GRADED_KEY, result_files
+from skills_cli.evaluation.judge import JUDGE_KEY
 from skills_cli.evaluation.metrics import Sample, compute_metrics, compute_subset_metrics, format_table
 
 PLOT_FILE = "pass_at_k.png"
@@ -42,8 +43,8 @@ def benchmark_dirs(results_dir: Path) -> list[Path]:
     return found
 
 
-def load_problems(directory: Path) -> tuple[list[list[Sample]], list[dict]]:
-    """Samples per problem across the seed files (graded files only), and each problem's first row."""
+def load_problems(directory: Path) -> list[list[dict]]:
+    """The graded rows of each problem across the seed files (in seed order)."""
     files = result_files(directory)
     runs = [read_jsonl(path) for path in files]
     for path, rows in zip(files, runs, strict=True):
@@ -53,18 +54,17 @@ def load_problems(directory: Path) -> tuple[list[list[Sample]], list[dict]]:
     keyed = all("id" in row for rows in runs for row in rows)
     order = [row["id"] if keyed else index for index, row in enumerate(runs[0])]
     by_key = [{(row["id"] if keyed else index): row for index, row in enumerate(rows)} for rows in runs]
-    problems, first_rows = [], []
+    problems = []
     for key in order:
         rows = [run[key] for run in by_key if key in run]
         if len(rows) != len(runs):
             raise UserError(f"{directory}: problem {key!r} is missing from some of {[p.name for p in files]}")
-        problems.append([to_sample(row) for row in rows])
-        first_rows.append(rows[0])
-    return problems, first_rows
+        problems.append(rows)
+    return problems
 
 
-def to_sample(row: dict) -> Sample:
-    return Sample(correct=bool(row[GRADED_KEY]), predicted_answer=row.get("predicted_answer"),
+def to_sample(row: dict, correct_key: str = GRADED_KEY) -> Sample:
+    return Sample(correct=bool(row[correct_key]), predicted_answer=row.get("predicted_answer"),
                   num_generated_tokens=row.get("num_generated_tokens"), generation_time=row.get("generation_time"))  # fmt: skip
 
 
@@ -75,12 +75,22 @@ def subset_keys(benchmark: str) -> tuple[str, ...]:
     return known.subset_keys if known else ()
 
 
+def with_judge(metrics: dict, problem_rows: list[list[dict]], max_k: int | None) -> dict:
+    """When a judge ran, each mode also gets `judge_correct` (the same estimators over the judge's verdicts)."""
+    if not all(JUDGE_KEY in row for rows in problem_rows for row in rows):
+        return metrics
+    judged = compute_metrics([[to_sample(row, JUDGE_KEY) for row in rows] for rows in problem_rows], max_k)
+    return {mode: {**values, "judge_correct": judged[mode]["symbolic_correct"]} for mode, values in metrics.items()}
+
+
 def summarize_benchmark(directory: Path, max_k: int | None) -> BenchmarkResults:
-    problems, rows = load_problems(directory)
-    results = BenchmarkResults(directory.name, compute_metrics(problems, max_k))
+    problem_rows = load_problems(directory)
+    problems = [[to_sample(row) for row in rows] for rows in problem_rows]
+    results = BenchmarkResults(directory.name, with_judge(compute_metrics(problems, max_k), problem_rows, max_k))
+    first_rows = [rows[0] for rows in problem_rows]
     for key in subset_keys(directory.name):
-        if all(key in row for row in rows):
-            labels = [f"{key}={row[key]}" for row in rows]
+        if all(key in row for row in first_rows):
+            labels = [f"{key}={row[key]}" for row in first_rows]
             subsets = compute_subset_metrics(problems, labels, max_k)
             results.subsets.update({label: value for label, value in subsets.items() if label != "all"})
     return results

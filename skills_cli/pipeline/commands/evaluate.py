@@ -16,11 +16,14 @@ from pathlib import Path
 from skills_cli.common.errors import UserError
 from skills_cli.evaluation.benchmarks import get_benchmark
 from skills_cli.evaluation.prepare_data import MIRROR_ENV, default_output_dir, prepare
+from skills_cli.inference.config import SERVER_TYPES
 from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
 from skills_cli.pipeline.commands.generate import (
     GENERATE_OPTIONS,
+    Outputs,
     check_server_address,
     compile_generate,
+    generation_job,
     validate_overrides,
 )
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
@@ -93,6 +96,12 @@ EVAL_OPTIONS = (
     Option("max_samples", int, -1, "Only the first N problems of each benchmark (-1: all)."),
     *(o for o in GENERATE_OPTIONS if o.name not in ("input_file", "output_dir", "num_random_seeds", "random_seeds",
                                                      "starting_seed", "log_samples")),
+    Option("judge_model", str | None, None, "Also judge answers with this model (judge/math prompt); exact "
+           "matches and empty answers are decided without it.", panel="Judge"),
+    Option("judge_server_type", str, "hf", "Server type of the judge.", choices=SERVER_TYPES, panel="Judge"),
+    Option("judge_server_gpus", int, 0, "GPUs of the judge's server.", panel="Judge"),
+    Option("judge_server_args", str, "", "Extra arguments of the judge's server.", panel="Judge"),
+    Option("judge_server_address", str | None, None, "A running judge server instead of hosting one.", panel="Judge"),
 )  # fmt: skip
 
 
@@ -124,6 +133,21 @@ def cpu_job(name: str, script: str, values: dict, after: list[str]) -> Job:
     return Job(name=name, commands=(command,), resources=resources, after=tuple(after))
 
 
+def judge_job(values: dict, cluster: ClusterConfig, results: str, name: str, after: str) -> Job:
+    """prepare (no-judge decisions) -> judge generation -> apply verdicts, in one job after the grading."""
+    python = cluster.python_executable
+    step = lambda *args: quote_argv([python, "-m", "skills_cli.evaluation.judge", *args, "--results_dir", results])  # noqa: E731
+    judge = {**values, "model": values["judge_model"], "server_type": values["judge_server_type"],
+             "server_gpus": values["judge_server_gpus"], "server_nodes": 1, "server_args": values["judge_server_args"],
+             "server_address": values["judge_server_address"], "input_file": f"{results}/judge/input.jsonl",
+             "preprocess_cmd": step("prepare"), "rerun_done": True, "config": None}  # fmt: skip
+    out = Outputs(f"{results}/judge/output.jsonl", None, None)
+    job = generation_job(
+        judge, cluster, out, ["++prompt_config=judge/math", "++inference.temperature=0.0"], step("apply")
+    )
+    return dataclasses.replace(job, name=f"{name}-judge", after=(after,))
+
+
 def compile_eval(values: dict, overrides: list[str], cluster: ClusterConfig) -> list[Job]:
     python = cluster.python_executable
     jobs, grade_jobs = [], []
@@ -143,6 +167,8 @@ def compile_eval(values: dict, overrides: list[str], cluster: ClusterConfig) -> 
         grade = quote_argv([python, "-m", "skills_cli.evaluation.grade", "--results_dir", results])
         jobs += generated
         jobs.append(cpu_job(f"{name}-grade", grade, values, finals))
+        if values["judge_model"] or values["judge_server_address"]:
+            jobs.append(judge_job(values, cluster, results, name, jobs[-1].name))
         grade_jobs.append(jobs[-1].name)
     summarize = quote_argv([python, "-m", "skills_cli.evaluation.summarize", values["output_dir"]])
     jobs.append(cpu_job("summarize", summarize, values, grade_jobs))

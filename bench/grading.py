@@ -9,6 +9,7 @@ equivalence suite, as JSON.
 (b) hard suite: answers/s on fractions vs decimals, radicals, tuples, intervals, polynomials, matrices, pi and
     complex expressions, for our `math_equal` and for plain math-verify (`verify(parse(gold), parse(pred))`) in the
     same run and on the same core. Target: ours >= 10x math-verify.
+    Also the symbolic fallback's own rate, on pairs only sympy can settle (sums, floors, integrals).
 (c) accuracy: ours and math-verify against the expected verdicts of tests/grader_cases.py (public graders' cases,
     our own, MATH-500 self/neighbour pairs), with the cases each gets wrong.
 
@@ -236,6 +237,46 @@ def math_verify_equal(predicted: str, expected: str, is_output: bool = False) ->
         return False
 
 
+# Pairs beyond the fast evaluator (sums, floors, integrals, products): they take the symbolic worker path.
+SYMBOLIC_PAIRS = [
+    ("\\sum_{k=1}^{n} k", "\\frac{n(n+1)}{2}", True),
+    ("\\sum_{k=1}^{n} k^2", "\\frac{n(n+1)(2n+1)}{6}", True),
+    ("\\sum_{k=1}^{n} k", "\\frac{n(n-1)}{2}", False),
+    ("\\sum_{k=0}^{10} 2^k", "2047", True),
+    ("\\lfloor 3.7 \\rfloor", "3", True),
+    ("\\lceil 3.2 \\rceil", "3", False),
+    ("\\int_0^1 x^2 dx", "\\frac{1}{3}", True),
+    ("\\int_0^1 x dx", "\\frac{1}{3}", False),
+    ("\\prod_{k=1}^{5} k", "120", True),
+    ("\\lfloor \\sqrt{50} \\rfloor", "7", True),
+]
+
+
+def measure_symbolic_fallback(min_seconds: float) -> dict:
+    """The slow path's cost: ours goes through the worker process, math-verify runs in-process."""
+
+    def ours_once():
+        for predicted, expected, _ in SYMBOLIC_PAIRS:
+            math_equal(predicted, expected)
+
+    def theirs_once():
+        for predicted, expected, _ in SYMBOLIC_PAIRS:
+            math_verify_equal(predicted, expected)
+
+    ours = answers_per_second(ours_once, len(SYMBOLIC_PAIRS), min_seconds)
+    theirs = answers_per_second(theirs_once, len(SYMBOLIC_PAIRS), min_seconds)
+    theirs_verdicts = [math_verify_equal(predicted, expected) for predicted, expected, _ in SYMBOLIC_PAIRS]
+    labels = [label for _, _, label in SYMBOLIC_PAIRS]
+    return {
+        "pairs": len(SYMBOLIC_PAIRS),
+        "note": "ours: answers_per_cpu_s counts this process only; the sympy work runs in the worker process",
+        "ours": ours,
+        "math_verify": theirs,
+        "accuracy_ours": accuracy([math_equal(p, e) for p, e, _ in SYMBOLIC_PAIRS], labels),
+        "accuracy_math_verify": accuracy(theirs_verdicts, labels),
+    }
+
+
 # -- the three measurements ---------------------------------------------------------------------------------------
 def measure_realistic(pairs, min_seconds: float) -> dict:
     def run_once():
@@ -342,6 +383,7 @@ def measure_suite(data_dir: Path) -> dict:
         "cases_math500": len(cases) - public,
         "accuracy_ours": accuracy(ours, labels),
         "accuracy_math_verify": accuracy(theirs, labels),
+        "agreement_ours_vs_math_verify": accuracy(ours, theirs),
         "accuracy_ours_without_math500": accuracy(ours[:public], labels[:public]),
         "accuracy_math_verify_without_math500": accuracy(theirs[:public], labels[:public]),
         "accuracy_by_source": accuracy_by_source(cases, ours, theirs),
@@ -369,6 +411,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus_pinned": cpus, "cpu_count": os.cpu_count()},
         "realistic": measure_realistic(realistic_pairs(args.data_dir, rng), args.min_seconds),
         "hard_suite": measure_hard(hard_pairs(rng, args.hard_per_kind), args.min_seconds, args.math_verify_limit),
+        "symbolic_fallback": measure_symbolic_fallback(args.min_seconds),
     }
     if not args.skip_suite:
         report["case_suite"] = measure_suite(args.data_dir)

@@ -12,14 +12,28 @@ import pytest
 from conftest import run_ns
 
 from skills_cli.common.errors import UserError
-from skills_cli.pipeline import cancel, generate, logs, run_cmd, setup, start_server, status, wrap_arguments
+from skills_cli.pipeline import (
+    cancel,
+    generate,
+    logs,
+    prepare_data,
+    run_cmd,
+    setup,
+    start_server,
+    status,
+    summarize_results,
+    wrap_arguments,
+)
+from skills_cli.pipeline import eval as evaluate
 from skills_cli.pipeline.cluster import ContainerRuntime, ExecutorKind, load_cluster_config
 from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.store import Store
 
-EXPECTED_COMMANDS = ("run_cmd", "generate", "start_server", "setup", "status", "logs", "cancel")
-API = {"run_cmd": run_cmd, "generate": generate, "start_server": start_server, "setup": setup, "status": status,
-       "logs": logs, "cancel": cancel}  # fmt: skip
+EXPECTED_COMMANDS = ("run_cmd", "generate", "start_server", "prepare_data", "eval", "summarize_results", "setup",
+                     "status", "logs", "cancel")  # fmt: skip
+API = {"run_cmd": run_cmd, "generate": generate, "start_server": start_server, "prepare_data": prepare_data,
+       "eval": evaluate, "summarize_results": summarize_results, "setup": setup, "status": status, "logs": logs,
+       "cancel": cancel}  # fmt: skip
 UID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
 CODE = re.compile(r"code/[0-9a-f]{16}")
 
@@ -56,7 +70,7 @@ def help_flags(text: str) -> set[str]:
 
 def help_arguments(text: str) -> set[str]:
     block = help_sections(text).get("Arguments", [])
-    return {line.split()[0] for line in block if re.match(r"^\s{2}\w", line)}
+    return {line.split()[0].rstrip(".") for line in block if re.match(r"^\s{2}\w", line)}
 
 
 def test_top_level_help_lists_every_command():

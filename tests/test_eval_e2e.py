@@ -203,3 +203,27 @@ def test_eval_with_a_judge_runs_the_judge_job(tiny_model, data_dir, tmp_path):
     assert all(r.state is JobState.SUCCEEDED for r in records), run_ns("logs", "judged").stdout[-3000:]
     assert all("judge_correct" in row for row in read_jsonl(output / "eval-results/arith/output.jsonl"))
     assert "judge_correct" in json.loads((output / "metrics.json").read_text())["arith"]["greedy"]
+
+
+def test_summarize_results_logs_scalars_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    pytest.importorskip("swanlab")
+    logs = tmp_path / "tracker"
+    for key, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(logs), "WANDB_SILENT": "true",
+                       "SWANLAB_MODE": "offline", "SWANLAB_LOG_DIR": str(logs)}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    results = tmp_path / "r" / "arith"
+    results.mkdir(parents=True)
+    for seed in range(2):
+        rows = [{"id": str(i), "expected_answer": "1", "predicted_answer": "1" if i + seed < 3 else None,
+                 "symbolic_correct": i + seed < 3, "num_generated_tokens": 10} for i in range(4)]  # fmt: skip
+        (results / f"output-rs{seed}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = summarize_results(results_dir=str(tmp_path / "r"), wandb_name="after-training-evals",
+                                swanlab_project="evals")  # fmt: skip
+    metrics = summary["results"][0].metrics
+    assert metrics["pass@1[avg-of-2]"]["symbolic_correct"] == 62.5  # (3/4 + 2/4) / 2
+    assert metrics["pass@2"]["symbolic_correct"] == 75.0  # problems 0-2 solved by some seed
+    assert len(summary["logged"]) == 2
+    (run,) = (logs / "wandb").glob("offline-run-*")
+    assert list(run.glob("*.wandb"))
+    assert list(logs.rglob("*.swanlab"))

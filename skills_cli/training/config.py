@@ -1,0 +1,153 @@
+"""Typed SFT configuration (torch-free): what `++key=value` overrides of `ns train sft` are checked against.
+
+The key names follow NeMo-RL's `sft.yaml` (seed 003 passes `++sft.max_num_epochs=4
+++policy.train_global_batch_size=32 ++policy.max_total_sequence_length=8192 ++policy.optimizer.kwargs.lr=1e-5
+++policy.dtensor_cfg.tensor_parallel_size=8 ++policy.dtensor_cfg.sequence_parallel=true
+++policy.dtensor_cfg.activation_checkpointing=true`), so those commands carry over unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from skills_cli.common.errors import UserError
+
+
+@dataclass(frozen=True)
+class SFTLoopConfig:
+    max_num_epochs: int = 1
+    max_num_steps: int | None = None  # stop earlier than the epochs allow
+    val_period: int = 0  # validation loss every N steps (0: never)
+    val_batches: int = 8
+    val_at_start: bool = False
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class OptimizerKwargs:
+    lr: float = 5e-6
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: Literal["adamw"] = "adamw"
+    kwargs: OptimizerKwargs = field(default_factory=OptimizerKwargs)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    name: Literal["cosine", "constant", "linear"] = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine/linear decay floor, as a fraction of lr
+
+
+@dataclass(frozen=True)
+class DTensorConfig:
+    enabled: bool = True
+    tensor_parallel_size: int = 1
+    sequence_parallel: bool = False
+    activation_checkpointing: bool = False
+    cpu_offload: bool = False
+
+
+@dataclass(frozen=True)
+class MegatronConfig:
+    enabled: bool = False
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    use_distributed_optimizer: bool = True
+    activation_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class SequencePackingConfig:
+    enabled: bool = False
+    algorithm: Literal["first_fit_decreasing"] = "first_fit_decreasing"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    model_name: str = ""
+    tokenizer: str | None = None  # default: model_name
+    train_global_batch_size: int = 32
+    train_micro_batch_size: int = 1
+    max_total_sequence_length: int = 4096
+    precision: Literal["bfloat16", "float32"] = "bfloat16"
+    max_grad_norm: float | None = 1.0
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    dtensor_cfg: DTensorConfig = field(default_factory=DTensorConfig)
+    megatron_cfg: MegatronConfig = field(default_factory=MegatronConfig)
+    sequence_packing: SequencePackingConfig = field(default_factory=SequencePackingConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("train_global_batch_size", "train_micro_batch_size", "max_total_sequence_length"):
+            if getattr(self, name) < 1:
+                raise UserError(f"policy.{name} must be >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_data: str = ""
+    val_data: str | None = None
+    messages_key: str = "messages"  # chat format: a list of {role, content}
+    input_key: str = "input"  # or a prompt/response pair
+    output_key: str = "output"
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    enabled: bool = True
+    checkpoint_dir: str = ""
+    save_period: int = 100
+    keep_last_k: int = 3
+    save_before_deadline_seconds: int = 900  # save this long before $SKILLS_CLI_DEADLINE (the job's time limit)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    project: str = "skills-cli"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    log_dir: str = ""
+    wandb_enabled: bool = False
+    swanlab_enabled: bool = False
+    tensorboard_enabled: bool = False
+    wandb: TrackerConfig = field(default_factory=TrackerConfig)
+    swanlab: TrackerConfig = field(default_factory=TrackerConfig)
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    backend: Literal["dtensor", "megatron"] = "dtensor"
+    sft: SFTLoopConfig = field(default_factory=SFTLoopConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpointing: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    output_dir: str = ""
+    final_hf_path: str | None = None
+
+
+def check_parallel_layout(config: SFTConfig, world_size: int) -> int:
+    """The data-parallel size; a global batch it cannot split evenly is an error naming the valid values."""
+    tp = config.policy.dtensor_cfg.tensor_parallel_size if config.backend == "dtensor" else (
+        config.policy.megatron_cfg.tensor_model_parallel_size * config.policy.megatron_cfg.pipeline_model_parallel_size)  # fmt: skip
+    if tp < 1 or world_size % tp:
+        raise UserError(f"{world_size} GPUs cannot be split into model-parallel groups of {tp}")
+    dp = world_size // tp
+    micro, global_batch = config.policy.train_micro_batch_size, config.policy.train_global_batch_size
+    if global_batch % (micro * dp):
+        valid = [m for m in range(1, global_batch + 1) if global_batch % (m * dp) == 0]
+        raise UserError(
+            f"policy.train_global_batch_size={global_batch} is not divisible by train_micro_batch_size={micro} x "
+            f"data-parallel size {dp}; valid micro-batch sizes: {', '.join(map(str, valid)) or 'none (change the global batch)'}"
+        )
+    return dp

@@ -80,7 +80,20 @@ def _register(spec: CommandSpec) -> None:
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__doc__ = spec.help
     settings = {"allow_extra_args": True, "ignore_unknown_options": True} if spec.extra_args else {}
-    app.command(spec.name, help=spec.help, context_settings=settings)(command)
+    for parent in [_group(name) for name in spec.groups] or [app]:
+        parent.command(spec.name, help=spec.help, context_settings=settings)(command)
+
+
+_GROUPS: dict[str, typer.Typer] = {}
+_GROUP_HELP = {"train": "Training: supervised fine-tuning (and, later, GRPO).",
+               "nemo_rl": "NeMo-Skills spelling of `ns train` (seed 003's `ns nemo_rl sft` works unchanged)."}  # fmt: skip
+
+
+def _group(name: str) -> typer.Typer:
+    if name not in _GROUPS:
+        _GROUPS[name] = typer.Typer(name=name, help=_GROUP_HELP.get(name), no_args_is_help=True, rich_markup_mode=None)
+        app.add_typer(_GROUPS[name], name=name)
+    return _GROUPS[name]
 
 
 class _Finished(Exception):

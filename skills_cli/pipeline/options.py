@@ -114,7 +114,13 @@ class CommandSpec:
     options: tuple[Option, ...]
     impl: Callable[..., Any]
     extra_args: str | None = None  # how the command uses extra arguments (None: it takes none)
+    groups: tuple[str, ...] = ()  # sub-command groups it lives under, e.g. ("train", "nemo_rl") for `ns train sft`
     panel_order: tuple[str, ...] = ("Options", "Cluster", "Experiment", "Resources")
+
+    @property
+    def api_name(self) -> str:
+        """The Python API's function name: `train_sft` for `ns train sft`."""
+        return f"{self.groups[0]}_{self.name}" if self.groups else self.name
 
     def option(self, name: str) -> Option:
         return next(option for option in self.options if option.name == name)
@@ -141,7 +147,7 @@ class CommandSpec:
         def api(ctx: WrappedArguments | None = None, **values: Any) -> Any:
             return spec.call(ctx if ctx is not None else WrappedArguments(), values)
 
-        api.__name__ = api.__qualname__ = self.name
+        api.__name__ = api.__qualname__ = self.api_name
         api.__doc__ = f"{self.help}\n\nArguments: " + ", ".join(o.name for o in self.options) + ", ctx."
         return api
 

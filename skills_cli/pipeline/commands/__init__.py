@@ -8,5 +8,18 @@ from skills_cli.pipeline.commands.generate import GENERATE
 from skills_cli.pipeline.commands.run_cmd import RUN_CMD
 from skills_cli.pipeline.commands.setup import SETUP
 from skills_cli.pipeline.commands.start_server import START_SERVER
+from skills_cli.pipeline.commands.train import TRAIN_SFT
 
-COMMANDS = (RUN_CMD, GENERATE, START_SERVER, PREPARE_DATA, EVAL, SUMMARIZE_RESULTS, SETUP, STATUS, LOGS, CANCEL)
+COMMANDS = (
+    RUN_CMD,
+    GENERATE,
+    START_SERVER,
+    PREPARE_DATA,
+    EVAL,
+    SUMMARIZE_RESULTS,
+    TRAIN_SFT,
+    SETUP,
+    STATUS,
+    LOGS,
+    CANCEL,
+)

@@ -1,0 +1,86 @@
+"""`ns train sft` / `ns nemo_rl sft` compile and validation (the trainer itself is tested in test_sft_*)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_ns, write_config
+
+from skills_cli.pipeline.store import Store
+
+SEED_003_FLAGS = [
+    "++sft.max_num_epochs=4", "++policy.dtensor_cfg.tensor_parallel_size=8", "++policy.max_total_sequence_length=8192",
+    "++policy.train_global_batch_size=32", "++policy.optimizer.kwargs.lr=1e-5",
+    "++policy.dtensor_cfg.sequence_parallel=true", "++policy.dtensor_cfg.activation_checkpointing=true",
+]  # fmt: skip
+SLURM = """
+executor: slurm
+ssh_tunnel: {host: login.example.com, user: me, job_dir: /lustre/me/jobs}
+partition: batch
+container_runtime: pyxis
+containers: {main: /lustre/images/skills.sqsh}
+"""
+
+
+def model_dir(tmp_path, heads: int = 8, kv_heads: int = 8):
+    path = tmp_path / "model"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"num_attention_heads": heads, "num_key_value_heads": kv_heads}))
+    return path
+
+
+def test_seed003_nemo_rl_sft_call_compiles_to_torchrun(tmp_path, config_dir):
+    write_config(config_dir, "slurm", SLURM)
+    result = run_ns("nemo_rl", "sft", "--cluster", "slurm", "--config_dir", str(config_dir), "--expname", "training",
+                    "--run_after", "download-14b", "--run_after", "prepare-sft-data", "--output_dir", "/workspace/training",
+                    "--hf_model", "/workspace/Qwen2.5-14B-Instruct", "--num_nodes", "2", "--num_gpus", "8",
+                    "--training_data", "/workspace/sft-data.jsonl", "--cache_dir", "/workspace/nemo-rl-cache",
+                    "--final_hf_path", "/workspace/training/qwen2.5-14b-improved-hf", "--dry_run", *SEED_003_FLAGS)  # fmt: skip
+    assert (
+        result.returncode == 2 and "--run_after 'download-14b': no experiment" in result.stderr
+    )  # checked, not ignored
+    result = run_ns("train", "sft", "--cluster", "slurm", "--config_dir", str(config_dir), "--expname", "training",
+                    "--output_dir", "/workspace/training", "--hf_model", "/workspace/Qwen2.5-14B-Instruct",
+                    "--num_nodes", "2", "--num_gpus", "8", "--training_data", "/workspace/sft-data.jsonl",
+                    "--final_hf_path", "/workspace/out-hf", "--dry_run", *SEED_003_FLAGS, check=True)  # fmt: skip
+    text = result.stdout
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --gpus-per-node=8" in text
+    assert "-m torch.distributed.run --nproc_per_node=8 --nnodes=2" in text
+    assert '--rdzv_endpoint="$SKILLS_CLI_HEAD_NODE:29500"' in text and '--node_rank="$SLURM_NODEID"' in text
+    assert "++policy.model_name=/workspace/Qwen2.5-14B-Instruct" in text and "++sft.max_num_epochs=4" in text
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["++policy.train_global_batch_size=30", "++policy.train_micro_batch_size=4"],
+     "valid micro-batch sizes: 1, 2, 3, 5, 6, 10, 15, 30"),
+    (["++policy.dtensor_cfg.tensor_parallel_size=3"], "cannot be split into model-parallel groups of 3"),
+    (["++sft.max_num_epoch=2"], "did you mean 'max_num_epochs'"),
+    (["++backend=megatron"], "choose the backend with --backend"),
+])  # fmt: skip
+def test_bad_training_inputs_fail_before_submission(tmp_path, extra, message):
+    model = model_dir(tmp_path)
+    data = tmp_path / "sft.jsonl"
+    data.write_text("{}\n")
+    result = run_ns("train", "sft", "--hf_model", str(model), "--training_data", str(data), "--output_dir",
+                    str(tmp_path / "out"), "--num_gpus", "0", "--expname", "bad", *extra)  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not Store().has_experiment("bad")
+
+
+def test_missing_model_unknown_backend_and_heads(tmp_path, config_dir):
+    data = tmp_path / "sft.jsonl"
+    data.write_text("{}\n")
+    missing = run_ns("train", "sft", "--hf_model", str(tmp_path / "nope"), "--training_data", str(data),
+                     "--output_dir", str(tmp_path / "o"))  # fmt: skip
+    assert missing.returncode == 2 and "no Hugging Face model there" in missing.stderr
+    backend = run_ns(
+        "train", "sft", "--backend", "jax", "--hf_model", "/m", "--training_data", "/d", "--output_dir", "/o"
+    )
+    assert backend.returncode == 2 and "'jax' is not one of dtensor, megatron" in backend.stderr
+    write_config(config_dir, "slurm", SLURM)
+    model = model_dir(tmp_path, heads=12, kv_heads=2)
+    heads = run_ns("train", "sft", "--cluster", "slurm", "--config_dir", str(config_dir), "--hf_model", str(model),
+                   "--training_data", "/d", "--output_dir", "/o", "--num_gpus", "4", "--dry_run",
+                   "++policy.dtensor_cfg.tensor_parallel_size=4")  # fmt: skip
+    assert heads.returncode == 2 and "does not divide num_key_value_heads=2" in heads.stderr

@@ -65,6 +65,13 @@ t=$(date +%s.%N); ensure_uv; install_project;            say "venv synced: $(sin
 
 # shellcheck source=/dev/null
 . "$STATE/env.sh"
+# the benchmark mirror the tests read (never copied into the repository): ../shared next to the checkout
+if [ -z "${SKILLS_BENCHMARKS_DIR:-}" ]; then
+  for dir in "$PWD/../shared/data/benchmarks" /work/shared/data/benchmarks; do
+    [ -f "$dir/gsm8k/test.jsonl" ] && { export SKILLS_BENCHMARKS_DIR=$(cd "$dir" && pwd); break; }
+  done
+fi
+say "benchmark mirror: ${SKILLS_BENCHMARKS_DIR:-not found (the evaluation tests will fail)}"
 export SKILLS_REQUIRE_INFRA=1   # the conftest turns missing infrastructure into a failure, not a skip
 say "setup total: $(since "$T0") s; running pytest $*"
 exec .venv/bin/python -m pytest "$@"

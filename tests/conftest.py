@@ -19,6 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 INFRA_STATE = Path(os.environ.get("SKILLS_INFRA_STATE", "/tmp/skills-cli-infra"))
 
 
+def benchmarks_dir() -> Path:
+    """The shared benchmark mirror the tests read (never a copy in the repository): $SKILLS_BENCHMARKS_DIR,
+    else ../shared/data/benchmarks next to the checkout, else the workplace's /work/shared copy."""
+    candidates = [os.environ.get("SKILLS_BENCHMARKS_DIR"), REPO.parent / "shared" / "data" / "benchmarks",
+                  "/work/shared/data/benchmarks"]  # fmt: skip
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "gsm8k" / "test.jsonl").is_file():
+            return Path(candidate)
+    return Path(candidates[1])
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
     """Every test gets its own store, logs and code snapshots, and runs from a scratch directory."""

@@ -20,7 +20,7 @@ def project_image(infra) -> str:
     if infra.get("SKILLS_INFRA_DOCKER") != "1":
         pytest.fail("dockerd is not up")
     result = subprocess.run(
-        ["docker", "build", "--build-arg", f"BASE_IMAGE={infra['SKILLS_INFRA_IMAGE']}", "-t", PROJECT_IMAGE, str(REPO)],
+        ["docker", "build", "--no-cache", "--build-arg", f"BASE_IMAGE={infra['SKILLS_INFRA_IMAGE']}", "-t", PROJECT_IMAGE, str(REPO)],
         capture_output=True, text=True, timeout=600, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -5,12 +5,11 @@ that skip finished parts; and the bad inputs of the evaluation commands."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_ns
+from conftest import benchmarks_dir, run_ns
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import read_jsonl
@@ -19,7 +18,7 @@ from skills_cli.pipeline import prepare_data, summarize_results, wrap_arguments
 from skills_cli.pipeline.experiment import wait
 from skills_cli.pipeline.store import JobState, Store
 
-MIRROR = Path(os.environ.get("SKILLS_BENCHMARKS_DIR") or REPO.parent / "shared" / "data" / "benchmarks")
+MIRROR = benchmarks_dir()
 FAST = "++inference.tokens_to_generate=8"
 
 

@@ -1,0 +1,155 @@
+"""Micro-batches for one rank's share of a global batch: padded rows, or sequence packing.
+
+Padded mode: `train_micro_batch_size` samples per micro-batch, right-padded to the longest, with a 2D padding
+mask. Packing: samples are placed first-fit-decreasing into bins of `max_total_sequence_length` tokens and
+`train_micro_batch_size` bins form a micro-batch. A packed row must behave exactly like its sequences run
+one by one, which takes two things:
+  * position ids that restart at 0 for each sequence (RoPE sees the same positions as unpacked), and
+  * attention kept inside each sequence. With eager/SDPA attention (CPU, and the GPU default) the row gets an
+    explicit 4D block-diagonal causal mask, additive (0 / dtype-min) in the compute dtype, which transformers
+    passes to the attention kernel as is. With flash-attention the rows are flattened into one and only
+    the restarting position ids are passed: transformers then derives `cu_seqlens` and runs the varlen
+    kernel (no L x L mask in memory).
+Padding at the end of a packed row is its own segment, so no row of the mask is empty (an all-masked softmax
+row would be NaN in SDPA) and no real token can see it.
+
+Labels are shifted per sample before packing (`SFTSample.labels`), so a row never trains one sequence's last
+token to predict the next sequence's first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from skills_cli.training.data import IGNORE_INDEX, SFTSample
+
+
+def first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices grouped into bins whose total length is at most `capacity`: longest first, each into the first
+    bin with room (ties keep input order, so packing is deterministic)."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        length = lengths[index]
+        if length > capacity:
+            raise ValueError(f"a sequence of {length} tokens does not fit a bin of {capacity}")
+        for slot, free in enumerate(room):
+            if length <= free:
+                bins[slot].append(index)
+                room[slot] -= length
+                break
+        else:
+            bins.append([index])
+            room.append(capacity - length)
+    return bins
+
+
+def shard_for_rank(indices: list[int], dp_rank: int, dp_size: int) -> list[int]:
+    """A contiguous 1/dp_size slice of a global batch (its size is checked divisible by check_parallel_layout)."""
+    share = len(indices) // dp_size
+    return indices[dp_rank * share : (dp_rank + 1) * share]
+
+
+@dataclass
+class MicroBatch:
+    """Tensors of one forward/backward pass. `segment_ids` is set for packed rows, `attention_mask` for padded."""
+
+    input_ids: Any  # (rows, length) int64
+    labels: Any  # (rows, length) int64, IGNORE_INDEX where no loss
+    position_ids: Any  # (rows, length) int64
+    attention_mask: Any | None = None  # (rows, length) 1 = real token
+    segment_ids: Any | None = None  # (rows, length) which sequence of the row a token belongs to
+    num_tokens: int = 0  # real (non-pad) tokens, for throughput and MFU
+
+    @property
+    def num_valid_tokens(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+    def model_inputs(self, attn_implementation: str, dtype, device) -> tuple[dict, Any]:
+        """Keyword arguments for the HF model, and the labels, on `device`."""
+        if self.segment_ids is None:
+            inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                      "position_ids": self.position_ids}  # fmt: skip
+            return _to(inputs, device), self.labels.to(device)
+        if attn_implementation.startswith("flash_attention"):
+            # one flat row: the varlen kernel finds sequence starts where position ids restart
+            inputs = {"input_ids": self.input_ids.reshape(1, -1), "position_ids": self.position_ids.reshape(1, -1)}
+            return _to(inputs, device), self.labels.reshape(1, -1).to(device)
+        mask = block_causal_mask(self.segment_ids.to(device), dtype)
+        inputs = {"input_ids": self.input_ids, "position_ids": self.position_ids}
+        return {**_to(inputs, device), "attention_mask": mask}, self.labels.to(device)
+
+
+def _to(tensors: dict, device) -> dict:
+    return {name: tensor.to(device) for name, tensor in tensors.items()}
+
+
+def block_causal_mask(segment_ids, dtype):
+    """(rows, 1, L, L) additive mask: 0 where query i may attend key j (same segment, j <= i), dtype-min elsewhere."""
+    import torch
+
+    length = segment_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
+    same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
+    allowed = (same_segment & causal)[:, None, :, :]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+def padded_micro_batch(samples: list[SFTSample], pad_id: int) -> MicroBatch:
+    import torch
+
+    length = max(len(s) for s in samples)
+    ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(samples), length), dtype=torch.long)
+    for row, sample in enumerate(samples):
+        ids[row, : len(sample)] = torch.tensor(sample.input_ids)
+        labels[row, : len(sample)] = torch.tensor(sample.labels())
+        attention[row, : len(sample)] = 1
+    positions = torch.arange(length).expand(len(samples), length).contiguous()
+    return MicroBatch(ids, labels, positions, attention_mask=attention, num_tokens=int(attention.sum()))
+
+
+def packed_micro_batch(rows: list[list[SFTSample]], pad_id: int) -> MicroBatch:
+    """Each row is the concatenation of its samples, right-padded to the longest row of the micro-batch."""
+    import torch
+
+    length = max(sum(len(s) for s in row) for row in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros((len(rows), length), dtype=torch.long)
+    segments = torch.full((len(rows), length), len(max(rows, key=len)), dtype=torch.long)  # padding: own segment
+    num_tokens = 0
+    for r, row in enumerate(rows):
+        start = 0
+        for segment, sample in enumerate(row):
+            end = start + len(sample)
+            ids[r, start:end] = torch.tensor(sample.input_ids)
+            labels[r, start:end] = torch.tensor(sample.labels())
+            positions[r, start:end] = torch.arange(len(sample))
+            segments[r, start:end] = segment
+            start = end
+        positions[r, start:] = torch.arange(length - start)
+        num_tokens += start
+    return MicroBatch(ids, labels, positions, segment_ids=segments, num_tokens=num_tokens)
+
+
+def make_micro_batches(samples: list[SFTSample], micro_batch_size: int, pad_id: int,
+                       pack_capacity: int | None = None) -> list[MicroBatch]:  # fmt: skip
+    """Micro-batches of `micro_batch_size` samples (padded) or of `micro_batch_size` packed rows of at most
+    `pack_capacity` tokens each (packing)."""
+    if pack_capacity is None:
+        return [padded_micro_batch(samples[i : i + micro_batch_size], pad_id)
+                for i in range(0, len(samples), micro_batch_size)]  # fmt: skip
+    bins = first_fit_decreasing([len(s) for s in samples], pack_capacity)
+    rows = [[samples[i] for i in sorted(bin_)] for bin_ in bins]
+    return [packed_micro_batch(rows[i : i + micro_batch_size], pad_id) for i in range(0, len(rows), micro_batch_size)]
+
+
+def dummy_micro_batch(pad_id: int) -> MicroBatch:
+    """One pad token with no loss: lets a rank with fewer micro-batches join the others' collectives."""
+    batch = padded_micro_batch([SFTSample([pad_id], [0])], pad_id)
+    batch.num_tokens = 0
+    return batch

@@ -1,0 +1,152 @@
+"""Training metrics: `metrics.jsonl` (one line per step, always), a final `metrics.json`, and optional trackers
+(wandb, swanlab, tensorboard). Only rank 0 writes.
+
+Throughput definitions (NeMo-RL's): `tokens_per_sec_per_gpu` counts *valid* (loss-bearing) tokens of the
+global batch per second per GPU. MFU counts the work actually done, every non-padding token:
+6 x parameters x tokens / step time / GPUs / the GPU's dense bf16 peak. The 6N rule leaves out attention's
+L^2 term, so MFU is slightly understated for long sequences. On CPU, or a GPU missing from the peak table,
+MFU is null. `peak_memory_gib` is the CUDA allocator's peak during the step on GPU, the process's peak
+resident memory on CPU.
+
+Tracker modes come from the environment as each tool defines them (WANDB_MODE, SWANLAB_MODE), so offline
+clusters work unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.jsonl import DurableAppender, read_jsonl, write_jsonl_atomic
+from skills_cli.training.config import LoggerConfig
+
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, matched on the device name; the
+# more specific names come first ("H100 PCIe" before "H100").
+PEAK_BF16_FLOPS = (
+    ("GB200", 2.5e15),
+    ("B200", 2.25e15),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("H800", 989e12),
+    ("H20", 148e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("A10G", 70e12),
+)
+
+
+def peak_flops(device) -> float | None:
+    """The dense bf16 peak of `device`, or None (CPU, unknown GPU)."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+
+
+def model_flops_utilization(num_params: int, tokens_per_sec_per_gpu: float, peak: float | None) -> float | None:
+    return None if peak is None else 6.0 * num_params * tokens_per_sec_per_gpu / peak
+
+
+def peak_memory_gib(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def reset_peak_memory(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def check_trackers(config: LoggerConfig) -> None:
+    """Fail before training when an enabled tracker is not installed."""
+    import importlib.util
+
+    wanted = {"wandb": config.wandb_enabled, "swanlab": config.swanlab_enabled,
+              "tensorboard": config.tensorboard_enabled}  # fmt: skip
+    for name, enabled in wanted.items():
+        if enabled and importlib.util.find_spec(name) is None:
+            raise UserError(f"logger.{name}_enabled=true but {name} is not installed (pip install {name})")
+
+
+def _scalars(row: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k != "step"}  # fmt: skip
+
+
+class MetricsLogger:
+    """Writes one row per step to metrics.jsonl and the enabled trackers; `finish` writes metrics.json."""
+
+    def __init__(self, log_dir: Path, config: LoggerConfig, run_config: dict, resume_step: int = 0):
+        check_trackers(config)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.log_dir / "metrics.jsonl"
+        self._forget_steps_after(resume_step)
+        self._appender = DurableAppender(self.path)
+        self._trackers: list[tuple[str, Any]] = []
+        if config.wandb_enabled:
+            self._trackers.append(("wandb", self._start_wandb(config, run_config)))
+        if config.swanlab_enabled:
+            self._trackers.append(("swanlab", self._start_swanlab(config, run_config)))
+        if config.tensorboard_enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._trackers.append(("tensorboard", SummaryWriter(log_dir=str(self.log_dir / "tensorboard"))))
+
+    def _forget_steps_after(self, step: int) -> None:
+        """A resumed run redoes the steps after its checkpoint: drop their old lines so each step appears once."""
+        if self.path.exists():
+            write_jsonl_atomic(self.path, [row for row in read_jsonl(self.path) if row.get("step", 0) <= step])
+
+    def _start_wandb(self, config: LoggerConfig, run_config: dict):
+        import wandb
+
+        return wandb.init(project=config.wandb.project, name=config.wandb.name, dir=str(self.log_dir),
+                          config=run_config, job_type="sft")  # fmt: skip
+
+    def _start_swanlab(self, config: LoggerConfig, run_config: dict):
+        import swanlab
+
+        return swanlab.init(project=config.swanlab.project, name=config.swanlab.name, config=run_config)
+
+    def log(self, row: dict) -> None:
+        self._appender.append(row)
+        scalars, step = _scalars(row), row["step"]
+        for kind, tracker in self._trackers:
+            if kind == "tensorboard":
+                for key, value in scalars.items():
+                    tracker.add_scalar(key, value, step)
+            else:
+                tracker.log(scalars, step=step)
+
+    def finish(self, summary: dict) -> None:
+        self._appender.close()
+        text = json.dumps(summary, indent=2, default=str)
+        tmp = self.log_dir / ".metrics.json.tmp"
+        tmp.write_text(text + "\n")
+        tmp.replace(self.log_dir / "metrics.json")
+        for kind, tracker in self._trackers:
+            if kind == "tensorboard":
+                tracker.close()
+            elif kind == "wandb":
+                tracker.finish()
+            else:
+                import swanlab
+
+                swanlab.finish()
+        self._trackers = []

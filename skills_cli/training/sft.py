@@ -1,0 +1,447 @@
+"""The SFT trainer (dtensor backend: FSDP2, optional DTensor tensor parallelism).
+
+    torchrun --nproc_per_node 8 -m skills_cli.training.sft [--config sft.yaml] \\
+        ++policy.model_name=/models/base ++data.train_data=train.jsonl ++output_dir=/runs/sft \\
+        ++policy.train_global_batch_size=32 ++policy.sequence_packing.enabled=true
+
+Without torchrun it runs as one process (a world of one). Keys are NeMo-RL's sft.yaml names
+(`skills_cli/training/config.py`). Shape of a run, torchtitan style: build everything (data first, so a bad
+row fails before the model loads), resume from the newest checkpoint if there is one, then for each step:
+draw the global batch from the epoch's shuffled order, this DP rank's share -> micro-batches (padded or
+packed) -> forward/backward with the loss normalized by the global valid-token count -> clip -> AdamW ->
+scheduler; validate every `sft.val_period` steps, save every `checkpointing.save_period` steps, at the last
+step, and before the job's deadline ($SKILLS_CLI_DEADLINE, unix seconds, minus
+`checkpointing.save_before_deadline_seconds`), after which it exits cleanly so a rerun resumes. At the end
+the model is exported as an HF directory (`final_hf_path`, default `<output_dir>/final_hf`).
+
+Outputs under `output_dir`: checkpoints/ (or checkpointing.checkpoint_dir), metrics.jsonl and metrics.json
+(or logger.log_dir), final_hf/.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.overrides import load_config
+from skills_cli.common.typed_config import to_dict
+from skills_cli.training import checkpoint as ckpt
+from skills_cli.training.batching import dummy_micro_batch, make_micro_batches, shard_for_rank
+from skills_cli.training.config import SFTConfig, check_parallel_layout
+from skills_cli.training.data import DataPosition, SFTDataset, load_sft_dataset, next_global_batch
+from skills_cli.training.export import gather_full_state_dict, save_hf_model
+from skills_cli.training.loss import normalized_loss
+from skills_cli.training.metrics import (MetricsLogger, check_trackers, model_flops_utilization, peak_flops,
+                                         peak_memory_gib, reset_peak_memory)  # fmt: skip
+from skills_cli.training.model import check_model_path, count_parameters, load_model, model_fingerprint
+from skills_cli.training.optim import build_optimizer, build_scheduler
+from skills_cli.training.parallel import (Distributed, all_reduce, apply_fsdp, apply_tensor_parallel, build_mesh,
+                                          check_tensor_parallel, clip_grad_norm_, distributed_session)  # fmt: skip
+
+log = logging.getLogger("skills_cli.sft")
+DEADLINE_ENV = "SKILLS_CLI_DEADLINE"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    output_dir: Path
+    checkpoint_dir: Path
+    log_dir: Path
+    final_hf_path: Path
+
+
+def resolve_paths(config: SFTConfig) -> RunPaths:
+    if not config.output_dir:
+        raise UserError("output_dir is required (checkpoints, metrics and the final model go under it)")
+    output = Path(config.output_dir)
+    return RunPaths(
+        output_dir=output,
+        checkpoint_dir=Path(config.checkpointing.checkpoint_dir or output / "checkpoints"),
+        log_dir=Path(config.logger.log_dir or output),
+        final_hf_path=Path(config.final_hf_path or output / "final_hf"),
+    )
+
+
+def read_deadline() -> float | None:
+    value = os.environ.get(DEADLINE_ENV)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"${DEADLINE_ENV} must be unix seconds, got {value!r}") from None
+
+
+@dataclass
+class BatchStats:
+    loss: float  # the global-batch token-mean NLL (sum of the normalized micro-batch losses over DP)
+    num_valid_tokens: int  # global
+    num_tokens: int  # global non-padding tokens
+    num_overlong: int  # global
+    num_micro_batches: int  # per rank, dummies included
+
+
+def check_config(config: SFTConfig, world_size: int) -> int:
+    """Checks that need no model or data; returns the data-parallel size."""
+    if config.backend == "megatron":
+        raise UserError("backend=megatron is not implemented yet for SFT; use backend=dtensor")
+    if not config.policy.dtensor_cfg.enabled:
+        raise UserError("policy.dtensor_cfg.enabled=false leaves no backend to train with; use backend=dtensor")
+    if not config.data.train_data:
+        raise UserError("data.train_data is required (a JSONL file)")
+    check_model_path(config.policy.model_name)
+    check_trackers(config.logger)
+    return check_parallel_layout(config, world_size)
+
+
+class SFTTrainer:
+    """One training run on this rank: model, optimizer, data, and the step loop."""
+
+    def __init__(self, config: SFTConfig, dist: Distributed):
+        import torch
+
+        self.config, self.dist = config, dist
+        policy = config.policy
+        self.paths = resolve_paths(config)
+        self.dp_size = check_config(config, dist.world_size)
+        self.deadline = read_deadline()
+        self.tokenizer = _load_tokenizer(policy.tokenizer or policy.model_name)
+        self.pad_id = _pad_id(self.tokenizer)
+        self.train_data = load_sft_dataset(config.data.train_data, self.tokenizer, config.data,
+                                           policy.max_total_sequence_length)  # fmt: skip
+        self.val_data = self._load_val_data()
+        self.total_steps = self._total_steps()
+        self.mixed_precision = policy.precision == "bfloat16" and dist.device.type == "cuda"
+        self.compute_dtype = torch.bfloat16 if self.mixed_precision else torch.float32
+        self._build_model()
+        self.optimizer = build_optimizer(self.model.parameters(), policy.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, policy.scheduler, self.total_steps)
+        self.step, self.position = 0, DataPosition()
+        self.last_saved_step = -1
+        self._resume()
+        self.peak_flops = peak_flops(dist.device)
+        self.logger = None
+        if dist.is_main:
+            self.logger = MetricsLogger(self.paths.log_dir, config.logger, to_dict(config), resume_step=self.step)
+
+    # ---- setup --------------------------------------------------------------------------------------------
+
+    def _load_val_data(self) -> SFTDataset | None:
+        if not self.config.data.val_data:
+            if self.config.sft.val_period or self.config.sft.val_at_start:
+                raise UserError("sft.val_period / sft.val_at_start need data.val_data")
+            return None
+        return load_sft_dataset(self.config.data.val_data, self.tokenizer, self.config.data,
+                                self.config.policy.max_total_sequence_length)  # fmt: skip
+
+    def _total_steps(self) -> int:
+        batch = self.config.policy.train_global_batch_size
+        steps_per_epoch = len(self.train_data.samples) // batch
+        if steps_per_epoch == 0:
+            raise UserError(f"{self.config.data.train_data} has {len(self.train_data.samples)} samples, fewer than "
+                            f"policy.train_global_batch_size={batch}")  # fmt: skip
+        total = steps_per_epoch * self.config.sft.max_num_epochs
+        if self.config.sft.max_num_steps is not None:
+            total = min(total, self.config.sft.max_num_steps)
+        return total
+
+    def _build_model(self) -> None:
+        policy, dtensor = self.config.policy, self.config.policy.dtensor_cfg
+        tp = dtensor.tensor_parallel_size
+        self.mesh = build_mesh(self.dist.device.type, self.dist.world_size, tp)
+        self.dp_rank, self.dp_group = self.mesh["dp"].get_local_rank(), self.mesh["dp"].get_group()
+        model = load_model(policy.model_name)
+        check_tensor_parallel(model.config, tp)
+        self.fingerprint, self.num_params = model_fingerprint(model), count_parameters(model)
+        self.attn_implementation = model.config._attn_implementation or "sdpa"
+        if dtensor.activation_checkpointing:
+            enable_activation_checkpointing(model)
+        if tp > 1:
+            if dtensor.sequence_parallel:
+                log.warning("policy.dtensor_cfg.sequence_parallel is not implemented yet: ignored (TP without SP)")
+            apply_tensor_parallel(model, self.mesh["tp"])
+        if self.dist.device.type == "cpu" and self.config.policy.precision == "bfloat16":
+            log.info("CPU run: training in float32 (bf16 mixed precision is used on GPUs only)")
+        offload = dtensor.cpu_offload and self.dist.device.type == "cuda"
+        if dtensor.cpu_offload and not offload:
+            log.info("CPU run: policy.dtensor_cfg.cpu_offload has nothing to do (parameters are in CPU memory)")
+        apply_fsdp(model, self.mesh["dp"], self.mixed_precision, offload)
+        model.train()
+        self.model = model
+
+    def _resume(self) -> None:
+        if not self.config.checkpointing.enabled:
+            return
+        directory = self.paths.checkpoint_dir
+        if self.dist.is_main:
+            ckpt.remove_partial_saves(directory)
+        path = ckpt.latest_checkpoint(directory)
+        if path is None:
+            return
+        state = ckpt.read_trainer_state(path)
+        ckpt.check_fingerprint(path, state, self.fingerprint, self.config.policy.model_name)
+        ckpt.load_checkpoint(path, self.model, self.optimizer)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = self.last_saved_step = state["step"]
+        self.position = DataPosition(state["epoch"], state["index"])
+        log.info("resumed from %s (step %d, epoch %d, sample %d of the epoch)", path, self.step,
+                 self.position.epoch, self.position.index)  # fmt: skip
+
+    # ---- one global batch -----------------------------------------------------------------------------------
+
+    def run_global_batch(self, samples: list, train: bool) -> BatchStats:
+        """Forward (and backward when `train`) over this rank's samples of a global batch; collective over DP."""
+        import torch
+
+        policy = self.config.policy
+        capacity = policy.max_total_sequence_length if policy.sequence_packing.enabled else None
+        micro_batches = make_micro_batches(samples, policy.train_micro_batch_size, self.pad_id, capacity) \
+            if samples else []  # fmt: skip
+        # FSDP's collectives need every rank to run as many passes: pad with passes that train nothing
+        num_micro = int(all_reduce(len(micro_batches), self.dp_group, self.dist.device, op="max"))
+        micro_batches += [dummy_micro_batch(self.pad_id)] * (num_micro - len(micro_batches))
+        counts = torch.tensor([sum(mb.num_valid_tokens for mb in micro_batches),
+                               sum(mb.num_tokens for mb in micro_batches),
+                               sum(s.overlong for s in samples)], dtype=torch.float64, device=self.dist.device)  # fmt: skip
+        torch.distributed.all_reduce(counts, group=self.dp_group)
+        global_valid = float(counts[0])
+        loss_sum = torch.zeros((), dtype=torch.float32, device=self.dist.device)
+        for micro_batch in micro_batches:
+            inputs, labels = micro_batch.model_inputs(self.attn_implementation, self.compute_dtype, self.dist.device)
+            with torch.set_grad_enabled(train):
+                logits = self.model(**inputs).logits
+                loss = normalized_loss(logits, labels, global_valid)
+            if train:
+                # FSDP averages gradients over DP ranks; scaling by dp_size turns that into the sum we need
+                (loss * self.dp_size).backward()
+            loss_sum += loss.detach()
+        total_loss = all_reduce(float(loss_sum), self.dp_group, self.dist.device)
+        return BatchStats(total_loss, int(counts[0]), int(counts[1]), int(counts[2]), num_micro)
+
+    def forward_backward(self, indices: list[int]) -> BatchStats:
+        """Gradients of the global batch `indices` (sample positions in the training data) in `.grad`."""
+        local = shard_for_rank(indices, self.dp_rank, self.dp_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.run_global_batch([self.train_data.samples[i] for i in local], train=True)
+
+    def train_step(self) -> dict:
+        import torch
+
+        reset_peak_memory(self.dist.device)
+        start = time.perf_counter()
+        indices = next_global_batch(self.position, len(self.train_data.samples),
+                                    self.config.policy.train_global_batch_size, self.config.sft.seed)  # fmt: skip
+        epoch = self.position.epoch  # the batch's epoch: drawing it moved to the next epoch if needed
+        stats = self.forward_backward(indices)
+        grad_norm = clip_grad_norm_(self.model.parameters(), self.config.policy.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        if stats.num_valid_tokens > 0:  # nothing to learn from: no update (AdamW would still decay weights)
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        if self.dist.device.type == "cuda":
+            torch.cuda.synchronize(self.dist.device)
+        seconds = time.perf_counter() - start
+        return self._step_metrics(stats, grad_norm, lr, seconds, epoch)
+
+    def _step_metrics(self, stats: BatchStats, grad_norm: float, lr: float, seconds: float, epoch: int) -> dict:
+        world = self.dist.world_size
+        tokens_per_gpu = stats.num_tokens / seconds / world
+        return {
+            "step": self.step,
+            "epoch": epoch,
+            "loss": stats.loss if stats.num_valid_tokens else None,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "num_valid_tokens": stats.num_valid_tokens,
+            "num_tokens": stats.num_tokens,
+            "num_overlong_samples": stats.num_overlong,
+            "step_time_s": seconds,
+            "tokens_per_sec_per_gpu": stats.num_valid_tokens / seconds / world,
+            "mfu": model_flops_utilization(self.num_params, tokens_per_gpu, self.peak_flops),
+            "peak_memory_gib": peak_memory_gib(self.dist.device),
+        }
+
+    def validate(self) -> float | None:
+        """Token-mean NLL over the first `sft.val_batches` global batches of the validation data."""
+        import torch
+
+        size = self.config.sft.val_batches * self.config.policy.train_global_batch_size
+        samples = self.val_data.samples[:size]
+        start = self.dp_rank * len(samples) // self.dp_size
+        end = (self.dp_rank + 1) * len(samples) // self.dp_size
+        self.model.eval()
+        with torch.no_grad():
+            stats = self.run_global_batch(samples[start:end], train=False)
+        self.model.train()
+        return stats.loss if stats.num_valid_tokens else None
+
+    # ---- the run ------------------------------------------------------------------------------------------------
+
+    def deadline_reached(self) -> bool:
+        """All ranks agree (rank clocks may differ): stop when any rank is past the save point."""
+        if self.deadline is None:
+            return False
+        late = time.time() >= self.deadline - self.config.checkpointing.save_before_deadline_seconds
+        return all_reduce(float(late), None, self.dist.device, op="max") > 0
+
+    def save(self) -> None:
+        if not self.config.checkpointing.enabled or self.step == self.last_saved_step:
+            return
+        state = {"step": self.step, "epoch": self.position.epoch, "index": self.position.index,
+                 "scheduler": self.scheduler.state_dict(), "fingerprint": self.fingerprint,
+                 "model_name": self.config.policy.model_name,
+                 "tokenizer": self.config.policy.tokenizer or self.config.policy.model_name,
+                 "config": to_dict(self.config)}  # fmt: skip
+        ckpt.save_checkpoint(self.paths.checkpoint_dir, self.step, self.model, self.optimizer, state,
+                             self.config.checkpointing.keep_last_k)  # fmt: skip
+        self.last_saved_step = self.step
+
+    def export(self) -> Path:
+        """The trained model as an HF directory (collective: every rank takes part in the gather)."""
+        import torch
+
+        state_dict = gather_full_state_dict(self.model)
+        if self.dist.is_main:
+            dtype = torch.bfloat16 if self.mixed_precision else torch.float32
+            save_hf_model(state_dict, self.config.policy.model_name, self.paths.final_hf_path, dtype,
+                          tokenizer_dir=self.config.policy.tokenizer or self.config.policy.model_name)  # fmt: skip
+            log.info("exported %s", self.paths.final_hf_path)
+        torch.distributed.barrier()
+        return self.paths.final_hf_path
+
+    def fit(self) -> dict:
+        """Train to the end (or the deadline); returns the summary written to metrics.json."""
+        sft = self.config.sft
+        summary = {"status": "finished", "total_steps": self.total_steps, "resumed_from_step": self.step,
+                   "num_train_samples": len(self.train_data.samples),
+                   "num_overlong_train_samples": self.train_data.num_overlong,
+                   "num_parameters": self.num_params, "world_size": self.dist.world_size,
+                   "data_parallel_size": self.dp_size}  # fmt: skip
+        if sft.val_at_start and self.step == 0:
+            summary["val_loss_at_start"] = self.validate()
+        rows = []
+        while self.step < self.total_steps:
+            row = self.train_step()
+            if sft.val_period and self.step % sft.val_period == 0:
+                row["val_loss"] = self.validate()
+            self._log(row)
+            rows.append(row)
+            stop = self.deadline_reached()
+            if self.step % self.config.checkpointing.save_period == 0 or self.step == self.total_steps or stop:
+                self.save()
+            if stop:
+                summary["status"] = "stopped_before_deadline"
+                log.warning("stopping at step %d before the deadline; rerun to resume", self.step)
+                break
+        if summary["status"] == "finished":
+            summary["final_hf_path"] = str(self.export())
+        summary.update(_summarize(rows), final_step=self.step)
+        if self.logger:
+            self.logger.finish(summary)
+        return summary
+
+    def _log(self, row: dict) -> None:
+        if self.logger:
+            self.logger.log(row)
+            log.info("step %d/%d loss %s grad_norm %.4f lr %.3g tokens/s/gpu %.0f%s", row["step"], self.total_steps,
+                     _fmt(row["loss"]), row["grad_norm"], row["lr"], row["tokens_per_sec_per_gpu"],
+                     f" val_loss {_fmt(row['val_loss'])}" if "val_loss" in row else "")  # fmt: skip
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer in backward (transformers' per-layer checkpointing, non-reentrant, which
+    composes with FSDP2: the recomputation re-runs the layer's all-gather hooks)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _summarize(rows: list[dict]) -> dict:
+    """Headline numbers of this process's steps (a resumed run summarizes the steps it ran)."""
+    if not rows:
+        return {}
+    losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+    timed = rows[1:] or rows  # the first step includes warm-up (allocations, kernel selection)
+    return {
+        "final_loss": rows[-1]["loss"],
+        "final_val_loss": losses[-1] if losses else None,
+        "mean_tokens_per_sec_per_gpu": sum(r["tokens_per_sec_per_gpu"] for r in timed) / len(timed),
+        "mean_mfu": None if rows[-1]["mfu"] is None else sum(r["mfu"] for r in timed) / len(timed),
+        "peak_memory_gib": max(r["peak_memory_gib"] for r in rows),
+    }
+
+
+def _load_tokenizer(path: str):
+    """The tokenizer exactly as saved (tokenizer.json read verbatim, see inference.tiny_model.load_tokenizer)."""
+    from skills_cli.inference.tiny_model import load_tokenizer
+
+    if not Path(path).is_dir():
+        raise UserError(f"policy.tokenizer: no tokenizer directory at {path}")
+    return load_tokenizer(path)
+
+
+def _pad_id(tokenizer) -> int:
+    """Padding never reaches the loss or (thanks to masks) attention; any id works, the tokenizer's is tidiest."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def run(config: SFTConfig) -> dict:
+    """Train with `config` in this process (joining torchrun's group when launched by it)."""
+    with distributed_session() as dist:
+        return SFTTrainer(config, dist).fit()
+
+
+def parse_arguments(argv: list[str]) -> SFTConfig:
+    """`[--config FILE.yaml] ++key=value ...`: the YAML file is the base, overrides win."""
+    base: dict = {}
+    if argv[:1] == ["--config"]:
+        if len(argv) < 2:
+            raise UserError("--config needs a YAML file")
+        import yaml
+
+        try:
+            base = yaml.safe_load(Path(argv[1]).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise UserError(f"--config {argv[1]}: {error}") from None
+        argv = argv[2:]
+    return load_config(SFTConfig, argv, base, where="sft")
+
+
+def setup_logging() -> None:
+    """INFO on rank 0, warnings only elsewhere (N ranks printing every step is noise); no progress bars."""
+    from transformers.utils import logging as transformers_logging
+
+    rank = int(os.environ.get("RANK", 0))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stderr,
+                        format=f"%(asctime)s [rank{rank}] %(message)s", datefmt="%H:%M:%S")  # fmt: skip
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    try:
+        run(parse_arguments(sys.argv[1:] if argv is None else argv))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,8 +12,7 @@ from skills_cli.pipeline.jobs import Command, Mount, Resources, parse_time_limit
 from skills_cli.pipeline.plan import Plan, PlannedJob, safe_name
 from skills_cli.pipeline.shell import Raw, env_prefix, export_lines, quote, quote_argv
 
-# Variables a job may read about itself; forwarded into containers by name.
-JOB_ENV_PREFIX = "SKILLS_CLI_"
+# Slurm variables forwarded into docker/podman containers by name.
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NNODES",
               "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_SUBMIT_DIR")  # fmt: skip
 

@@ -62,3 +62,21 @@ def merge(base: dict, extra: dict) -> dict:
 def load_config(cls: type, args: Iterable[str], base: dict | None = None, where: str = "config") -> Any:
     """A typed config from a base mapping plus `++key=value` overrides."""
     return from_dict(cls, merge(base or {}, overrides_to_dict(args)), where)
+
+
+def load_config_from_argv(cls: type, argv: list[str], where: str) -> Any:
+    """`[--config FILE.yaml] ++key=value ...`, the command line of every in-job program: the YAML file is the
+    base (handy for values that are painful to quote, like stop strings) and the overrides win."""
+    base: dict = {}
+    if argv[:1] == ["--config"]:
+        if len(argv) < 2:
+            raise UserError("--config needs a YAML file")
+        import yaml
+
+        try:
+            with open(argv[1], encoding="utf-8") as handle:
+                base = yaml.safe_load(handle) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise UserError(f"--config {argv[1]}: {error}") from None
+        argv = argv[2:]
+    return load_config(cls, argv, base, where=where)

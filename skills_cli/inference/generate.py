@@ -21,7 +21,7 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import DurableAppender, iter_jsonl, read_jsonl, touch_atomic, write_jsonl_atomic
-from skills_cli.common.overrides import load_config
+from skills_cli.common.overrides import load_config_from_argv
 from skills_cli.inference.client import OpenAIClient, ServerError
 from skills_cli.inference.config import GenerateConfig, async_side_file, done_marker
 from skills_cli.prompts import load_prompt_config
@@ -225,27 +225,10 @@ def run(config: GenerateConfig) -> int:
     return 0
 
 
-def parse_arguments(argv: list[str]) -> GenerateConfig:
-    """`[--config FILE.yaml] ++key=value ...`: the YAML file is the base (handy for values that are painful to
-    quote on a command line, like stop strings), overrides win."""
-    base: dict = {}
-    if argv[:1] == ["--config"]:
-        if len(argv) < 2:
-            raise UserError("--config needs a YAML file")
-        import yaml
-
-        try:
-            base = yaml.safe_load(Path(argv[1]).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise UserError(f"--config {argv[1]}: {error}") from None
-        argv = argv[2:]
-    return load_config(GenerateConfig, argv, base, where="generate")
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
-        return run(parse_arguments(sys.argv[1:] if argv is None else argv))
+        return run(load_config_from_argv(GenerateConfig, sys.argv[1:] if argv is None else argv, where="generate"))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

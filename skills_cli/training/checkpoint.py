@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -162,5 +163,7 @@ def load_model_weights(path: str | Path, state_dict: dict) -> dict:
     if not (path / "dcp").is_dir():
         raise UserError(f"{path} is not a training checkpoint (no dcp/ directory)")
     state = {"model": state_dict}
-    dcp.load(state, checkpoint_id=str(path / "dcp"), no_dist=True)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(state, checkpoint_id=str(path / "dcp"), no_dist=True)
     return state["model"]

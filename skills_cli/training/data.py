@@ -132,11 +132,11 @@ def conversation_segments(tokenizer, messages: list[dict], where: str) -> list[t
         if message["role"] == "assistant":
             header = _assistant_header(tokenizer, messages, index, done, full)
             if header is not None:
-                segments.append((header[len(done):], False))
+                segments.append((header[len(done) :], False))
                 done = header
-            segments.append((full[len(done):], True))
+            segments.append((full[len(done) :], True))
         else:
-            segments.append((full[len(done):], False))
+            segments.append((full[len(done) :], False))
         done = full
     return segments
 
@@ -148,7 +148,7 @@ def tokenize_conversation(tokenizer, messages: list[dict], where: str = "convers
     for text, trained in conversation_segments(tokenizer, messages, where):
         if not text:
             continue
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        piece = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         ids.extend(piece)
         mask.extend([int(trained)] * len(piece))
     return ids, mask

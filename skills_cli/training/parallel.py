@@ -142,8 +142,11 @@ def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool) -> None
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision \
         else MixedPrecisionPolicy()  # fmt: skip
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
+    # Resharding after forward frees each layer's gathered weights until backward; with one DP rank there is
+    # nothing to free (the shard is the whole layer), only a re-gather per micro-batch to pay for.
+    reshard = dp_mesh.size() > 1
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=dp_mesh, mp_policy=policy, offload_policy=offload)
+        fully_shard(layer, mesh=dp_mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=reshard)
     # the root's parameters (embeddings, final norm, LM head) are used at the end of forward and again first
     # in backward: keeping them gathered saves an all-gather per micro-batch
     fully_shard(model, mesh=dp_mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=False)

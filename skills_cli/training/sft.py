@@ -36,12 +36,26 @@ from skills_cli.training.config import SFTConfig, check_parallel_layout
 from skills_cli.training.data import DataPosition, SFTDataset, load_sft_dataset, next_global_batch
 from skills_cli.training.export import gather_full_state_dict, save_hf_model
 from skills_cli.training.loss import normalized_loss
-from skills_cli.training.metrics import (MetricsLogger, check_trackers, model_flops_utilization, peak_flops,
-                                         peak_memory_gib, reset_peak_memory)  # fmt: skip
+from skills_cli.training.metrics import (
+    MetricsLogger,
+    check_trackers,
+    model_flops_utilization,
+    peak_flops,
+    peak_memory_gib,
+    reset_peak_memory,
+)
 from skills_cli.training.model import check_model_path, count_parameters, load_model, model_fingerprint
 from skills_cli.training.optim import build_optimizer, build_scheduler
-from skills_cli.training.parallel import (Distributed, all_reduce, apply_fsdp, apply_tensor_parallel, build_mesh,
-                                          check_tensor_parallel, clip_grad_norm_, distributed_session)  # fmt: skip
+from skills_cli.training.parallel import (
+    Distributed,
+    all_reduce,
+    apply_fsdp,
+    apply_tensor_parallel,
+    build_mesh,
+    check_tensor_parallel,
+    clip_grad_norm_,
+    distributed_session,
+)
 
 log = logging.getLogger("skills_cli.sft")
 DEADLINE_ENV = "SKILLS_CLI_DEADLINE"
@@ -355,8 +369,9 @@ class SFTTrainer:
 
 
 def enable_activation_checkpointing(model) -> None:
-    """Recompute each decoder layer in backward (transformers' per-layer checkpointing, non-reentrant, which
-    composes with FSDP2: the recomputation re-runs the layer's all-gather hooks)."""
+    """Recompute each decoder layer's activations in backward (transformers' per-layer, non-reentrant
+    checkpointing). It checkpoints the layer's `forward` inside its `__call__`, so FSDP's all-gather hooks stay
+    outside the recomputed region, as with torchtitan's checkpoint_wrapper."""
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)

@@ -1,0 +1,118 @@
+"""Checkpoints: exact resume (mid-epoch, at an epoch boundary, after a deadline stop), the atomic layout and
+retention, refusing another model's checkpoint, and checkpoint averaging."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
+
+from skills_cli.common.errors import UserError
+from skills_cli.training import average_checkpoints
+from skills_cli.training.checkpoint import load_model_weights, step_checkpoints
+from skills_cli.training.sft import DEADLINE_ENV, run
+
+# 20 samples, global batch 8: 2 steps per epoch (the tail of 4 is dropped), 6 steps = 3 epochs.
+RUN_OPTIONS = ("++sft.max_num_steps=6", "++sft.max_num_epochs=5", "++checkpointing.save_period=2",
+               "++checkpointing.keep_last_k=2", "++policy.scheduler.name=cosine", "++policy.scheduler.warmup_steps=2",
+               "++policy.sequence_packing.enabled=true", "++policy.train_micro_batch_size=1")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", conversation_rows(20))
+
+
+def config_for(train_file, output_dir, *extra):
+    return sft_config(tiny_model(), train_file, output_dir, *RUN_OPTIONS, *extra)
+
+
+@pytest.fixture(scope="module")
+def reference(train_file, tmp_path_factory):
+    """The uninterrupted run."""
+    output = tmp_path_factory.mktemp("reference")
+    run(config_for(train_file, output))
+    return output
+
+
+def same_steps(got: list[dict], expected: list[dict]) -> None:
+    """Bit-identical loss curve (CPU is deterministic), not merely close."""
+    keys = ("step", "epoch", "loss", "grad_norm", "lr", "num_valid_tokens")
+    assert [{k: row[k] for k in keys} for row in got] == [{k: row[k] for k in keys} for row in expected]
+
+
+def test_layout_and_retention(reference):
+    checkpoints = step_checkpoints(reference / "checkpoints")
+    assert [step for step, _ in checkpoints] == [4, 6]  # saved at 2, 4, 6; keep_last_k=2
+    step_6 = checkpoints[-1][1]
+    assert (step_6 / "dcp" / ".metadata").is_file() and (step_6 / "rng" / "rank_0.pt").is_file()
+    state = json.loads((step_6 / "trainer_state.json").read_text())
+    assert (state["step"], state["epoch"], state["index"]) == (6, 2, 16)
+    assert not list((reference / "checkpoints").glob("tmp_step_*"))
+
+
+def test_resume_at_an_epoch_boundary_continues_step_for_step(reference, train_file, tmp_path):
+    """step_4 ends epoch 1: the resumed run must start epoch 2, neither repeating nor skipping it."""
+    shutil.copytree(reference / "checkpoints" / "step_4", tmp_path / "checkpoints" / "step_4")
+    (tmp_path / "checkpoints" / "tmp_step_5").mkdir()  # an interrupted save: deleted, never resumed from
+    (tmp_path / "checkpoints" / "step_5").mkdir()  # no trainer_state.json: incomplete, ignored
+    summary = run(config_for(train_file, tmp_path))
+    assert summary["resumed_from_step"] == 4
+    same_steps(read_metrics(tmp_path), read_metrics(reference)[4:])
+    assert not (tmp_path / "checkpoints" / "tmp_step_5").exists()
+    assert_same_weights(tmp_path / "final_hf", reference / "final_hf")
+
+
+def test_deadline_stop_then_resume_reproduces_the_run(reference, train_file, tmp_path, monkeypatch):
+    """With the deadline inside the safety margin the run saves after its first step and exits cleanly; the
+    rerun resumes mid-epoch and the whole metrics.jsonl equals the uninterrupted run's."""
+    monkeypatch.setenv(DEADLINE_ENV, str(time.time() + 600))
+    config = config_for(train_file, tmp_path, "++checkpointing.save_before_deadline_seconds=900")
+    summary = run(config)
+    assert summary["status"] == "stopped_before_deadline" and summary["final_step"] == 1
+    assert [step for step, _ in step_checkpoints(tmp_path / "checkpoints")] == [1]
+    assert not (tmp_path / "final_hf").exists()
+    monkeypatch.delenv(DEADLINE_ENV)
+    assert run(config)["status"] == "finished"
+    same_steps(read_metrics(tmp_path), read_metrics(reference))
+
+
+def test_refuses_to_resume_another_models_checkpoint(reference, train_file, tmp_path):
+    shutil.copytree(reference / "checkpoints" / "step_6", tmp_path / "checkpoints" / "step_6")
+    other = sft_config(tiny_model(seed=1), train_file, tmp_path, *RUN_OPTIONS)  # same shapes, other weights
+    with pytest.raises(UserError, match="was written for another model"):
+        run(other)
+
+
+def assert_same_weights(first, second) -> None:
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_average_checkpoints(reference, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    checkpoints = reference / "checkpoints"
+    code = average_checkpoints.main([str(checkpoints), "--last", "2", "--output_dir", str(tmp_path / "avg")])
+    assert code == 0
+    template = average_checkpoints.empty_state_dict(tiny_model())
+    four = load_model_weights(checkpoints / "step_4", {k: torch.empty_like(v) for k, v in template.items()})
+    six = load_model_weights(checkpoints / "step_6", {k: torch.empty_like(v) for k, v in template.items()})
+    averaged = load_file(str(tmp_path / "avg" / "model.safetensors"))
+    for name, tensor in averaged.items():
+        assert torch.allclose(tensor, (four[name] + six[name]) / 2, atol=1e-7), name
+    # averaging one checkpoint reproduces the final export of the run exactly
+    average_checkpoints.main([str(checkpoints / "step_6"), "--output_dir", str(tmp_path / "one")])
+    assert_same_weights(tmp_path / "one", reference / "final_hf")
+
+
+def test_average_refuses_incomplete_checkpoints(tmp_path, capsys):
+    (tmp_path / "step_3").mkdir()
+    assert average_checkpoints.main([str(tmp_path / "step_3"), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "not a complete training checkpoint" in capsys.readouterr().err

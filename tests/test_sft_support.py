@@ -1,0 +1,66 @@
+"""Shared helpers for the SFT tests (no tests here): tiny models built once per test process, datasets, configs."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from skills_cli.common.overrides import load_config
+from skills_cli.training.config import SFTConfig
+
+_CACHE = Path(tempfile.mkdtemp(prefix="skills-sft-tests-"))
+atexit.register(shutil.rmtree, _CACHE, True)
+
+
+@functools.cache
+def tiny_model(arch: str = "llama", seed: int = 0) -> str:
+    """A tiny random chat model (built once per process; building trains a tokenizer, ~1 s)."""
+    from skills_cli.inference.tiny_model import build_tiny_model
+
+    return str(build_tiny_model(_CACHE / f"{arch}-{seed}", arch=arch, seed=seed))
+
+
+def conversation_rows(count: int, seed: int = 0) -> list[dict]:
+    """Arithmetic dialogues: single- and multi-turn `messages` rows mixed with `input`/`output` rows."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        a, b = rng.randint(0, 99), rng.randint(0, 99)
+        if index % 3 == 0:
+            rows.append({"input": f"What is {a}+{b}?", "output": f"{a} + {b} = {a + b}. \\boxed{{{a + b}}}"})
+        elif index % 3 == 1:
+            rows.append({"messages": [{"role": "user", "content": f"What is {a}+{b}?"},
+                                      {"role": "assistant", "content": f"\\boxed{{{a + b}}}"}]})  # fmt: skip
+        else:
+            rows.append({"messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": f"What is {a}*{b}?"},
+                {"role": "assistant", "content": f"{a * b}"},
+                {"role": "user", "content": "Are you sure?"},
+                {"role": "assistant", "content": f"Yes: {a} * {b} = {a * b}."},
+            ]})  # fmt: skip
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def sft_config(model: str, train: str, output_dir: Path, *overrides: str) -> SFTConfig:
+    """A small CPU config (global batch 8, micro-batch 2, lr 1e-3); `overrides` win."""
+    base = [f"++policy.model_name={model}", f"++data.train_data={train}", f"++output_dir={output_dir}",
+            "++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=2",
+            "++policy.max_total_sequence_length=256", "++policy.optimizer.kwargs.lr=1e-3",
+            "++policy.optimizer.kwargs.weight_decay=0.0", "++sft.max_num_steps=4"]  # fmt: skip
+    return load_config(SFTConfig, [*base, *overrides], where="sft")
+
+
+def read_metrics(log_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(log_dir) / "metrics.jsonl").read_text().splitlines()]

@@ -1,0 +1,103 @@
+"""SFT training end to end on CPU: the loss goes down, metrics and validation are logged, the HF export reloads
+with the trained model's logits, and trackers (wandb / swanlab offline) receive the steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
+
+from skills_cli.inference.tiny_model import load_tokenizer
+from skills_cli.training.parallel import distributed_session
+from skills_cli.training.sft import SFTTrainer, main
+
+STEPS = 20
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """20 steps on 8 conversations repeated 4 times (plus one over-long one), validating every 5 steps."""
+    import torch
+
+    root = tmp_path_factory.mktemp("trained")
+    rows = conversation_rows(8) * 4 + [{"input": "Count to many.", "output": " ".join(["12345"] * 100)}]
+    train = write_jsonl(root / "train.jsonl", rows)
+    val = write_jsonl(root / "val.jsonl", conversation_rows(8))
+    config = sft_config(tiny_model(), train, root / "run", f"++sft.max_num_steps={STEPS}", "++sft.max_num_epochs=10",
+                        f"++data.val_data={val}", "++sft.val_period=5", "++sft.val_batches=1", "++sft.val_at_start=true",
+                        "++policy.max_total_sequence_length=128", "++policy.optimizer.kwargs.lr=3e-3",
+                        "++policy.scheduler.name=cosine", "++policy.scheduler.warmup_steps=2",
+                        "++policy.scheduler.min_lr_ratio=0.1", "++checkpointing.enabled=false")  # fmt: skip
+    tokenizer = load_tokenizer(tiny_model())
+    probe = torch.tensor([tokenizer.encode(tokenizer.apply_chat_template(rows[1]["messages"], tokenize=False))])
+    with distributed_session() as dist:
+        trainer = SFTTrainer(config, dist)
+        summary = trainer.fit()
+        trainer.model.eval()
+        with torch.no_grad():
+            logits = trainer.model(input_ids=probe).logits
+    return {"root": root / "run", "summary": summary, "probe": probe, "logits": logits}
+
+
+def test_loss_goes_down(trained):
+    losses = [row["loss"] for row in read_metrics(trained["root"])]
+    assert len(losses) == STEPS
+    assert sum(losses[-3:]) / 3 < 0.65 * losses[0], losses  # 5.8 -> 3.1 with this seed
+
+
+def test_metrics_lines_and_summary(trained):
+    rows = read_metrics(trained["root"])
+    assert [row["step"] for row in rows] == list(range(1, STEPS + 1))
+    for row in rows:
+        assert row["grad_norm"] > 0 and row["tokens_per_sec_per_gpu"] > 0 and row["peak_memory_gib"] > 0
+        assert row["mfu"] is None  # CPU: no peak FLOPs to compare with
+        assert row["num_valid_tokens"] > 0
+    lrs = [row["lr"] for row in rows]
+    assert lrs[:2] == pytest.approx([1.5e-3, 3e-3])  # linear warm-up over 2 steps
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)) and lrs[-1] == pytest.approx(
+        3e-4
+    )  # cosine to 10%
+    assert [row["step"] for row in rows if "val_loss" in row] == [5, 10, 15, 20]
+    assert sum(row["num_overlong_samples"] for row in rows) >= 1  # the long sample is drawn (and masked)
+    summary = json.loads((trained["root"] / "metrics.json").read_text())
+    assert summary["status"] == "finished" and summary["final_step"] == STEPS
+    assert summary["num_overlong_train_samples"] == 1
+    assert summary["val_loss_at_start"] > summary["final_val_loss"]
+    assert summary["final_hf_path"] == str(trained["root"] / "final_hf")
+
+
+def test_export_reloads_with_the_trained_logits(trained):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    export = trained["root"] / "final_hf"
+    reloaded = AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32)
+    with torch.no_grad():
+        logits = reloaded(input_ids=trained["probe"]).logits
+    assert torch.allclose(logits, trained["logits"], atol=1e-5, rtol=0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
+    with torch.no_grad():
+        assert not torch.allclose(base(input_ids=trained["probe"]).logits, logits, atol=1e-3)  # it did train
+    text = "<|im_start|>user\nWhat is 12+7?<|im_end|>\n"
+    assert load_tokenizer(export).encode(text) == load_tokenizer(tiny_model()).encode(text)
+    assert (export / "generation_config.json").is_file() and list(export.glob("*.safetensors"))
+
+
+def test_trackers_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    pytest.importorskip("swanlab")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("SWANLAB_MODE", "offline")
+    monkeypatch.setenv("SWANLAB_LOG_DIR", str(tmp_path / "swanlab"))
+    train = write_jsonl(tmp_path / "train.jsonl", conversation_rows(16))
+    args = [f"++policy.model_name={tiny_model()}", f"++data.train_data={train}", f"++output_dir={tmp_path / 'run'}",
+            "++policy.train_global_batch_size=8", "++sft.max_num_steps=2", "++checkpointing.enabled=false",
+            "++logger.wandb_enabled=true", "++logger.swanlab_enabled=true", "++logger.wandb.name=sft-test",
+            "++logger.swanlab.project=sft-tests"]  # fmt: skip
+    assert main(args) == 0
+    (wandb_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"grad_norm" in wandb_run.read_bytes() and b"tokens_per_sec_per_gpu" in wandb_run.read_bytes()
+    (swanlab_run,) = (tmp_path / "swanlab").glob("run-*/run-*.swanlab")
+    assert b"grad_norm" in swanlab_run.read_bytes()

@@ -84,3 +84,53 @@ def test_missing_model_unknown_backend_and_heads(tmp_path, config_dir):
                    "--training_data", "/d", "--output_dir", "/o", "--num_gpus", "4", "--dry_run",
                    "++policy.dtensor_cfg.tensor_parallel_size=4")  # fmt: skip
     assert heads.returncode == 2 and "does not divide num_key_value_heads=2" in heads.stderr
+
+
+def sft_data(tmp_path, rows: int = 16):
+    path = tmp_path / "sft.jsonl"
+    lines = []
+    for i in range(rows):
+        messages = [{"role": "user", "content": f"What is {i} + {i}?"},
+                    {"role": "assistant", "content": f"{i} + {i} = {2 * i}. The answer is \\boxed{{{2 * i}}}."}]  # fmt: skip
+        lines.append(json.dumps({"messages": messages}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+TRAIN_FLAGS = ["++sft.max_num_steps=3", "++policy.train_global_batch_size=4", "++policy.train_micro_batch_size=2",
+               "++policy.max_total_sequence_length=256", "++policy.optimizer.kwargs.lr=1e-3",
+               "++checkpointing.save_period=2"]  # fmt: skip
+
+
+def run_training(tmp_path, extra: list[str], expname: str):
+    from skills_cli.inference.tiny_model import build_tiny_model
+    from skills_cli.pipeline.experiment import wait
+
+    model = build_tiny_model(tmp_path / "tiny")
+    out = tmp_path / "training"
+    run_ns("train", "sft", "--hf_model", str(model), "--training_data", str(sft_data(tmp_path)), "--output_dir",
+           str(out), "--final_hf_path", str(tmp_path / "final"), "--expname", expname, "--detach", *extra,
+           *TRAIN_FLAGS, check=True, timeout=600)  # fmt: skip
+    store = Store()
+    (record,) = wait(store.jobs(expname), store, timeout=600, poll=1.0)
+    return record, out
+
+
+def test_train_sft_runs_locally_and_exports(tmp_path):
+    record, out = run_training(tmp_path, [], "sft-local")
+    assert record.state.value == "SUCCEEDED", run_ns("logs", "sft-local").stdout[-3000:]
+    assert (tmp_path / "final" / "config.json").is_file()
+    metrics = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+
+
+@pytest.mark.infra
+def test_train_sft_through_the_local_slurm(tmp_path, slurm_config):
+    import sys
+
+    config = slurm_config / "slurm_local.yaml"
+    config.write_text(config.read_text() + f"python: {sys.executable}\n")
+    record, out = run_training(tmp_path, ["--cluster", "slurm_local", "--config_dir", str(slurm_config)], "sft-slurm")
+    assert record.executor == "slurm"
+    assert record.state.value == "SUCCEEDED", run_ns("logs", "sft-slurm").stdout[-3000:]
+    assert (tmp_path / "final" / "config.json").is_file()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
-from skills_cli.common.overrides import load_config
+from skills_cli.common.overrides import load_config_from_argv
 from skills_cli.common.typed_config import to_dict
 from skills_cli.training import checkpoint as ckpt
 from skills_cli.training.batching import dummy_micro_batch, make_micro_batches, shard_for_rank
@@ -180,6 +180,8 @@ class SFTTrainer:
                 log.warning("policy.dtensor_cfg.sequence_parallel is not implemented yet: ignored (TP without SP)")
             apply_tensor_parallel(model, self.mesh["tp"])
         if self.dist.device.type == "cpu" and self.config.policy.precision == "bfloat16":
+            # CPU bf16 matmuls are slow or emulated and gloo gains nothing from bf16 reductions; float32 also
+            # keeps CPU runs exactly comparable across micro-batch sizes, packing and DP layouts (the tests)
             log.info("CPU run: training in float32 (bf16 mixed precision is used on GPUs only)")
         offload = dtensor.cpu_offload and self.dist.device.type == "cuda"
         if dtensor.cpu_offload and not offload:
@@ -423,18 +425,7 @@ def run(config: SFTConfig) -> dict:
 
 def parse_arguments(argv: list[str]) -> SFTConfig:
     """`[--config FILE.yaml] ++key=value ...`: the YAML file is the base, overrides win."""
-    base: dict = {}
-    if argv[:1] == ["--config"]:
-        if len(argv) < 2:
-            raise UserError("--config needs a YAML file")
-        import yaml
-
-        try:
-            base = yaml.safe_load(Path(argv[1]).read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise UserError(f"--config {argv[1]}: {error}") from None
-        argv = argv[2:]
-    return load_config(SFTConfig, argv, base, where="sft")
+    return load_config_from_argv(SFTConfig, argv, where="sft")
 
 
 def setup_logging() -> None:

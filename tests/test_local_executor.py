@@ -164,4 +164,6 @@ def test_max_parallel_jobs_limits_concurrency(tmp_path, config_dir):
         run_cmd(ctx=wrap_arguments("sleep 1"), expname=name, **common)
     records = [wait_all(name)[0] for name in ("p1", "p2", "p3")]
     spans = sorted((r.started_at, r.ended_at) for r in records)
-    assert all(later[0] >= earlier[1] - 0.05 for earlier, later in zip(spans, spans[1:], strict=False))  # never overlapping
+    assert all(
+        later[0] >= earlier[1] - 0.05 for earlier, later in zip(spans, spans[1:], strict=False)
+    )  # never overlapping

@@ -66,10 +66,7 @@ def test_failed_upstream_stops_dependents_with_reason(tmp_path):
     (further,) = status(expname="further")["further"]
     assert further.reason == "upstream downstream/downstream CANCELLED"
     shown = run_ns("status", "downstream", check=True).stdout
-    assert (
-        "upstream upstream/upstream FAILED" in shown.replace("\n", " ").replace("│", " ").replace("  ", " ")
-        or "upstream" in shown
-    )
+    assert "upstream upstream/upstream FAILED" in shown  # piped tables are wide: no folded cells
 
 
 def test_afterany_runs_after_a_failure(tmp_path):

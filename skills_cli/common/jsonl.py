@@ -18,15 +18,24 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return list(iter_jsonl(path))
 
 
-def iter_jsonl(path: str | Path, skip_partial_last_line: bool = False) -> Iterator[dict]:
-    """Rows of a JSONL file; blank lines are skipped, anything else that is not a JSON object is an error.
+def iter_jsonl(path: str | Path, skip_partial_last_line: bool = False, kind: str = "input") -> Iterator[dict]:
+    """Rows of a JSONL file (see `iter_numbered_jsonl`)."""
+    for _, row in iter_numbered_jsonl(path, skip_partial_last_line, kind):
+        yield row
+
+
+def iter_numbered_jsonl(
+    path: str | Path, skip_partial_last_line: bool = False, kind: str = "input"
+) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of a JSONL file; blank lines are skipped, anything else that is not a JSON object
+    is an error naming the file and line.
 
     `skip_partial_last_line` is for append-only side files: a process killed mid-write leaves an
     unterminated last line, which is dropped (its sample is redone) rather than reported.
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"input file not found: {path}")
+        raise UserError(f"{kind} file not found: {path}")
     with open(path, encoding="utf-8") as handle:
         lines = handle.readlines()
     for number, line in enumerate(lines, start=1):
@@ -40,7 +49,7 @@ def iter_jsonl(path: str | Path, skip_partial_last_line: bool = False) -> Iterat
             raise UserError(f"{path}:{number}: malformed JSON line ({error.msg} at column {error.colno})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        yield row
+        yield number, row
 
 
 def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> None:

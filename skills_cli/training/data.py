@@ -16,13 +16,13 @@ fully masked: it trains nothing, is counted and reported, and never trains on a 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.jsonl import iter_numbered_jsonl
 from skills_cli.training.config import DataConfig
 
 log = logging.getLogger("skills_cli.sft")
@@ -65,20 +65,7 @@ class SFTDataset:
 
 def numbered_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, JSON object) for each non-blank line; a bad line is an error naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: malformed JSON line ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            yield number, row
+    return iter_numbered_jsonl(path, kind="data")
 
 
 def row_messages(row: dict, config: DataConfig, where: str) -> list[dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +149,9 @@ def log_scalars(data: dict, wandb_name: str | None, wandb_project: str, wandb_gr
     if wandb_name:
         import wandb
 
-        run = wandb.init(project=wandb_project, name=wandb_name, group=wandb_group, job_type="eval")
+        # dir from the environment at call time: wandb caches its settings from the first init in a process
+        run = wandb.init(project=wandb_project, name=wandb_name, group=wandb_group, job_type="eval",
+                         dir=os.environ.get("WANDB_DIR"))  # fmt: skip
         run.summary.update(scalars)
         run.log(scalars)
         done.append(f"wandb run {run.dir}")

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from skills_cli.common.errors import UserError
+from skills_cli.common.errors import UserError, exits_on_user_error
 from skills_cli.common.jsonl import read_jsonl, write_jsonl_atomic
 from skills_cli.evaluation.math_grader import grade
 
@@ -63,6 +63,7 @@ def grade_file(path: Path, generation_key: str, regex: str | None, timeout: floa
     return f"{path}: {correct}/{len(graded)} correct, {errors} grading errors"
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*")
@@ -72,15 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per symbolic check")
     parser.add_argument("--regrade", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        names = list(args.files) + ([str(p) for p in result_files(args.results_dir)] if args.results_dir else [])
-        if not names:
-            raise UserError("give result files or --results_dir")
-        for name in names:
-            print(grade_file(Path(name), args.generation_key, args.regex, args.timeout, args.regrade), flush=True)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    names = list(args.files) + ([str(p) for p in result_files(args.results_dir)] if args.results_dir else [])
+    if not names:
+        raise UserError("give result files or --results_dir")
+    for name in names:
+        print(grade_file(Path(name), args.generation_key, args.regex, args.timeout, args.regrade), flush=True)
     return 0
 
 

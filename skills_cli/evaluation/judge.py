@@ -16,7 +16,7 @@ import argparse
 import re
 import sys
 
-from skills_cli.common.errors import UserError
+from skills_cli.common.errors import exits_on_user_error
 from skills_cli.common.jsonl import read_jsonl, write_jsonl_atomic
 from skills_cli.evaluation.grade import result_files
 
@@ -72,6 +72,7 @@ def apply(results_dir: str, judgements: str) -> str:
     return f"{judged} answers judged by the model ({unparsed} without a verdict)"
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=("prepare", "apply"))
@@ -79,14 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="prepare: where the judge's input goes")
     parser.add_argument("--judgements", help="apply: the judge generation's output")
     args = parser.parse_args(argv)
-    try:
-        if args.step == "prepare":
-            print(prepare(args.results_dir, args.output or f"{args.results_dir}/judge/input.jsonl"))
-        else:
-            print(apply(args.results_dir, args.judgements or f"{args.results_dir}/judge/output.jsonl"))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.step == "prepare":
+        print(prepare(args.results_dir, args.output or f"{args.results_dir}/judge/input.jsonl"))
+    else:
+        print(apply(args.results_dir, args.judgements or f"{args.results_dir}/judge/output.jsonl"))
     return 0
 
 

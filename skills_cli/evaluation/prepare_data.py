@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from skills_cli.common.errors import UserError
+from skills_cli.common.errors import UserError, exits_on_user_error
 from skills_cli.common.jsonl import read_jsonl, write_jsonl_atomic
 from skills_cli.evaluation.benchmarks import Benchmark, get_benchmark
 
@@ -102,6 +102,7 @@ def prepare(name: str, output_dir: Path, mirror: Path | None = None, split: str 
     return report
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("benchmarks", nargs="+")
@@ -112,13 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default=None)
     args = parser.parse_args(argv)
     output = Path(args.output_dir) if args.output_dir else default_output_dir()
-    try:
-        for name in args.benchmarks:
-            for line in prepare(name, output, Path(args.data_dir) if args.data_dir else None, args.split):
-                print(line)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    for name in args.benchmarks:
+        for line in prepare(name, output, Path(args.data_dir) if args.data_dir else None, args.split):
+            print(line)
     return 0
 
 

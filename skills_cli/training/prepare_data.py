@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from skills_cli.common.errors import UserError
+from skills_cli.common.errors import UserError, exits_on_user_error
 from skills_cli.common.jsonl import iter_jsonl, write_jsonl_atomic
 from skills_cli.common.overrides import load_config
 from skills_cli.prompts import PromptConfig, load_prompt_config
@@ -435,14 +435,10 @@ def prepare(config: PrepareSFTConfig) -> PrepareReport:
     return report
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    try:
-        config = load_config(PrepareSFTConfig, sys.argv[1:] if argv is None else argv, where="prepare_data")
-        prepare(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    prepare(load_config(PrepareSFTConfig, sys.argv[1:] if argv is None else argv, where="prepare_data"))
     return 0
 
 

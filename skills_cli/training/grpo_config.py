@@ -1,0 +1,160 @@
+"""Typed GRPO configuration (torch-free): what `++key=value` overrides of `ns train grpo` are checked against.
+
+Key names follow NeMo-RL's `grpo_math_1B.yaml` (`grpo.num_prompts_per_step`, `grpo.num_generations_per_prompt`,
+`loss_fn.reference_policy_kl_penalty`, `loss_fn.use_importance_sampling_correction`, `policy.generation.*`,
+`logger.swanlab_enabled`, ...), so the seed commands carry over. The `policy` section is the SFT trainer's
+(`skills_cli/training/config.py`) plus `policy.generation`; defaults follow NeMo-RL where it has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from skills_cli.common.errors import UserError
+from skills_cli.training.config import CheckpointConfig, LoggerConfig, PolicyConfig
+
+
+@dataclass(frozen=True)
+class GRPOLoopConfig:
+    num_prompts_per_step: int = 32
+    num_generations_per_prompt: int = 16
+    max_num_steps: int = 1_000_000
+    max_num_epochs: int = 1
+    normalize_rewards: bool = True  # divide advantages by the group std (only where std > 0)
+    use_leave_one_out_baseline: bool = True  # baseline = mean of the *other* rewards of the group
+    overlong_filtering: bool = False  # truncated responses train nothing (loss multiplier 0)
+    val_period: int = 0  # pass@1 on data.val_data every N steps (0: never)
+    val_at_start: bool = False
+    max_val_samples: int = 256
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.num_generations_per_prompt < 2:
+            raise UserError(f"grpo.num_generations_per_prompt={self.num_generations_per_prompt}: GRPO needs at least 2 "
+                            "generations per prompt (the advantage is a reward relative to the prompt's other samples)")  # fmt: skip
+        if self.num_prompts_per_step < 1:
+            raise UserError("grpo.num_prompts_per_step must be >= 1")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    reference_policy_kl_penalty: float = 0.01  # 0 skips the reference model entirely
+    reference_policy_kl_type: Literal["k1", "k2", "k3"] = "k3"
+    kl_input_clamp_value: float = 20.0
+    kl_output_clamp_value: float = 10.0
+    ratio_clip_min: float = 0.2  # the ratio is clipped to [1 - ratio_clip_min, 1 + ratio_clip_max]
+    ratio_clip_max: float = 0.2
+    ratio_clip_c: float | None = None  # dual clip for negative advantages (> 1, e.g. 3)
+    token_level_loss: bool = True  # False: per-sequence mean, then mean over sequences
+    use_importance_sampling_correction: bool = False  # weight tokens by exp(train_logprob - generation_logprob)
+    truncated_importance_sampling_ratio: float | None = 2.0  # upper clamp of that weight (None: no clamp)
+    use_on_policy_kl_approximation: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ratio_clip_c is not None and self.ratio_clip_c <= 1:
+            raise UserError(f"loss_fn.ratio_clip_c={self.ratio_clip_c} must be > 1 (or null)")
+        if self.reference_policy_kl_penalty < 0:
+            raise UserError("loss_fn.reference_policy_kl_penalty must be >= 0")
+
+
+@dataclass(frozen=True)
+class VllmConfig:
+    gpu_memory_utilization: float = 0.6
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+
+
+@dataclass(frozen=True)
+class ColocatedConfig:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    backend: Literal["torch", "vllm"] = "torch"  # torch: our in-process engine (CPU and GPU, no extra install)
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    max_batch_size: int = 256  # sequences decoded at once by the engine
+    val_temperature: float = 0.0  # validation decodes greedily by default (pass@1 of the policy's mode)
+    colocated: ColocatedConfig = field(default_factory=ColocatedConfig)
+    vllm_cfg: VllmConfig = field(default_factory=VllmConfig)
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise UserError("policy.generation.temperature must be > 0 for training rollouts (sampling); "
+                            "use val_temperature=0 for greedy validation")  # fmt: skip
+        if self.max_new_tokens < 1:
+            raise UserError("policy.generation.max_new_tokens must be >= 1")
+
+
+@dataclass(frozen=True)
+class GRPOPolicyConfig(PolicyConfig):
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    logprob_batch_size: int | None = None  # micro-batch of the logprob passes (default: train_micro_batch_size)
+    train_global_batch_size: int = 512  # NeMo-RL's default: one optimizer step per 32 x 16 rollout batch
+    max_total_sequence_length: int = 1024
+
+
+@dataclass(frozen=True)
+class GRPODataConfig:
+    train_data: str = ""  # JSONL with a problem and its expected answer per row
+    val_data: str | None = None
+    prompt_config: str = "generic/math"  # packaged name or a YAML path (skills_cli/prompts)
+    problem_key: str = "problem"
+    answer_key: str = "expected_answer"
+
+
+@dataclass(frozen=True)
+class MathEnvConfig:
+    grader_timeout: float = 2.0  # seconds per answer; a timeout or grader error is reward 0
+    truncated_reward: Literal["grade", "zero"] = "zero"  # a response cut at max_new_tokens: graded, or 0
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    math: MathEnvConfig = field(default_factory=MathEnvConfig)
+
+
+@dataclass(frozen=True)
+class GRPOLoggerConfig(LoggerConfig):
+    val_generations_to_log: int = 0  # validation generations logged as a table (and a JSONL) each validation
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    backend: Literal["dtensor", "megatron"] = "dtensor"
+    grpo: GRPOLoopConfig = field(default_factory=GRPOLoopConfig)
+    loss_fn: LossConfig = field(default_factory=LossConfig)
+    policy: GRPOPolicyConfig = field(default_factory=GRPOPolicyConfig)
+    data: GRPODataConfig = field(default_factory=GRPODataConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    checkpointing: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(save_period=10))
+    logger: GRPOLoggerConfig = field(default_factory=GRPOLoggerConfig)
+    output_dir: str = ""
+    final_hf_path: str | None = None
+
+    @property
+    def rollouts_per_step(self) -> int:
+        return self.grpo.num_prompts_per_step * self.grpo.num_generations_per_prompt
+
+
+def check_grpo_layout(config: GRPOConfig, world_size: int) -> int:
+    """The data-parallel size, after checking that rollouts split evenly into optimizer steps and ranks."""
+    from skills_cli.training.config import check_parallel_layout
+
+    dp = check_parallel_layout(config, world_size)  # type: ignore[arg-type]  (reads backend and policy only)
+    rollouts, global_batch = config.rollouts_per_step, config.policy.train_global_batch_size
+    if rollouts % global_batch:
+        valid = [b for b in range(1, rollouts + 1) if rollouts % b == 0]
+        raise UserError(
+            f"the rollout batch ({config.grpo.num_prompts_per_step} prompts x {config.grpo.num_generations_per_prompt} "
+            f"generations = {rollouts}) is not divisible by policy.train_global_batch_size={global_batch}; "
+            f"valid global batch sizes: {', '.join(map(str, valid))}"
+        )
+    if config.grpo.num_prompts_per_step % dp:
+        raise UserError(f"grpo.num_prompts_per_step={config.grpo.num_prompts_per_step} must be divisible by the "
+                        f"data-parallel size {dp} (each rank generates whole prompt groups)")  # fmt: skip
+    return dp

@@ -1,4 +1,4 @@
-"""The SFT trainer (dtensor backend: FSDP2, optional DTensor tensor parallelism).
+"""The SFT trainer, on either policy backend (dtensor: FSDP2 + DTensor TP; megatron: megatron-core TP/PP).
 
     torchrun --nproc_per_node 8 -m skills_cli.training.sft [--config sft.yaml] \\
         ++policy.model_name=/models/base ++data.train_data=train.jsonl ++output_dir=/runs/sft \\
@@ -12,7 +12,9 @@ packed) -> forward/backward with the loss normalized by the global valid-token c
 scheduler; validate every `sft.val_period` steps, save every `checkpointing.save_period` steps, at the last
 step, and before the job's deadline ($SKILLS_CLI_DEADLINE, unix seconds, minus
 `checkpointing.save_before_deadline_seconds`), after which it exits cleanly so a rerun resumes. At the end
-the model is exported as an HF directory (`final_hf_path`, default `<output_dir>/final_hf`).
+the model is exported as an HF directory (`final_hf_path`, default `<output_dir>/final_hf`). Model,
+optimizer, scheduler, checkpoints and export belong to the policy (`training/policy`, backend dtensor or
+megatron); this loop sees only the `Policy` interface.
 
 Outputs under `output_dir`: checkpoints/ (or checkpointing.checkpoint_dir), metrics.jsonl and metrics.json
 (or logger.log_dir), final_hf/.
@@ -31,10 +33,9 @@ from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config_from_argv
 from skills_cli.common.typed_config import to_dict
 from skills_cli.training import checkpoint as ckpt
-from skills_cli.training.batching import dummy_micro_batch, make_micro_batches, shard_for_rank
+from skills_cli.training.batching import make_micro_batches, shard_for_rank
 from skills_cli.training.config import SFTConfig, check_parallel_layout
 from skills_cli.training.data import DataPosition, SFTDataset, load_sft_dataset, next_global_batch
-from skills_cli.training.export import gather_full_state_dict, save_hf_model
 from skills_cli.training.loss import normalized_loss
 from skills_cli.training.metrics import (
     MetricsLogger,
@@ -44,18 +45,9 @@ from skills_cli.training.metrics import (
     peak_memory_gib,
     reset_peak_memory,
 )
-from skills_cli.training.model import check_model_path, count_parameters, load_model, model_fingerprint
-from skills_cli.training.optim import build_optimizer, build_scheduler
-from skills_cli.training.parallel import (
-    Distributed,
-    all_reduce,
-    apply_fsdp,
-    apply_tensor_parallel,
-    build_mesh,
-    check_tensor_parallel,
-    clip_grad_norm_,
-    distributed_session,
-)
+from skills_cli.training.model import check_model_path
+from skills_cli.training.parallel import Distributed, all_reduce, distributed_session
+from skills_cli.training.policy import Policy, build_policy, policy_backend
 
 log = logging.getLogger("skills_cli.sft")
 DEADLINE_ENV = "SKILLS_CLI_DEADLINE"
@@ -97,15 +89,14 @@ class BatchStats:
     num_valid_tokens: int  # global
     num_tokens: int  # global non-padding tokens
     num_overlong: int  # global
-    num_micro_batches: int  # per rank, dummies included
+    num_micro_batches: int  # this rank's
 
 
 def check_config(config: SFTConfig, world_size: int) -> int:
     """Checks that need no model or data; returns the data-parallel size."""
     if config.backend == "megatron":
         raise UserError("backend=megatron is not implemented yet for SFT; use backend=dtensor")
-    if not config.policy.dtensor_cfg.enabled:
-        raise UserError("policy.dtensor_cfg.enabled=false leaves no backend to train with; use backend=dtensor")
+    policy_backend(config.policy, config.backend)
     if not config.data.train_data:
         raise UserError("data.train_data is required (a JSONL file)")
     check_model_path(config.policy.model_name)
@@ -114,27 +105,23 @@ def check_config(config: SFTConfig, world_size: int) -> int:
 
 
 class SFTTrainer:
-    """One training run on this rank: model, optimizer, data, and the step loop."""
+    """One training run on this rank: data, the policy (model, optimizer, scheduler), and the step loop."""
 
     def __init__(self, config: SFTConfig, dist: Distributed):
-        import torch
-
         self.config, self.dist = config, dist
         policy = config.policy
         self.paths = resolve_paths(config)
         self.dp_size = check_config(config, dist.world_size)
         self.deadline = read_deadline()
-        self.tokenizer = _load_tokenizer(policy.tokenizer or policy.model_name)
+        self.tokenizer_dir = policy.tokenizer or policy.model_name
+        self.tokenizer = _load_tokenizer(self.tokenizer_dir)
         self.pad_id = _pad_id(self.tokenizer)
         self.train_data = load_sft_dataset(config.data.train_data, self.tokenizer, config.data,
                                            policy.max_total_sequence_length)  # fmt: skip
         self.val_data = self._load_val_data()
         self.total_steps = self._total_steps()
-        self.mixed_precision = policy.precision == "bfloat16" and dist.device.type == "cuda"
-        self.compute_dtype = torch.bfloat16 if self.mixed_precision else torch.float32
-        self._build_model()
-        self.optimizer = build_optimizer(self.model.parameters(), policy.optimizer)
-        self.scheduler = build_scheduler(self.optimizer, policy.scheduler, self.total_steps)
+        self.policy: Policy = build_policy(policy, dist, self.total_steps, backend=config.backend, seed=config.sft.seed)
+        self.dp_rank = self.policy.dp_rank
         self.step, self.position = 0, DataPosition()
         self.last_saved_step = -1
         self._resume()
@@ -142,6 +129,11 @@ class SFTTrainer:
         self.logger = None
         if dist.is_main:
             self.logger = MetricsLogger(self.paths.log_dir, config.logger, to_dict(config), resume_step=self.step)
+
+    @property
+    def model(self):
+        """The policy's (sharded) module."""
+        return self.policy.model
 
     # ---- setup --------------------------------------------------------------------------------------------
 
@@ -164,32 +156,6 @@ class SFTTrainer:
             total = min(total, self.config.sft.max_num_steps)
         return total
 
-    def _build_model(self) -> None:
-        policy, dtensor = self.config.policy, self.config.policy.dtensor_cfg
-        tp = dtensor.tensor_parallel_size
-        self.mesh = build_mesh(self.dist.device.type, self.dist.world_size, tp)
-        self.dp_rank, self.dp_group = self.mesh["dp"].get_local_rank(), self.mesh["dp"].get_group()
-        model = load_model(policy.model_name)
-        check_tensor_parallel(model.config, tp)
-        self.fingerprint, self.num_params = model_fingerprint(model), count_parameters(model)
-        self.attn_implementation = model.config._attn_implementation or "sdpa"
-        if dtensor.activation_checkpointing:
-            enable_activation_checkpointing(model)
-        if tp > 1:
-            if dtensor.sequence_parallel:
-                log.warning("policy.dtensor_cfg.sequence_parallel is not implemented yet: ignored (TP without SP)")
-            apply_tensor_parallel(model, self.mesh["tp"])
-        if self.dist.device.type == "cpu" and self.config.policy.precision == "bfloat16":
-            # CPU bf16 matmuls are slow or emulated and gloo gains nothing from bf16 reductions; float32 also
-            # keeps CPU runs exactly comparable across micro-batch sizes, packing and DP layouts (the tests)
-            log.info("CPU run: training in float32 (bf16 mixed precision is used on GPUs only)")
-        offload = dtensor.cpu_offload and self.dist.device.type == "cuda"
-        if dtensor.cpu_offload and not offload:
-            log.info("CPU run: policy.dtensor_cfg.cpu_offload has nothing to do (parameters are in CPU memory)")
-        apply_fsdp(model, self.mesh["dp"], self.mixed_precision, offload)
-        model.train()
-        self.model = model
-
     def _resume(self) -> None:
         if not self.config.checkpointing.enabled:
             return
@@ -199,10 +165,7 @@ class SFTTrainer:
         path = ckpt.latest_checkpoint(directory)
         if path is None:
             return
-        state = ckpt.read_trainer_state(path)
-        ckpt.check_fingerprint(path, state, self.fingerprint, self.config.policy.model_name)
-        ckpt.load_checkpoint(path, self.model, self.optimizer)
-        self.scheduler.load_state_dict(state["scheduler"])
+        state = self.policy.load_checkpoint(path)
         self.step = self.last_saved_step = state["step"]
         self.position = DataPosition(state["epoch"], state["index"])
         log.info("resumed from %s (step %d, epoch %d, sample %d of the epoch)", path, self.step,
@@ -214,35 +177,28 @@ class SFTTrainer:
         """Forward (and backward when `train`) over this rank's samples of a global batch; collective over DP."""
         import torch
 
-        policy = self.config.policy
+        policy, device, group = self.config.policy, self.dist.device, self.policy.dp_group
         capacity = policy.max_total_sequence_length if policy.sequence_packing.enabled else None
         micro_batches = make_micro_batches(samples, policy.train_micro_batch_size, self.pad_id, capacity) \
             if samples else []  # fmt: skip
-        # FSDP's collectives need every rank to run as many passes: pad with passes that train nothing
-        num_micro = int(all_reduce(len(micro_batches), self.dp_group, self.dist.device, op="max"))
-        micro_batches += [dummy_micro_batch(self.pad_id)] * (num_micro - len(micro_batches))
         counts = torch.tensor([sum(mb.num_valid_tokens for mb in micro_batches),
                                sum(mb.num_tokens for mb in micro_batches),
-                               sum(s.overlong for s in samples)], dtype=torch.float64, device=self.dist.device)  # fmt: skip
-        torch.distributed.all_reduce(counts, group=self.dp_group)
+                               sum(s.overlong for s in samples)], dtype=torch.float64, device=device)  # fmt: skip
+        torch.distributed.all_reduce(counts, group=group)
         global_valid = float(counts[0])
-        loss_sum = torch.zeros((), dtype=torch.float32, device=self.dist.device)
-        for micro_batch in micro_batches:
-            inputs, labels = micro_batch.model_inputs(self.attn_implementation, self.compute_dtype, self.dist.device)
-            with torch.set_grad_enabled(train):
-                logits = self.model(**inputs).logits
-                loss = normalized_loss(logits, labels, global_valid)
-            if train:
-                # FSDP averages gradients over DP ranks; scaling by dp_size turns that into the sum we need
-                (loss * self.dp_size).backward()
-            loss_sum += loss.detach()
-        total_loss = all_reduce(float(loss_sum), self.dp_group, self.dist.device)
-        return BatchStats(total_loss, int(counts[0]), int(counts[1]), int(counts[2]), num_micro)
+
+        def sft_loss(logits, labels, _micro_batch):
+            loss = normalized_loss(logits, labels, global_valid)
+            return loss, {"loss": loss}
+
+        metrics = self.policy.forward_backward(micro_batches, sft_loss, train=train)
+        total_loss = all_reduce(sum(float(m["loss"]) for m in metrics), group, device)
+        return BatchStats(total_loss, int(counts[0]), int(counts[1]), int(counts[2]), len(micro_batches))
 
     def forward_backward(self, indices: list[int]) -> BatchStats:
         """Gradients of the global batch `indices` (sample positions in the training data) in `.grad`."""
         local = shard_for_rank(indices, self.dp_rank, self.dp_size)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.policy.zero_grad()
         return self.run_global_batch([self.train_data.samples[i] for i in local], train=True)
 
     def train_step(self) -> dict:
@@ -254,11 +210,10 @@ class SFTTrainer:
                                     self.config.policy.train_global_batch_size, self.config.sft.seed)  # fmt: skip
         epoch = self.position.epoch  # the batch's epoch: drawing it moved to the next epoch if needed
         stats = self.forward_backward(indices)
-        grad_norm = clip_grad_norm_(self.model.parameters(), self.config.policy.max_grad_norm)
-        lr = self.scheduler.get_last_lr()[0]
-        if stats.num_valid_tokens > 0:  # nothing to learn from: no update (AdamW would still decay weights)
-            self.optimizer.step()
-        self.scheduler.step()
+        lr = self.policy.get_lr()
+        # nothing to learn from: no update (AdamW would still decay the weights)
+        grad_norm = self.policy.optimizer_step(self.config.policy.max_grad_norm, skip=stats.num_valid_tokens == 0)
+        self.policy.scheduler_step()
         self.step += 1
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize(self.dist.device)
@@ -279,22 +234,19 @@ class SFTTrainer:
             "num_overlong_samples": stats.num_overlong,
             "step_time_s": seconds,
             "tokens_per_sec_per_gpu": stats.num_valid_tokens / seconds / world,
-            "mfu": model_flops_utilization(self.num_params, tokens_per_gpu, self.peak_flops),
+            "mfu": model_flops_utilization(self.policy.num_params, tokens_per_gpu, self.peak_flops),
             "peak_memory_gib": peak_memory_gib(self.dist.device),
         }
 
     def validate(self) -> float | None:
         """Token-mean NLL over the first `sft.val_batches` global batches of the validation data."""
-        import torch
-
         size = self.config.sft.val_batches * self.config.policy.train_global_batch_size
         samples = self.val_data.samples[:size]
         start = self.dp_rank * len(samples) // self.dp_size
         end = (self.dp_rank + 1) * len(samples) // self.dp_size
-        self.model.eval()
-        with torch.no_grad():
-            stats = self.run_global_batch(samples[start:end], train=False)
-        self.model.train()
+        self.policy.eval()
+        stats = self.run_global_batch(samples[start:end], train=False)
+        self.policy.train()
         return stats.loss if stats.num_valid_tokens else None
 
     # ---- the run ------------------------------------------------------------------------------------------------
@@ -310,26 +262,15 @@ class SFTTrainer:
         if not self.config.checkpointing.enabled or self.step == self.last_saved_step:
             return
         state = {"step": self.step, "epoch": self.position.epoch, "index": self.position.index,
-                 "scheduler": self.scheduler.state_dict(), "fingerprint": self.fingerprint,
-                 "model_name": self.config.policy.model_name,
-                 "tokenizer": self.config.policy.tokenizer or self.config.policy.model_name,
-                 "config": to_dict(self.config)}  # fmt: skip
-        ckpt.save_checkpoint(self.paths.checkpoint_dir, self.step, self.model, self.optimizer, state,
-                             self.config.checkpointing.keep_last_k)  # fmt: skip
+                 "tokenizer": self.tokenizer_dir, "config": to_dict(self.config)}  # fmt: skip
+        self.policy.save_checkpoint(self.paths.checkpoint_dir, self.step, state, self.config.checkpointing.keep_last_k)
         self.last_saved_step = self.step
 
     def export(self) -> Path:
         """The trained model as an HF directory (collective: every rank takes part in the gather)."""
-        import torch
-
-        state_dict = gather_full_state_dict(self.model)
-        if self.dist.is_main:
-            dtype = torch.bfloat16 if self.mixed_precision else torch.float32
-            save_hf_model(state_dict, self.config.policy.model_name, self.paths.final_hf_path, dtype,
-                          tokenizer_dir=self.config.policy.tokenizer or self.config.policy.model_name)  # fmt: skip
-            log.info("exported %s", self.paths.final_hf_path)
-        torch.distributed.barrier()
-        return self.paths.final_hf_path
+        path = self.policy.export_hf(self.paths.final_hf_path, self.tokenizer_dir)
+        log.info("exported %s", path)
+        return path
 
     def fit(self) -> dict:
         """Train to the end (or the deadline); returns the summary written to metrics.json."""
@@ -337,8 +278,8 @@ class SFTTrainer:
         summary = {"status": "finished", "total_steps": self.total_steps, "resumed_from_step": self.step,
                    "num_train_samples": len(self.train_data.samples),
                    "num_overlong_train_samples": self.train_data.num_overlong,
-                   "num_parameters": self.num_params, "world_size": self.dist.world_size,
-                   "data_parallel_size": self.dp_size}  # fmt: skip
+                   "num_parameters": self.policy.num_params, "world_size": self.dist.world_size,
+                   "data_parallel_size": self.dp_size, "backend": self.policy.backend}  # fmt: skip
         if sft.val_at_start and self.step == 0:
             summary["val_loss_at_start"] = self.validate()
         rows = []
@@ -368,17 +309,6 @@ class SFTTrainer:
             log.info("step %d/%d loss %s grad_norm %.4f lr %.3g tokens/s/gpu %.0f%s", row["step"], self.total_steps,
                      _fmt(row["loss"]), row["grad_norm"], row["lr"], row["tokens_per_sec_per_gpu"],
                      f" val_loss {_fmt(row['val_loss'])}" if "val_loss" in row else "")  # fmt: skip
-
-
-def enable_activation_checkpointing(model) -> None:
-    """Recompute each decoder layer's activations in backward (transformers' per-layer, non-reentrant
-    checkpointing). It checkpoints the layer's `forward` inside its `__call__`, so FSDP's all-gather hooks stay
-    outside the recomputed region, as with torchtitan's checkpoint_wrapper."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _fmt(value: float | None) -> str:

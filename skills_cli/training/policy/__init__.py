@@ -1,0 +1,38 @@
+"""Policy backends behind one interface (`base.Policy`): `dtensor` (FSDP2 + DTensor TP) and `megatron`
+(megatron-core). `build_policy` picks one from the `policy` config section that SFT and GRPO share."""
+
+from __future__ import annotations
+
+from skills_cli.common.errors import UserError
+from skills_cli.training.config import PolicyConfig
+from skills_cli.training.policy.base import LossFn, Policy
+
+BACKENDS = ("dtensor", "megatron")
+
+__all__ = ["BACKENDS", "LossFn", "Policy", "build_policy", "policy_backend"]
+
+
+def policy_backend(config: PolicyConfig, requested: str | None = None) -> str:
+    """The backend to use: `requested` (e.g. SFT's `backend` key) when given, else NeMo-RL's rule
+    (megatron_cfg.enabled selects megatron, otherwise dtensor)."""
+    backend = requested or ("megatron" if config.megatron_cfg.enabled else "dtensor")
+    if backend not in BACKENDS:
+        raise UserError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "dtensor" and not config.dtensor_cfg.enabled:
+        raise UserError("policy.dtensor_cfg.enabled=false leaves no backend to train with; use backend=dtensor "
+                        "with dtensor_cfg enabled, or backend=megatron")  # fmt: skip
+    return backend
+
+
+def build_policy(config: PolicyConfig, dist, total_steps: int, backend: str | None = None, seed: int = 42) -> Policy:
+    """The policy for this rank: loads the model from `config.model_name`, shards it, builds the optimizer and
+    a schedule over `total_steps` optimizer steps. Collective (every rank calls it). `seed` seeds what the
+    backend initialises randomly itself (megatron's RNG tracker); the weights come from the HF model."""
+    backend = policy_backend(config, backend)
+    if backend == "megatron":
+        from skills_cli.training.policy.megatron import MegatronPolicy
+
+        return MegatronPolicy(config, dist, total_steps, seed=seed)
+    from skills_cli.training.policy.dtensor import DTensorPolicy
+
+    return DTensorPolicy(config, dist, total_steps)

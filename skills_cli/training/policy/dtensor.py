@@ -1,0 +1,173 @@
+"""The dtensor policy: an HF causal LM sharded with FSDP2 over data parallelism, optional DTensor tensor
+parallelism, AdamW and the LambdaLR schedule, DCP checkpoints and the HF export.
+
+The building blocks live in `parallel.py` (mesh, TP plan, FSDP, gradient clipping), `model.py` (loading,
+fingerprint), `optim.py`, `checkpoint.py` and `export.py`; this class puts them together behind `Policy`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from skills_cli.common.errors import UserError
+from skills_cli.training import checkpoint as ckpt
+from skills_cli.training.batching import dummy_micro_batch
+from skills_cli.training.config import PolicyConfig
+from skills_cli.training.export import gather_full_state_dict, save_hf_model
+from skills_cli.training.model import count_parameters, load_model, model_fingerprint
+from skills_cli.training.optim import build_optimizer, build_scheduler
+from skills_cli.training.parallel import (
+    Distributed,
+    all_reduce,
+    apply_fsdp,
+    apply_tensor_parallel,
+    build_mesh,
+    check_tensor_parallel,
+    clip_grad_norm_,
+)
+from skills_cli.training.policy.base import LossFn, Policy
+
+log = logging.getLogger("skills_cli.sft")
+
+
+class DTensorPolicy(Policy):
+    backend = "dtensor"
+
+    def __init__(self, config: PolicyConfig, dist: Distributed, total_steps: int):
+        import torch
+
+        self.config, self.dist, self.device = config, dist, dist.device
+        self.mixed_precision = config.precision == "bfloat16" and dist.device.type == "cuda"
+        self.compute_dtype = torch.bfloat16 if self.mixed_precision else torch.float32
+        self._build_model()
+        self.optimizer = build_optimizer(self.model.parameters(), config.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, config.scheduler, total_steps)
+
+    def _build_model(self) -> None:
+        config, dtensor = self.config, self.config.dtensor_cfg
+        tp = dtensor.tensor_parallel_size
+        self.mesh = build_mesh(self.device.type, self.dist.world_size, tp)
+        self.dp_rank, self.dp_group = self.mesh["dp"].get_local_rank(), self.mesh["dp"].get_group()
+        self.dp_size = self.mesh["dp"].size()
+        model = load_model(config.model_name)
+        check_tensor_parallel(model.config, tp)
+        self.fingerprint, self.num_params = model_fingerprint(model), count_parameters(model)
+        self.attn_implementation = model.config._attn_implementation or "sdpa"
+        if dtensor.activation_checkpointing:
+            enable_activation_checkpointing(model)
+        if tp > 1:
+            if dtensor.sequence_parallel:
+                log.warning("policy.dtensor_cfg.sequence_parallel is not implemented yet: ignored (TP without SP)")
+            apply_tensor_parallel(model, self.mesh["tp"])
+        if self.device.type == "cpu" and config.precision == "bfloat16":
+            # CPU bf16 matmuls are slow or emulated and gloo gains nothing from bf16 reductions; float32 also
+            # keeps CPU runs exactly comparable across micro-batch sizes, packing and DP layouts (the tests)
+            log.info("CPU run: training in float32 (bf16 mixed precision is used on GPUs only)")
+        offload = dtensor.cpu_offload and self.device.type == "cuda"
+        if dtensor.cpu_offload and not offload:
+            log.info("CPU run: policy.dtensor_cfg.cpu_offload has nothing to do (parameters are in CPU memory)")
+        apply_fsdp(model, self.mesh["dp"], self.mixed_precision, offload)
+        model.train()
+        self.model = model
+
+    # ---- compute ------------------------------------------------------------------------------------------
+
+    def forward_backward(self, micro_batches: list, loss_fn: LossFn, train: bool) -> list[dict]:
+        import torch
+
+        # FSDP's collectives need every DP rank to run as many passes: the extra ones train nothing
+        passes = int(all_reduce(len(micro_batches), self.dp_group, self.device, op="max"))
+        metrics = []
+        with torch.set_grad_enabled(train):
+            for micro_batch in micro_batches:
+                inputs, labels = micro_batch.model_inputs(self.attn_implementation, self.compute_dtype, self.device)
+                logits = self.model(**inputs).logits
+                loss, values = loss_fn(logits, labels, micro_batch)
+                if train:
+                    # FSDP averages gradients over DP ranks; scaling by dp_size turns that into the sum we need
+                    (loss * self.dp_size).backward()
+                metrics.append(_detached(values))
+            for _ in range(passes - len(micro_batches)):
+                self._empty_pass(train)
+        return metrics
+
+    def _empty_pass(self, train: bool) -> None:
+        """A one-token forward (and a zero backward) that only joins the other ranks' FSDP collectives."""
+        inputs, _ = dummy_micro_batch(0).model_inputs(self.attn_implementation, self.compute_dtype, self.device)
+        logits = self.model(**inputs).logits
+        if train:
+            (logits.sum() * 0.0).backward()
+
+    def optimizer_step(self, max_grad_norm: float | None, skip: bool = False) -> float:
+        grad_norm = clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        if not skip:
+            self.optimizer.step()
+        self.zero_grad()
+        return grad_norm
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train(self) -> None:
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def scheduler_step(self) -> None:
+        self.scheduler.step()
+
+    def get_lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    # ---- checkpoints and export ---------------------------------------------------------------------------
+
+    def save_checkpoint(self, checkpoint_dir: str | Path, step: int, trainer_state: dict, keep_last_k: int) -> Path:
+        state = {**trainer_state, "backend": self.backend, "scheduler": self.scheduler.state_dict(),
+                 "fingerprint": self.fingerprint, "model_name": self.config.model_name}  # fmt: skip
+        return ckpt.save_checkpoint(checkpoint_dir, step, self.model, self.optimizer, state, keep_last_k)
+
+    def load_checkpoint(self, path: str | Path) -> dict:
+        path = Path(path)
+        state = ckpt.read_trainer_state(path)
+        check_backend(path, state, self.backend)
+        ckpt.check_fingerprint(path, state, self.fingerprint, self.config.model_name)
+        ckpt.load_checkpoint(path, self.model, self.optimizer)
+        self.scheduler.load_state_dict(state["scheduler"])
+        return state
+
+    def full_hf_state_dict(self) -> dict:
+        return gather_full_state_dict(self.model)
+
+    def export_hf(self, path: str | Path, tokenizer_dir: str | Path) -> Path:
+        import torch
+
+        state_dict = self.full_hf_state_dict()
+        if self.dist.is_main:
+            save_hf_model(state_dict, self.config.model_name, path, self.compute_dtype, tokenizer_dir=tokenizer_dir)
+        torch.distributed.barrier()
+        return Path(path)
+
+
+def check_backend(path: Path, state: dict, backend: str) -> None:
+    """A checkpoint resumes only on the backend that wrote it (their sharded layouts differ)."""
+    saved = state.get("backend", "dtensor")  # checkpoints from before the megatron backend are dtensor's
+    if saved != backend:
+        raise UserError(f"checkpoint {path} was written by backend={saved}, this run uses backend={backend}; "
+                        f"convert it to HF (ns convert) and start from that, or use a new checkpoint directory")  # fmt: skip
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in backward (transformers' per-layer, non-reentrant
+    checkpointing). It checkpoints the layer's `forward` inside its `__call__`, so FSDP's all-gather hooks stay
+    outside the recomputed region, as with torchtitan's checkpoint_wrapper."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _detached(values: dict) -> dict:
+    return {key: value.detach() if hasattr(value, "detach") else value for key, value in values.items()}

@@ -19,6 +19,7 @@ from skills_cli.pipeline.commands import (
     START_SERVER,
     STATUS,
     SUMMARIZE_RESULTS,
+    TRAIN_GRPO,
     TRAIN_SFT,
 )
 from skills_cli.pipeline.options import wrap_arguments
@@ -30,6 +31,7 @@ prepare_data = PREPARE_DATA.python_api
 eval = EVAL.python_api  # noqa: A001  (the command's name, as in NeMo-Skills)
 summarize_results = SUMMARIZE_RESULTS.python_api
 train_sft = TRAIN_SFT.python_api
+train_grpo = TRAIN_GRPO.python_api
 setup = SETUP.python_api
 status = STATUS.python_api
 logs = LOGS.python_api
@@ -37,5 +39,5 @@ cancel = CANCEL.python_api
 
 __all__ = [
     "cancel", "eval", "generate", "logs", "prepare_data", "run_cmd", "setup", "start_server", "status",
-    "summarize_results", "train_sft", "wrap_arguments",
+    "summarize_results", "train_grpo", "train_sft", "wrap_arguments",
 ]  # fmt: skip

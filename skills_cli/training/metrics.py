@@ -91,8 +91,10 @@ def _scalars(row: dict) -> dict[str, float]:
 class MetricsLogger:
     """Writes one row per step to metrics.jsonl and the enabled trackers; `finish` writes metrics.json."""
 
-    def __init__(self, log_dir: Path, config: LoggerConfig, run_config: dict, resume_step: int = 0):
+    def __init__(self, log_dir: Path, config: LoggerConfig, run_config: dict, resume_step: int = 0,
+                 job_type: str = "sft"):  # fmt: skip
         check_trackers(config)
+        self.job_type = job_type
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.log_dir / "metrics.jsonl"
@@ -117,7 +119,7 @@ class MetricsLogger:
         import wandb
 
         return wandb.init(project=config.wandb.project, name=config.wandb.name, dir=str(self.log_dir),
-                          config=run_config, job_type="sft")  # fmt: skip
+                          config=run_config, job_type=self.job_type)  # fmt: skip
 
     def _start_swanlab(self, config: LoggerConfig, run_config: dict):
         import swanlab
@@ -134,12 +136,35 @@ class MetricsLogger:
             else:
                 tracker.log(scalars, step=step)
 
-    def finish(self, summary: dict) -> None:
+    def log_table(self, name: str, rows: list[dict], step: int) -> None:
+        """Rows of text (e.g. validation generations): appended to `<name>.jsonl` in the log directory and
+        logged as a table to wandb / swanlab (tensorboard gets them as text)."""
+        if not rows:
+            return
+        file_name = name.replace("/", "_") + ".jsonl"
+        with DurableAppender(self.log_dir / file_name) as appender:
+            for row in rows:
+                appender.append({"step": step, **row})
+        columns = list(rows[0])
+        for kind, tracker in self._trackers:
+            if kind == "wandb":
+                import wandb
+
+                tracker.log({name: wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])},
+                            step=step)  # fmt: skip
+            elif kind == "swanlab":
+                import swanlab
+
+                tracker.log({name: [swanlab.Text(json.dumps(r, ensure_ascii=False)) for r in rows]}, step=step)
+            else:
+                tracker.add_text(name, "\n\n".join(json.dumps(r, ensure_ascii=False) for r in rows), step)
+
+    def finish(self, summary: dict, summary_name: str = "metrics.json") -> None:
         self._appender.close()
         text = json.dumps(summary, indent=2, default=str)
-        tmp = self.log_dir / ".metrics.json.tmp"
+        tmp = self.log_dir / f".{summary_name}.tmp"
         tmp.write_text(text + "\n")
-        tmp.replace(self.log_dir / "metrics.json")
+        tmp.replace(self.log_dir / summary_name)
         for kind, tracker in self._trackers:
             if kind == "tensorboard":
                 tracker.close()

@@ -8,7 +8,7 @@ from skills_cli.pipeline.commands.generate import GENERATE
 from skills_cli.pipeline.commands.run_cmd import RUN_CMD
 from skills_cli.pipeline.commands.setup import SETUP
 from skills_cli.pipeline.commands.start_server import START_SERVER
-from skills_cli.pipeline.commands.train import TRAIN_SFT
+from skills_cli.pipeline.commands.train import TRAIN_GRPO, TRAIN_SFT
 
 COMMANDS = (
     RUN_CMD,
@@ -18,6 +18,7 @@ COMMANDS = (
     EVAL,
     SUMMARIZE_RESULTS,
     TRAIN_SFT,
+    TRAIN_GRPO,
     SETUP,
     STATUS,
     LOGS,

@@ -1,4 +1,4 @@
-"""`ns train sft` (also reachable as `ns nemo_rl sft`, seed 003's spelling): SFT as a torchrun job.
+"""`ns train sft` and `ns train grpo` (also `ns nemo_rl sft|grpo`, seed 003's spelling) as torchrun jobs.
 
     ns train sft --backend dtensor --hf_model /workspace/Qwen2.5-14B-Instruct --training_data /workspace/sft.jsonl \
         --output_dir /workspace/training --num_nodes 1 --num_gpus 8 --final_hf_path /workspace/improved-hf \
@@ -9,6 +9,10 @@ The `++` overrides are checked against the trainer's typed config before submiss
 parallel layout (global batch vs micro-batch x data-parallel size, tensor parallel vs attention heads when the
 model's config is readable here). Multi-node jobs start one torchrun per node with a c10d rendezvous on the
 first node. With `--dependent_jobs N` each copy resumes from the latest checkpoint.
+
+GRPO takes the same options; its `++` keys are NeMo-RL's grpo_math names (`++grpo.num_prompts_per_step=32
+++grpo.num_generations_per_prompt=16 ++loss_fn.use_importance_sampling_correction=true`), and the rollout
+batch is checked against the global batch and the data-parallel size before submission.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from skills_cli.pipeline.options import PARTITION, SUBMIT_OPTIONS, TIME, Command
 from skills_cli.pipeline.render import HEAD_NODE_ENV
 from skills_cli.pipeline.shell import Raw, quote_argv
 from skills_cli.training.config import SFTConfig, check_parallel_layout
+from skills_cli.training.grpo_config import GRPOConfig, check_grpo_layout
 
 RENDEZVOUS_PORT = 29500
 
 TRAIN_SFT_OPTIONS = (
     Option("backend", str, "dtensor", "Policy backend.", choices=("dtensor", "megatron")),
     Option("hf_model", str, ..., "Hugging Face model folder (weights + tokenizer) to start from."),
-    Option("training_data", str, ..., "SFT data: JSONL with `messages`, or `input`/`output`."),
+    Option("training_data", str, ..., "JSONL: SFT rows with `messages` or `input`/`output`; GRPO problems with "
+           "`problem` and `expected_answer`."),
     Option("validation_data", str | None, None, "Validation JSONL (validation loss every ++sft.val_period steps)."),
     Option("output_dir", str, ..., "Checkpoints, logs and metrics go here."),
     Option("final_hf_path", str | None, None, "Export the final model (safetensors + tokenizer) here."),
@@ -59,7 +65,7 @@ def launcher_overrides(values: dict) -> list[str]:
         args.append(f"++data.val_data={values['validation_data']}")
     if values["final_hf_path"]:
         args.append(f"++final_hf_path={values['final_hf_path']}")
-    name = values["wandb_name"] or values["expname"] or "sft"
+    name = values["wandb_name"] or values["expname"] or values.get("algorithm", "sft")
     if values["wandb_project"] and not values["disable_wandb"]:
         args += ["++logger.wandb_enabled=true", f"++logger.wandb.project={values['wandb_project']}",
                  f"++logger.wandb.name={name}"]  # fmt: skip
@@ -89,7 +95,7 @@ def check_model(values: dict, config: SFTConfig, cluster: ClusterConfig) -> None
         raise UserError(f"--training_data {values['training_data']!r} does not exist")
 
 
-def torchrun_script(values: dict, cluster: ClusterConfig, overrides: list[str]) -> str:
+def torchrun_script(values: dict, cluster: ClusterConfig, overrides: list[str], module: str = "skills_cli.training.sft") -> str:
     nodes, gpus = values["num_nodes"], values["num_gpus"]
     argv = [cluster.python_executable, "-m", "torch.distributed.run", f"--nproc_per_node={max(gpus, 1)}"]
     if nodes > 1:
@@ -97,29 +103,40 @@ def torchrun_script(values: dict, cluster: ClusterConfig, overrides: list[str]) 
                  Raw(f'--rdzv_endpoint="${HEAD_NODE_ENV}:{RENDEZVOUS_PORT}"'), Raw('--rdzv_id="$SLURM_JOB_ID"')]  # fmt: skip
     else:
         argv.append("--standalone")
-    argv += ["-m", "skills_cli.training.sft", *launcher_overrides(values), *overrides]
+    argv += ["-m", module, *launcher_overrides(values), *overrides]
     return quote_argv(argv)
 
 
-def train_sft_impl(extra: WrappedArguments, **values) -> Submission:
+def _train_impl(algorithm: str, extra: WrappedArguments, values: dict) -> Submission:
+    """Validate the trainer's config and layout here, then submit one torchrun job named after the algorithm."""
     ensure_log_dir_is_absolute(values["log_dir"])
+    values = {**values, "algorithm": algorithm}
     overrides = list(extra.args)
     launcher = launcher_overrides(values)
-    config = load_config(SFTConfig, [*launcher, *overrides], where="train sft")
+    config_class, check_layout = (SFTConfig, check_parallel_layout) if algorithm == "sft" else (GRPOConfig, check_grpo_layout)
+    config = load_config(config_class, [*launcher, *overrides], where=f"train {algorithm}")
     if config.backend != values["backend"]:
-        raise UserError("train sft: choose the backend with --backend, not ++backend")
+        raise UserError(f"train {algorithm}: choose the backend with --backend, not ++backend")
     cluster = load_cluster_config(values["cluster"], values["config_dir"])
-    check_parallel_layout(config, values["num_nodes"] * max(values["num_gpus"], 1))
+    check_layout(config, values["num_nodes"] * max(values["num_gpus"], 1))
     check_model(values, config, cluster)
     env = {"HF_HOME": values["cache_dir"]} if values["cache_dir"] else {}
-    command = Command(argv=("bash", "-c", torchrun_script(values, cluster, overrides)), container=values["container"],
-                      gpus=values["num_gpus"])  # fmt: skip
-    job = Job(name="sft", commands=(command,), env=env,
+    script = torchrun_script(values, cluster, overrides, module=f"skills_cli.training.{algorithm}")
+    command = Command(argv=("bash", "-c", script), container=values["container"], gpus=values["num_gpus"])
+    job = Job(name=algorithm, commands=(command,), env=env,
               resources=Resources(nodes=values["num_nodes"], gpus_per_node=values["num_gpus"],
                                   time_limit=values["time"], partition=values["partition"]))  # fmt: skip
     from skills_cli.pipeline.commands.run_cmd import log_change
 
-    return submit_jobs([job], cluster, submit_options(values, default_expname="sft"), on_change=log_change)
+    return submit_jobs([job], cluster, submit_options(values, default_expname=algorithm), on_change=log_change)
+
+
+def train_sft_impl(extra: WrappedArguments, **values) -> Submission:
+    return _train_impl("sft", extra, values)
+
+
+def train_grpo_impl(extra: WrappedArguments, **values) -> Submission:
+    return _train_impl("grpo", extra, values)
 
 
 TRAIN_SFT = CommandSpec(
@@ -129,5 +146,16 @@ TRAIN_SFT = CommandSpec(
     options=TRAIN_SFT_OPTIONS,
     impl=train_sft_impl,
     extra_args="++key=value overrides of the SFT trainer",
+    groups=("train", "nemo_rl"),
+)
+
+
+TRAIN_GRPO = CommandSpec(
+    name="grpo",
+    help="GRPO on math problems (rollouts from our torch engine or colocated vLLM, math-grader reward) as a torchrun "
+    "job; ++key=value use NeMo-RL's grpo_math key names (++grpo.num_prompts_per_step, ++loss_fn.*, ...).",
+    options=TRAIN_SFT_OPTIONS,
+    impl=train_grpo_impl,
+    extra_args="++key=value overrides of the GRPO trainer",
     groups=("train", "nemo_rl"),
 )

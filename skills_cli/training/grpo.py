@@ -1,0 +1,545 @@
+"""The GRPO trainer (math): rollouts, math reward, group advantages, clipped policy loss with a KL penalty.
+
+    torchrun --nproc_per_node 8 -m skills_cli.training.grpo [--config grpo.yaml] \\
+        ++policy.model_name=/models/sft ++data.train_data=train.jsonl ++output_dir=/runs/grpo \\
+        ++grpo.num_prompts_per_step=32 ++grpo.num_generations_per_prompt=16
+
+Without torchrun it runs as one process. Keys are NeMo-RL's grpo_math names (`skills_cli/training/grpo_config.py`).
+One step, as NeMo-RL's `grpo_train` (the timers are the logged `timing/train/*` keys):
+  refit       the policy's weights into the rollout engine (only when they changed since the last refit)
+  generation  num_prompts_per_step x num_generations_per_prompt samples, data-parallel over ranks
+  reward_calculation   our math grader on the last \\boxed{} (timeout or error: 0)
+  policy_and_reference_logprobs   old logprobs recomputed by the trainer (with the sampling temperature), and the
+              reference model's when the KL penalty is on (a frozen copy of the starting weights)
+  policy_training   the rollout batch split into rollouts / train_global_batch_size optimizer steps, each a
+              global batch whose loss is normalized by its global valid-token count (`grpo_loss.py`)
+Validation (greedy pass@1 on data.val_data) runs every `grpo.val_period` steps; checkpoints every
+`checkpointing.save_period` steps, at the end, and before the job's deadline; the final model is exported to HF.
+
+Outputs under `output_dir`: checkpoints/, logs/metrics.jsonl (one row per step), logs/metrics.json (per-step
+series, NeMo-RL's functional-test layout, read by `check_metrics`), logs/summary.json, final_hf/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from skills_cli.common.errors import UserError, exits_on_user_error
+from skills_cli.common.overrides import load_config_from_argv
+from skills_cli.common.typed_config import to_dict
+from skills_cli.training import checkpoint as ckpt
+from skills_cli.training import grpo_rollout as rollouts_lib
+from skills_cli.training.check_metrics import _series_from_rows
+from skills_cli.training.data import DataPosition, next_global_batch
+from skills_cli.training.grpo_config import GRPOConfig, check_grpo_layout
+from skills_cli.training.grpo_data import Problem, load_problems, math_reward, stop_token_ids
+from skills_cli.training.grpo_loss import MAX_METRICS, MIN_METRICS, SUM_METRICS, LossTerms, clipped_pg_loss, \
+    group_advantages, token_logprobs  # fmt: skip
+from skills_cli.training.grpo_rollout import Rollout
+from skills_cli.training.metrics import MetricsLogger, check_trackers, model_flops_utilization, peak_flops, \
+    peak_memory_gib  # fmt: skip
+from skills_cli.training.model import check_model_path
+from skills_cli.training.parallel import Distributed, all_reduce, distributed_session
+from skills_cli.training.policy import build_policy
+from skills_cli.training.sft import _load_tokenizer, _pad_id, read_deadline, setup_logging
+
+log = logging.getLogger("skills_cli.grpo")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    checkpoint_dir: Path
+    log_dir: Path
+    final_hf_path: Path
+
+
+def resolve_paths(config: GRPOConfig) -> RunPaths:
+    if not config.output_dir:
+        raise UserError("output_dir is required (checkpoints, metrics and the final model go under it)")
+    output = Path(config.output_dir)
+    return RunPaths(Path(config.checkpointing.checkpoint_dir or output / "checkpoints"),
+                    Path(config.logger.log_dir or output / "logs"),
+                    Path(config.final_hf_path or output / "final_hf"))  # fmt: skip
+
+
+def check_config(config: GRPOConfig, world_size: int) -> int:
+    """Checks that need no model; returns the data-parallel size."""
+    check_model_path(config.policy.model_name)
+    check_trackers(config.logger)
+    if config.grpo.val_period or config.grpo.val_at_start:
+        if not config.data.val_data:
+            raise UserError("grpo.val_period / grpo.val_at_start need data.val_data")
+    budget = config.policy.max_total_sequence_length - config.policy.generation.max_new_tokens
+    if budget < 1:
+        raise UserError(f"policy.generation.max_new_tokens={config.policy.generation.max_new_tokens} leaves no room "
+                        f"for the prompt in policy.max_total_sequence_length={config.policy.max_total_sequence_length}")  # fmt: skip
+    if config.policy.generation.backend == "vllm" and world_size > 1 and config.policy.generation.vllm_cfg.tensor_parallel_size > 1:
+        raise UserError("policy.generation.vllm_cfg.tensor_parallel_size > 1 is not supported by the colocated "
+                        "rollout engine yet (each rank runs its own engine)")  # fmt: skip
+    return check_grpo_layout(config, world_size)
+
+
+class Timer:
+    """Named wall-clock sections of one step (`timing/train/<name>`), synchronizing the GPU at each end."""
+
+    def __init__(self, device):
+        self.device, self.seconds = device, {}
+
+    @contextmanager
+    def section(self, name: str):
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+class GRPOTrainer:
+    """One GRPO run on this rank."""
+
+    def __init__(self, config: GRPOConfig, dist: Distributed):
+        import torch
+
+        self.config, self.dist = config, dist
+        self.paths = resolve_paths(config)
+        self.dp_size = check_config(config, dist.world_size)
+        self.deadline = read_deadline()
+        policy = config.policy
+        self.tokenizer = _load_tokenizer(policy.tokenizer or policy.model_name)
+        self.pad_id = _pad_id(self.tokenizer)
+        self.stop_ids = stop_token_ids(self.tokenizer, policy.model_name)
+        prompt_budget = policy.max_total_sequence_length - policy.generation.max_new_tokens
+        self.problems = load_problems(config.data.train_data, self.tokenizer, config.data, prompt_budget)
+        self.val_problems = load_problems(config.data.val_data, self.tokenizer, config.data, prompt_budget)[
+            : config.grpo.max_val_samples] if config.data.val_data else []  # fmt: skip
+        if len(self.problems) < config.grpo.num_prompts_per_step:
+            raise UserError(f"{config.data.train_data} has {len(self.problems)} usable problems, fewer than "
+                            f"grpo.num_prompts_per_step={config.grpo.num_prompts_per_step}")  # fmt: skip
+        self.steps_per_epoch = len(self.problems) // config.grpo.num_prompts_per_step
+        self.total_steps = min(config.grpo.max_num_steps, self.steps_per_epoch * config.grpo.max_num_epochs)
+        self.optimizer_steps_per_step = config.rollouts_per_step // policy.train_global_batch_size
+        self.policy = build_policy(policy, dist, self.total_steps * self.optimizer_steps_per_step,
+                                   backend=config.backend, seed=config.grpo.seed)  # fmt: skip
+        self.dp_rank = self.policy.dp_rank
+        self.loss_terms = LossTerms.from_config(config.loss_fn)
+        self.reference = self._load_reference() if config.loss_fn.reference_policy_kl_penalty > 0 else None
+        self.engine = self._build_engine()
+        self.engine_is_stale = True
+        self.step, self.position = 0, DataPosition()
+        self.last_saved_step = -1
+        self._resume()
+        self.peak_flops = peak_flops(dist.device)
+        self.logger = None
+        if dist.is_main:
+            self.logger = MetricsLogger(self.paths.log_dir, config.logger, to_dict(config), resume_step=self.step,
+                                        job_type="grpo")  # fmt: skip
+        torch.manual_seed(config.grpo.seed)
+
+    # ---- setup --------------------------------------------------------------------------------------------
+
+    def _load_reference(self):
+        """The frozen starting policy for the KL penalty: a plain HF model in the compute dtype, no gradients.
+
+        Kept whole on each rank (a small model's footprint; NeMo-RL swaps reference weights in and out of the
+        sharded policy instead, which large models need)."""
+        import torch
+
+        from skills_cli.training.model import load_model
+
+        model = load_model(self.config.policy.model_name)
+        model.to(device=self.dist.device, dtype=self.policy.compute_dtype).eval().requires_grad_(False)
+        return model
+
+    def _build_engine(self):
+        generation = self.config.policy.generation
+        if generation.backend == "vllm":
+            from skills_cli.inference.engine.vllm_engine import VllmEngine
+
+            return VllmEngine.from_pretrained(self.config.policy.model_name,
+                                              gpu_memory_utilization=generation.vllm_cfg.gpu_memory_utilization,
+                                              max_seq_len=self.config.policy.max_total_sequence_length,
+                                              enforce_eager=generation.vllm_cfg.enforce_eager)  # fmt: skip
+        import torch
+
+        from skills_cli.inference.engine import TorchEngine
+
+        # the engine samples in the policy's compute dtype: fp32 on CPU, so generation and training logprobs agree
+        return TorchEngine.from_pretrained(self.config.policy.model_name, device=self.dist.device,
+                                           dtype=self.policy.compute_dtype if self.dist.device.type == "cuda" else torch.float32,
+                                           max_batch_size=generation.max_batch_size,
+                                           max_seq_len=self.config.policy.max_total_sequence_length)  # fmt: skip
+
+    def _resume(self) -> None:
+        if not self.config.checkpointing.enabled:
+            return
+        if self.dist.is_main:
+            ckpt.remove_partial_saves(self.paths.checkpoint_dir)
+        path = ckpt.latest_checkpoint(self.paths.checkpoint_dir)
+        if path is None:
+            return
+        state = self.policy.load_checkpoint(path)
+        if state.get("algorithm", "grpo") != "grpo":
+            raise UserError(f"{path} is a {state['algorithm']} checkpoint, not GRPO's; use another output_dir or "
+                            "start GRPO from its exported HF model (policy.model_name)")  # fmt: skip
+        self.step = self.last_saved_step = state["step"]
+        self.position = DataPosition(state["epoch"], state["index"])
+        self.engine_is_stale = True
+        log.info("resumed from %s (step %d)", path, self.step)
+
+    # ---- generation -----------------------------------------------------------------------------------------
+
+    def refit(self) -> None:
+        """Copy the policy's current weights into the rollout engine (collective)."""
+        state = self.policy.full_hf_state_dict()
+        state = rollouts_lib.broadcast_state_dict(state, self.dist.device)
+        self.engine.load_weights(state)
+        self.engine_is_stale = False
+
+    def generate(self, problems: list[Problem], samples_per_problem: int, seed: int, greedy: bool) -> list[Rollout]:
+        """Samples for this rank's problems (already this rank's share), in problem order, grouped."""
+        params = rollouts_lib.engine_sampling_params(self.config.policy.generation, self.stop_ids, seed, greedy)
+        prompts = [list(p.prompt_ids) for p in problems for _ in range(samples_per_problem)]
+        outputs = self.engine.generate(prompts, params) if prompts else []
+        rollouts = []
+        for index, output in enumerate(outputs):
+            problem = problems[index // samples_per_problem]
+            rollouts.append(Rollout(problem.prompt_ids, list(output.token_ids), list(output.logprobs),
+                                    output.finish_reason == "length", problem.expected_answer))  # fmt: skip
+        return rollouts
+
+    def score(self, rollouts: list[Rollout]) -> None:
+        env = self.config.env.math
+        for rollout in rollouts:
+            text = self.tokenizer.decode(rollout.response_ids, skip_special_tokens=True)
+            rollout.reward = math_reward(text, rollout.expected_answer, rollout.truncated, env)
+
+    # ---- logprobs and training --------------------------------------------------------------------------------
+
+    def compute_logprobs(self, rollouts: list[Rollout]) -> None:
+        """prev (trainer) and reference logprobs of each response token, with the sampling temperature."""
+        import torch
+
+        temperature = self.config.policy.generation.temperature
+        size = self.config.policy.logprob_batch_size or self.config.policy.train_micro_batch_size
+        batches = rollouts_lib.micro_batches(rollouts, size, self.pad_id)
+
+        def capture(logits, labels, micro_batch):
+            logprobs = token_logprobs(logits, labels, temperature)
+            return logprobs.sum() * 0.0, {"logprobs": logprobs.detach().float().cpu()}
+
+        self.policy.eval()
+        results = self.policy.forward_backward(batches, capture, train=False)
+        self.policy.train()
+        for index, (batch, result) in enumerate(zip(batches, results)):
+            chunk = rollouts[index * size : (index + 1) * size]
+            for rollout, values in zip(chunk, rollouts_lib.response_values(batch, result["logprobs"], chunk)):
+                rollout.prev_logprobs = values
+        if self.reference is None:
+            return
+        with torch.no_grad():
+            for index, batch in enumerate(batches):
+                chunk = rollouts[index * size : (index + 1) * size]
+                inputs, labels = batch.model_inputs(self.policy.attn_implementation, self.policy.compute_dtype,
+                                                    self.dist.device)  # fmt: skip
+                logprobs = token_logprobs(self.reference(**inputs).logits, labels, temperature)
+                for rollout, values in zip(chunk, rollouts_lib.response_values(batch, logprobs, chunk)):
+                    rollout.reference_logprobs = values
+
+    def train_on(self, rollouts: list[Rollout]) -> dict:
+        """Optimizer steps over this rank's rollouts, one global batch at a time; averaged diagnostics."""
+        import torch
+
+        per_rank = self.config.policy.train_global_batch_size // self.dp_size
+        totals = {name: 0.0 for name in (*SUM_METRICS, "num_tokens")}
+        extremes = {name: math.inf for name in MIN_METRICS} | {name: -math.inf for name in MAX_METRICS}
+        losses, grad_norms, lrs = [], [], []
+        for start in range(0, len(rollouts), per_rank):
+            chunk = rollouts[start : start + per_rank]
+            batches = rollouts_lib.micro_batches(chunk, self.config.policy.train_micro_batch_size, self.pad_id)
+            tokens = sum(float(b.loss_mask.sum()) for b in batches)
+            seqs = sum(r.loss_multiplier > 0 for r in chunk)
+            counts = torch.tensor([tokens, float(seqs)], dtype=torch.float64, device=self.dist.device)
+            torch.distributed.all_reduce(counts, group=self.policy.dp_group)
+            global_count = float(counts[0] if self.loss_terms.token_level_loss else counts[1])
+            loss_fn = self._loss_fn(global_count)
+            lrs.append(self.policy.get_lr())
+            results = self.policy.forward_backward(batches, loss_fn, train=True)
+            grad_norms.append(self.policy.optimizer_step(self.config.policy.max_grad_norm, skip=bool(counts[0] == 0)))
+            self.policy.scheduler_step()
+            losses.append(all_reduce(sum(float(r["loss"]) for r in results), self.policy.dp_group, self.dist.device))
+            for result in results:
+                for name in totals:
+                    totals[name] += result[name]
+                for name in MIN_METRICS:
+                    extremes[name] = min(extremes[name], result[name])
+                for name in MAX_METRICS:
+                    extremes[name] = max(extremes[name], result[name])
+        return self._reduce_diagnostics(totals, extremes) | {
+            "train/loss": statistics.fmean(losses), "train/grad_norm": statistics.fmean(grad_norms),
+            "train/lr": lrs[0]}  # fmt: skip
+
+    def _loss_fn(self, global_count: float):
+        terms, temperature = self.loss_terms, self.config.policy.generation.temperature
+
+        def loss_fn(logits, labels, batch):
+            device = logits.device
+            curr = token_logprobs(logits, labels, temperature)
+            ref = batch.reference_logprobs.to(device) if self.reference is not None else None
+            loss, metrics = clipped_pg_loss(curr, batch.prev_logprobs.to(device), batch.generation_logprobs.to(device),
+                                            ref, batch.advantages.to(device), batch.loss_mask.to(device),
+                                            batch.seq_weight.to(device), terms, global_count)  # fmt: skip
+            return loss, {**metrics, "loss": float(loss.detach())}
+
+        return loss_fn
+
+    def _reduce_diagnostics(self, totals: dict, extremes: dict) -> dict:
+        import torch
+
+        device = self.dist.device
+        names = list(totals)
+        summed = torch.tensor([totals[n] for n in names], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(summed, group=self.policy.dp_group)
+        lows = torch.tensor([extremes[n] for n in MIN_METRICS], dtype=torch.float64, device=device)
+        highs = torch.tensor([extremes[n] for n in MAX_METRICS], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(lows, op=torch.distributed.ReduceOp.MIN, group=self.policy.dp_group)
+        torch.distributed.all_reduce(highs, op=torch.distributed.ReduceOp.MAX, group=self.policy.dp_group)
+        values = dict(zip(names, summed.tolist()))
+        tokens = max(values.pop("num_tokens"), 1.0)
+        out = {f"train/{name}": value / tokens for name, value in values.items()}
+        out["train/kl_penalty"] = self.loss_terms.kl_penalty * out["train/kl"]
+        out.update({f"train/{n}": v for n, v in zip(MIN_METRICS, lows.tolist())})
+        out.update({f"train/{n}": v for n, v in zip(MAX_METRICS, highs.tolist())})
+        out["train/global_valid_toks"] = tokens
+        return {k: (v if math.isfinite(v) else None) for k, v in out.items()}
+
+    # ---- one step -----------------------------------------------------------------------------------------------
+
+    def my_problems(self, indices: list[int], problems: list[Problem]) -> list[Problem]:
+        from skills_cli.training.batching import shard_for_rank
+
+        return [problems[i] for i in shard_for_rank(indices, self.dp_rank, self.dp_size)]
+
+    def train_step(self) -> dict:
+        grpo = self.config.grpo
+        timer = Timer(self.dist.device)
+        start = time.perf_counter()
+        indices = next_global_batch(self.position, len(self.problems), grpo.num_prompts_per_step, grpo.seed)
+        with timer.section("refit"):
+            if self.engine_is_stale:
+                self.wake_engine()
+                self.refit()
+        with timer.section("generation"):
+            seed = rollouts_lib.sample_seed(grpo.seed, self.step, self.dp_rank)
+            rollouts = self.generate(self.my_problems(indices, self.problems), grpo.num_generations_per_prompt,
+                                     seed, greedy=False)  # fmt: skip
+            rollouts = rollouts_lib.share_across_model_parallel_peers(rollouts, self.dp_rank, self.dist.rank)
+            self.sleep_engine()
+        with timer.section("reward_calculation"):
+            self.score(rollouts)
+            self._set_advantages(rollouts)
+        with timer.section("policy_and_reference_logprobs"):
+            self.compute_logprobs(rollouts)
+        with timer.section("policy_training"):
+            train_metrics = self.train_on(rollouts)
+        self.engine_is_stale = True
+        self.step += 1
+        timer.seconds["total"] = time.perf_counter() - start
+        return self._step_metrics(rollouts, train_metrics, timer.seconds)
+
+    def _set_advantages(self, rollouts: list[Rollout]) -> None:
+        import torch
+
+        grpo = self.config.grpo
+        rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)
+        advantages = group_advantages(rewards, grpo.num_generations_per_prompt, grpo.use_leave_one_out_baseline,
+                                      grpo.normalize_rewards)  # fmt: skip
+        for rollout, advantage in zip(rollouts, advantages.tolist()):
+            rollout.advantage = advantage
+            if grpo.overlong_filtering and rollout.truncated:
+                rollout.loss_multiplier = 0.0
+
+    def _step_metrics(self, rollouts: list[Rollout], train_metrics: dict, seconds: dict) -> dict:
+        """Per-step row: global means over all ranks' rollouts (sums reduced over data parallelism)."""
+        import torch
+
+        group = self.policy.dp_group
+        device = self.dist.device
+        correct_lengths = [len(r.response_ids) for r in rollouts if r.reward > 0]
+        sums = torch.tensor([
+            len(rollouts), sum(r.reward for r in rollouts), sum(len(r.response_ids) for r in rollouts),
+            sum(not r.truncated for r in rollouts), sum(len(r.prompt_ids) for r in rollouts),
+            sum(r.num_tokens for r in rollouts), sum(r.advantage for r in rollouts), sum(correct_lengths),
+            len(correct_lengths), sum(r.loss_multiplier > 0 for r in rollouts),
+        ], dtype=torch.float64, device=device)  # fmt: skip
+        torch.distributed.all_reduce(sums, group=group)
+        (count, reward, gen_len, ended, prompt_len, tokens, adv_sum, correct_len, num_correct,
+         valid_seqs) = sums.tolist()  # fmt: skip
+        adv = torch.tensor([min((r.advantage for r in rollouts), default=math.inf),
+                            -max((r.advantage for r in rollouts), default=-math.inf)], dtype=torch.float64, device=device)  # fmt: skip
+        torch.distributed.all_reduce(adv, op=torch.distributed.ReduceOp.MIN, group=group)
+        world, total_s = self.dist.world_size, seconds["total"]
+        row = {
+            "step": self.step,
+            "train/reward": reward / count,
+            "train/accuracy": reward / count,
+            "train/advantages/mean": adv_sum / count,
+            "train/advantages/min": float(adv[0]),
+            "train/advantages/max": -float(adv[1]),
+            "train/generation_lengths": gen_len / count,
+            "train/correct_solution_generation_lengths": correct_len / num_correct if num_correct else None,
+            "train/fraction_of_samples_properly_ended": ended / count,
+            "train/mean_prompt_length": prompt_len / count,
+            "train/total_num_tokens": tokens,
+            "train/global_valid_seqs": valid_seqs,
+            **train_metrics,
+            **{f"timing/train/{name}": value for name, value in seconds.items()},
+            "performance/tokens_per_sec_per_gpu": tokens / total_s / world,
+            "performance/generation_tokens_per_sec_per_gpu": gen_len / max(seconds["generation"], 1e-9) / world,
+            "performance/policy_training_tokens_per_sec_per_gpu":
+                tokens / max(seconds["policy_training"], 1e-9) / world,
+            "performance/peak_memory_gib": peak_memory_gib(device),
+        }  # fmt: skip
+        training_rate = row["performance/policy_training_tokens_per_sec_per_gpu"]
+        row["performance/train_mfu"] = model_flops_utilization(self.policy.num_params, training_rate, self.peak_flops)
+        return row
+
+    # ---- validation ---------------------------------------------------------------------------------------------
+
+    def validate(self) -> dict:
+        """Greedy (or val_temperature) pass@1 over the validation problems, sharded over DP ranks."""
+        generation = self.config.policy.generation
+        indices = list(range(len(self.val_problems)))
+        share = len(indices) // self.dp_size
+        mine = [self.val_problems[i] for i in indices[self.dp_rank * share : (self.dp_rank + 1) * share]]
+        if self.dp_rank == self.dp_size - 1:
+            mine += [self.val_problems[i] for i in indices[self.dp_size * share :]]
+        if self.engine_is_stale:
+            self.wake_engine()
+            self.refit()
+        seed = rollouts_lib.sample_seed(self.config.grpo.seed, self.step, self.dp_rank, validation=True)
+        rollouts = self.generate(mine, 1, seed, greedy=generation.val_temperature == 0)
+        rollouts = rollouts_lib.share_across_model_parallel_peers(rollouts, self.dp_rank, self.dist.rank)
+        self.sleep_engine()
+        self.score(rollouts)
+        sums = all_reduce(sum(r.reward for r in rollouts), self.policy.dp_group, self.dist.device)
+        lengths = all_reduce(sum(len(r.response_ids) for r in rollouts), self.policy.dp_group, self.dist.device)
+        total = max(len(self.val_problems), 1)
+        self._log_val_generations(rollouts)
+        return {"validation/accuracy": sums / total, "validation/generation_lengths": lengths / total}
+
+    def _log_val_generations(self, rollouts: list[Rollout]) -> None:
+        count = self.config.logger.val_generations_to_log
+        if not count or not self.dist.is_main:
+            return
+        rows = [{"step": self.step, "prompt": self.tokenizer.decode(list(r.prompt_ids)),
+                 "response": self.tokenizer.decode(r.response_ids, skip_special_tokens=True),
+                 "expected_answer": r.expected_answer, "reward": r.reward} for r in rollouts[:count]]  # fmt: skip
+        self.logger.log_table("validation/generations", rows, self.step)
+
+    def wake_engine(self) -> None:
+        if self.dist.device.type == "cuda" and self.config.policy.generation.colocated.enabled:
+            self.engine.wake()
+
+    def sleep_engine(self) -> None:
+        """Colocated on a GPU: free the engine's KV cache while the policy trains."""
+        if self.dist.device.type == "cuda" and self.config.policy.generation.colocated.enabled:
+            self.engine.sleep()
+
+    # ---- the run ------------------------------------------------------------------------------------------------
+
+    def deadline_reached(self) -> bool:
+        if self.deadline is None:
+            return False
+        late = time.time() >= self.deadline - self.config.checkpointing.save_before_deadline_seconds
+        return all_reduce(float(late), None, self.dist.device, op="max") > 0
+
+    def save(self) -> None:
+        if not self.config.checkpointing.enabled or self.step == self.last_saved_step:
+            return
+        state = {"algorithm": "grpo", "step": self.step, "epoch": self.position.epoch, "index": self.position.index,
+                 "model_name": self.config.policy.model_name, "config": to_dict(self.config)}  # fmt: skip
+        self.policy.save_checkpoint(self.paths.checkpoint_dir, self.step, state, self.config.checkpointing.keep_last_k)
+        self.last_saved_step = self.step
+
+    def fit(self) -> dict:
+        grpo = self.config.grpo
+        summary = {"status": "finished", "total_steps": self.total_steps, "resumed_from_step": self.step,
+                   "num_train_problems": len(self.problems), "num_val_problems": len(self.val_problems),
+                   "num_parameters": self.policy.num_params, "world_size": self.dist.world_size,
+                   "data_parallel_size": self.dp_size,
+                   "optimizer_steps_per_step": self.optimizer_steps_per_step}  # fmt: skip
+        if grpo.val_at_start and self.step == 0 and self.val_problems:
+            self._log({"step": 0, **self.validate()})
+        while self.step < self.total_steps:
+            row = self.train_step()
+            if grpo.val_period and self.step % grpo.val_period == 0:
+                row.update(self.validate())
+            self._log(row)
+            stop = self.deadline_reached()
+            if self.step % self.config.checkpointing.save_period == 0 or self.step == self.total_steps or stop:
+                self.save()
+            if stop:
+                summary["status"] = "stopped_before_deadline"
+                log.warning("stopping at step %d before the deadline; rerun to resume", self.step)
+                break
+        if summary["status"] == "finished":
+            tokenizer_dir = self.config.policy.tokenizer or self.config.policy.model_name
+            summary["final_hf_path"] = str(self.policy.export_hf(self.paths.final_hf_path, tokenizer_dir))
+        summary["final_step"] = self.step
+        if self.logger:
+            self.finish(summary)
+        return summary
+
+    def finish(self, summary: dict) -> None:
+        """metrics.json as per-step series (all steps, a resumed run's earlier ones too) and summary.json."""
+        from skills_cli.common.jsonl import read_jsonl
+
+        self.logger.finish(summary, summary_name="summary.json")
+        series = _series_from_rows(read_jsonl(self.logger.path))
+        text = json.dumps({name: {str(step): v for step, v in values.items()} for name, values in series.items()},
+                          indent=1)  # fmt: skip
+        tmp = self.paths.log_dir / ".metrics.json.tmp"
+        tmp.write_text(text + "\n")
+        tmp.replace(self.paths.log_dir / "metrics.json")
+
+    def _log(self, row: dict) -> None:
+        if self.logger:
+            self.logger.log(row)
+            log.info("step %d/%d reward %s loss %s mult_prob_error %s gen_len %s val %s", row["step"], self.total_steps,
+                     _fmt(row.get("train/reward")), _fmt(row.get("train/loss")),
+                     _fmt(row.get("train/token_mult_prob_error")), _fmt(row.get("train/generation_lengths")),
+                     _fmt(row.get("validation/accuracy")))  # fmt: skip
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def run(config: GRPOConfig) -> dict:
+    with distributed_session() as dist:
+        return GRPOTrainer(config, dist).fit()
+
+
+def parse_arguments(argv: list[str]) -> GRPOConfig:
+    return load_config_from_argv(GRPOConfig, argv, where="grpo")
+
+
+@exits_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    run(parse_arguments(sys.argv[1:] if argv is None else argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ from skills_cli.pipeline import (
     start_server,
     status,
     summarize_results,
+    train_grpo,
     train_sft,
     wrap_arguments,
 )
@@ -31,11 +32,11 @@ from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.store import Store
 
 EXPECTED_COMMANDS = ("run_cmd", "generate", "start_server", "prepare_data", "eval", "summarize_results", "sft",
-                     "setup", "status", "logs", "cancel")  # fmt: skip
+                     "grpo", "setup", "status", "logs", "cancel")  # fmt: skip
 API = {"run_cmd": run_cmd, "generate": generate, "start_server": start_server, "prepare_data": prepare_data,
-       "eval": evaluate, "summarize_results": summarize_results, "sft": train_sft, "setup": setup, "status": status, "logs": logs,
+       "eval": evaluate, "summarize_results": summarize_results, "sft": train_sft, "grpo": train_grpo, "setup": setup, "status": status, "logs": logs,
        "cancel": cancel}  # fmt: skip
-TOP_LEVEL = (*(c for c in EXPECTED_COMMANDS if c != "sft"), "train", "nemo_rl")  # `ns train sft`, `ns nemo_rl sft`
+TOP_LEVEL = (*(c for c in EXPECTED_COMMANDS if c not in ("sft", "grpo")), "train", "nemo_rl")  # `ns train sft|grpo`
 UID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
 CODE = re.compile(r"code/[0-9a-f]{16}")
 

@@ -1,0 +1,28 @@
+"""Rollout engines for GRPO: token ids in, sampled token ids + sampling logprobs + finish reasons out.
+
+    from skills_cli.inference.engine import SamplingParams, TorchEngine
+    engine = TorchEngine.from_pretrained(path, max_batch_size=64, max_seq_len=4096)
+    results = engine.generate(prompts, SamplingParams(max_new_tokens=512, temperature=1.0, seed=0))
+
+`TorchEngine` (torch_engine.py) runs in-process on the HF model's own weights; `VllmEngine`
+(vllm_engine.py) adapts a colocated vLLM `LLM` to the same interface. Both are imported lazily, so
+importing this package (e.g. for `SamplingParams`) pulls in neither torch nor vLLM.
+"""
+
+from __future__ import annotations
+
+from skills_cli.inference.engine.params import FINISH_LENGTH, FINISH_STOP, Generation, SamplingParams
+
+__all__ = ["FINISH_LENGTH", "FINISH_STOP", "Generation", "SamplingParams", "TorchEngine", "VllmEngine"]
+
+
+def __getattr__(name: str):
+    if name == "TorchEngine":
+        from skills_cli.inference.engine.torch_engine import TorchEngine
+
+        return TorchEngine
+    if name == "VllmEngine":
+        from skills_cli.inference.engine.vllm_engine import VllmEngine
+
+        return VllmEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

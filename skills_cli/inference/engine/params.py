@@ -1,0 +1,157 @@
+"""What a rollout engine is asked for and what it returns: `SamplingParams` in, one `Generation` per prompt out.
+
+Both engines (`TorchEngine`, `VllmEngine`) take and return exactly these types, so a GRPO trainer can switch
+engines without touching its code. Pure Python: importing this module pulls in no torch.
+
+Semantics shared by both engines:
+  * temperature 0 (or top_k 1) is greedy decoding;
+  * `logprobs[i]` is the log-probability of `token_ids[i]` under log_softmax(logits / T), T the temperature
+    (T = 1 when greedy), over the whole vocabulary: top_k / top_p filtering is *not* renormalised into it
+    (with neither set, it is exactly the distribution the token was drawn from);
+  * generation stops after a stop token (the model's EOS ids unless `ignore_eos`, plus `stop_token_ids`);
+    the stop token is the last element of `token_ids` and `finish_reason` is "stop"; otherwise it ends
+    after `max_new_tokens` tokens (or at the engine's `max_seq_len`) with `finish_reason` "length";
+  * request i of a call draws its random numbers from a stream determined by (seed, i) alone, so the same
+    call gives the same tokens again whatever the batch capacity, and different seeds give different ones.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+from skills_cli.common.errors import UserError
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+
+# The 32-bit integer mixer behind every random stream (xor-shift / multiply, "lowbias32" constants).
+M32 = 0xFFFFFFFF
+MIX1 = 0x7FEB352D
+MIX2 = 0x846CA68B
+GOLDEN = 0x9E3779B9  # added before each mix: the mixer maps 0 to 0, and seed 0 / request 0 must not be special
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How every prompt of one `generate` call is sampled.
+
+    seed None draws a fresh seed from the OS for the call (not reproducible).
+    """
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        check_sampling_params(self)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+    @property
+    def filtered(self) -> bool:
+        """True when top_k or top_p removes part of the vocabulary before sampling."""
+        return not self.greedy and (self.top_k > 0 or self.top_p < 1.0)
+
+
+@dataclass
+class Generation:
+    """One prompt's result: generated ids (stop token included), their sampling logprobs, and why it ended."""
+
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str = FINISH_LENGTH
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_sampling_params(params: SamplingParams) -> None:
+    """Raise UserError naming the first field that is out of range."""
+    if not _is_int(params.max_new_tokens) or params.max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be an integer >= 1, got {params.max_new_tokens!r}")
+    temperature = params.temperature
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
+        raise UserError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if temperature < 0:
+        raise UserError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if isinstance(params.top_p, bool) or not isinstance(params.top_p, (int, float)) or not 0 < params.top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {params.top_p!r}")
+    if not _is_int(params.top_k) or params.top_k < 0:
+        raise UserError(f"top_k must be an integer >= 0 (0 = no limit), got {params.top_k!r}")
+    if not isinstance(params.stop_token_ids, tuple) or not all(_is_int(t) and t >= 0 for t in params.stop_token_ids):
+        raise UserError(f"stop_token_ids must be a tuple of token ids >= 0, got {params.stop_token_ids!r}")
+    if params.seed is not None and not _is_int(params.seed):
+        raise UserError(f"seed must be an integer or None, got {params.seed!r}")
+
+
+def check_prompts(prompts, vocab_size: int, max_seq_len: int) -> list[list[int]]:
+    """The prompts as lists of ints; UserError for an empty, too long or out-of-vocabulary prompt."""
+    if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__"):
+        raise UserError("prompts must be a list of token-id lists (tokenize text first)")
+    checked = []
+    for index, prompt in enumerate(prompts):
+        if isinstance(prompt, (str, bytes)):
+            raise UserError(f"prompt {index} is text; the engine takes token ids (tokenize it first)")
+        ids = list(prompt)
+        if not ids:
+            raise UserError(f"prompt {index} is empty; give at least one token id")
+        if not all(_is_int(t) for t in ids):
+            raise UserError(f"prompt {index} must hold Python ints (token ids)")
+        low, high = min(ids), max(ids)
+        if low < 0 or high >= vocab_size:
+            raise UserError(f"prompt {index} has token id {low if low < 0 else high}, outside 0..{vocab_size - 1}")
+        if len(ids) >= max_seq_len:
+            raise UserError(
+                f"prompt {index} has {len(ids)} tokens; max_seq_len {max_seq_len} leaves no room to generate"
+            )
+        checked.append(ids)
+    return checked
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The call's seed: the given one, or 63 random bits from the OS."""
+    return seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+
+
+def stop_ids(params: SamplingParams, eos_token_ids) -> frozenset[int]:
+    """The token ids that end a sequence: the model's EOS ids (unless ignore_eos) and the extra stop ids."""
+    ids = set(params.stop_token_ids)
+    if not params.ignore_eos:
+        ids.update(eos_token_ids)
+    return frozenset(ids)
+
+
+def mix32(value: int) -> int:
+    """The 32-bit mixer on a Python int in [0, 2**32)."""
+    value ^= value >> 16
+    value = (value * MIX1) & M32
+    value ^= value >> 15
+    value = (value * MIX2) & M32
+    value ^= value >> 16
+    return value
+
+
+def combine(state: int, part: int) -> int:
+    """Fold a 32-bit `part` into a 32-bit hash state."""
+    return mix32(((state ^ part) + GOLDEN) & M32)
+
+
+def row_key(seed: int, index: int) -> int:
+    """The 32-bit random-stream key of request `index` of a call seeded with `seed` (ints >= 0 of any size).
+
+    The torch engine hashes it with a per-token counter on the device; the vLLM adapter passes it as the
+    request's own seed. Either way request i's stream depends on (seed, i) only.
+    """
+    key = combine(0, seed & M32)
+    key = combine(key, (seed >> 32) & M32)
+    key = combine(key, index & M32)
+    return combine(key, (index >> 32) & M32)

@@ -40,7 +40,7 @@ from skills_cli.training import grpo_rollout as rollouts_lib
 from skills_cli.training.check_metrics import _series_from_rows
 from skills_cli.training.data import DataPosition, next_global_batch
 from skills_cli.training.grpo_config import GRPOConfig, check_grpo_layout
-from skills_cli.training.grpo_data import Problem, load_problems, math_reward, stop_token_ids
+from skills_cli.training.grpo_data import Problem, load_problems, load_reward_function, math_reward, stop_token_ids
 from skills_cli.training.grpo_loss import MAX_METRICS, MIN_METRICS, SUM_METRICS, LossTerms, clipped_pg_loss, \
     group_advantages, token_logprobs  # fmt: skip
 from skills_cli.training.grpo_rollout import Rollout
@@ -114,6 +114,7 @@ class GRPOTrainer:
         self.paths = resolve_paths(config)
         self.dp_size = check_config(config, dist.world_size)
         self.deadline = read_deadline()
+        self.reward_function = load_reward_function(config.env.reward_function) if config.env.reward_function else None
         policy = config.policy
         self.tokenizer = _load_tokenizer(policy.tokenizer or policy.model_name)
         self.pad_id = _pad_id(self.tokenizer)
@@ -187,10 +188,11 @@ class GRPOTrainer:
         path = ckpt.latest_checkpoint(self.paths.checkpoint_dir)
         if path is None:
             return
+        algorithm = ckpt.read_trainer_state(path).get("algorithm", "sft")  # SFT checkpoints carry no such key
+        if algorithm != "grpo":
+            raise UserError(f"{path} is an {algorithm.upper()} checkpoint, not GRPO's; use another output_dir (or "
+                            "checkpointing.checkpoint_dir) and start GRPO from the exported HF model")  # fmt: skip
         state = self.policy.load_checkpoint(path)
-        if state.get("algorithm", "grpo") != "grpo":
-            raise UserError(f"{path} is a {state['algorithm']} checkpoint, not GRPO's; use another output_dir or "
-                            "start GRPO from its exported HF model (policy.model_name)")  # fmt: skip
         self.step = self.last_saved_step = state["step"]
         self.position = DataPosition(state["epoch"], state["index"])
         self.engine_is_stale = True
@@ -221,7 +223,10 @@ class GRPOTrainer:
         env = self.config.env.math
         for rollout in rollouts:
             text = self.tokenizer.decode(rollout.response_ids, skip_special_tokens=True)
-            rollout.reward = math_reward(text, rollout.expected_answer, rollout.truncated, env)
+            if self.reward_function is None:
+                rollout.reward = math_reward(text, rollout.expected_answer, rollout.truncated, env)
+            else:
+                rollout.reward = float(self.reward_function(text, rollout.expected_answer, rollout.truncated))
 
     # ---- logprobs and training --------------------------------------------------------------------------------
 

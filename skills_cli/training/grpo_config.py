@@ -116,6 +116,8 @@ class MathEnvConfig:
 @dataclass(frozen=True)
 class EnvConfig:
     math: MathEnvConfig = field(default_factory=MathEnvConfig)
+    # "package.module:function" replacing the math reward: function(response, expected_answer, truncated) -> float
+    reward_function: str | None = None
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,24 @@ def stop_token_ids(tokenizer, model_dir: str) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
+def load_reward_function(spec: str):
+    """The user's reward function from "package.module:function"; a module that fails to import is an error
+    that says why (the trainer checks this before loading the model)."""
+    import importlib
+
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise UserError(f"env.reward_function={spec!r}: expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # any import-time failure of user code
+        raise UserError(f"env.reward_function: cannot import {module_name!r}: {type(error).__name__}: {error}") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise UserError(f"env.reward_function: {module_name!r} has no function {function_name!r}")
+    return function
+
+
 def math_reward(response: str, expected_answer: str, truncated: bool, config: MathEnvConfig) -> float:
     from skills_cli.evaluation.math_grader import grade
 

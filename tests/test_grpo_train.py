@@ -1,0 +1,202 @@
+"""GRPO end to end on CPU with a tiny model: the functional smoke (metrics.json that check_metrics accepts, the
+NeMo-RL metric names, validation tables, HF export), micro-batch invariance of a whole step, exact resume, two
+data-parallel ranks under torchrun, and bad inputs that fail before the model loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_sft_support import tiny_model, write_jsonl
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.overrides import load_config
+from skills_cli.evaluation.benchmarks.arith import generate as arith
+from skills_cli.training import check_metrics
+from skills_cli.training.grpo import run
+from skills_cli.training.grpo_config import GRPOConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+NEMO_RL_CHECKS = [  # seed 004's pass criteria, as NeMo-RL's functional tests write them
+    'median(data["train/token_mult_prob_error"]) < 1.05',
+    'min(data["train/probs_ratio_clamped_min"]) > 0.79',
+    'max(data["train/probs_ratio_clamped_max"]) < 1.21',
+]
+
+
+def problems(tmp_path: Path) -> tuple[str, str]:
+    train = write_jsonl(tmp_path / "train.jsonl", arith("train")[:32])
+    val = write_jsonl(tmp_path / "val.jsonl", arith("test")[:6])
+    return train, val
+
+
+def grpo_config(output_dir: Path, train: str, *overrides: str) -> GRPOConfig:
+    base = [f"++policy.model_name={tiny_model()}", f"++data.train_data={train}", f"++output_dir={output_dir}",
+            "++grpo.num_prompts_per_step=4", "++grpo.num_generations_per_prompt=4",
+            "++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=4",
+            "++policy.generation.max_new_tokens=12", "++policy.max_total_sequence_length=160",
+            "++policy.optimizer.kwargs.lr=1e-3", "++grpo.max_num_steps=2", "++loss_fn.reference_policy_kl_penalty=0.05"]  # fmt: skip
+    return load_config(GRPOConfig, [*base, *overrides], where="grpo")
+
+
+def rows_of(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpo")
+    train, val = problems(root)
+    config = grpo_config(root / "run", train, f"++data.val_data={val}", "++grpo.val_period=1",
+                         "++grpo.val_at_start=true", "++logger.val_generations_to_log=3",
+                         "++logger.tensorboard_enabled=true", "++checkpointing.save_period=1",
+                         "++env.reward_function=grpo_rewards:digit_count")  # fmt: skip
+    return {"root": root / "run", "summary": run(config)}
+
+
+def test_smoke_writes_metrics_that_check_metrics_accepts(smoke, capsys):
+    metrics = smoke["root"] / "logs" / "metrics.json"
+    assert check_metrics.check(metrics, NEMO_RL_CHECKS)
+    series = check_metrics.load_metrics(metrics)
+    assert sorted(series["train/loss"]) == [1, 2]
+    assert sorted(series["validation/accuracy"]) == [0, 1, 2]  # val_at_start, then every step
+
+
+def test_smoke_logs_the_nemo_rl_metric_names(smoke):
+    rows = rows_of(smoke["root"])
+    assert [row["step"] for row in rows] == [0, 1, 2]  # step 0: validation before training
+    step = rows[2]
+    for name in ("train/loss", "train/reward", "train/advantages/mean", "train/advantages/min", "train/advantages/max",
+                 "train/token_mult_prob_error", "train/gen_kl_error", "train/sampling_importance_ratio",
+                 "train/kl_penalty", "train/pg_clipfrac", "train/approx_entropy", "train/generation_lengths",
+                 "train/fraction_of_samples_properly_ended", "train/grad_norm", "train/lr",
+                 "timing/train/generation", "timing/train/policy_and_reference_logprobs", "timing/train/policy_training",
+                 "timing/train/refit", "timing/train/total", "performance/tokens_per_sec_per_gpu"):  # fmt: skip
+        assert name in step, name
+    assert step["train/generation_lengths"] <= 12
+    assert step["train/token_mult_prob_error"] == pytest.approx(1.0, abs=1e-3)  # same fp32 weights in both engines
+    assert step["train/kl_penalty"] > 0  # the second step's policy differs from the reference
+    assert 0 < step["train/reward"] < 1 and step["train/advantages/max"] > 0 > step["train/advantages/min"]
+    assert step["timing/train/total"] >= step["timing/train/generation"] > 0
+
+
+def test_smoke_summary_tables_checkpoints_and_export(smoke):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    summary = json.loads((smoke["root"] / "logs" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["final_step"] == 2
+    assert summary["optimizer_steps_per_step"] == 2  # 16 rollouts / global batch 8
+    table = [json.loads(line) for line in (smoke["root"] / "logs" / "validation_generations.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in table] == [0] * 3 + [1] * 3 + [2] * 3
+    assert {"prompt", "response", "expected_answer", "reward"} <= set(table[0])
+    assert (smoke["root"] / "logs" / "tensorboard").is_dir()
+    assert sorted(p.name for p in (smoke["root"] / "checkpoints").iterdir()) == ["step_1", "step_2"]
+    exported = AutoModelForCausalLM.from_pretrained(str(smoke["root"] / "final_hf"), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
+    changed = [not torch.equal(a, b) for a, b in zip(exported.state_dict().values(), base.state_dict().values())]
+    assert any(changed)  # training moved the weights
+
+
+def final_weights(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "final_hf" / "model.safetensors"))
+
+
+def test_micro_batch_size_does_not_change_the_update(tmp_path):
+    import torch
+
+    train, _ = problems(tmp_path)
+    runs = {}
+    for micro in (1, 4):
+        out = tmp_path / f"micro{micro}"
+        run(grpo_config(out, train, f"++policy.train_micro_batch_size={micro}", "++grpo.max_num_steps=1",
+                        "++checkpointing.enabled=false"))  # fmt: skip
+        runs[micro] = (rows_of(out)[0], final_weights(out))
+    (row1, weights1), (row4, weights4) = runs[1], runs[4]
+    assert row1["train/loss"] == pytest.approx(row4["train/loss"], rel=1e-5, abs=1e-7)
+    for name in weights1:
+        assert torch.allclose(weights1[name], weights4[name], atol=1e-6), name
+
+
+def test_resume_continues_the_uninterrupted_run(tmp_path):
+    train, _ = problems(tmp_path)
+    whole = tmp_path / "whole"
+    run(grpo_config(whole, train, "++grpo.max_num_steps=3", "++checkpointing.save_period=1"))
+    split = tmp_path / "split"
+    run(grpo_config(split, train, "++grpo.max_num_steps=1", "++checkpointing.save_period=1"))
+    summary = run(grpo_config(split, train, "++grpo.max_num_steps=3", "++checkpointing.save_period=1"))
+    assert summary["resumed_from_step"] == 1
+    keys = ("train/loss", "train/reward", "train/generation_lengths", "train/kl_penalty")
+    expected = [{k: row[k] for k in keys} for row in rows_of(whole)]
+    got = [{k: row[k] for k in keys} for row in rows_of(split)]
+    assert [row["step"] for row in rows_of(split)] == [1, 2, 3]
+    for a, b in zip(got, expected):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-7)
+
+
+def test_two_data_parallel_ranks_under_torchrun(tmp_path):
+    train, _ = problems(tmp_path)
+    out = tmp_path / "dp2"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+            "skills_cli.training.grpo", f"++policy.model_name={tiny_model()}", f"++data.train_data={train}",
+            f"++output_dir={out}", "++grpo.num_prompts_per_step=4", "++grpo.num_generations_per_prompt=2",
+            "++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=2",
+            "++policy.generation.max_new_tokens=8", "++policy.max_total_sequence_length=160", "++grpo.max_num_steps=2",
+            "++checkpointing.enabled=false"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = rows_of(out)
+    assert [row["step"] for row in rows] == [1, 2]
+    assert rows[0]["train/global_valid_seqs"] == 8  # both ranks' rollouts counted
+    assert check_metrics.check(out / "logs" / "metrics.json", NEMO_RL_CHECKS)
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------------
+
+
+def test_dataset_without_expected_answers_is_refused(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"problem": "What is 1 + 1?", "solution": "2"}])
+    with pytest.raises(UserError, match=r"train.jsonl line 1: no expected answer in field 'expected_answer'"):
+        run(grpo_config(tmp_path / "out", train))
+
+
+def test_reward_function_that_fails_to_import_is_refused(tmp_path):
+    train, _ = problems(tmp_path)
+    with pytest.raises(UserError, match=r"cannot import 'no_such_reward_module': ModuleNotFoundError"):
+        run(grpo_config(tmp_path / "out", train, "++env.reward_function=no_such_reward_module:score"))
+
+
+def test_custom_reward_function_is_used(tmp_path, monkeypatch):
+    (tmp_path / "my_reward.py").write_text("def score(response, expected, truncated):\n    return 0.25\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    train, _ = problems(tmp_path)
+    run(grpo_config(tmp_path / "out", train, "++env.reward_function=my_reward:score", "++grpo.max_num_steps=1",
+                    "++checkpointing.enabled=false"))  # fmt: skip
+    row = rows_of(tmp_path / "out")[0]
+    assert row["train/reward"] == 0.25 and row["train/advantages/max"] == 0.0  # equal rewards: no advantage
+
+
+def test_too_few_problems_for_a_step(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", arith("train")[:3])
+    with pytest.raises(UserError, match="3 usable problems, fewer than grpo.num_prompts_per_step=4"):
+        run(grpo_config(tmp_path / "out", train))
+
+
+def test_grpo_refuses_an_sft_checkpoint_directory(tmp_path):
+    from test_sft_support import conversation_rows, sft_config
+
+    from skills_cli.training.sft import run as run_sft
+
+    data = write_jsonl(tmp_path / "sft.jsonl", conversation_rows(8))
+    run_sft(sft_config(tiny_model(), data, tmp_path / "out", "++sft.max_num_steps=1", "++checkpointing.save_period=1",
+                       f"++checkpointing.checkpoint_dir={tmp_path / 'out' / 'checkpoints'}"))  # fmt: skip
+    train, _ = problems(tmp_path)
+    with pytest.raises(UserError, match="not GRPO's"):
+        run(grpo_config(tmp_path / "out", train))

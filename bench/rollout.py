@@ -14,6 +14,11 @@ Generated tokens/s = B * new_tokens / seconds. Target: engine >= 5x HF generate.
 Also reported: how close the engine's bf16 logprobs are to an HF bf16 forward over the same tokens
 (mean |diff| and NeMo-RL's token_mult_prob_error = mean exp(|diff|)), refit (load_weights of the full state
 dict) time, and sleep/wake times with the memory they free. Prints JSON; --out also writes it.
+
+Measured 2026-11-21 on one H100 80GB (torch 2.11, transformers 5.17), 128-token prompts + 256 new tokens:
+64 prompts 14,241 vs 662 tokens/s (21.5x), 256 prompts 37,638 vs 2,910 tokens/s (12.9x); bf16 logprobs vs
+an HF forward: mean |diff| 0.0095, token_mult_prob_error 1.0097; fp32 graph path: greedy equal to HF
+generate on 5/5 ragged prompts, logprobs within 7e-5.
 """
 
 from __future__ import annotations

@@ -77,10 +77,6 @@ def check_config(config: GRPOConfig, world_size: int) -> int:
     if config.grpo.val_period or config.grpo.val_at_start:
         if not config.data.val_data:
             raise UserError("grpo.val_period / grpo.val_at_start need data.val_data")
-    budget = config.policy.max_total_sequence_length - config.policy.generation.max_new_tokens
-    if budget < 1:
-        raise UserError(f"policy.generation.max_new_tokens={config.policy.generation.max_new_tokens} leaves no room "
-                        f"for the prompt in policy.max_total_sequence_length={config.policy.max_total_sequence_length}")  # fmt: skip
     if config.policy.generation.backend == "vllm" and world_size > 1 and config.policy.generation.vllm_cfg.tensor_parallel_size > 1:
         raise UserError("policy.generation.vllm_cfg.tensor_parallel_size > 1 is not supported by the colocated "
                         "rollout engine yet (each rank runs its own engine)")  # fmt: skip

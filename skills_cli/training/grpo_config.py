@@ -148,6 +148,10 @@ def check_grpo_layout(config: GRPOConfig, world_size: int) -> int:
     from skills_cli.training.config import check_parallel_layout
 
     dp = check_parallel_layout(config, world_size)  # type: ignore[arg-type]  (reads backend and policy only)
+    policy = config.policy
+    if policy.max_total_sequence_length - policy.generation.max_new_tokens < 1:
+        raise UserError(f"policy.generation.max_new_tokens={policy.generation.max_new_tokens} leaves no room for the "
+                        f"prompt in policy.max_total_sequence_length={policy.max_total_sequence_length}")  # fmt: skip
     rollouts, global_batch = config.rollouts_per_step, config.policy.train_global_batch_size
     if rollouts % global_batch:
         valid = [b for b in range(1, rollouts + 1) if rollouts % b == 0]

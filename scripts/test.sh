@@ -51,7 +51,7 @@ install_project() {
   torch_constraint "${args[@]}" >"$constraints"
   [ -s "$constraints" ] && args+=(--constraint "$constraints")
   [ -x .venv/bin/python ] || { rm -rf .venv; "$UV" venv -q -p 3.11 .venv >&2; }
-  VIRTUAL_ENV=.venv "$UV" pip install -q -e '.[dev,hf,trackers,grading]' "${args[@]}" >&2
+  VIRTUAL_ENV=.venv "$UV" pip install -q -e '.[dev,hf,megatron,trackers,grading]' "${args[@]}" >&2
   rm -f "$constraints"
   # (nvidia-ml-py, a small NVML binding swanlab needs, is fine; list first, grep after: `uv pip list | grep -q` under pipefail can fail on SIGPIPE and hide a match)
   if grep -qiE '^nvidia-(cublas|cudnn|cuda|nccl|cusparse|cufft|curand|cusolver|nvjitlink|nvtx)' <<<"$(VIRTUAL_ENV=.venv "$UV" pip list 2>/dev/null)"; then

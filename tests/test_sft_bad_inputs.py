@@ -67,11 +67,6 @@ def test_tensor_parallel_size_must_divide_the_heads(capsys, train_file, tmp_path
     assert "1 GPUs cannot be split into model-parallel groups of 2" in message
 
 
-def test_megatron_backend_is_not_implemented(capsys, train_file, tmp_path):
-    message = fails(capsys, *base_args(tiny_model(), train_file, tmp_path), "++backend=megatron")
-    assert "backend=megatron is not implemented yet" in message
-
-
 def test_fewer_samples_than_a_global_batch(capsys, train_file, tmp_path):
     message = fails(capsys, *base_args(tiny_model(), train_file, tmp_path), "++policy.train_global_batch_size=32")
     assert "has 16 samples, fewer than policy.train_global_batch_size=32" in message

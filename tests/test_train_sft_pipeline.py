@@ -134,3 +134,21 @@ def test_train_sft_through_the_local_slurm(tmp_path, slurm_config):
     assert record.executor == "slurm"
     assert record.state.value == "SUCCEEDED", run_ns("logs", "sft-slurm").stdout[-3000:]
     assert (tmp_path / "final" / "config.json").is_file()
+
+
+def test_megatron_backend_compiles_with_its_parallel_layout(tmp_path, config_dir):
+    write_config(config_dir, "slurm", SLURM)
+    model = model_dir(tmp_path, heads=8, kv_heads=4)
+    common = ["train", "sft", "--backend", "megatron", "--cluster", "slurm", "--config_dir", str(config_dir),
+              "--hf_model", str(model), "--training_data", "/d.jsonl", "--output_dir", "/o", "--num_gpus", "8",
+              "--dry_run", "++policy.train_global_batch_size=32"]  # fmt: skip
+    result = run_ns(*common, "++policy.megatron_cfg.tensor_model_parallel_size=4",
+                    "++policy.megatron_cfg.pipeline_model_parallel_size=2", check=True)  # fmt: skip
+    text = result.stdout
+    assert "-m skills_cli.training.sft ++backend=megatron" in text
+    assert "++policy.dtensor_cfg.enabled=false ++policy.megatron_cfg.enabled=true" in text
+    assert "++policy.megatron_cfg.pipeline_model_parallel_size=2" in text
+    heads = run_ns(*common, "++policy.megatron_cfg.tensor_model_parallel_size=8")
+    assert heads.returncode == 2 and "tensor parallel size 8 does not divide num_key_value_heads=4" in heads.stderr
+    layout = run_ns(*common, "++policy.megatron_cfg.tensor_model_parallel_size=3")
+    assert layout.returncode == 2 and "cannot be split into model-parallel groups of 3" in layout.stderr

@@ -1,8 +1,10 @@
 """Training checkpoints: everything needed to continue a run step for step.
 
 Layout of `<checkpoint_dir>/step_N/`:
-  dcp/                   model and optimizer state (torch.distributed.checkpoint, sharded: every rank writes
-                         its own shards, and a later run may use another world size)
+  dcp/                   dtensor backend: model and optimizer state (torch.distributed.checkpoint, sharded:
+                         every rank writes its own shards, and a later run may use another world size)
+  megatron/              megatron backend instead: a megatron-core distributed checkpoint (`model.*` and
+                         `optimizer.*` sharded tensors, see training/megatron/dist_ckpt.py)
   rng/rank_R.pt          each rank's RNG states (python, numpy, torch CPU, CUDA)
   trainer_state.json     step, data position (epoch, index in that epoch's shuffled order), scheduler state,
                          the model fingerprint and the run's config; written last, so it marks a complete save
@@ -100,9 +102,20 @@ def _model_and_optimizer_state(model, optimizer) -> dict:
 def save_checkpoint(checkpoint_dir: str | Path, step: int, model, optimizer, trainer_state: dict,
                     keep_last_k: int) -> Path:  # fmt: skip
     """Save on every rank (collective); returns the final `step_N` path."""
+    import torch.distributed.checkpoint as dcp
+
+    def write(tmp: Path) -> None:
+        dcp.save(_model_and_optimizer_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
+
+    return save_atomically(checkpoint_dir, step, trainer_state, keep_last_k, write)
+
+
+def save_atomically(checkpoint_dir: str | Path, step: int, trainer_state: dict, keep_last_k: int, write) -> Path:
+    """The save protocol shared by the backends: `write(tmp_dir)` (collective: each rank writes its part of the
+    model and optimizer state), each rank's RNG states, then trainer_state.json and the atomic rename by rank 0.
+    Returns the final `step_N` path."""
     import torch
     import torch.distributed as dist
-    import torch.distributed.checkpoint as dcp
 
     directory = Path(checkpoint_dir)
     tmp, final = directory / f"tmp_step_{step}", directory / f"step_{step}"
@@ -111,7 +124,7 @@ def save_checkpoint(checkpoint_dir: str | Path, step: int, model, optimizer, tra
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "rng").mkdir(parents=True)
     dist.barrier()
-    dcp.save(_model_and_optimizer_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
+    write(tmp)
     torch.save(rng_state(), tmp / "rng" / f"rank_{rank}.pt")
     dist.barrier()
     if rank == 0:
@@ -142,16 +155,22 @@ def check_fingerprint(path: Path, state: dict, fingerprint: str, model_name: str
 
 def load_checkpoint(path: Path, model, optimizer) -> None:
     """Load model, optimizer and this rank's RNG states from `path` (collective)."""
-    import torch
-    import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = _model_and_optimizer_state(model, optimizer)
     dcp.load(state, checkpoint_id=str(path / "dcp"))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    rng_file = path / "rng" / f"rank_{dist.get_rank()}.pt"
-    if rng_file.is_file():  # absent when resuming on more ranks than saved: those start from the seed
+    load_rng_state(path)
+
+
+def load_rng_state(path: Path) -> None:
+    """This rank's RNG states as saved (absent when resuming on more ranks than saved: those keep the seed's)."""
+    import torch
+    import torch.distributed as dist
+
+    rng_file = Path(path) / "rng" / f"rank_{dist.get_rank()}.pt"
+    if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
 
 

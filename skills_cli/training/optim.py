@@ -1,4 +1,5 @@
-"""AdamW and the learning-rate schedule (constant / cosine / linear, each after a linear warm-up)."""
+"""AdamW and the learning-rate schedule (constant / cosine / linear, each after a linear warm-up): a torch
+LambdaLR for torch optimizers, `StepSchedule` for megatron's optimizer wrappers."""
 
 from __future__ import annotations
 
@@ -39,3 +40,29 @@ def build_scheduler(optimizer, config: SchedulerConfig, total_steps: int):
     import torch
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, config, total_steps))
+
+
+class StepSchedule:
+    """The same schedule for an optimizer that is not a torch.optim.Optimizer (megatron's wrappers): the
+    learning rate for step n is `lr x lr_multiplier(n)`, written into every param group before each step.
+    Its state is the step count, like LambdaLR's."""
+
+    def __init__(self, base_lr: float, config: SchedulerConfig, total_steps: int):
+        self.base_lr, self.config, self.total_steps = base_lr, config, total_steps
+        self.step_count = 0
+
+    def get_lr(self) -> float:
+        return self.base_lr * lr_multiplier(self.step_count, self.config, self.total_steps)
+
+    def apply(self, param_groups) -> None:
+        for group in param_groups:
+            group["lr"] = self.get_lr()
+
+    def step(self) -> None:
+        self.step_count += 1
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step_count"])

@@ -94,9 +94,9 @@ class BatchStats:
 
 def check_config(config: SFTConfig, world_size: int) -> int:
     """Checks that need no model or data; returns the data-parallel size."""
-    if config.backend == "megatron":
-        raise UserError("backend=megatron is not implemented yet for SFT; use backend=dtensor")
-    policy_backend(config.policy, config.backend)
+    import torch
+
+    policy_backend(config.policy, config.backend, cuda=torch.cuda.is_available())
     if not config.data.train_data:
         raise UserError("data.train_data is required (a JSONL file)")
     check_model_path(config.policy.model_name)

@@ -12,15 +12,19 @@ BACKENDS = ("dtensor", "megatron")
 __all__ = ["BACKENDS", "LossFn", "Policy", "build_policy", "policy_backend"]
 
 
-def policy_backend(config: PolicyConfig, requested: str | None = None) -> str:
+def policy_backend(config: PolicyConfig, requested: str | None = None, cuda: bool | None = None) -> str:
     """The backend to use: `requested` (e.g. SFT's `backend` key) when given, else NeMo-RL's rule
-    (megatron_cfg.enabled selects megatron, otherwise dtensor)."""
+    (megatron_cfg.enabled selects megatron, otherwise dtensor). With `cuda` given, also what the backend cannot
+    do on this kind of machine."""
     backend = requested or ("megatron" if config.megatron_cfg.enabled else "dtensor")
     if backend not in BACKENDS:
         raise UserError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
     if backend == "dtensor" and not config.dtensor_cfg.enabled:
         raise UserError("policy.dtensor_cfg.enabled=false leaves no backend to train with; use backend=dtensor "
                         "with dtensor_cfg enabled, or backend=megatron")  # fmt: skip
+    if backend == "megatron" and cuda is False and config.megatron_cfg.pipeline_model_parallel_size > 1:
+        raise UserError("policy.megatron_cfg.pipeline_model_parallel_size > 1 needs GPUs (megatron's pipeline "
+                        "schedules are CUDA-only); use 1 on CPU")  # fmt: skip
     return backend
 
 

@@ -1,0 +1,53 @@
+"""megatron-core distributed checkpoints (`megatron.core.dist_checkpointing`, torch_dist format).
+
+Tensors are saved as globally-named sharded tensors (`decoder.layers.self_attention.linear_qkv.weight` with the
+layer as one more axis, and so on), each rank writing its own shards, so a checkpoint reloads under another
+tensor/pipeline/data-parallel layout. Two uses:
+  * training checkpoints of the megatron backend: `step_N/megatron/` holds `model` and `optimizer` (the
+    optimizer's fp32 main weights and Adam moments; the distributed optimizer's are `dp_reshardable`);
+  * `ns convert --convert_to megatron`: `model` only, plus the HF config and tokenizer files next to it
+    (`hf_config/`), so the checkpoint says which architecture it holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HF_CONFIG_DIR = "hf_config"
+
+
+def _sharded(model, optimizer, is_loading: bool) -> dict:
+    model_state = model.sharded_state_dict()
+    state = {"model": model_state}
+    if optimizer is not None:
+        # dp_reshardable: each rank's optimizer shard as is, no gather (only a DP-size change needs resharding)
+        metadata = {"distrib_optim_sharding_type": "dp_reshardable"}
+        state["optimizer"] = optimizer.sharded_state_dict(model_state, is_loading=is_loading, metadata=metadata)
+    return state
+
+
+def save(directory: str | Path, model, optimizer=None) -> None:
+    """Collective: every rank writes its shards of `model` (a GPTModel) and `optimizer` (megatron's)."""
+    from megatron.core import dist_checkpointing
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    dist_checkpointing.save(_sharded(model, optimizer, is_loading=False), str(directory))
+
+
+def load(directory: str | Path, model, optimizer=None) -> None:
+    """Collective: fill `model` (and `optimizer`) from a checkpoint written by `save`."""
+    from megatron.core import dist_checkpointing
+
+    state = dist_checkpointing.load(_sharded(model, optimizer, is_loading=True), str(directory))
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    # the local spec's `_extra_state` entries (TransformerEngine's FP8 metadata slots) hold nothing
+    missing = [name for name in missing if not name.endswith("_extra_state")]
+    if missing or unexpected:
+        raise RuntimeError(f"{directory}: checkpoint does not match the model: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")  # fmt: skip
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+
+
+def is_megatron_checkpoint(directory: str | Path) -> bool:
+    return (Path(directory) / "metadata.json").is_file()

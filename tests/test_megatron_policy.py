@@ -1,0 +1,257 @@
+"""The megatron backend on CPU (gloo): HF weights -> megatron-core GPTModel give HF's logits (Llama and Qwen2,
+tied and untied embeddings) and map back exactly; SFT with backend=megatron gives the dtensor backend's
+losses, learns, resumes step for step and exports an HF model with its logits; TP=2 and DP=2 (2 processes)
+give the 1-process numbers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
+
+from skills_cli.common.errors import UserError
+from skills_cli.training import checkpoint as ckpt
+from skills_cli.training.megatron import bridge
+from skills_cli.training.parallel import distributed_session
+from skills_cli.training.sft import SFTTrainer, main
+
+STEPS = 6
+# 32 samples, global batch 8 (4 steps an epoch); packed rows; a schedule whose state matters on resume
+RUN_OPTIONS = (f"++sft.max_num_steps={STEPS}", "++sft.max_num_epochs=3", "++checkpointing.save_period=2",
+               "++checkpointing.keep_last_k=3", "++policy.sequence_packing.enabled=true",
+               "++policy.scheduler.name=cosine", "++policy.scheduler.warmup_steps=2")  # fmt: skip
+
+
+def untied_model(tmp_path) -> str:
+    """The tiny Llama with its own (random) LM head."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight) * 0.05)
+    model.save_pretrained(str(tmp_path / "untied"))
+    return str(tmp_path / "untied")
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "llama-untied"])
+def test_hf_weights_give_hf_logits_and_map_back_exactly(arch, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from skills_cli.training.megatron import model as mcore
+
+    path = untied_model(tmp_path) if arch == "llama-untied" else tiny_model(arch)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    shape = bridge.model_shape(hf.config)
+    assert shape.tie_word_embeddings == (arch != "llama-untied") and shape.qkv_bias == (arch == "qwen2")
+    with distributed_session() as dist:
+        mcore.initialize_parallel(1, 1, seed=0, device=dist.device)
+        config = mcore.transformer_config(shape, 1, 1, torch.float32, dist.device, activation_checkpointing=False)
+        gpt = mcore.build_gpt_model(shape, config, te=False)
+        mcore.load_megatron_weights(gpt, bridge.hf_to_megatron(hf.state_dict(), shape), shape.tie_word_embeddings)
+        ids = torch.randint(0, shape.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
+        causal = ~torch.ones(24, 24, dtype=torch.bool).tril()[None, None]
+        with torch.no_grad():
+            logits = gpt(ids, torch.arange(24).expand(2, 24), causal)[..., : shape.vocab_size]
+            expected = hf(ids).logits
+        back = bridge.megatron_to_hf(mcore.gather_megatron_weights(gpt, shape.tie_word_embeddings), shape)
+    assert (logits - expected).abs().max().item() < 1e-4
+    state = hf.state_dict()
+    if shape.tie_word_embeddings:
+        state.pop("lm_head.weight")  # the same tensor as the embedding; HF ties it on load
+    assert back.keys() == state.keys() and all(back[name].equal(state[name]) for name in state)
+
+
+def test_tensor_parallel_shards_reassemble():
+    """Every TP rank's slice of q/k/v and of gate/up holds whole heads and matching gate/up rows."""
+    import torch
+
+    shape = bridge.model_shape(_config(heads=4, kv_heads=2))
+    q, k, v = (torch.randn(n * 16, 64) for n in (4, 2, 2))
+    fused = bridge.fuse_qkv(q, k, v, shape)
+    assert all(t.equal(s) for t, s in zip(bridge.split_qkv(fused, shape), (q, k, v), strict=True))
+    rank0 = bridge.shard("decoder.layers.0.self_attention.linear_qkv.weight", fused, 0, 0, 2)
+    assert rank0.equal(torch.cat([q[:32], k[:16], v[:16]]))  # group 0: its 2 query heads, its key, its value
+    gate, up = torch.randn(256, 64), torch.randn(256, 64)
+    name = "decoder.layers.0.mlp.linear_fc1.weight"
+    parts = [bridge.shard(name, torch.cat([gate, up]), 0, rank, 2) for rank in range(2)]
+    assert parts[1].equal(torch.cat([gate[128:], up[128:]]))
+    assert bridge.unshard(name, parts, 0).equal(torch.cat([gate, up]))
+
+
+def _config(heads: int, kv_heads: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=341, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=heads, num_key_value_heads=kv_heads)  # fmt: skip
+
+
+def test_unsupported_models_and_layouts_are_user_errors():
+    from transformers import GPT2Config
+
+    with pytest.raises(UserError, match="supports model types llama, qwen2, not 'gpt2'"):
+        bridge.model_shape(GPT2Config())
+    shape = bridge.model_shape(_config(heads=4, kv_heads=2))
+    with pytest.raises(
+        UserError, match="tensor_model_parallel_size=4 does not divide the model's num_key_value_heads=2"
+    ):
+        bridge.check_tensor_parallel(shape, 4)
+    with pytest.raises(
+        UserError, match="pipeline_model_parallel_size=4 does not divide the model's num_hidden_layers=2"
+    ):
+        bridge.check_pipeline_parallel(shape, 4)
+    assert bridge.padded_vocab_size(341) == 384 and bridge.padded_vocab_size(400, 3) == 768  # 128 x 3 rows a step
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", conversation_rows(32))
+
+
+def probe_logits(policy, samples, pad_id: int):
+    """The policy's full-vocabulary logits for one padded micro-batch, through the Policy interface."""
+    from skills_cli.training.batching import make_micro_batches
+
+    captured = []
+
+    def keep_logits(logits, labels, micro_batch):
+        captured.append(logits.detach().clone())
+        return logits.sum() * 0.0, {}
+
+    policy.eval()
+    policy.forward_backward(make_micro_batches(samples, len(samples), pad_id), keep_logits, train=False)
+    return captured[0]
+
+
+@pytest.fixture(scope="module")
+def reference(train_file, tmp_path_factory):
+    """The uninterrupted megatron run (in-process, so the trained model can be probed afterwards)."""
+    output = tmp_path_factory.mktemp("megatron")
+    with distributed_session() as dist:
+        trainer = SFTTrainer(sft_config(tiny_model(), train_file, output, "++backend=megatron", *RUN_OPTIONS), dist)
+        summary = trainer.fit()
+        samples = trainer.train_data.samples[:3]
+        logits = probe_logits(trainer.policy, samples, trainer.pad_id)
+    return {"output": output, "summary": summary, "samples": samples, "logits": logits}
+
+
+def test_megatron_sft_learns_and_matches_dtensor(reference, train_file, tmp_path):
+    dtensor = tmp_path / "dtensor"
+    with distributed_session() as dist:
+        SFTTrainer(sft_config(tiny_model(), train_file, dtensor, *RUN_OPTIONS), dist).fit()
+    got, expected = read_metrics(reference["output"]), read_metrics(dtensor)
+    assert reference["summary"]["backend"] == "megatron" and [row["step"] for row in got] == list(range(1, STEPS + 1))
+    assert got[0]["loss"] == pytest.approx(expected[0]["loss"], abs=1e-5)  # same model, same normalization
+    for mine, theirs in zip(got, expected, strict=True):  # and the same updates, step for step
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
+        assert mine["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-4)
+        assert (mine["lr"], mine["num_valid_tokens"]) == (theirs["lr"], theirs["num_valid_tokens"])
+    assert got[-1]["loss"] < got[0]["loss"] - 0.3, [row["loss"] for row in got]
+
+
+def test_export_reloads_with_the_trained_logits(reference):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from skills_cli.training.batching import make_micro_batches
+
+    export = reference["output"] / "final_hf"
+    hf = AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32)
+    batch = make_micro_batches(reference["samples"], 3, 3)[0]
+    with torch.no_grad():
+        logits = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    real = batch.attention_mask.bool()
+    assert (logits[real] - reference["logits"][real]).abs().max().item() < 1e-5
+    base = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
+    with torch.no_grad():
+        assert not torch.allclose(base(input_ids=batch.input_ids).logits[real], logits[real], atol=1e-3)
+
+
+def same_steps(got: list[dict], expected: list[dict]) -> None:
+    keys = ("step", "epoch", "loss", "grad_norm", "lr", "num_valid_tokens")
+    assert [{k: row[k] for k in keys} for row in got] == [{k: row[k] for k in keys} for row in expected]
+
+
+def test_resume_continues_step_for_step(reference, train_file, tmp_path):
+    """From step 2's megatron distributed checkpoint (model, fp32 Adam state, schedule, data position, RNG) the
+    rerun reproduces steps 3-6 bit for bit and ends with the same weights."""
+    from safetensors.torch import load_file
+
+    saved = reference["output"] / "checkpoints" / "step_2"
+    assert (saved / "megatron" / "metadata.json").is_file() and ckpt.read_trainer_state(saved)["backend"] == "megatron"
+    shutil.copytree(saved, tmp_path / "checkpoints" / "step_2")
+    summary = train(sft_config(tiny_model(), train_file, tmp_path, "++backend=megatron", *RUN_OPTIONS))
+    assert summary["resumed_from_step"] == 2
+    same_steps(read_metrics(tmp_path), read_metrics(reference["output"])[2:])
+    a = load_file(str(tmp_path / "final_hf" / "model.safetensors"))
+    b = load_file(str(reference["output"] / "final_hf" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def train(config) -> dict:
+    with distributed_session() as dist:
+        return SFTTrainer(config, dist).fit()
+
+
+def test_a_dtensor_checkpoint_is_refused(train_file, tmp_path):
+    run_dir = tmp_path / "run"
+    train(sft_config(tiny_model(), train_file, run_dir, "++sft.max_num_steps=1", "++checkpointing.save_period=1"))
+    with pytest.raises(UserError, match="was written by backend=dtensor, this run uses backend=megatron"):
+        train(sft_config(tiny_model(), train_file, run_dir, "++backend=megatron", "++sft.max_num_steps=2"))
+
+
+def test_pipeline_parallel_on_cpu_is_a_user_error(train_file, tmp_path, capsys):
+    args = [f"++policy.model_name={tiny_model()}", f"++data.train_data={train_file}", f"++output_dir={tmp_path}",
+            "++policy.train_global_batch_size=8", "++backend=megatron",
+            "++policy.megatron_cfg.pipeline_model_parallel_size=2"]  # fmt: skip
+    assert main(args) == 2
+    assert "pipeline_model_parallel_size > 1 needs GPUs" in capsys.readouterr().err
+
+
+# ---- two processes ------------------------------------------------------------------------------------------
+
+
+def torchrun(args: list[str], timeout: float = 300) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "skills_cli.training.sft", *args]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def cli_args(train_file, output_dir, *extra) -> list[str]:
+    return [f"++policy.model_name={tiny_model()}", f"++data.train_data={train_file}", f"++output_dir={output_dir}",
+            "++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=2",
+            "++policy.max_total_sequence_length=256", "++policy.optimizer.kwargs.lr=1e-3",
+            "++policy.optimizer.kwargs.weight_decay=0.0", "++backend=megatron", *RUN_OPTIONS, *extra]  # fmt: skip
+
+
+def test_tensor_parallel_2_matches_one_process(reference, train_file, tmp_path):
+    """TP=2 (column/row-parallel linears, vocabulary-parallel embedding padded to 384 rows, gathered logits):
+    the 1-process losses and gradient norms, and an export with the same weights."""
+    from safetensors.torch import load_file
+
+    torchrun(cli_args(train_file, tmp_path, "++policy.megatron_cfg.tensor_model_parallel_size=2"))
+    for mine, theirs in zip(read_metrics(tmp_path), read_metrics(reference["output"]), strict=True):
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
+        assert mine["grad_norm"] == pytest.approx(theirs["grad_norm"], abs=1e-5)
+    a = load_file(str(tmp_path / "final_hf" / "model.safetensors"))
+    b = load_file(str(reference["output"] / "final_hf" / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
+
+
+def test_data_parallel_2_resumes_a_one_process_checkpoint(reference, train_file, tmp_path):
+    """DP=2 (DDP gradient all-reduce, per-rank micro-batches) picking up the 1-process run's step_4: the
+    distributed checkpoint reloads under another layout and steps 5-6 match."""
+    shutil.copytree(reference["output"] / "checkpoints" / "step_4", tmp_path / "checkpoints" / "step_4")
+    torchrun(cli_args(train_file, tmp_path))
+    got, expected = read_metrics(tmp_path), read_metrics(reference["output"])[4:]
+    assert [row["step"] for row in got] == [5, 6]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
+        assert mine["grad_norm"] == pytest.approx(theirs["grad_norm"], abs=1e-5)

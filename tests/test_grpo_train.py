@@ -200,3 +200,20 @@ def test_grpo_refuses_an_sft_checkpoint_directory(tmp_path):
     train, _ = problems(tmp_path)
     with pytest.raises(UserError, match="not GRPO's"):
         run(grpo_config(tmp_path / "out", train))
+
+
+def test_megatron_backend_takes_the_same_first_step_as_dtensor(tmp_path):
+    """Same weights, same rollouts (the engine samples from the HF weights with the same seed): the megatron
+    policy's first GRPO update has the dtensor policy's loss and diagnostics, and check_metrics accepts it."""
+    pytest.importorskip("megatron.core")
+    train, _ = problems(tmp_path)
+    rows = {}
+    for backend in ("dtensor", "megatron"):
+        extra = ["++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false"] if backend == "megatron" else []
+        out = tmp_path / backend
+        run(grpo_config(out, train, f"++backend={backend}", *extra, "++grpo.max_num_steps=1",
+                        "++checkpointing.enabled=false", "++env.reward_function=grpo_rewards:digit_count"))  # fmt: skip
+        rows[backend] = rows_of(out)[0]
+        assert check_metrics.check(out / "logs" / "metrics.json", NEMO_RL_CHECKS)
+    for key in ("train/reward", "train/loss", "train/token_mult_prob_error", "train/approx_entropy"):
+        assert rows["megatron"][key] == pytest.approx(rows["dtensor"][key], rel=1e-4, abs=1e-6), key

@@ -217,3 +217,65 @@ def test_megatron_backend_takes_the_same_first_step_as_dtensor(tmp_path):
         assert check_metrics.check(out / "logs" / "metrics.json", NEMO_RL_CHECKS)
     for key in ("train/reward", "train/loss", "train/token_mult_prob_error", "train/approx_entropy"):
         assert rows["megatron"][key] == pytest.approx(rows["dtensor"][key], rel=1e-4, abs=1e-6), key
+
+
+def test_lora_grpo_trains_adapters_and_exports_merged_weights(tmp_path):
+    """LoRA on the dtensor policy: the base weights stay frozen in the optimizer, the engine gets merged weights
+    (mult-prob error stays ~1), and the HF export is the base model plus the folded-in adapters."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    pytest.importorskip("peft")
+    train, _ = problems(tmp_path)
+    out = tmp_path / "lora"
+    run(grpo_config(out, train, "++policy.lora_cfg.enabled=true", "++policy.lora_cfg.dim=4", "++grpo.max_num_steps=2",
+                    "++policy.optimizer.kwargs.lr=1e-2", "++checkpointing.enabled=false",
+                    "++env.reward_function=grpo_rewards:digit_count"))  # fmt: skip
+    assert check_metrics.check(out / "logs" / "metrics.json", NEMO_RL_CHECKS)
+    exported = AutoModelForCausalLM.from_pretrained(str(out / "final_hf"), dtype=torch.float32).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32).state_dict()
+    assert set(exported) == set(base)  # plain HF names: no adapter or base_layer leftovers
+    changed = {name for name in base if not torch.equal(exported[name], base[name])}
+    assert changed and all(name.endswith("proj.weight") for name in changed)  # only adapted projections moved
+    assert not any("norm" in name or "embed" in name for name in changed)
+
+
+def test_lora_is_refused_on_megatron(tmp_path):
+    train, _ = problems(tmp_path)
+    with pytest.raises(UserError, match="lora_cfg.enabled=true is supported on backend=dtensor only"):
+        run(grpo_config(tmp_path / "out", train, "++backend=megatron", "++policy.megatron_cfg.enabled=true",
+                        "++policy.dtensor_cfg.enabled=false", "++policy.lora_cfg.enabled=true"))  # fmt: skip
+
+
+def test_merged_lora_weights_equal_peft_merge_and_unload():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    pytest.importorskip("peft")
+    from skills_cli.training.config import LoRAConfig
+    from skills_cli.training.lora import apply_lora, merged_state_dict
+
+    model = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32), LoRAConfig(dim=4, alpha=8))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.normal_(0, 0.1)  # peft starts B at 0: make the adapters do something
+    ours = merged_state_dict(model.state_dict(), 8 / 4)
+    reference = model.merge_and_unload().state_dict()
+    assert set(ours) == set(reference)
+    for name, tensor in reference.items():
+        assert torch.allclose(ours[name], tensor, atol=1e-6), name
+
+
+def test_lora_target_module_typo_names_the_real_ones():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    pytest.importorskip("peft")
+    from skills_cli.training.config import LoRAConfig
+    from skills_cli.training.lora import apply_lora
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
+    with pytest.raises(UserError, match="no module named qproj"):
+        apply_lora(model, LoRAConfig(target_modules=["qproj"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from skills_cli.pipeline.commands import (
     CANCEL,
+    CONVERT,
     EVAL,
     GENERATE,
     LOGS,
@@ -32,12 +33,13 @@ eval = EVAL.python_api  # noqa: A001  (the command's name, as in NeMo-Skills)
 summarize_results = SUMMARIZE_RESULTS.python_api
 train_sft = TRAIN_SFT.python_api
 train_grpo = TRAIN_GRPO.python_api
+convert = CONVERT.python_api
 setup = SETUP.python_api
 status = STATUS.python_api
 logs = LOGS.python_api
 cancel = CANCEL.python_api
 
 __all__ = [
-    "cancel", "eval", "generate", "logs", "prepare_data", "run_cmd", "setup", "start_server", "status",
+    "cancel", "convert", "eval", "generate", "logs", "prepare_data", "run_cmd", "setup", "start_server", "status",
     "summarize_results", "train_grpo", "train_sft", "wrap_arguments",
 ]  # fmt: skip

@@ -64,6 +64,22 @@ class MegatronConfig:
 
 
 @dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA adapters (dtensor backend): NeMo-RL's `policy.lora_cfg` keys."""
+
+    enabled: bool = False
+    dim: int = 8  # rank
+    alpha: float = 32.0  # the update is scaled by alpha / dim
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                               "up_proj", "down_proj"])  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise UserError("policy.lora_cfg.dim must be >= 1")
+
+
+@dataclass(frozen=True)
 class SequencePackingConfig:
     enabled: bool = False
     algorithm: Literal["first_fit_decreasing"] = "first_fit_decreasing"
@@ -83,6 +99,7 @@ class PolicyConfig:
     dtensor_cfg: DTensorConfig = field(default_factory=DTensorConfig)
     megatron_cfg: MegatronConfig = field(default_factory=MegatronConfig)
     sequence_packing: SequencePackingConfig = field(default_factory=SequencePackingConfig)
+    lora_cfg: LoRAConfig = field(default_factory=LoRAConfig)
 
     def __post_init__(self) -> None:
         for name in ("train_global_batch_size", "train_micro_batch_size", "max_total_sequence_length"):

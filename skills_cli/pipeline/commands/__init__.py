@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skills_cli.pipeline.commands.convert import CONVERT
 from skills_cli.pipeline.commands.evaluate import EVAL, PREPARE_DATA, SUMMARIZE_RESULTS
 from skills_cli.pipeline.commands.follow import CANCEL, LOGS, STATUS
 from skills_cli.pipeline.commands.generate import GENERATE
@@ -19,6 +20,7 @@ COMMANDS = (
     SUMMARIZE_RESULTS,
     TRAIN_SFT,
     TRAIN_GRPO,
+    CONVERT,
     SETUP,
     STATUS,
     LOGS,

@@ -22,6 +22,8 @@ def policy_backend(config: PolicyConfig, requested: str | None = None, cuda: boo
     if backend == "dtensor" and not config.dtensor_cfg.enabled:
         raise UserError("policy.dtensor_cfg.enabled=false leaves no backend to train with; use backend=dtensor "
                         "with dtensor_cfg enabled, or backend=megatron")  # fmt: skip
+    if backend == "megatron" and config.lora_cfg.enabled:
+        raise UserError("policy.lora_cfg.enabled=true is supported on backend=dtensor only")
     if backend == "megatron" and cuda is False and config.megatron_cfg.pipeline_model_parallel_size > 1:
         raise UserError("policy.megatron_cfg.pipeline_model_parallel_size > 1 needs GPUs (megatron's pipeline "
                         "schedules are CUDA-only); use 1 on CPU")  # fmt: skip

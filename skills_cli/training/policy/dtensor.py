@@ -41,7 +41,8 @@ class DTensorPolicy(Policy):
         self.mixed_precision = config.precision == "bfloat16" and dist.device.type == "cuda"
         self.compute_dtype = torch.bfloat16 if self.mixed_precision else torch.float32
         self._build_model()
-        self.optimizer = build_optimizer(self.model.parameters(), config.optimizer)
+        # with LoRA only the adapters train: the optimizer (and its state) never sees the frozen base weights
+        self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], config.optimizer)
         self.scheduler = build_scheduler(self.optimizer, config.scheduler, total_steps)
 
     def _build_model(self) -> None:
@@ -56,6 +57,13 @@ class DTensorPolicy(Policy):
         self.attn_implementation = model.config._attn_implementation or "sdpa"
         if dtensor.activation_checkpointing:
             enable_activation_checkpointing(model)
+        if config.lora_cfg.enabled:
+            if tp > 1:
+                raise UserError("policy.lora_cfg.enabled=true with tensor_parallel_size > 1 is not supported; use TP=1 "
+                                "(LoRA keeps the trained state small enough for FSDP alone)")  # fmt: skip
+            from skills_cli.training.lora import apply_lora
+
+            model = apply_lora(model, config.lora_cfg)
         if tp > 1:
             if dtensor.sequence_parallel:
                 log.warning("policy.dtensor_cfg.sequence_parallel is not implemented yet: ignored (TP without SP)")
@@ -138,7 +146,13 @@ class DTensorPolicy(Policy):
         return state
 
     def full_hf_state_dict(self) -> dict:
-        return gather_full_state_dict(self.model)
+        state_dict = gather_full_state_dict(self.model)
+        if self.config.lora_cfg.enabled and state_dict:
+            from skills_cli.training.lora import merged_state_dict
+
+            lora = self.config.lora_cfg
+            state_dict = merged_state_dict(state_dict, lora.alpha / lora.dim)
+        return state_dict
 
     def export_hf(self, path: str | Path, tokenizer_dir: str | Path) -> Path:
         import torch

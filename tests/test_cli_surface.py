@@ -17,6 +17,7 @@ from skills_cli.pipeline import (
     generate,
     logs,
     prepare_data,
+    report,
     run_cmd,
     setup,
     start_server,
@@ -32,10 +33,10 @@ from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.store import Store
 
 EXPECTED_COMMANDS = ("run_cmd", "generate", "start_server", "prepare_data", "eval", "summarize_results", "sft",
-                     "grpo", "setup", "status", "logs", "cancel")  # fmt: skip
+                     "grpo", "setup", "status", "logs", "cancel", "report")  # fmt: skip
 API = {"run_cmd": run_cmd, "generate": generate, "start_server": start_server, "prepare_data": prepare_data,
        "eval": evaluate, "summarize_results": summarize_results, "sft": train_sft, "grpo": train_grpo, "setup": setup, "status": status, "logs": logs,
-       "cancel": cancel}  # fmt: skip
+       "cancel": cancel, "report": report}  # fmt: skip
 TOP_LEVEL = (*(c for c in EXPECTED_COMMANDS if c not in ("sft", "grpo")), "train", "nemo_rl")  # `ns train sft|grpo`
 UID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
 CODE = re.compile(r"code/[0-9a-f]{16}")

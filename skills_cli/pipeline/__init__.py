@@ -15,6 +15,7 @@ from skills_cli.pipeline.commands import (
     GENERATE,
     LOGS,
     PREPARE_DATA,
+    REPORT,
     RUN_CMD,
     SETUP,
     START_SERVER,
@@ -38,8 +39,9 @@ setup = SETUP.python_api
 status = STATUS.python_api
 logs = LOGS.python_api
 cancel = CANCEL.python_api
+report = REPORT.python_api
 
 __all__ = [
-    "cancel", "convert", "eval", "generate", "logs", "prepare_data", "run_cmd", "setup", "start_server", "status",
+    "cancel", "convert", "eval", "generate", "logs", "prepare_data", "report", "run_cmd", "setup", "start_server", "status",
     "summarize_results", "train_grpo", "train_sft", "wrap_arguments",
 ]  # fmt: skip

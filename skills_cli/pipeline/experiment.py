@@ -24,7 +24,7 @@ from skills_cli.pipeline.executors import executor_for
 from skills_cli.pipeline.jobs import Job, JobGraph, check_name, with_dependent_jobs
 from skills_cli.pipeline.packaging import snapshot
 from skills_cli.pipeline.plan import ExternalDependency, Plan, PlannedJob, internal_edges, roots, safe_name
-from skills_cli.pipeline.store import JobRecord, JobState, Store, home_dir, new_uid
+from skills_cli.pipeline.store import JobRecord, JobState, Store, SubmissionRecord, home_dir, new_uid
 
 log = logging.getLogger("skills_cli")
 
@@ -40,6 +40,7 @@ class SubmitOptions:
     dry_run: bool = False
     log_dir: str | None = None
     detach: bool = False
+    outputs: tuple[str, ...] = ()  # where the jobs write results (recorded for `ns report`)
 
 
 @dataclass
@@ -66,6 +67,7 @@ def submit_options(values: dict, default_expname: str) -> SubmitOptions:
         expname=expname, run_after=tuple(values.get("run_after") or ()),
         dependency_type=DependencyType(kind) if kind else None, dependent_jobs=values.get("dependent_jobs", 0),
         dry_run=values.get("dry_run", False), log_dir=values.get("log_dir"), detach=values.get("detach", False),
+        outputs=(values["output_dir"],) if isinstance(values.get("output_dir"), str) else (),
     )  # fmt: skip
 
 
@@ -178,6 +180,8 @@ def submit_jobs(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions,
     submission.records = executor.submit(plan, store)
     # recorded only once something was submitted: a failed submission leaves no empty experiment behind
     store.add_experiment(options.expname, cluster.name, cluster.executor.value)
+    store.add_submission(SubmissionRecord(options.expname, time.time(), cluster.name, list(options.run_after),
+                                          list(options.outputs), [r.uid for r in submission.records]))  # fmt: skip
     if cluster.executor is not ExecutorKind.SLURM and not options.detach:
         submission.records = wait(submission.records, store, on_change)
     return submission

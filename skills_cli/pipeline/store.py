@@ -76,7 +76,22 @@ CREATE TABLE IF NOT EXISTS experiments (name TEXT PRIMARY KEY, cluster TEXT, exe
 CREATE TABLE IF NOT EXISTS jobs ({", ".join(c + (" TEXT PRIMARY KEY" if c == "uid" else "") for c in _COLUMNS)});
 CREATE INDEX IF NOT EXISTS jobs_by_exp ON jobs (expname, submitted_at);
 CREATE TABLE IF NOT EXISTS clusters (name TEXT PRIMARY KEY, source TEXT);
+CREATE TABLE IF NOT EXISTS submissions (expname TEXT, submitted_at REAL, cluster TEXT, run_after TEXT, outputs TEXT,
+                                        uids TEXT);
 """
+
+
+@dataclass
+class SubmissionRecord:
+    """One `ns` invocation that added jobs to an experiment: what it ran after (by name, even when those had
+    already finished, so no dependency edge was needed), where it writes results, and the uids of its jobs."""
+
+    expname: str
+    submitted_at: float
+    cluster: str
+    run_after: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    uids: list[str] = field(default_factory=list)
 
 
 def new_uid() -> str:
@@ -115,6 +130,12 @@ class Store:
             row = db.execute("SELECT source FROM clusters WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
+    def add_submission(self, record: SubmissionRecord) -> None:
+        with self._connect() as db:
+            db.execute("INSERT INTO submissions VALUES (?, ?, ?, ?, ?, ?)",
+                       (record.expname, record.submitted_at, record.cluster, json.dumps(record.run_after),
+                        json.dumps(record.outputs), json.dumps(record.uids)))  # fmt: skip
+
     def add_job(self, record: JobRecord) -> None:
         row = _to_row(record)
         with self._connect() as db:
@@ -138,6 +159,14 @@ class Store:
     def has_experiment(self, name: str) -> bool:
         with self._connect() as db:
             return db.execute("SELECT 1 FROM experiments WHERE name = ?", (name,)).fetchone() is not None
+
+    def submissions(self, expname: str) -> list[SubmissionRecord]:
+        """The experiment's submissions, oldest first (none for experiments stored before submissions were)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT expname, submitted_at, cluster, run_after, outputs, uids FROM submissions "
+                              "WHERE expname = ? ORDER BY submitted_at, rowid", (expname,)).fetchall()  # fmt: skip
+        return [SubmissionRecord(name, at, cluster, json.loads(after), json.loads(outputs), json.loads(uids))
+                for name, at, cluster, after, outputs, uids in rows]  # fmt: skip
 
     def job(self, uid: str) -> JobRecord:
         with self._connect() as db:

@@ -6,6 +6,7 @@ from skills_cli.pipeline.commands.convert import CONVERT
 from skills_cli.pipeline.commands.evaluate import EVAL, PREPARE_DATA, SUMMARIZE_RESULTS
 from skills_cli.pipeline.commands.follow import CANCEL, LOGS, STATUS
 from skills_cli.pipeline.commands.generate import GENERATE
+from skills_cli.pipeline.commands.report import REPORT
 from skills_cli.pipeline.commands.run_cmd import RUN_CMD
 from skills_cli.pipeline.commands.setup import SETUP
 from skills_cli.pipeline.commands.start_server import START_SERVER
@@ -25,4 +26,5 @@ COMMANDS = (
     STATUS,
     LOGS,
     CANCEL,
+    REPORT,
 )

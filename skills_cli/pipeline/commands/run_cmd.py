@@ -17,6 +17,8 @@ log = logging.getLogger("skills_cli")
 
 COMMAND = Option("command", str | None, None, "The shell command (instead of giving it as the trailing arguments).")
 JOB_NAME = Option("job_name", str | None, None, "Job name (default: the experiment name).")
+OUTPUT_DIR = Option("output_dir", str | None, None, "Absolute directory the command writes its results to; recorded "
+                    "so that `ns report` shows the metrics and plots found there (the command is not changed).")  # fmt: skip
 
 
 def command_text(extra: WrappedArguments, command: str | None) -> str:
@@ -62,6 +64,8 @@ def build_job(text: str, values: dict) -> Job:
 def run_cmd_impl(extra: WrappedArguments, **values) -> Submission:
     text = command_text(extra, values["command"])
     ensure_log_dir_is_absolute(values["log_dir"])
+    if values["output_dir"] is not None and not values["output_dir"].startswith("/"):
+        raise UserError(f"--output_dir must be an absolute path, got {values['output_dir']!r}")
     cluster = load_cluster_config(values["cluster"], values["config_dir"])
     cluster, values["container"] = resolve_container(cluster, values["container"])
     options = submit_options(values, default_expname="run_cmd")
@@ -71,7 +75,7 @@ def run_cmd_impl(extra: WrappedArguments, **values) -> Submission:
 RUN_CMD = CommandSpec(
     name="run_cmd",
     help="Run a shell command as a job (in the chosen container, after --run_after experiments).",
-    options=(COMMAND, JOB_NAME, *SUBMIT_OPTIONS, *RESOURCE_OPTIONS),
+    options=(COMMAND, JOB_NAME, OUTPUT_DIR, *SUBMIT_OPTIONS, *RESOURCE_OPTIONS),
     impl=run_cmd_impl,
     extra_args="the command to run",
 )

@@ -88,8 +88,8 @@ CONVERT_OPTIONS = (
     Option(
         "num_gpus",
         int,
-        1,
-        "GPUs (tensor parallelism while converting; the trtllm engine's TP size).",
+        0,
+        "GPUs (0: one CPU process; several: tensor parallelism while converting; trtllm: the engines' TP size).",
         panel="Resources",
     ),  # fmt: skip
     Option(
@@ -115,8 +115,9 @@ def read_config(values: dict) -> dict | None:
 
 
 def check_input(values: dict, cluster: ClusterConfig) -> None:
-    """On bare local jobs the input is on this machine: it must exist and be what --convert_from says."""
-    if cluster.executor is not ExecutorKind.NONE:
+    """On bare local jobs the input is on this machine: it must exist and be what --convert_from says (unless an
+    upstream job of --run_after is what makes it)."""
+    if cluster.executor is not ExecutorKind.NONE or values.get("run_after"):
         return
     path, source = Path(values["input_model"]), values["convert_from"]
     expected = {"hf": ("config.json",), "megatron": ("metadata.json",), "checkpoint": ("trainer_state.json",)}[source]

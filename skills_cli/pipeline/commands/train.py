@@ -78,9 +78,11 @@ def launcher_overrides(values: dict) -> list[str]:
 
 
 def check_model(values: dict, config: SFTConfig, cluster: ClusterConfig) -> None:
-    """What this machine can see of the model: existence (bare local jobs) and heads vs tensor parallelism."""
+    """What this machine can see of the model: existence (bare local jobs whose inputs no --run_after upstream
+    makes) and heads vs tensor parallelism."""
     path = Path(values["hf_model"])
-    if cluster.executor is ExecutorKind.NONE and not (path / "config.json").is_file():
+    local = cluster.executor is ExecutorKind.NONE and not values.get("run_after")
+    if local and not (path / "config.json").is_file():
         raise UserError(f"--hf_model {path}: no Hugging Face model there (config.json missing)")
     if not (path / "config.json").is_file():
         return
@@ -91,7 +93,7 @@ def check_model(values: dict, config: SFTConfig, cluster: ClusterConfig) -> None
         heads = model.get(key)
         if heads and heads % tp:
             raise UserError(f"tensor parallel size {tp} does not divide {key}={heads} of {path}")
-    if cluster.executor is ExecutorKind.NONE and not Path(values["training_data"]).is_file():
+    if local and not Path(values["training_data"]).is_file():
         raise UserError(f"--training_data {values['training_data']!r} does not exist")
 
 

@@ -12,7 +12,7 @@ executor: slurm
 ssh_tunnel: {host: login.example.com, user: me, job_dir: /lustre/me/jobs}
 partition: batch
 container_runtime: pyxis
-containers: {main: /lustre/images/skills.sqsh}
+containers: {main: /lustre/images/skills.sqsh, vllm: vllm/vllm-openai:v0.10.1.1}
 """
 # seed 001's 8B dtensor recipe: 64 prompts x 32 generations, global batch 512, importance-sampling correction
 SEED_001_FLAGS = ["++grpo.num_prompts_per_step=64", "++grpo.num_generations_per_prompt=32",
@@ -62,3 +62,13 @@ def test_bad_grpo_flags_fail_before_submission(config_dir, extra, message):
     result = grpo(config_dir, *extra)
     assert result.returncode == 2, result.stdout
     assert message in result.stderr
+
+
+def test_vllm_rollouts_run_in_the_vllm_container(config_dir):
+    write_config(config_dir, "slurm", SLURM)
+    text = grpo(config_dir, "++policy.generation.backend=vllm", "++policy.generation.vllm_cfg.gpu_memory_utilization=0.5",
+                check=True).stdout
+    assert "--container-image=vllm/vllm-openai:v0.10.1.1" in text
+    assert "++policy.generation.backend=vllm" in text
+    default = grpo(config_dir, check=True).stdout
+    assert "--container-image=/lustre/images/skills.sqsh" in default and "vllm-openai" not in default

@@ -124,7 +124,10 @@ def _train_impl(algorithm: str, extra: WrappedArguments, values: dict) -> Submis
     check_model(values, config, cluster)
     env = {"HF_HOME": values["cache_dir"]} if values["cache_dir"] else {}
     script = torchrun_script(values, cluster, overrides, module=f"skills_cli.training.{algorithm}")
-    command = Command(argv=("bash", "-c", script), container=values["container"], gpus=values["num_gpus"])
+    container = values["container"]
+    if algorithm == "grpo" and config.policy.generation.backend == "vllm" and container == "main":
+        container = "vllm"  # colocated vLLM rollouts run in-process: the job needs the vLLM image
+    command = Command(argv=("bash", "-c", script), container=container, gpus=values["num_gpus"])
     job = Job(name=algorithm, commands=(command,), env=env,
               resources=Resources(nodes=values["num_nodes"], gpus_per_node=values["num_gpus"],
                                   time_limit=values["time"], partition=values["partition"]))  # fmt: skip

@@ -15,6 +15,7 @@ from skills_cli.training import checkpoint as ckpt
 from skills_cli.training.batching import dummy_micro_batch
 from skills_cli.training.config import PolicyConfig
 from skills_cli.training.export import gather_full_state_dict, save_hf_model
+from skills_cli.training.meta_init import broadcast_object, empty_model, materialize
 from skills_cli.training.model import count_parameters, load_model, model_fingerprint
 from skills_cli.training.optim import build_optimizer, build_scheduler
 from skills_cli.training.parallel import (
@@ -51,9 +52,12 @@ class DTensorPolicy(Policy):
         self.mesh = build_mesh(self.device.type, self.dist.world_size, tp)
         self.dp_rank, self.dp_group = self.mesh["dp"].get_local_rank(), self.mesh["dp"].get_group()
         self.dp_size = self.mesh["dp"].size()
-        model = load_model(config.model_name)
+        # rank 0 alone reads the checkpoint; every rank shards a meta-initialized copy (see meta_init.py)
+        loaded = load_model(config.model_name) if self.dist.is_main else None
+        model = empty_model(config.model_name)
         check_tensor_parallel(model.config, tp)
-        self.fingerprint, self.num_params = model_fingerprint(model), count_parameters(model)
+        self.fingerprint = broadcast_object(model_fingerprint(loaded) if loaded is not None else None)
+        self.num_params = count_parameters(model)
         self.attn_implementation = model.config._attn_implementation or "sdpa"
         if dtensor.activation_checkpointing:
             enable_activation_checkpointing(model)
@@ -64,6 +68,7 @@ class DTensorPolicy(Policy):
             from skills_cli.training.lora import apply_lora
 
             model = apply_lora(model, config.lora_cfg)
+            loaded = apply_lora(loaded, config.lora_cfg) if loaded is not None else None  # rank 0's adapter init wins
         if tp > 1:
             if dtensor.sequence_parallel:
                 log.warning("policy.dtensor_cfg.sequence_parallel is not implemented yet: ignored (TP without SP)")
@@ -76,6 +81,8 @@ class DTensorPolicy(Policy):
         if dtensor.cpu_offload and not offload:
             log.info("CPU run: policy.dtensor_cfg.cpu_offload has nothing to do (parameters are in CPU memory)")
         apply_fsdp(model, self.mesh["dp"], self.mixed_precision, offload)
+        materialize(model, "cpu" if offload else self.device, loaded.state_dict() if loaded is not None else {})
+        del loaded
         model.train()
         self.model = model
 

@@ -30,7 +30,7 @@ EVAL_METRICS = {
 }  # fmt: skip
 
 # what the jobs run: writes a training run's files or an evaluation's files into OUT
-WRITER = '''
+WRITER = """
 import json, sys, pathlib
 kind, out = sys.argv[1], pathlib.Path(sys.argv[2])
 if kind == "train":
@@ -44,7 +44,7 @@ else:
     (out / "metrics.json").write_text(sys.argv[3])
     (out / "pass_at_k.png").write_bytes(bytes.fromhex(sys.argv[4]))
 print("wrote", kind, "files")
-'''
+"""
 
 
 def tiny_png() -> bytes:
@@ -96,12 +96,14 @@ def test_html_report_covers_the_chain_with_curves_tables_and_the_plot(tmp_path):
     assert "final loss = <b>0.25</b>" in text and "train/reward = <b>0.8</b>" in text
     loss, reward = polyline(text, "loss"), polyline(text, "train/reward")
     assert len(loss) == len(reward) == 8
-    assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(loss, loss[1:]))
-    assert all(a[1] > b[1] for a, b in zip(reward, reward[1:]))
+    assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(loss, loss[1:], strict=False))
+    assert all(a[1] > b[1] for a, b in zip(reward, reward[1:], strict=False))
     assert "lr" not in re.findall(r'aria-label="([^"]+)"', text)  # not a loss/reward/accuracy: table only
     assert "<td>final_step</td><td class=num>8</td>" in text  # the summary file
     # evaluation: seed 003's table layout, and the plot embedded byte for byte
-    assert "<td>pass@1[avg-of-4]</td><td class=num>40</td><td class=num>212</td><td class=num>62.50% ± 3.10</td>" in text
+    assert (
+        "<td>pass@1[avg-of-4]</td><td class=num>40</td><td class=num>212</td><td class=num>62.50% ± 3.10</td>" in text
+    )
     assert "<td>pass@4</td>" in text and "85.00%" in text
     (embedded,) = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert base64.b64decode(embedded) == png == (eval_dir / "pass_at_k.png").read_bytes()
@@ -143,8 +145,7 @@ def test_unknown_experiment_is_an_error():
     assert result.stderr.startswith("error: no experiment named 'unknown' (known: known)"), result.stderr
 
 
-def test_slurm_experiment_is_reported_from_the_store_without_contacting_the_cluster(tmp_path, config_dir,
-                                                                                     monkeypatch):
+def test_slurm_experiment_is_reported_from_the_store_without_contacting_the_cluster(tmp_path, config_dir, monkeypatch):
     from skills_cli.pipeline.executors import slurm, tunnel
 
     def contacted(*args, **kwargs):

@@ -33,7 +33,7 @@ from typing import Any
 
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind
-from skills_cli.pipeline.store import JobRecord, JobState, Store
+from skills_cli.pipeline.store import JobRecord, Store
 
 RECOGNISED = ("metrics.json", "metrics.jsonl", "summary.json", "pass_at_k.png")
 SKIPPED_DIRS = {"checkpoints", "final_hf", "tensorboard", "wandb", "swanlog", "__pycache__"}
@@ -141,7 +141,7 @@ def host_path(path: str, cluster: ClusterConfig | None) -> str:
         return path
     for mount in sorted(cluster.mount_list(), key=lambda m: len(m.target), reverse=True):
         if path == mount.target or path.startswith(mount.target.rstrip("/") + "/"):
-            return mount.source.rstrip("/") + path[len(mount.target.rstrip("/")):]
+            return mount.source.rstrip("/") + path[len(mount.target.rstrip("/")) :]
     return path
 
 
@@ -388,7 +388,7 @@ def svg_curve(title: str, points: list[tuple[int, float]], width: int = 380, hei
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(s, v) for s, v in points))
     dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.2"/>' for x, y in (xy(s, v) for s, v in points)) \
         if len(points) <= 40 else ""  # fmt: skip
-    text = lambda x, y, s, anchor="start": (f'<text x="{x}" y="{y}" text-anchor="{anchor}">{html.escape(s)}</text>')  # noqa: E731
+    text = lambda x, y, s, anchor="start": f'<text x="{x}" y="{y}" text-anchor="{anchor}">{html.escape(s)}</text>'  # noqa: E731
     return (
         f'<svg class="curve" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title, quote=True)}">'
@@ -446,7 +446,9 @@ def render_html(report: Report) -> str:
              f"<h1>Experiment report: {html.escape(report.expname)}</h1>",
              f"<p class=note>Generated {when(now)} by <code>ns report</code>. {html.escape(counts(report))}.</p>"]  # fmt: skip
     if len(report.sections) > 1:
-        chain = " &rarr; ".join(f'<a href="#exp-{i}">{html.escape(s.expname)}</a>' for i, s in enumerate(report.sections))
+        chain = " &rarr; ".join(
+            f'<a href="#exp-{i}">{html.escape(s.expname)}</a>' for i, s in enumerate(report.sections)
+        )
         parts.append(f"<p class=chain>Run-after chain: {chain}</p>")
     for index, section in enumerate(report.sections):
         parts.append(_html_section(index, section, now))
@@ -534,7 +536,12 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def render_markdown(report: Report) -> str:
     now = report.generated_at
-    lines = [f"# Experiment report: {report.expname}", "", f"Generated {when(now)} by `ns report`. {counts(report)}.", ""]
+    lines = [
+        f"# Experiment report: {report.expname}",
+        "",
+        f"Generated {when(now)} by `ns report`. {counts(report)}.",
+        "",
+    ]
     if len(report.sections) > 1:
         lines += ["Run-after chain: " + " → ".join(s.expname for s in report.sections), ""]
     for section in report.sections:

@@ -20,11 +20,20 @@ REPORT = CommandSpec(
     "the metrics, training curves and pass@k plots found in their output directories.",
     (
         Option("expname", str, ..., "Experiment name.", positional=True),
-        Option("output", str | None, None, "File to write (default: EXPNAME-report.html, or .md with --format md, "
-               "in the current directory)."),  # fmt: skip
-        Option("format", str | None, None, "html (one self-contained file: styles, curves and plots inline) or md "
-               "(Markdown; plots are linked). Default: md if --output ends in .md, else html.",
-               choices=("html", "md")),  # fmt: skip
+        Option(
+            "output",
+            str | None,
+            None,
+            "File to write (default: EXPNAME-report.html, or .md with --format md, in the current directory).",
+        ),  # fmt: skip
+        Option(
+            "format",
+            str | None,
+            None,
+            "html (one self-contained file: styles, curves and plots inline) or md "
+            "(Markdown; plots are linked). Default: md if --output ends in .md, else html.",
+            choices=("html", "md"),
+        ),  # fmt: skip
     ),
     report_impl,
 )

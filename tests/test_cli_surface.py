@@ -14,6 +14,7 @@ from conftest import run_ns
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline import (
     cancel,
+    convert,
     generate,
     logs,
     prepare_data,
@@ -33,10 +34,10 @@ from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.store import Store
 
 EXPECTED_COMMANDS = ("run_cmd", "generate", "start_server", "prepare_data", "eval", "summarize_results", "sft",
-                     "grpo", "setup", "status", "logs", "cancel", "report")  # fmt: skip
+                     "grpo", "convert", "setup", "status", "logs", "cancel", "report")  # fmt: skip
 API = {"run_cmd": run_cmd, "generate": generate, "start_server": start_server, "prepare_data": prepare_data,
        "eval": evaluate, "summarize_results": summarize_results, "sft": train_sft, "grpo": train_grpo, "setup": setup, "status": status, "logs": logs,
-       "cancel": cancel, "report": report}  # fmt: skip
+       "cancel": cancel, "report": report, "convert": convert}  # fmt: skip
 TOP_LEVEL = (*(c for c in EXPECTED_COMMANDS if c not in ("sft", "grpo")), "train", "nemo_rl")  # `ns train sft|grpo`
 UID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
 CODE = re.compile(r"code/[0-9a-f]{16}")
@@ -132,7 +133,7 @@ def test_python_api_accepts_exactly_the_cli_option_names(spec):
     assert f"{spec.name}: unknown argument 'no_such_option'" in message
     assert set(message.split("valid: ")[1].split(", ")) == cli_names
     # every CLI name is a known keyword: a wrong value is reported for that option, never as unknown
-    required = {o.name: "x" for o in spec.options if o.default is ...}
+    required = {o.name: o.choices[0] if o.choices else "x" for o in spec.options if o.default is ...}
     for name in sorted(cli_names):
         with pytest.raises(UserError) as info:
             api(**{**required, name: object()})

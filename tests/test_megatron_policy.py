@@ -205,12 +205,15 @@ def test_a_dtensor_checkpoint_is_refused(train_file, tmp_path):
         train(sft_config(tiny_model(), train_file, run_dir, "++backend=megatron", "++sft.max_num_steps=2"))
 
 
-def test_pipeline_parallel_on_cpu_is_a_user_error(train_file, tmp_path, capsys):
+def test_pipeline_parallel_and_recomputation_on_cpu_are_user_errors(train_file, tmp_path, capsys):
     args = [f"++policy.model_name={tiny_model()}", f"++data.train_data={train_file}", f"++output_dir={tmp_path}",
             "++policy.train_global_batch_size=8", "++backend=megatron",
             "++policy.megatron_cfg.pipeline_model_parallel_size=2"]  # fmt: skip
     assert main(args) == 2
     assert "pipeline_model_parallel_size > 1 needs GPUs" in capsys.readouterr().err
+    args[-1] = "++policy.megatron_cfg.activation_checkpointing=true"
+    assert main(args) == 2
+    assert "activation_checkpointing needs GPUs" in capsys.readouterr().err
 
 
 # ---- two processes ------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def build_gpt_model(shape: ModelShape, config, te: bool):
     )
 
     spec = get_gpt_layer_with_transformer_engine_spec() if te else get_gpt_layer_local_spec(normalization="RMSNorm")
-    return GPTModel(
+    model = GPTModel(
         config=config,
         transformer_layer_spec=spec,
         vocab_size=padded_vocab_size(shape.vocab_size, config.tensor_model_parallel_size),
@@ -91,6 +91,10 @@ def build_gpt_model(shape: ModelShape, config, te: bool):
         rope_scaling=shape.rope_scaling_factor is not None,
         rope_scaling_factor=shape.rope_scaling_factor or 8.0,
     )
+    # megatron's own layers are created in params_dtype, but the local spec's RMSNorm is torch's, created in
+    # float32: one dtype for all (as Megatron-LM's Float16Module does), or DDP makes a second gradient buffer
+    # and the norms run in float32 on bf16 activations
+    return model.to(dtype=config.params_dtype)
 
 
 def global_name(model, name: str) -> str:

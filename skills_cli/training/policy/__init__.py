@@ -27,6 +27,9 @@ def policy_backend(config: PolicyConfig, requested: str | None = None, cuda: boo
     if backend == "megatron" and cuda is False and config.megatron_cfg.pipeline_model_parallel_size > 1:
         raise UserError("policy.megatron_cfg.pipeline_model_parallel_size > 1 needs GPUs (megatron's pipeline "
                         "schedules are CUDA-only); use 1 on CPU")  # fmt: skip
+    if backend == "megatron" and cuda is False and config.megatron_cfg.activation_checkpointing:
+        raise UserError("policy.megatron_cfg.activation_checkpointing needs GPUs (megatron's recomputation saves "
+                        "and restores CUDA RNG states); use false on CPU")  # fmt: skip
     return backend
 
 

@@ -116,11 +116,16 @@ def one_process_metrics(train_file, tmp_path_factory) -> list[dict]:
     return read_metrics(output_dir)
 
 
-@pytest.mark.parametrize("layout", ["dp2", "tp2"])
+LAYOUTS = {"dp2": [], "tp2": ["++policy.dtensor_cfg.tensor_parallel_size=2"],
+           "tp2_sp": ["++policy.dtensor_cfg.tensor_parallel_size=2", "++policy.dtensor_cfg.sequence_parallel=true"]}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_two_processes_match_one(layout, train_file, one_process_metrics, tmp_path):
-    """DP=2 (FSDP over 2 ranks, gloo) and TP=2 (DTensor column/row-wise projections) give the 1-process losses
-    and gradient norms step for step, optimizer updates included."""
-    extra = ["++policy.dtensor_cfg.tensor_parallel_size=2"] if layout == "tp2" else []
+    """DP=2 (FSDP over 2 ranks, gloo), TP=2 (DTensor column/row-wise projections) and TP=2 with sequence
+    parallelism (norms and residuals sharded on the sequence) give the 1-process losses and gradient norms step
+    for step, optimizer updates included."""
+    extra = LAYOUTS[layout]
     torchrun(run_args(tiny_model(), train_file, tmp_path / layout, *extra))
     got = read_metrics(tmp_path / layout)
     assert [row["step"] for row in got] == [1, 2, 3]

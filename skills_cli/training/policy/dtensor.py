@@ -28,6 +28,7 @@ from skills_cli.training.parallel import (
     clip_grad_norm_,
 )
 from skills_cli.training.policy.base import LossFn, Policy
+from skills_cli.training.sequence_parallel import apply_sequence_parallel, sequence_parallel_inputs
 
 log = logging.getLogger("skills_cli.sft")
 
@@ -49,6 +50,7 @@ class DTensorPolicy(Policy):
     def _build_model(self) -> None:
         config, dtensor = self.config, self.config.dtensor_cfg
         tp = dtensor.tensor_parallel_size
+        self.tp_size, self.sequence_parallel = tp, dtensor.sequence_parallel and tp > 1
         self.mesh = build_mesh(self.device.type, self.dist.world_size, tp)
         self.dp_rank, self.dp_group = self.mesh["dp"].get_local_rank(), self.mesh["dp"].get_group()
         self.dp_size = self.mesh["dp"].size()
@@ -71,8 +73,9 @@ class DTensorPolicy(Policy):
             loaded = apply_lora(loaded, config.lora_cfg) if loaded is not None else None  # rank 0's adapter init wins
         if tp > 1:
             if dtensor.sequence_parallel:
-                log.warning("policy.dtensor_cfg.sequence_parallel is not implemented yet: ignored (TP without SP)")
-            apply_tensor_parallel(model, self.mesh["tp"])
+                apply_sequence_parallel(model, self.mesh["tp"])
+            else:
+                apply_tensor_parallel(model, self.mesh["tp"])
         if self.device.type == "cpu" and config.precision == "bfloat16":
             # CPU bf16 matmuls are slow or emulated and gloo gains nothing from bf16 reductions; float32 also
             # keeps CPU runs exactly comparable across micro-batch sizes, packing and DP layouts (the tests)
@@ -97,7 +100,7 @@ class DTensorPolicy(Policy):
         with torch.set_grad_enabled(train):
             for micro_batch in micro_batches:
                 inputs, labels = micro_batch.model_inputs(self.attn_implementation, self.compute_dtype, self.device)
-                logits = self.model(**inputs).logits
+                logits = self._logits(inputs, labels.shape[1])
                 loss, values = loss_fn(logits, labels, micro_batch)
                 if train:
                     # FSDP averages gradients over DP ranks; scaling by dp_size turns that into the sum we need
@@ -107,10 +110,18 @@ class DTensorPolicy(Policy):
                 self._empty_pass(train)
         return metrics
 
+    def _logits(self, inputs: dict, length: int):
+        """The model's logits for `inputs`; with sequence parallelism the inputs are padded to a multiple of the
+        TP size and the logits cut back to `length`."""
+        if not self.sequence_parallel:
+            return self.model(**inputs).logits
+        padded = sequence_parallel_inputs(inputs, self.tp_size, self.compute_dtype, self.attn_implementation)
+        return self.model(**padded).logits[:, :length]
+
     def _empty_pass(self, train: bool) -> None:
         """A one-token forward (and a zero backward) that only joins the other ranks' FSDP collectives."""
         inputs, _ = dummy_micro_batch(0).model_inputs(self.attn_implementation, self.compute_dtype, self.device)
-        logits = self.model(**inputs).logits
+        logits = self._logits(inputs, inputs["input_ids"].shape[1])
         if train:
             (logits.sum() * 0.0).backward()
 

@@ -72,3 +72,10 @@ def test_vllm_rollouts_run_in_the_vllm_container(config_dir):
     assert "++policy.generation.backend=vllm" in text
     default = grpo(config_dir, check=True).stdout
     assert "--container-image=/lustre/images/skills.sqsh" in default and "vllm-openai" not in default
+
+
+def test_disable_wandb_wins_over_overrides(config_dir):
+    write_config(config_dir, "slurm", SLURM)
+    text = grpo(config_dir, "--wandb_project", "p", "++logger.wandb_enabled=true", "--disable_wandb", check=True).stdout
+    assert text.index("++logger.wandb_enabled=true") < text.rindex("++logger.wandb_enabled=false")
+    assert "++logger.wandb.project=p" not in text

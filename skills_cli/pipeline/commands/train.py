@@ -114,6 +114,8 @@ def _train_impl(algorithm: str, extra: WrappedArguments, values: dict) -> Submis
     ensure_log_dir_is_absolute(values["log_dir"])
     values = {**values, "algorithm": algorithm}
     overrides = list(extra.args)
+    if values["disable_wandb"]:
+        overrides.append("++logger.wandb_enabled=false")  # last, so it wins over the user's overrides
     launcher = launcher_overrides(values)
     config_class, check_layout = (SFTConfig, check_parallel_layout) if algorithm == "sft" else (GRPOConfig, check_grpo_layout)
     config = load_config(config_class, [*launcher, *overrides], where=f"train {algorithm}")

@@ -336,8 +336,8 @@ class GRPOTrainer:
         start = time.perf_counter()
         indices = next_global_batch(self.position, len(self.problems), grpo.num_prompts_per_step, grpo.seed)
         with timer.section("refit"):
+            self.wake_engine()  # also when fresh: a validation just refitted it, then put it to sleep
             if self.engine_is_stale:
-                self.wake_engine()
                 self.refit()
         with timer.section("generation"):
             seed = rollouts_lib.sample_seed(grpo.seed, self.step, self.dp_rank)
@@ -424,8 +424,8 @@ class GRPOTrainer:
         mine = [self.val_problems[i] for i in indices[self.dp_rank * share : (self.dp_rank + 1) * share]]
         if self.dp_rank == self.dp_size - 1:
             mine += [self.val_problems[i] for i in indices[self.dp_size * share :]]
+        self.wake_engine()
         if self.engine_is_stale:
-            self.wake_engine()
             self.refit()
         seed = rollouts_lib.sample_seed(self.config.grpo.seed, self.step, self.dp_rank, validation=True)
         rollouts = self.generate(mine, 1, seed, greedy=generation.val_temperature == 0)

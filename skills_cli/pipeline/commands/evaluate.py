@@ -95,7 +95,8 @@ EVAL_OPTIONS = (
     Option("split", str | None, None, "Split to evaluate (default: each benchmark's default)."),
     Option("max_samples", int, -1, "Only the first N problems of each benchmark (-1: all)."),
     *(o for o in GENERATE_OPTIONS if o.name not in ("input_file", "output_dir", "num_random_seeds", "random_seeds",
-                                                     "starting_seed", "log_samples")),
+                                                     "starting_seed", "log_samples", "samples_backend",
+                                                     "wandb_project", "wandb_group", "wandb_name")),
     Option("judge_model", str | None, None, "Also judge answers with this model (judge/math prompt); exact "
            "matches and empty answers are decided without it.", panel="Judge"),
     Option("judge_server_type", str, "hf", "Server type of the judge.", choices=SERVER_TYPES, panel="Judge"),

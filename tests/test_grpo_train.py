@@ -279,3 +279,23 @@ def test_lora_target_module_typo_names_the_real_ones():
     model = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
     with pytest.raises(UserError, match="no module named qproj"):
         apply_lora(model, LoRAConfig(target_modules=["qproj"]))
+
+
+def test_on_policy_shortcut_gives_the_recomputed_update(tmp_path):
+    """One optimizer step per rollout batch: skipping the old-logprob pass (ratio exactly 1) updates the weights
+    exactly as recomputing the old logprobs does."""
+    import torch
+
+    train, _ = problems(tmp_path)
+    runs = {}
+    for name, force in (("auto", "null"), ("recompute", "false")):
+        out = tmp_path / name
+        run(grpo_config(out, train, "++policy.train_global_batch_size=16", f"++loss_fn.force_on_policy_ratio={force}",
+                        "++grpo.max_num_steps=1", "++checkpointing.enabled=false",
+                        "++env.reward_function=grpo_rewards:digit_count"))  # fmt: skip
+        runs[name] = (rows_of(out)[0], final_weights(out))
+    (auto, weights_auto), (recompute, weights_recompute) = runs["auto"], runs["recompute"]
+    assert auto["train/loss"] == pytest.approx(recompute["train/loss"], rel=1e-5, abs=1e-7)
+    assert auto["train/probs_ratio_max"] == 1.0  # no pass: prev is the current logprob itself
+    for name in weights_auto:
+        assert torch.allclose(weights_auto[name], weights_recompute[name], atol=1e-6), name

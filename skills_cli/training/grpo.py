@@ -125,6 +125,8 @@ class GRPOTrainer:
         self.steps_per_epoch = len(self.problems) // config.grpo.num_prompts_per_step
         self.total_steps = min(config.grpo.max_num_steps, self.steps_per_epoch * config.grpo.max_num_epochs)
         self.optimizer_steps_per_step = config.rollouts_per_step // policy.train_global_batch_size
+        force = config.loss_fn.force_on_policy_ratio
+        self.on_policy = self.optimizer_steps_per_step == 1 if force is None else force
         self.policy = build_policy(policy, dist, self.total_steps * self.optimizer_steps_per_step,
                                    backend=config.backend, seed=config.grpo.seed)  # fmt: skip
         self.dp_rank = self.policy.dp_rank
@@ -198,9 +200,8 @@ class GRPOTrainer:
 
     def refit(self) -> None:
         """Copy the policy's current weights into the rollout engine (collective)."""
-        state = self.policy.full_hf_state_dict()
-        state = rollouts_lib.broadcast_state_dict(state, self.dist.device)
-        self.engine.load_weights(state)
+        for bucket in rollouts_lib.buckets(self.policy.rollout_weights()):
+            self.engine.load_weights(bucket)
         self.engine_is_stale = False
 
     def generate(self, problems: list[Problem], samples_per_problem: int, seed: int, greedy: bool) -> list[Rollout]:
@@ -238,13 +239,14 @@ class GRPOTrainer:
             logprobs = token_logprobs(logits, labels, temperature)
             return logprobs.sum() * 0.0, {"logprobs": logprobs.detach().float().cpu()}
 
-        self.policy.eval()
-        results = self.policy.forward_backward(batches, capture, train=False)
-        self.policy.train()
-        for index, (batch, result) in enumerate(zip(batches, results)):
-            chunk = rollouts[index * size : (index + 1) * size]
-            for rollout, values in zip(chunk, rollouts_lib.response_values(batch, result["logprobs"], chunk)):
-                rollout.prev_logprobs = values
+        if not self.on_policy:  # with one optimizer step per rollout batch prev == current: the loss uses that
+            self.policy.eval()
+            results = self.policy.forward_backward(batches, capture, train=False)
+            self.policy.train()
+            for index, (batch, result) in enumerate(zip(batches, results)):
+                chunk = rollouts[index * size : (index + 1) * size]
+                for rollout, values in zip(chunk, rollouts_lib.response_values(batch, result["logprobs"], chunk)):
+                    rollout.prev_logprobs = values
         if self.reference is None:
             return
         with torch.no_grad():
@@ -296,7 +298,10 @@ class GRPOTrainer:
             device = logits.device
             curr = token_logprobs(logits, labels, temperature)
             ref = batch.reference_logprobs.to(device) if self.reference is not None else None
-            loss, metrics = clipped_pg_loss(curr, batch.prev_logprobs.to(device), batch.generation_logprobs.to(device),
+            # on-policy: the weights have not moved since the rollouts, so the old logprobs are the current ones
+            # (the ratio is exactly 1 and its gradient that of the current logprobs)
+            prev = curr.detach() if self.on_policy else batch.prev_logprobs.to(device)
+            loss, metrics = clipped_pg_loss(curr, prev, batch.generation_logprobs.to(device),
                                             ref, batch.advantages.to(device), batch.loss_mask.to(device),
                                             batch.seq_weight.to(device), terms, global_count)  # fmt: skip
             return loss, {**metrics, "loss": float(loss.detach())}
@@ -454,7 +459,11 @@ class GRPOTrainer:
     def sleep_engine(self) -> None:
         """Colocated on a GPU: free the engine's KV cache while the policy trains."""
         if self.dist.device.type == "cuda" and self.config.policy.generation.colocated.enabled:
-            self.engine.sleep()
+            if self.config.policy.generation.backend == "torch":
+                # its weights are overwritten by the next refit anyway: moving them to the CPU would only cost time
+                self.engine.sleep(offload_weights=False)
+            else:
+                self.engine.sleep()
 
     # ---- the run ------------------------------------------------------------------------------------------------
 

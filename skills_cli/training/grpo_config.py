@@ -50,6 +50,9 @@ class LossConfig:
     use_importance_sampling_correction: bool = False  # weight tokens by exp(train_logprob - generation_logprob)
     truncated_importance_sampling_ratio: float | None = 2.0  # upper clamp of that weight (None: no clamp)
     use_on_policy_kl_approximation: bool = False
+    # ratio = 1 and no old-logprob pass: None (default) does so exactly when there is one optimizer step per
+    # rollout batch (the old logprobs then equal the current ones); true forces it, false always recomputes
+    force_on_policy_ratio: bool | None = None
 
     def __post_init__(self) -> None:
         if self.ratio_clip_c is not None and self.ratio_clip_c <= 1:

@@ -8,8 +8,8 @@ exchanged and every rank keeps those of the lowest global rank of its DP index (
 bitwise reproducible across peers). Sampling seeds are a function of (run seed, step, DP rank), which makes a
 resumed run sample what the uninterrupted one would have.
 
-Refit: the policy's full HF state dict is gathered on rank 0 and broadcast to every rank's engine (all ranks
-generate). Tokens of a rollout are aligned with the trainer's labels: the label at position t is token t+1,
+Refit: the policy streams its full HF-named weights to every rank's engine (`Policy.rollout_weights`), in
+buckets, so no rank ever holds a second full copy. Tokens of a rollout are aligned with the trainer's labels: the label at position t is token t+1,
 so the i-th response token of a sample whose prompt has P tokens sits at label position P - 1 + i.
 """
 
@@ -69,28 +69,6 @@ def share_across_model_parallel_peers(items: list, dp_rank: int, rank: int) -> l
     return owners[0][1]
 
 
-def broadcast_state_dict(state_dict: dict, device) -> dict:
-    """Rank 0's full state dict on every rank (CPU tensors). A world of one returns it as is."""
-    import torch
-    import torch.distributed as dist
-
-    if dist.get_world_size() == 1:
-        return state_dict
-    layout = [[(name, tuple(t.shape), t.dtype) for name, t in state_dict.items()] if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(layout, src=0)
-    # NCCL moves device tensors only: stage each on this rank's device, then bring it back to CPU
-    transport = device if device.type == "cuda" else torch.device("cpu")
-    result = {}
-    for name, shape, dtype in layout[0]:
-        if dist.get_rank() == 0:
-            tensor = state_dict[name].to(transport)
-        else:
-            tensor = torch.empty(shape, dtype=dtype, device=transport)
-        dist.broadcast(tensor, src=0)
-        result[name] = tensor.cpu()
-    return result
-
-
 # ---- micro-batches ----------------------------------------------------------------------------------------------
 
 
@@ -139,3 +117,17 @@ def response_values(batch: MicroBatch, per_token, rollouts: list[Rollout]) -> li
         start = len(rollout.prompt_ids) - 1
         out.append(values[row, start : start + len(rollout.response_ids)].tolist())
     return out
+
+
+def buckets(pairs, max_bytes: int = 1 << 30):
+    """(name, tensor) pairs grouped into lists of at most ~`max_bytes` (one oversized tensor is its own bucket)."""
+    bucket, size = [], 0
+    for name, tensor in pairs:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > max_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += nbytes
+    if bucket:
+        yield bucket

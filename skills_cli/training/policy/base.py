@@ -29,7 +29,7 @@ broadcasts the metrics dicts to the other stages, so every rank gets the same li
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,31 @@ class Policy(ABC):
     def full_hf_state_dict(self) -> dict:
         """Full tensors on CPU under the HF model's parameter names on rank 0, {} elsewhere. Collective."""
 
+    def rollout_weights(self) -> Iterator[tuple[str, Any]]:
+        """(HF name, full tensor) pairs of the current weights on *every* rank, for a rollout engine's refit;
+        consumed one at a time, so a backend can stream them from device memory. Collective: every rank must
+        exhaust the iterator. This default gathers the full state dict on rank 0 (CPU) and broadcasts it."""
+        yield from broadcast_state_dict(self.full_hf_state_dict(), self.device).items()
+
     @abstractmethod
     def export_hf(self, path: str | Path, tokenizer_dir: str | Path) -> Path:
         """Write the current weights as an HF model directory (rank 0 writes); returns the path. Collective."""
+
+
+def broadcast_state_dict(state_dict: dict, device) -> dict:
+    """Rank 0's full state dict on every rank (CPU tensors). A world of one returns it as is."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_world_size() == 1:
+        return state_dict
+    layout = [[(name, tuple(t.shape), t.dtype) for name, t in state_dict.items()] if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(layout, src=0)
+    # NCCL moves device tensors only: stage each on this rank's device, then bring it back to CPU
+    transport = device if device.type == "cuda" else torch.device("cpu")
+    result = {}
+    for name, shape, dtype in layout[0]:
+        tensor = state_dict[name].to(transport) if dist.get_rank() == 0 else torch.empty(shape, dtype=dtype, device=transport)
+        dist.broadcast(tensor, src=0)
+        result[name] = tensor.cpu()
+    return result

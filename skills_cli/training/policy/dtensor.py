@@ -172,6 +172,19 @@ class DTensorPolicy(Policy):
             state_dict = merged_state_dict(state_dict, lora.alpha / lora.dim)
         return state_dict
 
+    def rollout_weights(self):
+        """Each parameter gathered in turn on this rank's device (`full_tensor`, an all-gather over its mesh):
+        no trip through host memory and never more than one full tensor at a time. LoRA weights need merging,
+        which the default (full state dict, merged on rank 0) does."""
+        if self.config.lora_cfg.enabled:
+            yield from super().rollout_weights()
+            return
+        from torch.distributed.tensor import DTensor
+
+        for name, parameter in self.model.named_parameters():
+            tensor = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter
+            yield name, tensor.detach()
+
     def export_hf(self, path: str | Path, tokenizer_dir: str | Path) -> Path:
         import torch
 

@@ -34,10 +34,38 @@ def save(directory: str | Path, model, optimizer=None) -> None:
     dist_checkpointing.save(_sharded(model, optimizer, is_loading=False), str(directory))
 
 
+def _torch_adams(optimizer) -> list:
+    """The torch Adam/AdamW instances inside megatron's optimizer wrappers (chained or not)."""
+    import torch
+
+    wrappers = getattr(optimizer, "chained_optimizers", [optimizer])
+    inner = [getattr(wrapper, "optimizer", None) for wrapper in wrappers]
+    return [opt for opt in inner if isinstance(opt, (torch.optim.Adam, torch.optim.AdamW))]
+
+
+def prime_optimizer_state(optimizer) -> None:
+    """Give every parameter of torch Adam(W) an (empty) state before loading into it. Without apex or
+    TransformerEngine, megatron's distributed optimizer reads a `step` from each parameter's state when it
+    builds its sharded state dict, which a run that has not stepped yet does not have (megatron-core 0.16.1);
+    the loaded checkpoint then overwrites these zeros."""
+    import torch
+
+    for adam in _torch_adams(optimizer):
+        for group in adam.param_groups:
+            for param in group["params"]:
+                state = adam.state[param]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+
 def load(directory: str | Path, model, optimizer=None) -> None:
     """Collective: fill `model` (and `optimizer`) from a checkpoint written by `save`."""
     from megatron.core import dist_checkpointing
 
+    if optimizer is not None:
+        prime_optimizer_state(optimizer)
     state = dist_checkpointing.load(_sharded(model, optimizer, is_loading=True), str(directory))
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     # the local spec's `_extra_state` entries (TransformerEngine's FP8 metadata slots) hold nothing

@@ -5,11 +5,13 @@ mask. Packing: samples are placed first-fit-decreasing into bins of `max_total_s
 `train_micro_batch_size` bins, each padded to the full bin length, form a micro-batch. A packed row must behave exactly like its sequences run
 one by one, which takes two things:
   * position ids that restart at 0 for each sequence (RoPE sees the same positions as unpacked), and
-  * attention kept inside each sequence. With eager/SDPA attention (CPU, and the GPU default) the row gets an
-    explicit 4D block-diagonal causal mask, additive (0 / dtype-min) in the compute dtype, which transformers
-    passes to the attention kernel as is. With flash-attention the rows are flattened into one and only
-    the restarting position ids are passed: transformers then derives `cu_seqlens` and runs the varlen
-    kernel (no L x L mask in memory).
+  * attention kept inside each sequence. With varlen flash attention (`model.VARLEN_ATTENTION`, the GPU
+    default) the rows are flattened into one and `cu_seq_lens_q/k` give each sequence's start, padded
+    micro-batches included (each row's padding is a sequence of its own): no mask exists at all. With eager/SDPA
+    attention (CPU) the row gets an explicit 4D block-diagonal causal mask, additive (0 / dtype-min) in the
+    compute dtype, which transformers passes to the attention kernel as is. With transformers'
+    flash-attention the rows are flattened and only the restarting position ids are passed (transformers then
+    derives `cu_seqlens`).
 Padding at the end of a packed row is its own segment, so no row of the mask is empty (an all-masked softmax
 row would be NaN in SDPA) and no real token can see it.
 
@@ -68,21 +70,54 @@ class MicroBatch:
 
     def model_inputs(self, attn_implementation: str, dtype, device) -> tuple[dict, Any]:
         """Keyword arguments for the HF model, and the labels, on `device`."""
+        from skills_cli.training.model import VARLEN_ATTENTION
+
+        if attn_implementation == VARLEN_ATTENTION:
+            return self._varlen_inputs(device)
         if self.segment_ids is None:
-            inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-                      "position_ids": self.position_ids}  # fmt: skip
-            return _to(inputs, device), self.labels.to(device)
+            inputs = _to({"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                          "position_ids": self.position_ids, "labels": self.labels}, device)  # fmt: skip
+            return inputs, inputs.pop("labels")
         if attn_implementation.startswith("flash_attention"):
             # one flat row: the varlen kernel finds sequence starts where position ids restart
-            inputs = {"input_ids": self.input_ids.reshape(1, -1), "position_ids": self.position_ids.reshape(1, -1)}
-            return _to(inputs, device), self.labels.reshape(1, -1).to(device)
-        mask = block_causal_mask(self.segment_ids.to(device), dtype)
-        inputs = {"input_ids": self.input_ids, "position_ids": self.position_ids}
-        return {**_to(inputs, device), "attention_mask": mask}, self.labels.to(device)
+            inputs = _to({"input_ids": self.input_ids.reshape(1, -1), "position_ids": self.position_ids.reshape(1, -1),
+                          "labels": self.labels.reshape(1, -1)}, device)  # fmt: skip
+            return inputs, inputs.pop("labels")
+        inputs = _to({"input_ids": self.input_ids, "position_ids": self.position_ids,
+                      "segment_ids": self.segment_ids, "labels": self.labels}, device)  # fmt: skip
+        mask = block_causal_mask(inputs.pop("segment_ids"), dtype)
+        labels = inputs.pop("labels")
+        return {**inputs, "attention_mask": mask}, labels
+
+    def _varlen_inputs(self, device) -> tuple[dict, Any]:
+        """One flattened row and the sequence offsets (`cu_seq_lens_q/k`, int32) for varlen flash attention.
+
+        `max_length_q/k` is the row length, an upper bound of every sequence's length that only sizes the
+        kernel's grid; it is the same for every packed micro-batch, so it costs no host sync and no recompile."""
+        import torch
+
+        rows, length = self.input_ids.shape
+        segments = self.segment_ids if self.segment_ids is not None else (1 - self.attention_mask)
+        # a sequence starts at each row start and wherever the segment id changes inside a row
+        starts = torch.ones((rows, length), dtype=torch.bool)
+        starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+        offsets = torch.nonzero(starts.reshape(-1), as_tuple=True)[0]
+        cu_seqlens = torch.cat([offsets, torch.tensor([rows * length])]).to(torch.int32)
+        inputs = {"input_ids": self.input_ids.reshape(1, -1), "position_ids": self.position_ids.reshape(1, -1),
+                  "cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens}  # fmt: skip
+        labels = self.labels.reshape(1, -1)
+        moved = _to({**inputs, "labels": labels}, device)
+        labels = moved.pop("labels")
+        return {**moved, "max_length_q": length, "max_length_k": length}, labels
 
 
 def _to(tensors: dict, device) -> dict:
-    return {name: tensor.to(device) for name, tensor in tensors.items()}
+    """Host-to-device copies that do not wait for the GPU: from pinned memory, asynchronously (a pageable copy
+    would first drain the GPU's queue, idling it while the next micro-batch is prepared)."""
+
+    if getattr(device, "type", device) != "cuda":
+        return {name: tensor.to(device) for name, tensor in tensors.items()}
+    return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in tensors.items()}
 
 
 def block_causal_mask(segment_ids, dtype):

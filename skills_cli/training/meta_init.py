@@ -44,9 +44,11 @@ def empty_model(path: str):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from skills_cli.training.model import attention_kwargs
+
     config = AutoConfig.from_pretrained(path)
     with parameters_on_meta():
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **attention_kwargs())
     model.config.use_cache = False
     return model
 

@@ -10,6 +10,13 @@ average is the sum of the ranks' gradients, i.e. exactly the global-batch gradie
 already divided by the global valid-token count). Scaling the loss rather than setting FSDP's gradient divide
 factor to 1 keeps one code path for NCCL and gloo (gloo has no PREMUL_SUM, which a custom factor needs).
 
+On GPUs each decoder layer's `forward` is compiled (torch.compile) before sharding, as torchtitan does: the
+RMSNorms, rotary embeddings, SwiGLU and residual adds become a few fused kernels instead of many small
+elementwise launches, and the identical layers share one compiled graph (on an H100, a 0.5B model's median
+step went from 2.94 s to 1.70 s with compiled layers and loss). FSDP's hooks stay
+outside (they wrap the module call, not `forward`), and attention stays an eager kernel (a graph break). Layers
+under tensor parallelism are left eager. `SKILLS_CLI_SFT_COMPILE=0` turns compilation off.
+
 Without torchrun the trainer still runs as a world of one (an in-memory store, gloo on CPU), so every code
 path (FSDP, DCP checkpoints, the full-state-dict export) is the same as in a multi-GPU job.
 """
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skills_cli.common.errors import UserError
+from skills_cli.training.model import compile_enabled
 
 log = logging.getLogger("skills_cli.sft")
 
@@ -56,6 +64,10 @@ def init_distributed() -> Distributed:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
+        if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ and hasattr(torch.cuda.memory, "_set_allocator_settings"):
+            # micro-batches of varying sizes fragment the caching allocator; growing segments in place avoids
+            # the cudaFree/cudaMalloc (device-wide synchronisations) that fragmentation forces (torchtitan's default)
+            torch.cuda.memory._set_allocator_settings("expandable_segments:True")
         torch.cuda.set_device(device)
     created = False
     if not dist.is_initialized():
@@ -139,6 +151,8 @@ def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool) -> None
     import torch
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
+    if compile_enabled(dp_mesh.device_type):
+        compile_decoder_layers(model)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision \
         else MixedPrecisionPolicy()  # fmt: skip
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
@@ -150,6 +164,26 @@ def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool) -> None
     # the root's parameters (embeddings, final norm, LM head) are used at the end of forward and again first
     # in backward: keeping them gathered saves an all-gather per micro-batch
     fully_shard(model, mesh=dp_mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=False)
+
+
+def compile_decoder_layers(model) -> int:
+    """torch.compile each decoder layer's `forward` in place (the module, its parameter names and state dict are
+    unchanged); layers holding DTensor parameters (tensor parallelism) stay eager. Returns how many were."""
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    compiled = 0
+    for layer in decoder_layers(model):
+        if any(isinstance(p, DTensor) for p in layer.parameters()):
+            continue
+        # automatic dynamic shapes: the first micro-batch shape compiles static, the next one that differs (the
+        # last micro-batch of a step has fewer rows; sequence counts vary) recompiles with symbolic sizes. On an
+        # H100, dynamic=True from the start compiled for ~95 s instead of ~16 s and still recompiled once later.
+        layer.forward = torch.compile(layer.forward)
+        compiled += 1
+    if compiled:
+        log.info("compiled the forward of %d decoder layers (torch.compile)", compiled)
+    return compiled
 
 
 def clip_grad_norm_(parameters, max_norm: float | None) -> float:

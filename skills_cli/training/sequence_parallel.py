@@ -88,6 +88,14 @@ def sequence_parallel_inputs(inputs: dict, tp_size: int, dtype, attn_implementat
         out["position_ids"] = torch.cat([inputs["position_ids"], positions.to(inputs["position_ids"].dtype)], 1)
     if attn_implementation.startswith("flash_attention"):
         return out
+    if "cu_seq_lens_q" in inputs:
+        # varlen flash attention (model.VARLEN_ATTENTION): the added positions become one more sequence (the
+        # kernel leaves tokens past the last offset unwritten)
+        if pad:
+            cu = inputs["cu_seq_lens_q"]
+            cu = torch.cat([cu, torch.full((1,), length + pad, dtype=cu.dtype, device=cu.device)])
+            out["cu_seq_lens_q"] = out["cu_seq_lens_k"] = cu
+        return out
     mask = inputs.get("attention_mask")
     if mask is None or mask.dim() == 2:
         real = mask if mask is not None else torch.ones_like(ids)

@@ -98,7 +98,10 @@ class DTensorPolicy(Policy):
         passes = int(all_reduce(len(micro_batches), self.dp_group, self.device, op="max"))
         metrics = []
         with torch.set_grad_enabled(train):
-            for micro_batch in micro_batches:
+            for index, micro_batch in enumerate(micro_batches):
+                if train and self.dp_size == 1:
+                    # one DP rank: gather the weights and reduce the gradients once per step, not per micro-batch
+                    _accumulate_unsharded(self.model, last=index == passes - 1)
                 inputs, labels = micro_batch.model_inputs(self.attn_implementation, self.compute_dtype, self.device)
                 logits = self._logits(inputs, labels.shape[1])
                 loss, values = loss_fn(logits, labels, micro_batch)
@@ -212,6 +215,16 @@ def enable_activation_checkpointing(model) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _accumulate_unsharded(model, last: bool) -> None:
+    """With a single data-parallel rank FSDP's shard is the whole model, so resharding after each micro-batch's
+    backward (and gathering again for the next forward) and "reducing" each micro-batch's gradients only copy,
+    cast and add memory (an H100 profile of a 0.5B model showed such kernels at up to ~15% of GPU time, though
+    no end-to-end gain was measured apart from other changes). Until the step's last pass the weights stay
+    gathered and gradients accumulate unsharded (in fp32); the last pass reshards and reduces as usual."""
+    model.set_requires_gradient_sync(last, recurse=True)
+    model.set_reshard_after_backward(last, recurse=True)
 
 
 def _detached(values: dict) -> dict:

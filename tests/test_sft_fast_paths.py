@@ -1,0 +1,131 @@
+"""The GPU fast paths of the SFT trainer, checked on CPU against the plain computations they replace:
+varlen attention on flattened micro-batches (sequence offsets instead of 4D masks) and the fused token-NLL
+loss (gradient computed in the forward pass, no fp32 copy of the logits)."""
+
+from __future__ import annotations
+
+import pytest
+from test_sft_normalization import GLOBAL_BATCH, train_file  # noqa: F401 (fixture)
+from test_sft_support import sft_config, tiny_model
+
+from skills_cli.training.batching import make_micro_batches
+from skills_cli.training.data import IGNORE_INDEX, SFTSample
+from skills_cli.training.model import ATTENTION_ENV, VARLEN_ATTENTION
+from skills_cli.training.parallel import distributed_session
+from skills_cli.training.sft import SFTTrainer
+
+
+def samples(lengths: list[int]) -> list[SFTSample]:
+    return [SFTSample(list(range(5, 5 + n)), [0] * (n // 2) + [1] * (n - n // 2)) for n in lengths]
+
+
+def test_varlen_inputs_mark_every_sequence_and_padding():
+    packed = make_micro_batches(samples([5, 3, 4, 2]), 2, pad_id=0, pack_capacity=8)[0]
+    inputs, labels = packed.model_inputs(VARLEN_ATTENTION, None, "cpu")
+    # bins (first fit decreasing, capacity 8): [5, 3] and [4, 2] + 2 padding tokens
+    assert inputs["cu_seq_lens_q"].tolist() == [0, 5, 8, 12, 14, 16]
+    assert inputs["input_ids"].shape == labels.shape == (1, 16)
+    assert inputs["max_length_q"] == 8
+    padded = make_micro_batches(samples([5, 3]), 2, pad_id=0)[0]
+    inputs, _ = padded.model_inputs(VARLEN_ATTENTION, None, "cpu")
+    assert inputs["cu_seq_lens_q"].tolist() == [0, 5, 8, 10]  # row 2: 3 tokens, then its 2 padding tokens
+
+
+def test_scaled_token_nll_matches_cross_entropy():
+    import torch
+    import torch.nn.functional as F
+
+    from skills_cli.training.loss import EAGER_CHUNK_ROWS, normalized_loss
+
+    torch.manual_seed(0)
+    rows = EAGER_CHUNK_ROWS + 37  # more than one eager chunk
+    logits = torch.randn(1, rows, 50, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 50, (1, rows))
+    labels[0, ::3] = IGNORE_INDEX
+    loss = normalized_loss(logits, labels, 123.0)
+    loss.backward()
+    reference_logits = logits.detach().clone().requires_grad_(True)
+    reference = F.cross_entropy(reference_logits[0], labels[0], ignore_index=IGNORE_INDEX, reduction="sum") / 123.0
+    (reference * 2).backward()  # a backend's loss multiplier (the DP size) reaches the fused gradient too
+    logits.grad = None
+    normalized_loss(logits, labels, 123.0).mul(2).backward()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert torch.allclose(logits.grad, reference_logits.grad, atol=1e-7)
+    with torch.no_grad():
+        assert normalized_loss(logits, labels, 123.0).item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+def loss_and_gradients(config) -> tuple[float, dict, str]:
+    with distributed_session() as dist:
+        trainer = SFTTrainer(config, dist)
+        stats = trainer.forward_backward(GLOBAL_BATCH)
+        model = trainer.policy.model
+        grads = {name: p.grad.full_tensor().clone() for name, p in model.named_parameters()}
+        implementation = model.config._attn_implementation
+    return stats.loss, grads, implementation
+
+
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_varlen_attention_trains_like_masked_sdpa(layout, train_file, tmp_path, monkeypatch):  # noqa: F811
+    """The whole trainer with varlen attention (its CPU reference kernel) gives the loss and gradients of the
+    4D-mask SDPA path, on a model with grouped-query attention (qwen2 tiny: 4 heads, 2 KV heads)."""
+    overrides = ["++policy.train_micro_batch_size=4"]
+    if layout == "packed":
+        overrides += ["++policy.sequence_packing.enabled=true", "++policy.max_total_sequence_length=128"]
+    model = tiny_model("qwen2")
+    masked = loss_and_gradients(sft_config(model, train_file, tmp_path / "sdpa", *overrides))
+    monkeypatch.setenv(ATTENTION_ENV, VARLEN_ATTENTION)
+    varlen = loss_and_gradients(sft_config(model, train_file, tmp_path / "varlen", *overrides))
+    assert varlen[2] == VARLEN_ATTENTION and masked[2] != VARLEN_ATTENTION
+    assert varlen[0] == pytest.approx(masked[0], abs=1e-5)
+    worst = max((varlen[1][key] - masked[1][key]).abs().max().item() for key in masked[1])
+    assert worst < 1e-5, f"gradients differ by {worst}"
+
+
+def test_varlen_attention_without_offsets_is_plain_causal_attention():
+    """A plain `model(input_ids=...)` call (no sequence offsets) treats each row as one sequence."""
+    import torch
+
+    from skills_cli.training.model import load_model
+
+    ids = torch.randint(4, 200, (3, 17))
+    reference = load_model(tiny_model("qwen2"), "sdpa")
+    varlen = load_model(tiny_model("qwen2"), VARLEN_ATTENTION)
+    with torch.no_grad():
+        assert torch.allclose(varlen(input_ids=ids).logits, reference(input_ids=ids).logits, atol=1e-5)
+
+
+def test_varlen_attention_with_tensor_and_sequence_parallelism(train_file, tmp_path, monkeypatch):  # noqa: F811
+    """TP=2 with sequence parallelism pads the flattened row to a multiple of 2; with varlen attention the added
+    positions must be a sequence of their own (the CPU kernel refuses offsets that do not cover every token).
+    Losses and gradient norms match one process step for step."""
+    from test_sft_normalization import read_metrics, run_args, torchrun
+
+    from skills_cli.training.sft import main
+
+    monkeypatch.setenv(ATTENTION_ENV, VARLEN_ATTENTION)
+    model = tiny_model()
+    # one packed row of 127 tokens per micro-batch: an odd length, so sequence parallelism pads every pass
+    packed = ["++policy.train_micro_batch_size=1", "++policy.sequence_packing.enabled=true",
+              "++policy.max_total_sequence_length=127"]  # fmt: skip
+    assert main(run_args(model, train_file, tmp_path / "one", *packed)) == 0
+    torchrun(run_args(model, train_file, tmp_path / "sp", *packed, "++policy.dtensor_cfg.tensor_parallel_size=2",
+                      "++policy.dtensor_cfg.sequence_parallel=true"))  # fmt: skip
+    for mine, theirs in zip(read_metrics(tmp_path / "sp"), read_metrics(tmp_path / "one"), strict=True):
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
+        assert mine["grad_norm"] == pytest.approx(theirs["grad_norm"], abs=1e-5)
+
+
+def test_varlen_model_honours_a_4d_mask_given_without_offsets():
+    """Inputs prepared for SDPA (a packed row's 4D block mask, e.g. GRPO's reference model fed the megatron
+    policy's micro-batches) run through transformers' SDPA with that mask."""
+    import torch
+
+    from skills_cli.training.model import load_model
+
+    packed = make_micro_batches(samples([9, 6, 7]), 1, pad_id=0, pack_capacity=32)[0]
+    inputs, _ = packed.model_inputs("sdpa", torch.float32, "cpu")
+    reference = load_model(tiny_model("qwen2"), "sdpa")
+    varlen = load_model(tiny_model("qwen2"), VARLEN_ATTENTION)
+    with torch.no_grad():
+        assert torch.allclose(varlen(**inputs).logits, reference(**inputs).logits, atol=1e-5)

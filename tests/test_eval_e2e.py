@@ -137,6 +137,15 @@ def test_eval_without_prepared_data_says_how_to_prepare(tmp_path):
     assert result.returncode == 2 and "run `ns prepare_data aime24`" in result.stderr
 
 
+def test_eval_after_an_upstream_that_prepares_the_data_is_accepted(tmp_path):
+    data = tmp_path / "later"
+    run_ns("run_cmd", "--expname", "make-data", "echo prepared", check=True)
+    result = run_ns("eval", "--benchmarks", "arith", "--data_dir", str(data), "--output_dir", str(tmp_path / "o"),
+                    "--model", "/m", "--run_after", "make-data", "--dry_run")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"++input_file={data}/arith/test.jsonl" in result.stdout  # the job reads it when it runs
+
+
 def test_summarize_rejects_mixed_and_corrupt_results(tmp_path):
     mixed = tmp_path / "r" / "gsm8k"
     mixed.mkdir(parents=True)

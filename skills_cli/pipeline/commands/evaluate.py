@@ -113,8 +113,8 @@ def data_file(values: dict, name: str) -> str:
 
 
 def check_prepared(values: dict, cluster: ClusterConfig, names: list[str]) -> None:
-    if cluster.executor is not ExecutorKind.NONE:
-        return  # the data lives where the jobs run
+    if cluster.executor is not ExecutorKind.NONE or values["run_after"]:
+        return  # the data lives where the jobs run, or a --run_after upstream prepares it: the jobs read it
     for name in names:
         path = Path(data_file(values, name))
         if not path.is_file():

@@ -1,87 +1,311 @@
-"""Quickstart: a three-stage pipeline of dependent jobs on the embedded default (bare local processes).
+"""Quickstart: the post-training lifecycle of a tiny model on `arith`, as jobs chained with run_after.
 
-    python recipes/quickstart.py [--cluster local] [--output_dir DIR] [--dry_run]
+    bash scripts/quickstart.sh                     # installs .venv if needed, then runs this recipe
+    python recipes/quickstart.py [--size default|small] [--output_dir DIR] [--cluster local] [--config_dir DIR]
 
-Stage 1 writes a small synthetic arithmetic data set, stage 2 answers it with a reference solver, stage 3
-grades the answers and prints a summary. Each stage is its own experiment started with `run_after` on the
-previous one, so the whole chain is submitted at once and the supervisors run it in order. (Later issues
-replace these stages with the real lifecycle: SDG -> SFT -> GRPO -> eval -> summary.)
+Stages, each one experiment `quickstart-<stage>` that waits for the previous one (`run_after`); the whole chain
+is submitted at once and the job supervisors (or Slurm) run it in order:
+
+  data      ns prepare_data arith, then the seed SFT set (reference solutions) and the SDG problems, both from
+            arith's train split, and a one-line prompt config (the problem as the user turn)
+  model     a tiny random base model (python -m skills_cli.inference.tiny_model)
+  warmup    ns train sft on the seed set
+  baseline  ns eval --benchmarks arith:K on the warmed-up model, with the embedded hf server
+  sdg       ns generate: K sampled solutions (temperature 0.7) per SDG problem from the warmed-up model
+  filter    grade them, then python -m skills_cli.training.prepare_data keeps the correct ones (deduplicated, at
+            most 2 per problem, no arith test problem) and appends them to the seed set
+  sft       ns train sft from the warmed-up model on seed + kept solutions (rejection-sampling fine-tuning)
+  grpo      ns train grpo on the problems of that SFT set (ones the model can solve at least sometimes)
+  final     ns eval --benchmarks arith:K on the GRPO model
+
+It ends with `ns summarize_results` of both evaluations and a baseline-vs-final table. A rerun skips every stage
+whose output is already there (checked where the jobs run), so an interrupted quickstart continues where it
+stopped; `--cluster slurm_local --config_dir DIR` runs the same chain on a Slurm cluster (the output folder must
+then be a path on the cluster).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from skills_cli.pipeline import run_cmd, wrap_arguments
-from skills_cli.pipeline.store import JobState
+from skills_cli.common.errors import UserError
+from skills_cli.pipeline import eval as evaluate
+from skills_cli.pipeline import generate, run_cmd, summarize_results, train_grpo, train_sft, wrap_arguments
+from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
+from skills_cli.pipeline.experiment import wait
+from skills_cli.pipeline.shell import quote, quote_argv
+from skills_cli.pipeline.store import JobRecord, JobState, Store
 
-PY = sys.executable
+PREFIX = "quickstart"
+TOKENS = 32  # generation budget: "12 * 12 = 144. The answer is \boxed{144}." is 23 tokens
+SEQUENCE = 64  # prompt + solution, in tokens
 
-MAKE_DATA = """
-import json, random, sys
-rng = random.Random(0)
-with open(sys.argv[1], "w") as f:
-    for i in range(200):
-        a, b = rng.randint(0, 999), rng.randint(0, 999)
-        f.write(json.dumps({"id": i, "problem": f"What is {a} + {b}?", "a": a, "b": b, "expected": a + b}) + "\\n")
-print("wrote 200 problems")
+# Runs in the data job. A tiny model cannot learn two-digit sums in minutes, but it learns multiplication facts and
+# answers unseen ones from the commuted fact (8 * 9 from 9 * 8): the seed set holds every other multiplication row
+# of the train split and a few sums and differences; the SDG problems are the other multiplication rows and more
+# sums and differences. Rejection sampling then harvests the facts the warmed-up model gets right by commuting.
+MAKE_SETS = """
+import json, os, sys
+data, seed_mixed, sdg_mixed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rows = [json.loads(line) for line in open(f"{data}/arith/train.jsonl")]
+products = [row for row in rows if row["operation"] == "*"]
+others = [row for row in rows if row["operation"] != "*"]
+seed = products[0::2] + others[:seed_mixed]
+problems = products[1::2] + others[seed_mixed : seed_mixed + sdg_mixed]
+def chat(row):
+    return {"messages": [{"role": "user", "content": row["problem"]}, {"role": "assistant", "content": row["solution"]}],
+            "problem": row["problem"], "expected_answer": row["expected_answer"]}
+def write(name, items):
+    with open(f"{data}/quickstart/.{name}", "w") as out:
+        out.writelines(json.dumps(item) + "\\n" for item in items)
+    os.replace(f"{data}/quickstart/.{name}", f"{data}/quickstart/{name}")
+os.makedirs(f"{data}/quickstart", exist_ok=True)
+with open(f"{data}/quickstart/prompt.yaml", "w") as out:
+    out.write('user: "{problem}"\\n')
+write("seed.jsonl", [chat(row) for row in seed])
+keys = ("id", "problem", "expected_answer", "operation")
+write("sdg_problems.jsonl", [{key: row[key] for key in keys} for row in problems])
+print(f"seed set: {len(seed)} rows; SDG problems: {len(problems)}")
 """
-SOLVE = """
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-with open(sys.argv[2], "w") as f:
-    for row in rows:
-        # a deliberately imperfect solver: forgets the carry when the last digits overflow
-        guess = row["a"] + row["b"] - (10 if (row["a"] % 10 + row["b"] % 10) >= 10 and row["id"] % 3 == 0 else 0)
-        f.write(json.dumps({**row, "generation": f"\\\\boxed{{{guess}}}"}) + "\\n")
-print("answered", len(rows))
-"""
-GRADE = """
-import json, re, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-correct = sum(int(re.search(r"boxed\\{(-?\\d+)\\}", r["generation"]).group(1)) == r["expected"] for r in rows)
-summary = {"num_entries": len(rows), "accuracy": round(100 * correct / len(rows), 2)}
-json.dump(summary, open(sys.argv[2], "w"))
-print(f"num_entries {summary['num_entries']} | accuracy {summary['accuracy']:.2f}%")
-"""
 
 
-def stage(code: str, *args: str) -> str:
-    """A shell command running an inline Python program (the program text is one quoted argument)."""
-    from skills_cli.pipeline.shell import quote_argv
+@dataclass(frozen=True)
+class Size:
+    """How much of everything: `default` is the README's run, `small` the test's."""
 
-    return quote_argv([PY, "-c", code, *args])
+    seed_mixed: int  # sums and differences in the seed set (besides half of the multiplication rows)
+    sdg_mixed: int  # sums and differences among the SDG problems (besides the other multiplication rows)
+    samples: int  # sampled solutions per SDG problem
+    eval_samples: int  # per test problem (arith:K); all 200 test problems are evaluated
+    sft_steps: int
+    grpo_steps: int
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cluster", default="local")
-    parser.add_argument("--output_dir", default=str(Path.cwd() / "quickstart_output"))
-    parser.add_argument("--dry_run", action="store_true")
-    args = parser.parse_args()
-    out = Path(args.output_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    common = {"cluster": args.cluster, "dry_run": args.dry_run}
-    # The first two stages start detached: their supervisors wait for one another through run_after.
-    first = run_cmd(ctx=wrap_arguments(stage(MAKE_DATA, f"{out}/problems.jsonl")), expname="quickstart-data",
-                    detach=True, **common)  # fmt: skip
-    run_cmd(ctx=wrap_arguments(stage(SOLVE, f"{out}/problems.jsonl", f"{out}/answers.jsonl")),
-            expname="quickstart-solve", run_after=[] if args.dry_run else ["quickstart-data"], detach=True, **common)  # fmt: skip
-    last = run_cmd(ctx=wrap_arguments(stage(GRADE, f"{out}/answers.jsonl", f"{out}/summary.json")),
-                   expname="quickstart-grade", run_after=[] if args.dry_run else ["quickstart-solve"], **common)  # fmt: skip
-    if args.dry_run:
-        print(first.dry_run_text + last.dry_run_text)
-        return 0
-    if not all(r.state is JobState.SUCCEEDED for r in last.records):
-        print("the pipeline failed; see `ns status quickstart-grade` and `ns logs quickstart-solve`", file=sys.stderr)
-        return 1
-    summary = json.loads((out / "summary.json").read_text())
-    print(f"quickstart done: {summary['num_entries']} problems, accuracy {summary['accuracy']:.2f}% "
-          f"(outputs in {out}; `ns status quickstart-grade`, `ns logs quickstart-solve`)")  # fmt: skip
+SIZES = {
+    "default": Size(seed_mixed=64, sdg_mixed=200, samples=8, eval_samples=4, sft_steps=300, grpo_steps=10),
+    "small": Size(seed_mixed=64, sdg_mixed=16, samples=8, eval_samples=4, sft_steps=300, grpo_steps=4),
+}
+WARMUP_STEPS = 200
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    done_when: tuple[str, ...]  # paths (on the cluster) that all exist once the stage has finished
+    submit: Callable[[list[str]], object]  # run_after -> the submission
+
+    @property
+    def expname(self) -> str:
+        return f"{PREFIX}-{self.name}"
+
+
+class Quickstart:
+    """The stages of one run: paths under `out`, sizes, and the submission options every stage shares."""
+
+    def __init__(self, out: str, size: Size, cluster: ClusterConfig, config_dir: str | None):
+        self.out, self.size, self.cluster = out, size, cluster
+        self.python = cluster.python_executable
+        self.common = {"cluster": cluster.name, "config_dir": config_dir, "detach": True}
+        self.data = f"{out}/data"
+        self.prompt = f"{out}/data/quickstart/prompt.yaml"
+
+    def model(self, name: str) -> str:
+        return f"{self.out}/models/{name}"
+
+    def shell_stage(self, name: str, command: str, marker: str) -> Stage:
+        """A run_cmd stage that marks its end with a file (its command is not idempotent by itself)."""
+        script = f"{command} && touch {quote(marker)}"
+        return Stage(name, (marker,), lambda after: run_cmd(ctx=wrap_arguments(script), expname=f"{PREFIX}-{name}",
+                                                            run_after=after, **self.common))  # fmt: skip
+
+    def stages(self) -> list[Stage]:
+        return [self.data_stage(), self.model_stage(), self.warmup_stage(), self.eval_stage("baseline", "warmup"),
+                self.sdg_stage(), self.filter_stage(), self.sft_stage(), self.eval_stage("after-sft", "sft"),
+                self.grpo_stage(), self.eval_stage("final", "final")]  # fmt: skip
+
+    def data_stage(self) -> Stage:
+        prepare = quote_argv([self.python, "-m", "skills_cli", "prepare_data", "arith", "--output_dir", self.data])
+        sets = quote_argv([self.python, "-c", MAKE_SETS, self.data, str(self.size.seed_mixed),
+                           str(self.size.sdg_mixed)])  # fmt: skip
+        return self.shell_stage("data", f"{prepare} && {sets}", f"{self.data}/quickstart/.done")
+
+    def model_stage(self) -> Stage:
+        build = quote_argv([self.python, "-m", "skills_cli.inference.tiny_model", "--output_dir", self.model("base"),
+                            "--hidden_size", "64", "--num_layers", "2"])  # fmt: skip
+        return self.shell_stage("model", build, f"{self.model('base')}/.done")
+
+    def sft_flags(self, steps: int, lr: str) -> str:
+        return (f"++sft.max_num_steps={steps} ++sft.max_num_epochs=1000 ++policy.train_global_batch_size=32 "
+                f"++policy.train_micro_batch_size=32 ++policy.max_total_sequence_length={SEQUENCE} "
+                f"++policy.optimizer.kwargs.lr={lr} ++policy.optimizer.kwargs.weight_decay=0.0 "
+                f"++policy.scheduler.name=cosine ++policy.precision=float32 ++checkpointing.save_period={steps}")  # fmt: skip
+
+    def training_stage(self, name: str, start: str, data: str, flags: str, trainer=train_sft) -> Stage:
+        output = f"{self.out}/training/{name}"
+        summary = f"{output}/logs/{'summary' if trainer is train_grpo else 'metrics'}.json"  # written last
+        final = self.model("final" if trainer is train_grpo else name)
+        return Stage(name, (summary,), lambda after: trainer(
+            ctx=wrap_arguments(flags), hf_model=start, training_data=data, output_dir=output, final_hf_path=final,
+            num_gpus=0, expname=f"{PREFIX}-{name}", run_after=after, **self.common))  # fmt: skip
+
+    def warmup_stage(self) -> Stage:
+        flags = self.sft_flags(WARMUP_STEPS, "3e-3")
+        return self.training_stage("warmup", self.model("base"), f"{self.data}/quickstart/seed.jsonl", flags)
+
+    def eval_stage(self, name: str, model: str) -> Stage:
+        output = f"{self.out}/evals/{name}"
+        extra = f"++prompt_config={self.prompt} ++inference.tokens_to_generate={TOKENS}"
+        return Stage(name, (f"{output}/metrics.json",), lambda after: evaluate(
+            ctx=wrap_arguments(extra), benchmarks=f"arith:{self.size.eval_samples}", data_dir=self.data, output_dir=output,
+            model=self.model(model), server_type="hf", expname=f"{PREFIX}-{name}",
+            run_after=after, **self.common))  # fmt: skip
+
+    def sdg_stage(self) -> Stage:
+        output = f"{self.out}/sdg"
+        extra = f"++prompt_config={self.prompt} ++inference.tokens_to_generate={TOKENS}"
+        done = tuple(f"{output}/output-rs{seed}.jsonl.done" for seed in range(self.size.samples))
+        return Stage("sdg", done, lambda after: generate(
+            ctx=wrap_arguments(extra), input_file=f"{self.data}/quickstart/sdg_problems.jsonl", output_dir=output,
+            num_random_seeds=self.size.samples, model=self.model("warmup"), server_type="hf",
+            expname=f"{PREFIX}-sdg", run_after=after, **self.common))  # fmt: skip
+
+    def filter_stage(self) -> Stage:
+        sdg, kept = f"{self.out}/sdg", f"{self.out}/sdg/correct.jsonl"
+        grade = quote_argv([self.python, "-m", "skills_cli.evaluation.grade", "--results_dir", sdg])
+        keep = quote_argv([self.python, "-m", "skills_cli.training.prepare_data", f"++input_files={sdg}/output-rs*.jsonl",
+                           f"++output_path={kept}", f"++prompt_config={self.prompt}",
+                           f"++contamination_file={self.data}/arith/test.jsonl", "++filters.max_per_problem=4"])  # fmt: skip
+        merge = (
+            f"cat {quote(self.data + '/quickstart/seed.jsonl')} {quote(kept)} > {quote(self.out + '/sft_data.jsonl')}"
+        )
+        return self.shell_stage("filter", f"{grade} && {keep} && {merge}", f"{self.out}/sft_data.jsonl.done")
+
+    def sft_stage(self) -> Stage:
+        flags = self.sft_flags(self.size.sft_steps, "3e-3")
+        return self.training_stage("sft", self.model("warmup"), f"{self.out}/sft_data.jsonl", flags)
+
+    def grpo_stage(self) -> Stage:
+        steps = self.size.grpo_steps
+        flags = (f"++data.prompt_config={self.prompt} ++grpo.num_prompts_per_step=32 "
+                 f"++grpo.num_generations_per_prompt=8 ++grpo.max_num_steps={steps} ++grpo.max_num_epochs=100 "
+                 f"++policy.train_global_batch_size=256 ++policy.train_micro_batch_size=64 "
+                 f"++policy.max_total_sequence_length={SEQUENCE} ++policy.generation.max_new_tokens={TOKENS} "
+                 f"++policy.generation.temperature=0.7 ++policy.optimizer.kwargs.lr=1e-4 "
+                 f"++policy.optimizer.kwargs.weight_decay=0.0 ++loss_fn.reference_policy_kl_penalty=0.05 "
+                 f"++policy.precision=float32 ++checkpointing.save_period={steps}")  # fmt: skip
+        return self.training_stage("grpo", self.model("sft"), f"{self.out}/sft_data.jsonl", flags, trainer=train_grpo)
+
+
+# ---- running the chain -------------------------------------------------------------------------------------------
+
+
+def existing(paths: list[str], cluster: ClusterConfig) -> set[str]:
+    """Which of `paths` exist where the jobs run: here, or on the Slurm login node over SSH (one command)."""
+    if cluster.executor is not ExecutorKind.SLURM or cluster.ssh_tunnel is None:
+        return {path for path in paths if Path(path).exists()}
+    from skills_cli.pipeline.executors.tunnel import ClusterTunnel
+
+    script = "; ".join(f"test -e {quote(path)} && echo {quote(path)}" for path in paths) + "; true"
+    with ClusterTunnel(cluster) as tunnel:
+        return set(tunnel.run(script, timeout=60).stdout.splitlines())
+
+
+def submit_chain(stages: list[Stage], cluster: ClusterConfig) -> list[str]:
+    """Submit the unfinished stages, each after the previous submitted one; returns their experiment names."""
+    done = existing([path for stage in stages for path in stage.done_when], cluster)
+    submitted: list[str] = []
+    for stage in stages:
+        if all(path in done for path in stage.done_when):
+            print(f"{stage.expname}: already done, skipped")
+            continue
+        stage.submit(submitted[-1:])
+        submitted.append(stage.expname)
+        print(f"{stage.expname}: submitted" + (f" (after {submitted[-2]})" if len(submitted) > 1 else ""))
+    return submitted
+
+
+def wait_for(expnames: list[str]) -> dict[str, list[JobRecord]]:
+    """Every submitted stage's final job states (the chain cancels what follows a failure)."""
+    store = Store()
+    return {name: wait(store.jobs(name), store, poll=2.0) for name in expnames}
+
+
+def stage_seconds(records: list[JobRecord]) -> float | None:
+    times = [(r.started_at, r.ended_at) for r in records if r.started_at and r.ended_at]
+    return max(end for _, end in times) - min(start for start, _ in times) if times else None
+
+
+def accuracy(out: str, name: str, cluster: str, config_dir: str | None) -> dict:
+    """summarize_results of one evaluation (fetched from the cluster when remote): arith's metrics and the plot."""
+    result = summarize_results(results_dir=f"{out}/evals/{name}", cluster=cluster, config_dir=config_dir)
+    arith = next(benchmark for benchmark in result["results"] if benchmark.name == "arith")
+    return {"metrics": arith.metrics, "plot": result["plot"]}
+
+
+def correct(metrics: dict, mode: str) -> float:
+    return metrics[mode]["symbolic_correct"]
+
+
+EVALUATIONS = (("baseline", "baseline"), ("after-sft", "after SFT"), ("final", "final"))
+
+
+def report(out: str, args: argparse.Namespace, size: Size) -> int:
+    """The before/after table of the three evaluations (summarize_results of each) and where the plots are."""
+    results = {name: accuracy(out, name, args.cluster, args.config_dir) for name, _ in EVALUATIONS}
+    k = size.eval_samples
+    modes = [f"pass@1[avg-of-{k}]", f"majority@{k}", f"pass@{k}"]
+    print(f"\narith (test split), {results['final']['metrics'][modes[0]]['num_entries']} problems x {k} samples:")
+    print(f"{'':22s}" + "".join(f"{label:>12s}" for _, label in EVALUATIONS))
+    for mode in modes:
+        print(f"{mode:22s}" + "".join(f"{correct(results[name]['metrics'], mode):11.2f}%" for name, _ in EVALUATIONS))
+    print("pass@k plots: " + ", ".join(str(results[name]["plot"]) for name, _ in EVALUATIONS))
+    before, after = correct(results["baseline"]["metrics"], modes[0]), correct(results["final"]["metrics"], modes[0])
+    print(f"quickstart done: {modes[0]} on arith {before:.2f}% (baseline) -> {after:.2f}% (final); outputs in {out}")
     return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--output_dir", default=str(Path.cwd() / "quickstart_output"),
+                        help="where every stage writes (a path on the cluster for Slurm)")  # fmt: skip
+    parser.add_argument("--cluster", default="local")
+    parser.add_argument("--config_dir", default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    size = SIZES[args.size]
+    try:
+        cluster = load_cluster_config(args.cluster, args.config_dir)
+        local = cluster.executor is not ExecutorKind.SLURM or cluster.ssh_tunnel is None
+        out = str(Path(args.output_dir).resolve()) if local else args.output_dir
+        start = time.time()
+        submitted = submit_chain(Quickstart(out, size, cluster, args.config_dir).stages(), cluster)
+        records = wait_for(submitted)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"\n{'stage':24s}{'state':>11s}{'seconds':>9s}")
+    for name, jobs in records.items():
+        states = {r.state for r in jobs}
+        seconds = stage_seconds(jobs)
+        state = states.pop().value if len(states) == 1 else "MIXED"
+        print(f"{name:24s}{state:>11s}{seconds if seconds is None else round(seconds):>9}")
+    print(f"total {time.time() - start:.0f} s")
+    failed = [name for name, jobs in records.items() if any(r.state is not JobState.SUCCEEDED for r in jobs)]
+    if failed:
+        print(
+            f"the chain stopped at {failed[0]}: see `ns status {failed[0]}` and `ns logs {failed[0]}`", file=sys.stderr
+        )
+        return 1
+    return report(out, args, size)
 
 
 if __name__ == "__main__":

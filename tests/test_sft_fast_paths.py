@@ -129,3 +129,23 @@ def test_varlen_model_honours_a_4d_mask_given_without_offsets():
     varlen = load_model(tiny_model("qwen2"), VARLEN_ATTENTION)
     with torch.no_grad():
         assert torch.allclose(varlen(**inputs).logits, reference(**inputs).logits, atol=1e-5)
+
+
+def test_flash_varlen_custom_ops_have_shapes_and_a_backward_without_a_graph_break():
+    """The GPU kernel's custom-op wrapper, on meta tensors (no GPU here): aten's meta functions give the forward's
+    and the backward's shapes, autograd reaches the backward op, and dynamo traces it without a graph break."""
+    import torch
+
+    from skills_cli.training.model import flash_varlen_kernel
+
+    kernel = flash_varlen_kernel()
+    q = torch.empty(100, 14, 64, device="meta", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.empty(100, 2, 64, device="meta", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.empty(100, 2, 64, device="meta", dtype=torch.bfloat16, requires_grad=True)
+    cu_seqlens = torch.empty(5, device="meta", dtype=torch.int32)
+    out, lse, _, _ = torch.ops.skills_cli.flash_varlen_fwd(q, k, v, cu_seqlens, 64, 0.125)
+    assert out.shape == q.shape and lse.shape == (14, 100) and lse.dtype == torch.float32
+    kernel(q, k, v, cu_seqlens, 64, 0.125).sum().backward()
+    assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape
+    explained = torch._dynamo.explain(lambda a, b, c, d: kernel(a, b, c, d, 64, 0.125) * 2)(q, k, v, cu_seqlens)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1

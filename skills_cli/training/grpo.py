@@ -44,12 +44,12 @@ from skills_cli.training.grpo_data import Problem, load_problems, load_reward_fu
 from skills_cli.training.grpo_loss import MAX_METRICS, MIN_METRICS, SUM_METRICS, LossTerms, clipped_pg_loss, \
     group_advantages, token_logprobs  # fmt: skip
 from skills_cli.training.grpo_rollout import Rollout
-from skills_cli.training.metrics import MetricsLogger, check_trackers, model_flops_utilization, peak_flops, \
-    peak_memory_gib  # fmt: skip
+from skills_cli.training.metrics import MetricsLogger, attention_flops_per_squared_token, check_trackers, \
+    model_flops_utilization, peak_flops, peak_memory_gib  # fmt: skip
 from skills_cli.training.model import check_model_path
 from skills_cli.training.parallel import Distributed, all_reduce, distributed_session
 from skills_cli.training.policy import build_policy
-from skills_cli.training.sft import _load_tokenizer, _pad_id, read_deadline, setup_logging
+from skills_cli.training.sft import _load_tokenizer, _model_config, _pad_id, read_deadline, setup_logging
 
 log = logging.getLogger("skills_cli.grpo")
 
@@ -138,6 +138,7 @@ class GRPOTrainer:
         self.last_saved_step = -1
         self._resume()
         self.peak_flops = peak_flops(dist.device)
+        self.attention_flops_coefficient = attention_flops_per_squared_token(_model_config(policy.model_name))
         self.logger = None
         if dist.is_main:
             self.logger = MetricsLogger(self.paths.log_dir, config.logger, to_dict(config), resume_step=self.step,
@@ -151,8 +152,6 @@ class GRPOTrainer:
 
         Kept whole on each rank (a small model's footprint; NeMo-RL swaps reference weights in and out of the
         sharded policy instead, which large models need)."""
-        import torch
-
         from skills_cli.training.model import load_model
 
         model = load_model(self.config.policy.model_name)
@@ -227,13 +226,19 @@ class GRPOTrainer:
 
     # ---- logprobs and training --------------------------------------------------------------------------------
 
+    def _micro_batches(self, rollouts: list[Rollout], size: int) -> list:
+        """Padded micro-batches of `size` rollouts, or `size` packed rows (policy.sequence_packing)."""
+        policy = self.config.policy
+        capacity = policy.max_total_sequence_length if policy.sequence_packing.enabled else None
+        return rollouts_lib.micro_batches(rollouts, size, self.pad_id, capacity)
+
     def compute_logprobs(self, rollouts: list[Rollout]) -> None:
         """prev (trainer) and reference logprobs of each response token, with the sampling temperature."""
         import torch
 
         temperature = self.config.policy.generation.temperature
-        size = self.config.policy.logprob_batch_size or self.config.policy.train_micro_batch_size
-        batches = rollouts_lib.micro_batches(rollouts, size, self.pad_id)
+        batches = self._micro_batches(rollouts, self.config.policy.logprob_batch_size
+                                      or self.config.policy.train_micro_batch_size)  # fmt: skip
 
         def capture(logits, labels, micro_batch):
             logprobs = token_logprobs(logits, labels, temperature)
@@ -243,19 +248,17 @@ class GRPOTrainer:
             self.policy.eval()
             results = self.policy.forward_backward(batches, capture, train=False)
             self.policy.train()
-            for index, (batch, result) in enumerate(zip(batches, results)):
-                chunk = rollouts[index * size : (index + 1) * size]
-                for rollout, values in zip(chunk, rollouts_lib.response_values(batch, result["logprobs"], chunk)):
+            for batch, result in zip(batches, results, strict=True):
+                for rollout, values in zip(batch.rollouts, rollouts_lib.response_values(batch, result["logprobs"]), strict=True):
                     rollout.prev_logprobs = values
         if self.reference is None:
             return
         with torch.no_grad():
-            for index, batch in enumerate(batches):
-                chunk = rollouts[index * size : (index + 1) * size]
+            for batch in batches:
                 inputs, labels = batch.model_inputs(self.policy.attn_implementation, self.policy.compute_dtype,
                                                     self.dist.device)  # fmt: skip
                 logprobs = token_logprobs(self.reference(**inputs).logits, labels, temperature)
-                for rollout, values in zip(chunk, rollouts_lib.response_values(batch, logprobs, chunk)):
+                for rollout, values in zip(batch.rollouts, rollouts_lib.response_values(batch, logprobs), strict=True):
                     rollout.reference_logprobs = values
 
     def train_on(self, rollouts: list[Rollout]) -> dict:
@@ -263,30 +266,31 @@ class GRPOTrainer:
         import torch
 
         per_rank = self.config.policy.train_global_batch_size // self.dp_size
-        totals = {name: 0.0 for name in (*SUM_METRICS, "num_tokens")}
-        extremes = {name: math.inf for name in MIN_METRICS} | {name: -math.inf for name in MAX_METRICS}
-        losses, grad_norms, lrs = [], [], []
+        summed = ("loss", *SUM_METRICS, "num_tokens")
+        grad_norms, lrs, per_step = [], [], []
         for start in range(0, len(rollouts), per_rank):
             chunk = rollouts[start : start + per_rank]
-            batches = rollouts_lib.micro_batches(chunk, self.config.policy.train_micro_batch_size, self.pad_id)
+            batches = self._micro_batches(chunk, self.config.policy.train_micro_batch_size)
             tokens = sum(float(b.loss_mask.sum()) for b in batches)
             seqs = sum(r.loss_multiplier > 0 for r in chunk)
             counts = torch.tensor([tokens, float(seqs)], dtype=torch.float64, device=self.dist.device)
             torch.distributed.all_reduce(counts, group=self.policy.dp_group)
             global_count = float(counts[0] if self.loss_terms.token_level_loss else counts[1])
-            loss_fn = self._loss_fn(global_count)
             lrs.append(self.policy.get_lr())
-            results = self.policy.forward_backward(batches, loss_fn, train=True)
+            results = self.policy.forward_backward(batches, self._loss_fn(global_count), train=True)
             grad_norms.append(self.policy.optimizer_step(self.config.policy.max_grad_norm, skip=bool(counts[0] == 0)))
             self.policy.scheduler_step()
-            losses.append(all_reduce(sum(float(r["loss"]) for r in results), self.policy.dp_group, self.dist.device))
-            for result in results:
-                for name in totals:
-                    totals[name] += result[name]
-                for name in MIN_METRICS:
-                    extremes[name] = min(extremes[name], result[name])
-                for name in MAX_METRICS:
-                    extremes[name] = max(extremes[name], result[name])
+            per_step.append(torch.cat([_reduce_metrics(results, summed, torch.sum),
+                                       _reduce_metrics(results, MIN_METRICS, torch.amin),
+                                       _reduce_metrics(results, MAX_METRICS, torch.amax)]))  # fmt: skip
+        # the metrics stayed on the device: one read-back for the whole rollout batch
+        rows = [dict(zip((*summed, *MIN_METRICS, *MAX_METRICS), row, strict=True))
+                for row in torch.stack(per_step).cpu().tolist()]  # fmt: skip
+        totals = {name: sum(row[name] for row in rows) for name in summed if name != "loss"}
+        extremes = {name: min(row[name] for row in rows) for name in MIN_METRICS} | {
+            name: max(row[name] for row in rows) for name in MAX_METRICS}  # fmt: skip
+        # an optimizer step's loss is the sum of its micro-batches' shares over all data-parallel ranks
+        losses = [all_reduce(row["loss"], self.policy.dp_group, self.dist.device) for row in rows]
         return self._reduce_diagnostics(totals, extremes) | {
             "train/loss": statistics.fmean(losses), "train/grad_norm": statistics.fmean(grad_norms),
             "train/lr": lrs[0]}  # fmt: skip
@@ -296,15 +300,19 @@ class GRPOTrainer:
 
         def loss_fn(logits, labels, batch):
             device = logits.device
+
+            def per_token(tensor):  # the batch's (rows, length) layout as the labels have it (maybe flattened)
+                return tensor.reshape(labels.shape).to(device, non_blocking=True)
+
             curr = token_logprobs(logits, labels, temperature)
-            ref = batch.reference_logprobs.to(device) if self.reference is not None else None
+            ref = per_token(batch.reference_logprobs) if self.reference is not None else None
             # on-policy: the weights have not moved since the rollouts, so the old logprobs are the current ones
             # (the ratio is exactly 1 and its gradient that of the current logprobs)
-            prev = curr.detach() if self.on_policy else batch.prev_logprobs.to(device)
-            loss, metrics = clipped_pg_loss(curr, prev, batch.generation_logprobs.to(device),
-                                            ref, batch.advantages.to(device), batch.loss_mask.to(device),
-                                            batch.seq_weight.to(device), terms, global_count)  # fmt: skip
-            return loss, {**metrics, "loss": float(loss.detach())}
+            prev = curr.detach() if self.on_policy else per_token(batch.prev_logprobs)
+            loss, metrics = clipped_pg_loss(curr, prev, per_token(batch.generation_logprobs), ref,
+                                            per_token(batch.advantages), per_token(batch.loss_mask),
+                                            per_token(batch.seq_weight), terms, global_count)  # fmt: skip
+            return loss, {**metrics, "loss": loss.detach()}
 
         return loss_fn
 
@@ -416,7 +424,10 @@ class GRPOTrainer:
             "performance/peak_memory_gib": peak_memory_gib(device),
         }  # fmt: skip
         training_rate = row["performance/policy_training_tokens_per_sec_per_gpu"]
-        row["performance/train_mfu"] = model_flops_utilization(self.policy.num_params, training_rate, self.peak_flops)
+        squares = all_reduce(float(sum(r.num_tokens**2 for r in rollouts)), group, device)
+        attention_rate = self.attention_flops_coefficient * squares / max(seconds["policy_training"], 1e-9) / world
+        row["performance/train_mfu"] = model_flops_utilization(self.policy.num_params, training_rate, self.peak_flops,
+                                                               attention_rate)  # fmt: skip
         return row
 
     # ---- validation ---------------------------------------------------------------------------------------------
@@ -457,13 +468,16 @@ class GRPOTrainer:
             self.engine.wake()
 
     def sleep_engine(self) -> None:
-        """Colocated on a GPU: free the engine's KV cache while the policy trains."""
-        if self.dist.device.type == "cuda" and self.config.policy.generation.colocated.enabled:
-            if self.config.policy.generation.backend == "torch":
-                # its weights are overwritten by the next refit anyway: moving them to the CPU would only cost time
-                self.engine.sleep(offload_weights=False)
-            else:
-                self.engine.sleep()
+        """Colocated on a GPU: free the engine's KV cache while the policy trains (the torch engine keeps a small
+        one, and its CUDA graphs, per colocated.keep_kv_cache_up_to_gib)."""
+        generation = self.config.policy.generation
+        if self.dist.device.type != "cuda" or not generation.colocated.enabled:
+            return
+        if generation.backend != "torch":
+            self.engine.sleep()
+        elif self.engine.kv_cache_bytes() > generation.colocated.keep_kv_cache_up_to_gib * 2**30:
+            # its weights are overwritten by the next refit anyway: moving them to the CPU would only cost time
+            self.engine.sleep(offload_weights=False)
 
     # ---- the run ------------------------------------------------------------------------------------------------
 
@@ -529,6 +543,14 @@ class GRPOTrainer:
                      _fmt(row.get("train/reward")), _fmt(row.get("train/loss")),
                      _fmt(row.get("train/token_mult_prob_error")), _fmt(row.get("train/generation_lengths")),
                      _fmt(row.get("validation/accuracy")))  # fmt: skip
+
+
+def _reduce_metrics(results: list[dict], names, reduce):
+    """1D float64 tensor: for each name, `reduce` over the micro-batches' values (0-dim tensors or floats)."""
+    import torch
+
+    return torch.stack([reduce(torch.stack([torch.as_tensor(r[name], dtype=torch.float64) for r in results]))
+                        for name in names])  # fmt: skip
 
 
 def _fmt(value) -> str:

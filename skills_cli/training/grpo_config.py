@@ -71,6 +71,10 @@ class VllmConfig:
 @dataclass(frozen=True)
 class ColocatedConfig:
     enabled: bool = True
+    # torch engine: while the policy trains, keep the KV cache and the captured decode graphs when the cache is at
+    # most this size (re-allocating and re-capturing them every step costs more than the memory is worth);
+    # larger caches are freed (0: always free)
+    keep_kv_cache_up_to_gib: float = 2.0
 
 
 @dataclass(frozen=True)

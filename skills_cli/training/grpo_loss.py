@@ -152,17 +152,18 @@ def clipped_pg_loss(curr, prev, gen, ref, advantages, mask, seq_weight, terms: L
 
 
 def _diagnostics(curr, prev, gen, ratio, clamped, clipped, kl, mask) -> dict:
-    """Sums over valid tokens (and extremes) of what NeMo-RL logs; the trainer reduces them over the batch."""
+    """Sums over valid tokens (and extremes) of what NeMo-RL logs, as 0-dim tensors on the logits' device: the
+    trainer reads them back once per step (a `float()` here would stall the host after every forward, leaving
+    the GPU idle while the backward pass is launched). Extremes over no valid token are +inf / -inf."""
     import torch
 
-    def total(values) -> float:
-        return float((values * mask).sum())
+    def total(values):
+        return (values * mask).sum()
 
     valid = mask > 0
-    has_tokens = bool(valid.any())
 
-    def extreme(values, fn, empty: float) -> float:
-        return float(fn(values[valid])) if has_tokens else empty
+    def extreme(values, fn, empty: float):
+        return fn(torch.where(valid, values, torch.full_like(values, empty)))
 
     log_gap = prev - gen  # trainer's logprob minus the generation engine's, per token
     return {
@@ -176,9 +177,9 @@ def _diagnostics(curr, prev, gen, ratio, clamped, clipped, kl, mask) -> dict:
         # KL(generation || trainer) estimated from the generated tokens (k3: unbiased, non-negative)
         "gen_kl_error": total(torch.exp(log_gap) - 1 - log_gap),
         "sampling_importance_ratio": total(torch.exp(log_gap)),
-        "probs_ratio_min": extreme(ratio, torch.min, float("inf")),
-        "probs_ratio_max": extreme(ratio, torch.max, float("-inf")),
-        "probs_ratio_clamped_min": extreme(clamped, torch.min, float("inf")),
-        "probs_ratio_clamped_max": extreme(clamped, torch.max, float("-inf")),
-        "num_tokens": float(mask.sum()),
+        "probs_ratio_min": extreme(ratio, torch.amin, float("inf")),
+        "probs_ratio_max": extreme(ratio, torch.amax, float("-inf")),
+        "probs_ratio_clamped_min": extreme(clamped, torch.amin, float("inf")),
+        "probs_ratio_clamped_max": extreme(clamped, torch.amax, float("-inf")),
+        "num_tokens": mask.sum(),
     }

@@ -1,5 +1,9 @@
-"""Rollouts for GRPO: generation on every data-parallel rank, weight refit into the engine, and the padded
-micro-batches (with per-token advantages and logprobs) that the policy trains on.
+"""Rollouts for GRPO: generation on every data-parallel rank, weight refit into the engine, and the micro-batches
+(with per-token advantages and logprobs) that the policy trains on: padded (one rollout per row), or packed
+(`policy.sequence_packing.enabled`: rollouts placed first-fit-decreasing into rows of
+`max_total_sequence_length` tokens, positions restarting and attention kept inside each rollout, exactly as
+SFT packs samples; GRPO's prompt + response rows are short, so packing turns dozens of mostly-padding passes
+into a few full ones).
 
 Generation is data-parallel: each DP rank generates `num_generations_per_prompt` samples for its share of the
 step's prompts (whole groups, so advantages need no communication). Ranks that differ only by their
@@ -10,14 +14,15 @@ resumed run sample what the uninterrupted one would have.
 
 Refit: the policy streams its full HF-named weights to every rank's engine (`Policy.rollout_weights`), in
 buckets, so no rank ever holds a second full copy. Tokens of a rollout are aligned with the trainer's labels: the label at position t is token t+1,
-so the i-th response token of a sample whose prompt has P tokens sits at label position P - 1 + i.
+so the i-th response token of a sample whose prompt has P tokens, placed at offset o of its row, sits at label
+position o + P - 1 + i.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skills_cli.training.batching import MicroBatch, padded_micro_batch
+from skills_cli.training.batching import MicroBatch, first_fit_decreasing, packed_micro_batch, padded_micro_batch
 from skills_cli.training.data import SFTSample
 
 
@@ -78,43 +83,77 @@ def rollout_sample(rollout: Rollout) -> SFTSample:
     return SFTSample(list(rollout.prompt_ids) + list(rollout.response_ids), mask)
 
 
-def _per_token(rollouts: list[Rollout], length: int, values_of) -> object:
-    """(rows, length) float32 tensor with each rollout's per-response-token values at their label positions."""
+def _per_token(rollouts: list[Rollout], placements: list[tuple[int, int]], shape, values_of) -> object:
+    """(rows, length) float32 tensor with each rollout's per-response-token values at their label positions:
+    rollout i starts at (row, offset) = placements[i], so its j-th response token's label sits at
+    offset + len(prompt) - 1 + j of that row."""
     import torch
 
-    out = torch.zeros((len(rollouts), length), dtype=torch.float32)
-    for row, rollout in enumerate(rollouts):
+    out = torch.zeros(tuple(shape), dtype=torch.float32)
+    for rollout, (row, offset) in zip(rollouts, placements, strict=True):
         values = values_of(rollout)
         if values is None:
             continue
-        start = len(rollout.prompt_ids) - 1
+        start = offset + len(rollout.prompt_ids) - 1
         out[row, start : start + len(values)] = torch.tensor(values, dtype=torch.float32)
     return out
 
 
-def rollout_micro_batch(rollouts: list[Rollout], pad_id: int) -> MicroBatch:
-    """A padded micro-batch of rollouts carrying the per-token tensors the GRPO loss reads (as attributes)."""
-    batch = padded_micro_batch([rollout_sample(r) for r in rollouts], pad_id)
-    length = batch.input_ids.shape[1]
-    batch.advantages = _per_token(rollouts, length, lambda r: [r.advantage] * len(r.response_ids))
-    batch.generation_logprobs = _per_token(rollouts, length, lambda r: r.generation_logprobs)
-    batch.prev_logprobs = _per_token(rollouts, length, lambda r: r.prev_logprobs)
-    batch.reference_logprobs = _per_token(rollouts, length, lambda r: r.reference_logprobs)
-    batch.loss_mask = _per_token(rollouts, length, lambda r: [r.loss_multiplier] * len(r.response_ids))
-    batch.seq_weight = _per_token(rollouts, length, lambda r: [1.0 / max(len(r.response_ids), 1)] * len(r.response_ids))
+def _attach_rollout_tensors(batch: MicroBatch, rollouts: list[Rollout], placements: list[tuple[int, int]]) -> MicroBatch:
+    """The per-token tensors the GRPO loss reads, as attributes of `batch`, in its (rows, length) layout.
+
+    The policy may hand the loss flattened labels (varlen attention flattens every micro-batch into one row):
+    the loss reshapes these to `labels.shape`, which keeps the token order."""
+    shape = batch.input_ids.shape
+    batch.rollouts, batch.placements = list(rollouts), list(placements)
+    batch.advantages = _per_token(rollouts, placements, shape, lambda r: [r.advantage] * len(r.response_ids))
+    batch.generation_logprobs = _per_token(rollouts, placements, shape, lambda r: r.generation_logprobs)
+    batch.prev_logprobs = _per_token(rollouts, placements, shape, lambda r: r.prev_logprobs)
+    batch.reference_logprobs = _per_token(rollouts, placements, shape, lambda r: r.reference_logprobs)
+    batch.loss_mask = _per_token(rollouts, placements, shape, lambda r: [r.loss_multiplier] * len(r.response_ids))
+    batch.seq_weight = _per_token(rollouts, placements, shape,
+                                  lambda r: [1.0 / max(len(r.response_ids), 1)] * len(r.response_ids))  # fmt: skip
     return batch
 
 
-def micro_batches(rollouts: list[Rollout], size: int, pad_id: int) -> list[MicroBatch]:
-    return [rollout_micro_batch(rollouts[i : i + size], pad_id) for i in range(0, len(rollouts), size)]
+def rollout_micro_batch(rollouts: list[Rollout], pad_id: int) -> MicroBatch:
+    """A padded micro-batch of rollouts, one per row, carrying the per-token tensors the GRPO loss reads."""
+    batch = padded_micro_batch([rollout_sample(r) for r in rollouts], pad_id)
+    return _attach_rollout_tensors(batch, rollouts, [(row, 0) for row in range(len(rollouts))])
 
 
-def response_values(batch: MicroBatch, per_token, rollouts: list[Rollout]) -> list[list[float]]:
-    """Per-rollout lists of a (rows, length) tensor's values at the response label positions."""
-    values = per_token.detach().float().cpu()
+def packed_rollout_micro_batch(rows: list[list[Rollout]], pad_id: int, length: int) -> MicroBatch:
+    """Rows of several rollouts each (restarting positions, attention kept inside each rollout), padded to
+    `length` tokens, carrying the per-token tensors the GRPO loss reads."""
+    batch = packed_micro_batch([[rollout_sample(r) for r in row] for row in rows], pad_id, length)
+    rollouts, placements = [], []
+    for index, row in enumerate(rows):
+        offset = 0
+        for rollout in row:
+            rollouts.append(rollout)
+            placements.append((index, offset))
+            offset += rollout.num_tokens
+    return _attach_rollout_tensors(batch, rollouts, placements)
+
+
+def micro_batches(rollouts: list[Rollout], size: int, pad_id: int, pack_capacity: int | None = None) -> list[MicroBatch]:
+    """`size` rollouts per padded micro-batch or, with `pack_capacity`, `size` rows of up to `pack_capacity`
+    tokens, each holding as many rollouts as first-fit-decreasing puts in it (`policy.sequence_packing`: for
+    short responses, far fewer and fuller forward passes). Each batch's `rollouts` lists the rollouts it holds."""
+    if pack_capacity is None:
+        return [rollout_micro_batch(rollouts[i : i + size], pad_id) for i in range(0, len(rollouts), size)]
+    bins = first_fit_decreasing([r.num_tokens for r in rollouts], pack_capacity)
+    rows = [[rollouts[i] for i in sorted(bin_)] for bin_ in bins]
+    return [packed_rollout_micro_batch(rows[i : i + size], pad_id, pack_capacity) for i in range(0, len(rows), size)]
+
+
+def response_values(batch: MicroBatch, per_token) -> list[list[float]]:
+    """Per-rollout lists (in `batch.rollouts` order) of a per-token tensor's values at the response label
+    positions; `per_token` is in the batch's (rows, length) layout or flattened."""
+    values = per_token.detach().float().cpu().reshape(batch.input_ids.shape)
     out = []
-    for row, rollout in enumerate(rollouts):
-        start = len(rollout.prompt_ids) - 1
+    for rollout, (row, offset) in zip(batch.rollouts, batch.placements, strict=True):
+        start = offset + len(rollout.prompt_ids) - 1
         out.append(values[row, start : start + len(rollout.response_ids)].tolist())
     return out
 

@@ -2,10 +2,12 @@
 (wandb, swanlab, tensorboard). Only rank 0 writes.
 
 Throughput definitions (NeMo-RL's): `tokens_per_sec_per_gpu` counts *valid* (loss-bearing) tokens of the
-global batch per second per GPU. MFU counts the work actually done, every non-padding token:
-6 x parameters x tokens / step time / GPUs / the GPU's dense bf16 peak. The 6N rule leaves out attention's
-L^2 term, so MFU is slightly understated for long sequences. On CPU, or a GPU missing from the peak table,
-MFU is null. `peak_memory_gib` is the CUDA allocator's peak during the step on GPU, the process's peak
+global batch per second per GPU. MFU counts the model FLOPs of the work actually done over the GPU's dense bf16
+peak: every non-padding token costs 6 x parameters (forward + backward of the weight matmuls; tied embeddings
+counted once, as the LM head), and each sequence of s tokens adds its causal attention, 6 x layers x attention
+width x s^2 (QK^T and PV at half the s x s square, forward + backward) — the PaLM / Megatron accounting, with
+the real sequence lengths of packed rows (no work is counted for padding or across packed sequences).
+`mfu_6n` leaves attention out (the 6N rule). On CPU, or a GPU missing from the peak table, MFU is null. `peak_memory_gib` is the CUDA allocator's peak during the step on GPU, the process's peak
 resident memory on CPU.
 
 Tracker modes come from the environment as each tool defines them (WANDB_MODE, SWANLAB_MODE), so offline
@@ -51,8 +53,20 @@ def peak_flops(device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
 
 
-def model_flops_utilization(num_params: int, tokens_per_sec_per_gpu: float, peak: float | None) -> float | None:
-    return None if peak is None else 6.0 * num_params * tokens_per_sec_per_gpu / peak
+def model_flops_utilization(num_params: int, tokens_per_sec_per_gpu: float, peak: float | None,
+                            attention_flops_per_sec_per_gpu: float = 0.0) -> float | None:  # fmt: skip
+    """(6 x parameters x tokens/s + attention FLOP/s) per GPU over the peak; None without a peak."""
+    if peak is None:
+        return None
+    return (6.0 * num_params * tokens_per_sec_per_gpu + attention_flops_per_sec_per_gpu) / peak
+
+
+def attention_flops_per_squared_token(model_config) -> float:
+    """Causal attention FLOPs (forward + backward) of one sequence divided by its squared length:
+    6 x layers x heads x head_dim (an HF config's fields; head_dim defaults to hidden / heads)."""
+    heads = model_config.num_attention_heads
+    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // heads
+    return 6.0 * model_config.num_hidden_layers * heads * head_dim
 
 
 def peak_memory_gib(device) -> float:

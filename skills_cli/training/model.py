@@ -93,6 +93,7 @@ def register_varlen_attention() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(VARLEN_ATTENTION, varlen_attention_forward)
+    flash_varlen_kernel()
 
 
 def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
@@ -136,10 +137,17 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
 
 
 def _flash_varlen(q, k, v, cu_seqlens, max_length: int, scale: float):
+    return flash_varlen_kernel()(q, k, v, cu_seqlens, max_length, scale)
+
+
+def flash_varlen_kernel():
+    """The varlen flash function, built once per process (its ops register globally). Built when the attention
+    implementation is registered, so a compiled layer never traces the first-use branch (whose guard on the
+    global would recompile every layer once)."""
     global _FLASH_VARLEN
     if _FLASH_VARLEN is None:
         _FLASH_VARLEN = _flash_function()
-    return _FLASH_VARLEN(q, k, v, cu_seqlens, max_length, scale)
+    return _FLASH_VARLEN
 
 
 def _masked_varlen(q, k, v, cu_seqlens, scale: float):
@@ -160,11 +168,78 @@ def _masked_varlen(q, k, v, cu_seqlens, scale: float):
 
 
 _FLASH_VARLEN = None  # built on first use: importing this module must not import torch
+FLASH_OP_ENV = "SKILLS_CLI_FLASH_OP"  # "0": the kernel as a graph break (torch.compiler.disable) instead of an op
 
 
 def _flash_function():
-    """PyTorch's varlen flash-attention kernels (causal, no dropout) as an autograd function, kept out of
-    torch.compile graphs (a graph break: the compiled decoder layer runs the kernel as is)."""
+    """PyTorch's varlen flash-attention kernels (causal, no dropout) with their backward.
+
+    By default they are registered as custom ops (`skills_cli::flash_varlen_fwd/bwd`) whose shapes come from
+    aten's own meta functions, so torch.compile traces a decoder layer as one graph around them: no graph break,
+    so no resumed sub-frames to compile and guard separately (each of which recompiled on its own the first time
+    a new micro-batch shape reached it), and inductor fuses the projections' layout copies with the rest.
+    $SKILLS_CLI_FLASH_OP=0 keeps the earlier form: an autograd function left out of the graph (a graph break)."""
+    import torch
+
+    if os.environ.get(FLASH_OP_ENV, "1") == "0" or not hasattr(torch.library, "custom_op"):
+        return _flash_autograd_function()
+    return _flash_custom_op()
+
+
+def _flash_custom_op():
+    import torch
+
+    def forward_kernel(q, k, v, cu_seqlens, max_length, scale):
+        out, lse, seed, offset, _ = torch.ops.aten._flash_attention_forward(
+            q, k, v, cu_seqlens, cu_seqlens, max_length, max_length, 0.0, True, False, scale=scale
+        )
+        return out, lse, seed, offset
+
+    # explicit schemas: this module's postponed annotations cannot be evaluated for schema inference
+    @torch.library.custom_op("skills_cli::flash_varlen_fwd", mutates_args=(), schema=(
+        "(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens, int max_length, float scale) -> (Tensor, Tensor, Tensor, Tensor)"))  # fmt: skip
+    def flash_fwd(q, k, v, cu_seqlens, max_length, scale):
+        return forward_kernel(q, k, v, cu_seqlens, max_length, scale)
+
+    @flash_fwd.register_fake
+    def _(q, k, v, cu_seqlens, max_length, scale):
+        return forward_kernel(q, k, v, cu_seqlens, max_length, scale)  # aten's meta function gives the shapes
+
+    @torch.library.custom_op("skills_cli::flash_varlen_bwd", mutates_args=(), schema=(
+        "(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor cu_seqlens, int max_length, "
+        "float scale, Tensor seed, Tensor offset) -> (Tensor, Tensor, Tensor)"))  # fmt: skip
+    def flash_bwd(grad_out, q, k, v, out, lse, cu_seqlens, max_length, scale, seed, offset):
+        dq, dk, dv = torch.ops.aten._flash_attention_backward(
+            grad_out.contiguous(), q, k, v, out, lse, cu_seqlens, cu_seqlens, max_length, max_length, 0.0, True,
+            seed, offset, scale=scale,
+        )  # fmt: skip
+        return dq, dk, dv
+
+    @flash_bwd.register_fake
+    def _(grad_out, q, k, v, out, lse, cu_seqlens, max_length, scale, seed, offset):
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, cu_seqlens, max_length, scale = inputs
+        out, lse, seed, offset = output
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens, seed, offset)
+        ctx.max_length, ctx.scale = max_length, scale
+
+    def backward(ctx, grad_out, *unused_grads):
+        q, k, v, out, lse, cu_seqlens, seed, offset = ctx.saved_tensors
+        dq, dk, dv = flash_bwd(grad_out, q, k, v, out, lse, cu_seqlens, ctx.max_length, ctx.scale, seed, offset)
+        return dq, dk, dv, None, None, None
+
+    flash_fwd.register_autograd(backward, setup_context=setup_context)
+
+    def flash_varlen(q, k, v, cu_seqlens, max_length, scale):
+        return flash_fwd(q, k, v, cu_seqlens, max_length, scale)[0]
+
+    return flash_varlen
+
+
+def _flash_autograd_function():
+    """The kernels as an autograd function kept out of torch.compile graphs (a graph break)."""
     import torch
 
     class FlashVarlen(torch.autograd.Function):

@@ -14,7 +14,8 @@ On GPUs each decoder layer's `forward` is compiled (torch.compile) before shardi
 RMSNorms, rotary embeddings, SwiGLU and residual adds become a few fused kernels instead of many small
 elementwise launches, and the identical layers share one compiled graph (on an H100, a 0.5B model's median
 step went from 2.94 s to 1.70 s with compiled layers and loss). FSDP's hooks stay
-outside (they wrap the module call, not `forward`), and attention stays an eager kernel (a graph break). Layers
+outside (they wrap the module call, not `forward`); the flash-attention kernels are custom ops inside the graph
+(`model.py`), and the token dimension is dynamic from the first compilation (`_token_dims_dynamic`). Layers
 under tensor parallelism are left eager. `SKILLS_CLI_SFT_COMPILE=0` turns compilation off.
 
 Without torchrun the trainer still runs as a world of one (an in-memory store, gloo on CPU), so every code
@@ -176,14 +177,40 @@ def compile_decoder_layers(model) -> int:
     for layer in decoder_layers(model):
         if any(isinstance(p, DTensor) for p in layer.parameters()):
             continue
-        # automatic dynamic shapes: the first micro-batch shape compiles static, the next one that differs (the
-        # last micro-batch of a step has fewer rows; sequence counts vary) recompiles with symbolic sizes. On an
-        # H100, dynamic=True from the start compiled for ~95 s instead of ~16 s and still recompiled once later.
-        layer.forward = torch.compile(layer.forward)
+        layer.forward = _token_dims_dynamic(torch.compile(layer.forward))
         compiled += 1
     if compiled:
         log.info("compiled the forward of %d decoder layers (torch.compile)", compiled)
     return compiled
+
+
+def _token_dims_dynamic(compiled_forward):
+    """Mark the token dimension (and the sequence-offset count) of a decoder layer's inputs dynamic before each
+    call, so the first compilation is already the general one. Left to automatic dynamic shapes, the first
+    micro-batch compiles static and each dimension turns symbolic only when it first changes: a micro-batch
+    with an unusual row count (the last of a step, a one-row GRPO remainder) then recompiled mid-run (~10 s on
+    an H200, seen at GRPO step 19). Only these dimensions: dynamic=True on everything compiled for ~95 s on an
+    H100 instead of ~16 s."""
+    import torch
+
+    mark = torch._dynamo.maybe_mark_dynamic
+
+    def forward(hidden_states, *args, **kwargs):
+        if hidden_states.dim() == 3:
+            mark(hidden_states, 1)
+        for name in ("position_ids", "cache_position"):
+            value = kwargs.get(name)
+            if value is not None:
+                mark(value, value.dim() - 1)
+        for value in kwargs.get("position_embeddings") or ():
+            if value.dim() == 3:
+                mark(value, 1)
+        for name in ("cu_seq_lens_q", "cu_seq_lens_k"):
+            if kwargs.get(name) is not None:
+                mark(kwargs[name], 0)
+        return compiled_forward(hidden_states, *args, **kwargs)
+
+    return forward
 
 
 def clip_grad_norm_(parameters, max_norm: float | None) -> float:

@@ -39,6 +39,7 @@ from skills_cli.training.data import DataPosition, SFTDataset, load_sft_dataset,
 from skills_cli.training.loss import normalized_loss
 from skills_cli.training.metrics import (
     MetricsLogger,
+    attention_flops_per_squared_token,
     check_trackers,
     model_flops_utilization,
     peak_flops,
@@ -90,6 +91,7 @@ class BatchStats:
     num_tokens: int  # global non-padding tokens
     num_overlong: int  # global
     num_micro_batches: int  # this rank's
+    sum_squared_lengths: float = 0.0  # global sum of each sequence's squared length (attention FLOPs)
 
 
 def check_config(config: SFTConfig, world_size: int) -> int:
@@ -126,6 +128,7 @@ class SFTTrainer:
         self.last_saved_step = -1
         self._resume()
         self.peak_flops = peak_flops(dist.device)
+        self.attention_flops_coefficient = attention_flops_per_squared_token(_model_config(policy.model_name))
         self.logger = None
         if dist.is_main:
             self.logger = MetricsLogger(self.paths.log_dir, config.logger, to_dict(config), resume_step=self.step)
@@ -183,7 +186,8 @@ class SFTTrainer:
             if samples else []  # fmt: skip
         counts = torch.tensor([sum(mb.num_valid_tokens for mb in micro_batches),
                                sum(mb.num_tokens for mb in micro_batches),
-                               sum(s.overlong for s in samples)], dtype=torch.float64, device=device)  # fmt: skip
+                               sum(s.overlong for s in samples), sum(len(s) ** 2 for s in samples)],
+                              dtype=torch.float64, device=device)  # fmt: skip
         torch.distributed.all_reduce(counts, group=group)
         global_valid = float(counts[0])
 
@@ -193,7 +197,8 @@ class SFTTrainer:
 
         metrics = self.policy.forward_backward(micro_batches, sft_loss, train=train)
         total_loss = all_reduce(sum(float(m["loss"]) for m in metrics), group, device)
-        return BatchStats(total_loss, int(counts[0]), int(counts[1]), int(counts[2]), len(micro_batches))
+        return BatchStats(total_loss, int(counts[0]), int(counts[1]), int(counts[2]), len(micro_batches),
+                          float(counts[3]))  # fmt: skip
 
     def forward_backward(self, indices: list[int]) -> BatchStats:
         """Gradients of the global batch `indices` (sample positions in the training data) in `.grad`."""
@@ -234,7 +239,9 @@ class SFTTrainer:
             "num_overlong_samples": stats.num_overlong,
             "step_time_s": seconds,
             "tokens_per_sec_per_gpu": stats.num_valid_tokens / seconds / world,
-            "mfu": model_flops_utilization(self.policy.num_params, tokens_per_gpu, self.peak_flops),
+            "mfu": model_flops_utilization(self.policy.num_params, tokens_per_gpu, self.peak_flops,
+                                           self.attention_flops_coefficient * stats.sum_squared_lengths / seconds / world),
+            "mfu_6n": model_flops_utilization(self.policy.num_params, tokens_per_gpu, self.peak_flops),
             "peak_memory_gib": peak_memory_gib(self.dist.device),
         }
 
@@ -328,6 +335,12 @@ def _summarize(rows: list[dict]) -> dict:
         "mean_mfu": None if rows[-1]["mfu"] is None else sum(r["mfu"] for r in timed) / len(timed),
         "peak_memory_gib": max(r["peak_memory_gib"] for r in rows),
     }
+
+
+def _model_config(path: str):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path)
 
 
 def _load_tokenizer(path: str):

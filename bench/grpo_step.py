@@ -519,7 +519,8 @@ def run_ours(report: dict, args, variant: str, sft_model: Path, train_path, test
     rollouts = args.prompts * args.generations
     name = "grpo" if "grpo" not in report else f"grpo_{variant}"
     batching = ["++policy.sequence_packing.enabled=true", f"++policy.train_micro_batch_size={args.pack_rows}"] \
-        if variant == "packed" else [f"++policy.train_micro_batch_size={args.micro_batch}"]  # fmt: skip
+        if variant == "packed" else ["++policy.sequence_packing.enabled=false",
+                                     f"++policy.train_micro_batch_size={args.micro_batch}"]  # fmt: skip
     overrides = [
         f"++policy.model_name={sft_model}", f"++data.train_data={train_path}", f"++data.val_data={test_path}",
         f"++output_dir={work / name}", f"++data.prompt_config={PROMPT_CONFIG}",

@@ -138,11 +138,13 @@ def test_packing_and_flattened_rows_do_not_change_the_update(tmp_path, monkeypat
     train, _ = problems(tmp_path)
     common = ["++grpo.max_num_steps=1", "++checkpointing.enabled=false", "++loss_fn.force_on_policy_ratio=false"]
     padded = tmp_path / "padded"
-    run(grpo_config(padded, train, "++policy.train_micro_batch_size=4", *common))
+    run(grpo_config(padded, train, "++policy.sequence_packing.enabled=false", "++policy.train_micro_batch_size=4",
+                    *common))  # fmt: skip
     if variant.endswith("flattened"):
         monkeypatch.setenv(ATTENTION_ENV, VARLEN_ATTENTION)
     extra = ["++policy.sequence_packing.enabled=true", "++policy.train_micro_batch_size=1",
-             "++policy.logprob_batch_size=2"] if variant.startswith("packed") else ["++policy.train_micro_batch_size=4"]  # fmt: skip
+             "++policy.logprob_batch_size=2"] if variant.startswith("packed") else [
+        "++policy.sequence_packing.enabled=false", "++policy.train_micro_batch_size=4"]  # fmt: skip
     other = tmp_path / variant
     run(grpo_config(other, train, *extra, *common))
     (row, weights), (row_other, weights_other) = (rows_of(padded)[0], final_weights(padded)), (
@@ -256,16 +258,20 @@ def test_grpo_refuses_an_sft_checkpoint_directory(tmp_path):
         run(grpo_config(tmp_path / "out", train))
 
 
-def test_megatron_backend_takes_the_same_first_step_as_dtensor(tmp_path):
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+def test_megatron_backend_takes_the_same_first_step_as_dtensor(tmp_path, packing):
     """Same weights, same rollouts (the engine samples from the HF weights with the same seed): the megatron
-    policy's first GRPO update has the dtensor policy's loss and diagnostics, and check_metrics accepts it."""
+    policy's first GRPO update has the dtensor policy's loss and diagnostics, and check_metrics accepts it; with
+    packed rollouts too (megatron's own packed-row attention masks)."""
     pytest.importorskip("megatron.core")
     train, _ = problems(tmp_path)
     rows = {}
+    batching = ["++policy.sequence_packing.enabled=true", "++policy.train_micro_batch_size=1"] if packing else [
+        "++policy.sequence_packing.enabled=false"]  # fmt: skip
     for backend in ("dtensor", "megatron"):
         extra = ["++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false"] if backend == "megatron" else []
         out = tmp_path / backend
-        run(grpo_config(out, train, f"++backend={backend}", *extra, "++grpo.max_num_steps=1",
+        run(grpo_config(out, train, f"++backend={backend}", *extra, *batching, "++grpo.max_num_steps=1",
                         "++checkpointing.enabled=false", "++env.reward_function=grpo_rewards:digit_count"))  # fmt: skip
         rows[backend] = rows_of(out)[0]
         assert check_metrics.check(out / "logs" / "metrics.json", NEMO_RL_CHECKS)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from skills_cli.common.errors import UserError
-from skills_cli.training.config import CheckpointConfig, LoggerConfig, PolicyConfig
+from skills_cli.training.config import CheckpointConfig, LoggerConfig, PolicyConfig, SequencePackingConfig
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ class GRPOPolicyConfig(PolicyConfig):
     logprob_batch_size: int | None = None  # micro-batch of the logprob passes (default: train_micro_batch_size)
     train_global_batch_size: int = 512  # NeMo-RL's default: one optimizer step per 32 x 16 rollout batch
     max_total_sequence_length: int = 1024
+    # on, as in NeMo-RL's grpo_math_1B: prompt + answer rows are short, packing makes far fewer, fuller passes
+    sequence_packing: SequencePackingConfig = field(default_factory=lambda: SequencePackingConfig(enabled=True))
 
 
 @dataclass(frozen=True)

@@ -237,10 +237,13 @@ def submit_chain(stages: list[Stage], cluster: ClusterConfig) -> list[str]:
     return submitted
 
 
-def wait_for(expnames: list[str]) -> dict[str, list[JobRecord]]:
-    """Every submitted stage's final job states (the chain cancels what follows a failure)."""
+def wait_for(expnames: list[str], since: float) -> dict[str, list[JobRecord]]:
+    """The final states of the jobs each stage submitted at `since` or later (the chain cancels what follows a
+    failure). The store keeps every earlier run of the same experiment names (another output folder, an
+    earlier attempt): their jobs must not count in this run's table."""
     store = Store()
-    return {name: wait(store.jobs(name), store, poll=2.0) for name in expnames}
+    return {name: wait([r for r in store.jobs(name) if r.submitted_at >= since], store, poll=2.0)
+            for name in expnames}  # fmt: skip
 
 
 def stage_seconds(records: list[JobRecord]) -> float | None:
@@ -310,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster = load_cluster_config(args.cluster, args.config_dir)
         remote = cluster.executor is ExecutorKind.SLURM and cluster.ssh_tunnel is not None
         out = args.output_dir if remote else str(Path(args.output_dir).resolve())
-        records = wait_for(submit_chain(Quickstart(out, size, cluster, args.config_dir).stages(), cluster))
+        submitted_from = time.time()
+        records = wait_for(submit_chain(Quickstart(out, size, cluster, args.config_dir).stages(), cluster),
+                           submitted_from)  # fmt: skip
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

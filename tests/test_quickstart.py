@@ -76,3 +76,28 @@ def test_quickstart_on_the_local_slurm_over_ssh(tmp_path, slurm_config):
     assert all(r.executor == "slurm" for records in jobs.values() for r in records)
     check_chain(jobs, timed=False)  # Slurm itself holds each stage until the previous one succeeded (afterok)
     assert accuracy(output, "final") > accuracy(output, "baseline")
+
+
+def test_the_stage_table_counts_only_this_runs_jobs(capsys):
+    """The store keeps earlier runs of the same experiment names (another output folder): the table's states and
+    seconds come from the jobs this run submitted, not from the span since the first run."""
+    import importlib.util
+    import time
+
+    spec = importlib.util.spec_from_file_location("quickstart_recipe", RECIPE)
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = recipe  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(recipe)
+    store, now = Store(), time.time()
+    store.add_experiment("quickstart-data", "local", "none")
+    earlier = JobRecord("old", "quickstart-data", "quickstart-data", "local", "none", JobState.FAILED,
+                        submitted_at=now - 3600, started_at=now - 3600, ended_at=now - 3590)  # fmt: skip
+    this_run = JobRecord("new", "quickstart-data", "quickstart-data", "local", "none", JobState.SUCCEEDED,
+                         submitted_at=now - 9, started_at=now - 8, ended_at=now - 1)  # fmt: skip
+    for record in (earlier, this_run):
+        store.add_job(record)
+    records = recipe.wait_for(["quickstart-data"], since=now - 10)
+    assert [r.uid for r in records["quickstart-data"]] == ["new"]
+    assert recipe.show_stages(records, now - 10) == []  # nothing failed in this run
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("quickstart-data"))
+    assert row.split()[1:] == ["SUCCEEDED", "7"]

@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True)
     logs = args.logs_dir or work
     logs.mkdir(parents=True, exist_ok=True)
-    sft_timeout, _, trl_timeout = (float(t) for t in args.timeouts.split(","))
+    sft_timeout, grpo_timeout, trl_timeout = (float(t) for t in args.timeouts.split(","))
     train, test = arith_rows("train"), arith_rows("test")
     sft_data = sft_rows(train)
     train_path, test_path = write_jsonl(work / "train.jsonl", train), write_jsonl(work / "test.jsonl", test)
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- our GRPO (the first variant is the headline compared with TRL)
     for variant in args.variants.split(","):
-        run_ours(report, args, variant, sft_model, train_path, test_path, len(test), work, logs)
+        run_ours(report, args, variant, sft_model, train_path, test_path, len(test), work, logs, grpo_timeout)
         save(report, args)
 
     # ---- TRL
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_ours(report: dict, args, variant: str, sft_model: Path, train_path, test_path, num_test: int, work: Path,
-             logs: Path) -> None:  # fmt: skip
+             logs: Path, timeout: float) -> None:  # fmt: skip
     """One run of our GRPO trainer; the first variant's results go to report["grpo"], others to
     report["grpo_<variant>"]."""
     import shutil
@@ -541,9 +541,8 @@ def run_ours(report: dict, args, variant: str, sft_model: Path, train_path, test
                                  "micro_batch_unit": "packed rows" if variant == "packed" else "rollouts",
                                  "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "lr": args.lr,
                                  "kl_penalty_k3": args.kl, "optimizer_steps_per_grpo_step": 1}}  # fmt: skip
-    _, grpo_timeout, _ = (float(t) for t in args.timeouts.split(","))
     report[name].update(run_process([python, "-m", "skills_cli.training.grpo", *overrides], logs / f"{name}.log",
-                                    grpo_timeout, work))  # fmt: skip
+                                    timeout, work))  # fmt: skip
     rows = read_jsonl(work / name / "logs" / "metrics.jsonl")
     if rows and args.logs_dir:
         shutil.copy(work / name / "logs" / "metrics.jsonl", logs / f"{name}_metrics.jsonl")

@@ -170,6 +170,11 @@ def packed_micro_batch(rows: list[list[SFTSample]], pad_id: int, length: int) ->
     return MicroBatch(ids, labels, positions, segment_ids=segments, num_tokens=num_tokens)
 
 
+def packed_rows(items: list, lengths: list[int], capacity: int) -> list[list]:
+    """`items` grouped into rows of at most `capacity` tokens (first-fit-decreasing), each row in input order."""
+    return [[items[i] for i in sorted(bin_)] for bin_ in first_fit_decreasing(lengths, capacity)]
+
+
 def make_micro_batches(samples: list[SFTSample], micro_batch_size: int, pad_id: int,
                        pack_capacity: int | None = None) -> list[MicroBatch]:  # fmt: skip
     """Micro-batches of `micro_batch_size` samples (padded) or of `micro_batch_size` packed rows of at most
@@ -177,8 +182,7 @@ def make_micro_batches(samples: list[SFTSample], micro_batch_size: int, pad_id: 
     if pack_capacity is None:
         return [padded_micro_batch(samples[i : i + micro_batch_size], pad_id)
                 for i in range(0, len(samples), micro_batch_size)]  # fmt: skip
-    bins = first_fit_decreasing([len(s) for s in samples], pack_capacity)
-    rows = [[samples[i] for i in sorted(bin_)] for bin_ in bins]
+    rows = packed_rows(samples, [len(s) for s in samples], pack_capacity)
     # Every packed micro-batch has the same shape (rows x capacity): bins are nearly full anyway, and a fixed
     # shape lets cuDNN attention reuse its execution plan; rebuilding it for each new length cost ~1.5 ms of
     # CPU per layer and pass on an H200, more than the attention itself for a 0.5B model.

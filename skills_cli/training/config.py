@@ -101,6 +101,11 @@ class PolicyConfig:
     sequence_packing: SequencePackingConfig = field(default_factory=SequencePackingConfig)
     lora_cfg: LoRAConfig = field(default_factory=LoRAConfig)
 
+    @property
+    def pack_capacity(self) -> int | None:
+        """Tokens per packed row with sequence packing on, else None (padded micro-batches)."""
+        return self.max_total_sequence_length if self.sequence_packing.enabled else None
+
     def __post_init__(self) -> None:
         for name in ("train_global_batch_size", "train_micro_batch_size", "max_total_sequence_length"):
             if getattr(self, name) < 1:

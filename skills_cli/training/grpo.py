@@ -228,9 +228,7 @@ class GRPOTrainer:
 
     def _micro_batches(self, rollouts: list[Rollout], size: int) -> list:
         """Padded micro-batches of `size` rollouts, or `size` packed rows (policy.sequence_packing)."""
-        policy = self.config.policy
-        capacity = policy.max_total_sequence_length if policy.sequence_packing.enabled else None
-        return rollouts_lib.micro_batches(rollouts, size, self.pad_id, capacity)
+        return rollouts_lib.micro_batches(rollouts, size, self.pad_id, self.config.policy.pack_capacity)
 
     def compute_logprobs(self, rollouts: list[Rollout]) -> None:
         """prev (trainer) and reference logprobs of each response token, with the sampling temperature."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skills_cli.training.batching import MicroBatch, first_fit_decreasing, packed_micro_batch, padded_micro_batch
+from skills_cli.training.batching import MicroBatch, packed_micro_batch, packed_rows, padded_micro_batch
 from skills_cli.training.data import SFTSample
 
 
@@ -83,10 +83,14 @@ def rollout_sample(rollout: Rollout) -> SFTSample:
     return SFTSample(list(rollout.prompt_ids) + list(rollout.response_ids), mask)
 
 
+def _first_response_label(rollout: Rollout, offset: int) -> int:
+    """Label position of the first response token of a rollout that starts at `offset` of its row."""
+    return offset + len(rollout.prompt_ids) - 1
+
+
 def _per_token(rollouts: list[Rollout], placements: list[tuple[int, int]], shape, values_of) -> object:
-    """(rows, length) float32 tensor with each rollout's per-response-token values at their label positions:
-    rollout i starts at (row, offset) = placements[i], so its j-th response token's label sits at
-    offset + len(prompt) - 1 + j of that row."""
+    """(rows, length) float32 tensor with each rollout's per-response-token values at their label positions;
+    rollout i starts at (row, offset) = placements[i]."""
     import torch
 
     out = torch.zeros(tuple(shape), dtype=torch.float32)
@@ -94,7 +98,7 @@ def _per_token(rollouts: list[Rollout], placements: list[tuple[int, int]], shape
         values = values_of(rollout)
         if values is None:
             continue
-        start = offset + len(rollout.prompt_ids) - 1
+        start = _first_response_label(rollout, offset)
         out[row, start : start + len(values)] = torch.tensor(values, dtype=torch.float32)
     return out
 
@@ -142,8 +146,7 @@ def micro_batches(rollouts: list[Rollout], size: int, pad_id: int, pack_capacity
     short responses, far fewer and fuller forward passes). Each batch's `rollouts` lists the rollouts it holds."""
     if pack_capacity is None:
         return [rollout_micro_batch(rollouts[i : i + size], pad_id) for i in range(0, len(rollouts), size)]
-    bins = first_fit_decreasing([r.num_tokens for r in rollouts], pack_capacity)
-    rows = [[rollouts[i] for i in sorted(bin_)] for bin_ in bins]
+    rows = packed_rows(rollouts, [r.num_tokens for r in rollouts], pack_capacity)
     return [packed_rollout_micro_batch(rows[i : i + size], pad_id, pack_capacity) for i in range(0, len(rows), size)]
 
 
@@ -153,7 +156,7 @@ def response_values(batch: MicroBatch, per_token) -> list[list[float]]:
     values = per_token.detach().float().cpu().reshape(batch.input_ids.shape)
     out = []
     for rollout, (row, offset) in zip(batch.rollouts, batch.placements, strict=True):
-        start = offset + len(rollout.prompt_ids) - 1
+        start = _first_response_label(rollout, offset)
         out.append(values[row, start : start + len(rollout.response_ids)].tolist())
     return out
 

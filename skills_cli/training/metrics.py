@@ -7,8 +7,8 @@ peak: every non-padding token costs 6 x parameters (forward + backward of the we
 counted once, as the LM head), and each sequence of s tokens adds its causal attention, 6 x layers x attention
 width x s^2 (QK^T and PV at half the s x s square, forward + backward) — the PaLM / Megatron accounting, with
 the real sequence lengths of packed rows (no work is counted for padding or across packed sequences).
-`mfu_6n` leaves attention out (the 6N rule). On CPU, or a GPU missing from the peak table, MFU is null. `peak_memory_gib` is the CUDA allocator's peak during the step on GPU, the process's peak
-resident memory on CPU.
+`mfu_6n` leaves attention out (the 6N rule). On CPU, or a GPU missing from the peak table, MFU is null.
+`peak_memory_gib` is the CUDA allocator's peak during the step on GPU, the process's peak resident memory on CPU.
 
 Tracker modes come from the environment as each tool defines them (WANDB_MODE, SWANLAB_MODE), so offline
 clusters work unchanged.

@@ -181,8 +181,7 @@ class SFTTrainer:
         import torch
 
         policy, device, group = self.config.policy, self.dist.device, self.policy.dp_group
-        capacity = policy.max_total_sequence_length if policy.sequence_packing.enabled else None
-        micro_batches = make_micro_batches(samples, policy.train_micro_batch_size, self.pad_id, capacity) \
+        micro_batches = make_micro_batches(samples, policy.train_micro_batch_size, self.pad_id, policy.pack_capacity) \
             if samples else []  # fmt: skip
         counts = torch.tensor([sum(mb.num_valid_tokens for mb in micro_batches),
                                sum(mb.num_tokens for mb in micro_batches),

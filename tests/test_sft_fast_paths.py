@@ -21,14 +21,34 @@ def samples(lengths: list[int]) -> list[SFTSample]:
 
 def test_varlen_inputs_mark_every_sequence_and_padding():
     packed = make_micro_batches(samples([5, 3, 4, 2]), 2, pad_id=0, pack_capacity=8)[0]
+    packed.drop_padding = False  # GRPO's layout: every (row, position) kept
     inputs, labels = packed.model_inputs(VARLEN_ATTENTION, None, "cpu")
     # bins (first fit decreasing, capacity 8): [5, 3] and [4, 2] + 2 padding tokens
     assert inputs["cu_seq_lens_q"].tolist() == [0, 5, 8, 12, 14, 16]
     assert inputs["input_ids"].shape == labels.shape == (1, 16)
     assert inputs["max_length_q"] == 8
     padded = make_micro_batches(samples([5, 3]), 2, pad_id=0)[0]
+    padded.drop_padding = False
     inputs, _ = padded.model_inputs(VARLEN_ATTENTION, None, "cpu")
     assert inputs["cu_seq_lens_q"].tolist() == [0, 5, 8, 10]  # row 2: 3 tokens, then its 2 padding tokens
+
+
+def test_sft_varlen_inputs_leave_the_padding_out():
+    """SFT's micro-batches drop padding from the flattened stream: only real tokens, in order, with their
+    positions and labels, and one offset per real sequence."""
+    packed = make_micro_batches(samples([5, 3, 4, 2]), 2, pad_id=0, pack_capacity=8)[0]
+    assert packed.drop_padding and packed.row_tokens.tolist() == [8, 6]
+    inputs, labels = packed.model_inputs(VARLEN_ATTENTION, None, "cpu")
+    assert inputs["cu_seq_lens_q"].tolist() == [0, 5, 8, 12, 14]
+    assert inputs["input_ids"].shape == labels.shape == (1, 14)
+    real = packed.real_token_mask()
+    assert inputs["input_ids"][0].tolist() == packed.input_ids[real].tolist()
+    assert labels[0].tolist() == packed.labels[real].tolist()
+    assert inputs["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3, 0, 1]
+    padded = make_micro_batches(samples([5, 3]), 2, pad_id=0)[0]
+    inputs, labels = padded.model_inputs(VARLEN_ATTENTION, None, "cpu")
+    assert inputs["cu_seq_lens_q"].tolist() == [0, 5, 8]
+    assert inputs["input_ids"][0].tolist() == [5, 6, 7, 8, 9, 5, 6, 7]
 
 
 def test_scaled_token_nll_matches_cross_entropy():

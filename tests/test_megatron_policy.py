@@ -114,13 +114,15 @@ def train_file(tmp_path_factory):
 
 
 def probe_logits(policy, samples, pad_id: int):
-    """The policy's full-vocabulary logits for one padded micro-batch, through the Policy interface."""
+    """The policy's full-vocabulary logits for one padded micro-batch, through the Policy interface, laid out
+    (rows, length, vocab) (a policy may hand the loss one flattened stream; labels then share its layout)."""
     from skills_cli.training.batching import make_micro_batches
 
     captured = []
 
     def keep_logits(logits, labels, micro_batch):
-        captured.append(logits.detach().clone())
+        assert logits.shape[:-1] == labels.shape
+        captured.append(logits.detach().reshape(*micro_batch.input_ids.shape, -1).clone())
         return logits.sum() * 0.0, {}
 
     policy.eval()

@@ -169,3 +169,33 @@ def test_flash_varlen_custom_ops_have_shapes_and_a_backward_without_a_graph_brea
     assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape
     explained = torch._dynamo.explain(lambda a, b, c, d: kernel(a, b, c, d, 64, 0.125) * 2)(q, k, v, cu_seqlens)
     assert explained.graph_break_count == 0 and explained.graph_count == 1
+
+
+def test_micro_batches_hold_each_samples_tokens_labels_and_positions():
+    """The vectorised batch builders (flat_ids_and_labels) against each sample's own ids, shifted labels and
+    positions: packed rows (segments, positions restarting, padding) and padded rows."""
+    import random
+
+    generator = random.Random(3)
+    lengths = [generator.randint(1, 9) for _ in range(11)]
+    data = [SFTSample([generator.randint(3, 99) for _ in range(n)], [generator.randint(0, 1) for _ in range(n)])
+            for n in lengths]  # fmt: skip
+    for batch in make_micro_batches(data, 2, pad_id=0, pack_capacity=12):
+        for r in range(batch.input_ids.shape[0]):
+            start, segment = 0, 0
+            while start < int(batch.row_tokens[r]):
+                sample = next(s for s in data if s.input_ids == batch.input_ids[r, start : start + len(s)].tolist()
+                              and batch.segment_ids[r, start] == segment)  # fmt: skip
+                end = start + len(sample)
+                assert batch.labels[r, start:end].tolist() == sample.labels()
+                assert batch.position_ids[r, start:end].tolist() == list(range(len(sample)))
+                assert (batch.segment_ids[r, start:end] == segment).all()
+                start, segment = end, segment + 1
+            assert (batch.input_ids[r, start:] == 0).all() and (batch.labels[r, start:] == IGNORE_INDEX).all()
+    padded = make_micro_batches(data, 4, pad_id=0)
+    for index, sample in enumerate(data):
+        batch, row = padded[index // 4], index % 4
+        n = len(sample)
+        assert batch.input_ids[row, :n].tolist() == sample.input_ids and batch.labels[row, :n].tolist() == sample.labels()
+        assert batch.attention_mask[row].tolist() == [1] * n + [0] * (batch.input_ids.shape[1] - n)
+        assert (batch.labels[row, n:] == IGNORE_INDEX).all() and (batch.input_ids[row, n:] == 0).all()

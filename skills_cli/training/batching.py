@@ -22,6 +22,7 @@ token to predict the next sequence's first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from skills_cli.training.data import IGNORE_INDEX, SFTSample
@@ -158,19 +159,35 @@ def block_causal_mask(segment_ids, dtype):
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
+def flat_ids_and_labels(samples: list[SFTSample]):
+    """The samples' token ids concatenated, and their labels (`SFTSample.labels`, shifted per sample), as int64
+    tensors: two list-to-tensor conversions and a few vectorised operations for the lot (building them sample
+    by sample in Python took ~70 ms for a 157k-token global batch, time the GPU sat idle at each step start)."""
+    import numpy as np
+    import torch
+
+    count = sum(len(s) for s in samples)
+    # numpy reads an iterator of ints ~3x faster than torch.tensor reads a list
+    ids = torch.from_numpy(np.fromiter(chain.from_iterable(s.input_ids for s in samples), np.int64, count))
+    targets = torch.from_numpy(np.fromiter(chain.from_iterable(s.loss_mask for s in samples), np.int64, count)) != 0
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:-1] = torch.where(targets[1:], ids[1:], IGNORE_INDEX)
+    labels[torch.tensor([len(s) for s in samples]).cumsum(0) - 1] = IGNORE_INDEX  # a sample's last token
+    return ids, labels
+
+
 def padded_micro_batch(samples: list[SFTSample], pad_id: int) -> MicroBatch:
     import torch
 
     length = max(len(s) for s in samples)
-    ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(samples), length), dtype=torch.long)
-    for row, sample in enumerate(samples):
-        ids[row, : len(sample)] = torch.tensor(sample.input_ids)
-        labels[row, : len(sample)] = torch.tensor(sample.labels())
-        attention[row, : len(sample)] = 1
+    lengths = torch.tensor([len(s) for s in samples])
+    attention = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    real = attention.bool()
+    flat_ids, flat_labels = flat_ids_and_labels(samples)
+    ids = torch.full((len(samples), length), pad_id, dtype=torch.long).masked_scatter_(real, flat_ids)
+    labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long).masked_scatter_(real, flat_labels)
     positions = torch.arange(length).expand(len(samples), length).contiguous()
-    return MicroBatch(ids, labels, positions, attention_mask=attention, num_tokens=int(attention.sum()))
+    return MicroBatch(ids, labels, positions, attention_mask=attention, num_tokens=int(lengths.sum()))
 
 
 def packed_micro_batch(rows: list[list[SFTSample]], pad_id: int, length: int) -> MicroBatch:
@@ -183,16 +200,14 @@ def packed_micro_batch(rows: list[list[SFTSample]], pad_id: int, length: int) ->
     segments = torch.full((len(rows), length), len(max(rows, key=len)), dtype=torch.long)  # padding: own segment
     row_tokens = torch.zeros(len(rows), dtype=torch.long)
     for r, row in enumerate(rows):
-        start = 0
-        for segment, sample in enumerate(row):
-            end = start + len(sample)
-            ids[r, start:end] = torch.tensor(sample.input_ids)
-            labels[r, start:end] = torch.tensor(sample.labels())
-            positions[r, start:end] = torch.arange(len(sample))
-            segments[r, start:end] = segment
-            start = end
-        positions[r, start:] = torch.arange(length - start)
-        row_tokens[r] = start
+        lengths = torch.tensor([len(sample) for sample in row])
+        used = int(lengths.sum())
+        ids[r, :used], labels[r, :used] = flat_ids_and_labels(row)
+        segments[r, :used] = torch.repeat_interleave(torch.arange(len(row)), lengths)
+        starts = lengths.cumsum(0) - lengths
+        positions[r, :used] = torch.arange(used) - torch.repeat_interleave(starts, lengths)
+        positions[r, used:] = torch.arange(length - used)
+        row_tokens[r] = used
     return MicroBatch(ids, labels, positions, segment_ids=segments, num_tokens=int(row_tokens.sum()),
                       row_tokens=row_tokens)  # fmt: skip
 

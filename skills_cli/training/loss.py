@@ -106,8 +106,17 @@ def _compiled(name: str, function):
     import torch
 
     if name not in _COMPILED:
-        # automatic dynamic shapes: the token count of the first differing micro-batch makes it symbolic
-        _COMPILED[name] = torch.compile(function)
+        compiled = torch.compile(function)
+
+        def tokens_dynamic(*tensors):
+            # the token count differs between micro-batches (SFT's varlen stream drops padding): symbolic from
+            # the first compilation, not after a recompilation at the first micro-batch of another size
+            for tensor in tensors:
+                if tensor.dim() >= 1:
+                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
+            return compiled(*tensors)
+
+        _COMPILED[name] = tokens_dynamic
     return _COMPILED[name]
 
 

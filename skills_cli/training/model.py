@@ -126,14 +126,22 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
         t.transpose(1, 2).reshape(rows * length, t.shape[1], t.shape[3]).contiguous() for t in (query, key, value)
     )
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        out = _flash_varlen(q, k, v, cu_seq_lens_q, int(max_length_q), float(scale))
-    else:
-        # the flash kernel leaves tokens past the last offset unwritten: make the same mistake fail here
-        if int(cu_seq_lens_q[-1]) != rows * length:
-            raise RuntimeError(f"cu_seq_lens_q ends at {int(cu_seq_lens_q[-1])}, not at the {rows * length} tokens")
-        out = _masked_varlen(q, k, v, cu_seq_lens_q, float(scale))
+    out = varlen_attention(q, k, v, cu_seq_lens_q, int(max_length_q), float(scale))
     return out.reshape(rows, length, *out.shape[1:]), None
+
+
+def varlen_attention(q, k, v, cu_seqlens, max_length: int, scale: float):
+    """Causal attention inside each sequence of a flattened stream: q (tokens, heads, head_dim), k/v (tokens,
+    kv_heads, head_dim), `cu_seqlens` int32 offsets (first 0, last the token count), `max_length` an upper
+    bound of the sequences' lengths. The flash kernels for fp16/bf16 on GPUs, masked SDPA otherwise."""
+    import torch
+
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        return _flash_varlen(q, k, v, cu_seqlens, max_length, scale)
+    # the flash kernel leaves tokens past the last offset unwritten: make the same mistake fail here
+    if int(cu_seqlens[-1]) != q.shape[0]:
+        raise RuntimeError(f"cu_seq_lens_q ends at {int(cu_seqlens[-1])}, not at the {q.shape[0]} tokens")
+    return _masked_varlen(q, k, v, cu_seqlens, scale)
 
 
 def _flash_varlen(q, k, v, cu_seqlens, max_length: int, scale: float):

@@ -9,12 +9,11 @@ global-batch gradient, as on the dtensor backend. Without pipeline parallelism t
 (megatron's no-pipelining schedule allocates on CUDA); with it, megatron's 1F1B schedule runs, so
 pipeline parallelism needs GPUs.
 
-Attention: packed rows must keep their sequences apart. With the local layer spec (CPU, or no
-TransformerEngine) each micro-batch gets an explicit boolean mask (causal, and within one segment for packed
-rows). RoPE there uses each token's position in the row rather than in its sequence; attention scores depend
-only on the distance between query and key, which is the same inside a segment either way, so the result is
-that of the sequences run one by one. With TransformerEngine, packed rows run as one THD sequence with
-cu_seqlens (PackedSeqParams) and padded rows need only the causal kernel: right padding comes after every real
+Attention: packed rows must keep their sequences apart. Packed micro-batches run as one THD stream with
+cu_seqlens (PackedSeqParams; each row's trailing padding a sequence of its own), with either layer spec: the
+local spec's core attention is `megatron.model.VarlenCoreAttention` (varlen flash kernels on GPUs), and RoPE
+restarts at each offset. Padded rows run the same way without TransformerEngine (each row's real tokens and
+its padding two sequences); with it they need only the causal kernel: right padding comes after every real
 token, so no real token attends to it.
 
 Precision: bf16 parameters with fp32 main weights in the optimizer on GPUs (policy.precision=bfloat16),
@@ -127,31 +126,18 @@ class MegatronPolicy(Policy):
 
     def _model_inputs(self, micro_batch) -> dict:
         """Tensors for GPTModel.forward and the labels, on the device (see the module docstring)."""
-        import torch
-
         device = self.device
-        ids, positions, labels = micro_batch.input_ids, micro_batch.position_ids, micro_batch.labels
-        if self.te:
-            if micro_batch.segment_ids is None:
-                return {"input_ids": ids.to(device), "position_ids": positions.to(device), "attention_mask": None,
-                        "labels": labels.to(device), "packed_seq_params": None}  # fmt: skip
-            return self._thd_inputs(micro_batch)
-        length = ids.shape[1]
-        causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-        if micro_batch.segment_ids is None:
-            allowed = causal[None, None]
-        else:
-            segments = micro_batch.segment_ids.to(device)
-            allowed = ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
-        return {"input_ids": ids.to(device), "position_ids": positions.to(device), "attention_mask": ~allowed,
-                "labels": labels.to(device), "packed_seq_params": None}  # fmt: skip
+        if self.te and micro_batch.segment_ids is None:
+            return {"input_ids": micro_batch.input_ids.to(device), "position_ids": micro_batch.position_ids.to(device),
+                    "attention_mask": None, "labels": micro_batch.labels.to(device), "packed_seq_params": None}  # fmt: skip
+        return self._thd_inputs(micro_batch)
 
     def _thd_inputs(self, micro_batch) -> dict:
-        """A packed micro-batch as one THD row: every segment (the trailing padding too) its own sequence."""
+        """A micro-batch as one THD row: every segment of every row (trailing padding too) its own sequence."""
         import torch
         from megatron.core.packed_seq_params import PackedSeqParams
 
-        segments = micro_batch.segment_ids
+        segments = micro_batch.segment_ids if micro_batch.segment_ids is not None else 1 - micro_batch.attention_mask
         lengths = []
         for row in segments:
             _, counts = torch.unique_consecutive(row, return_counts=True)

@@ -9,6 +9,13 @@ trainer's (rows x max length tokens, Qwen2.5-0.5B heads), and checks each agains
 
 Usage: python bench/attention_kernels.py --out attention.json [--rows 16 --length 4096 --heads 14 --kv_heads 2]
 Writes JSON: per kernel, forward and backward milliseconds (median), TFLOP/s (causal FLOPs), max |diff| vs FA2.
+
+Measured on nvidia-h200 (torch 2.11.0+cu130, cuDNN 9.19), 2026-12-03, defaults (16 x 4096 tokens, 14 heads,
+2 KV heads, head size 64): FA2 forward 1.01 ms (149 TFLOP/s), backward 2.33 ms (162 TFLOP/s); 8 rows: 0.55 /
+1.20 ms. cuDNN's ragged forward runs, grouped-query heads included (output within 0.004 of FA2's in bf16), but
+its backward cannot be called from Python in this build (`attn_bias` is a required tensor there, and neither an
+empty 1-D nor an empty 4-D one is accepted), which is also why PyTorch's own `varlen_attn` keeps cuDNN off; so
+the trainer stays on FA2, whose kernels at head size 64 are ~23% of a 0.5B SFT step's GPU time.
 """
 
 from __future__ import annotations

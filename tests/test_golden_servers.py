@@ -35,7 +35,7 @@ def test_server_job_golden(server_type, gpus, nodes, config_dir, isolated_home):
     )  # fmt: skip
     text = normalise(submission.dry_run_text, isolated_home)
     check_golden(f"server_{server_type}.txt", text)
-    assert "SKILLS_SERVER_PORT=$(python3 -c" in text  # a free port per job
+    assert "SKILLS_SERVER_PORT=$(python3 -m skills_cli.common.ports" in text  # a free port per job
     assert "--ntasks=1" in text  # the client runs once, even on multi-node jobs
     if nodes > 1:
         assert 'export SKILLS_CLI_HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)' in text

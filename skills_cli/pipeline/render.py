@@ -229,9 +229,8 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
     lines.append(f"export PYTHONPATH={quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}")
     lines.append(f"mkdir -p {quote(planned.run_dir)}")
     for name in job.ports:
-        # a free port on this node; $RANDOM only if python3 is missing on the node
-        lines.append(f"export {name}=$(python3 -c 'import socket; s=socket.socket(); s.bind((\"\", 0)); "
-                     f"print(s.getsockname()[1])' 2>/dev/null || echo $(( 20000 + RANDOM % 20000 )))")  # fmt: skip
+        # a free port on this node (common/ports.py: random, bind-checked); $RANDOM only if python3 is missing
+        lines.append(f"export {name}=$(python3 -m skills_cli.common.ports 2>/dev/null || echo $(( 20000 + RANDOM % 20000 )))")
     if job.resources.nodes > 1:
         lines.append(f'export {HEAD_NODE_ENV}=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)')
     limit = effective_time_limit(cluster, job.resources)

@@ -15,13 +15,13 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from skills_cli.common.ports import free_port
 from skills_cli.pipeline.executors.local import GPU_PLACEHOLDER, refresh_local_record, supervisor_alive
 from skills_cli.pipeline.store import JobState, Store
 
@@ -89,11 +89,6 @@ def reservation(spec: dict, store: Store, pool_name: str, pool: list[int], neede
             table_path.write_text(json.dumps(table))
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it); the job's server binds it next."""
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return probe.getsockname()[1]
 
 
 def start_command(command: dict, gpus: list[int], pool: list[int], cwd: str, extra_env: dict) -> subprocess.Popen:

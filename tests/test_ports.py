@@ -1,0 +1,40 @@
+"""Free-port choice for jobs' servers (skills_cli/common/ports.py)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from skills_cli.common.ports import PORT_RANGE, free_port
+
+
+def test_free_ports_are_bindable_in_range_and_spread_out():
+    ports = [free_port() for _ in range(40)]
+    assert all(PORT_RANGE[0] <= port <= PORT_RANGE[1] for port in ports)
+    # bind(("", 0)) probes handed jobs starting together the same port; random draws over 41k ports should not
+    assert len(set(ports)) >= 38, ports
+    with socket.socket() as server:
+        server.bind(("", ports[0]))
+
+
+def test_a_taken_port_is_never_returned(monkeypatch):
+    import skills_cli.common.ports as ports_module
+
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        draws = iter([busy, busy, busy + 1 if busy < PORT_RANGE[1] else busy - 1])
+
+        class Scripted:
+            def randint(self, low, high):
+                return next(draws)
+
+        monkeypatch.setattr(ports_module.random, "SystemRandom", Scripted)
+        assert free_port() != busy
+
+
+def test_the_module_prints_a_port_for_batch_scripts():
+    out = subprocess.run([sys.executable, "-m", "skills_cli.common.ports"], capture_output=True, text=True, check=True)
+    assert PORT_RANGE[0] <= int(out.stdout) <= PORT_RANGE[1]

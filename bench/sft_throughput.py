@@ -11,11 +11,14 @@ What it does, all on this machine and offline:
      synthetic SFT data: `messages` rows (one or two turns) of log-uniform lengths, 200 to 3,800 tokens;
   2. `--check`: on one packed micro-batch, the trainer's fast paths (varlen flash attention, the fused
      token-NLL loss) against transformers' SDPA with a block mask and `cross_entropy` in bf16: relative
-     differences of the loss and of the gradients;
+     differences of the loss, logits and gradients, and both against the SDPA reference in fp32 (bf16's
+     noise floor);
   3. runs `python -m skills_cli.training.sft` (sequence length 4096, packing, bf16) for warm-up + timed steps
      per variant (`full`: everything on; `no_compile`: SKILLS_CLI_SFT_COMPILE=0; `sdpa_mask`:
-     SKILLS_CLI_SFT_ATTENTION=sdpa, compile off; `before`: the code found at --before, e.g. a checkout of
-     the commit before the speed work) and reads its metrics.jsonl;
+     SKILLS_CLI_SFT_ATTENTION=sdpa, compile off; `ckpt`: activation checkpointing on; `before`: the code
+     found at --before, e.g. a checkout of the commit before the speed work; a suffix @R sets R packed rows
+     per micro-batch) and reads its metrics.jsonl; --backends adds megatron runs (`megatron@8`,
+     `megatron+ckpt@8` with megatron's recomputation);
   4. runs the baseline in its own process: transformers' model (SDPA attention; packed rows with restarting
      position ids, so transformers builds the document mask itself), fp32 master weights under bf16 autocast,
      `cross_entropy(logits.float())`, fused AdamW, the same global batches and the same packed rows;
@@ -84,6 +87,27 @@ stream (2.3% of the packed rows here) and the compiled loss takes the token coun
     3 timed steps, a wide spread)
   (--check failed in that call: it compared the padding-free logits with the padded reference's; fixed since,
   checked on CPU with --shape tiny: loss 1.6e-6, logits 4.0e-3, gradients 2.8e-3 relative, bf16.)
+Next session (same kind and data, 2026-12-03), the variants `ckpt` (activation checkpointing) and
+`megatron+ckpt@8` added, 5 timed megatron steps; three calls:
+    python3 bench/sft_throughput.py --out $OUT/sft9.json --workdir /tmp/sftb --variants full@16,ckpt@16 \
+        --micro_batch 8 --baseline_micro_batch 4 --steps 5 --warmup 3 --backends dtensor,megatron@8,megatron+ckpt@8 \
+        --other_backend_steps 5 --check
+    python3 bench/sft_throughput.py --out $OUT/sft10_{1,2}.json --workdir /tmp/sftb --variants full@16 \
+        --micro_batch 8 --baseline_micro_batch 4 --steps 5 --warmup 3 --backends dtensor [--check]
+                                      mean tok/s/GPU  MFU (6N)        median step  peak GiB  recompilations
+  trainer, 16 rows, three runs        128,225 / 131,640 / 128,008      1.21-1.25 s  104.8     0 / 0 / 0
+                                      MFU 41.8% / 42.9% / 41.7% (6N 38.4 / 39.5 / 38.4%); with sft8's run:
+                                      mean 129.6k, MFU 42.2% (41.7-42.9%)
+  trainer, 16 rows, activation        105,819     34.5% (31.7%)   1.51 s        48.5      0
+    checkpointing (every decoder layer recomputed)
+  HF loop, SDPA + document mask, mb 4 56,978 / 57,441 / 56,772  ~18.6% (17.1%)  2.77-2.81 s  69.4
+                                      -> 2.25x / 2.29x / 2.25x
+  megatron backend, 8 packed rows     82,503      26.9% (24.7%)   1.70 s        71.6      (5 timed steps)
+  megatron, 8 rows, recomputation     65,984      21.5% (19.8%)   2.21 s        28.6
+  --check, with the SDPA reference also run in fp32 as the noise floor: fast vs bf16 reference loss 3.2e-5,
+  logits 1.5e-2, gradients 2.4e-3 (relative L2); against fp32 the fast path and the bf16 reference are equally
+  far: logits 1.875e-2 / 1.874e-2, gradients 1.54e-2 / 1.53e-2 (the logits of a random-init model sit near
+  zero, so their relative error is large in bf16 for any kernel).
 The compiled runs' means include one recompilation step inside the timed window (4.2 s in call 1, 7.1 s in
 call 3); at the median step the trainer is 1.85x (call 1) and 1.92x (call 3) the HF loop. The numerical check
 (--check) gave a loss difference of 3.2e-5 (relative) and gradients within 2.4e-3 (relative L2) of the HF/SDPA
@@ -207,7 +231,7 @@ def trainer_args(model: Path, data: Path, output: Path, args, steps: int, micro_
 
 
 def run_trainer(name: str, model: Path, data: Path, workdir: Path, args, env_extra: dict, pythonpath: str | None,
-                backend: str = "dtensor", micro_batch: int | None = None) -> dict:  # fmt: skip
+                backend: str = "dtensor", micro_batch: int | None = None, overrides: tuple = ()) -> dict:  # fmt: skip
     output = workdir / f"run-{name}"
     if output.exists():
         shutil.rmtree(output)
@@ -217,6 +241,7 @@ def run_trainer(name: str, model: Path, data: Path, workdir: Path, args, env_ext
                *trainer_args(model, data, output, args, warmup + steps, micro_batch)]  # fmt: skip
     if backend != "dtensor":
         command.append(f"++backend={backend}")
+    command += list(overrides)
     # the code under test comes first on PYTHONPATH, and the working directory (first on sys.path with -m) is
     # the run's own, so no checkout can shadow it; TORCH_LOGS=recompiles lets the recompilations be counted
     inherited = os.environ.get("PYTHONPATH", "")
@@ -227,6 +252,7 @@ def run_trainer(name: str, model: Path, data: Path, workdir: Path, args, env_ext
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=output)
     wall = time.perf_counter() - start
     record = {"name": name, "backend": backend, "micro_batch_rows": micro_batch, "env": env_extra,
+              "overrides": list(overrides),
               "pythonpath": pythonpath, "wall_s": round(wall, 1),
               "recompilations": result.stderr.count("Recompiling function"),
               "recompile_reasons": recompile_reasons(result.stderr)}  # fmt: skip
@@ -363,7 +389,8 @@ def run_worker(kind: str, args, extra: list[str]) -> dict:
 
 def check_worker(args) -> dict:
     """One packed micro-batch of 2 rows, bf16 weights on the GPU: varlen flash + fused loss against
-    transformers' SDPA with its block mask + cross_entropy(logits.float()); relative L2 differences."""
+    transformers' SDPA with its block mask + cross_entropy(logits.float()); relative L2 differences. The same
+    SDPA reference in fp32 gives the noise floor: how far bf16 alone moves the reference (`*_vs_fp32`)."""
     import torch
     import torch.nn.functional as F
 
@@ -380,11 +407,13 @@ def check_worker(args) -> dict:
     valid = float(micro.num_valid_tokens)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {}
-    for name, implementation in (("reference", "sdpa"), ("fast", VARLEN_ATTENTION)):
-        model = load_model(str(args.model), implementation).to(device, torch.bfloat16)
+    runs = (("reference", "sdpa", torch.bfloat16), ("fast", VARLEN_ATTENTION, torch.bfloat16),
+            ("fp32", "sdpa", torch.float32))  # fmt: skip
+    for name, implementation, dtype in runs:
+        model = load_model(str(args.model), implementation).to(device, dtype)
         model.train()
-        inputs, labels = micro.model_inputs(implementation, torch.bfloat16, device)
-        if name == "reference":
+        inputs, labels = micro.model_inputs(implementation, dtype, device)
+        if implementation == "sdpa":
             inputs.pop("attention_mask")  # transformers builds the document mask from the position ids
             logits = model(**inputs).logits
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
@@ -399,15 +428,20 @@ def check_worker(args) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     (ref_loss, ref_logits, ref_grads), (loss, logits, grads) = results["reference"], results["fast"]
+    fp32_loss, fp32_logits, fp32_grads = results["fp32"]
     if logits.shape[0] != ref_logits.shape[0]:  # the varlen stream leaves padding out: compare real tokens
-        ref_logits = ref_logits[micro.real_token_mask().reshape(-1).to(ref_logits.device)]
+        real = micro.real_token_mask().reshape(-1).to(ref_logits.device)
+        ref_logits, fp32_logits = ref_logits[real], fp32_logits[real]
 
     def rel(a, b):
         return float((a - b).norm() / b.norm())
 
     return {"tokens": int(micro.num_tokens), "segments_with_padding": int(micro.segment_ids.max()) + 1,
             "loss_reference": ref_loss, "loss_fast": loss, "loss_rel_diff": abs(loss - ref_loss) / ref_loss,
-            "logits_rel_l2": rel(logits, ref_logits), "grad_rel_l2": rel(grads, ref_grads)}  # fmt: skip
+            "logits_rel_l2": rel(logits, ref_logits), "grad_rel_l2": rel(grads, ref_grads),
+            "loss_fp32": fp32_loss,
+            "reference_vs_fp32": {"logits_rel_l2": rel(ref_logits, fp32_logits), "grad_rel_l2": rel(ref_grads, fp32_grads)},
+            "fast_vs_fp32": {"logits_rel_l2": rel(logits, fp32_logits), "grad_rel_l2": rel(grads, fp32_grads)}}  # fmt: skip
 
 
 # ---- profile (its own process) ------------------------------------------------------------------------------------
@@ -516,13 +550,14 @@ def main() -> None:
     report.update(runs=runs, baselines=baselines)
     variants = {"full": {}, "no_compile": {"SKILLS_CLI_SFT_COMPILE": "0"},
                 "sdpa_mask": {"SKILLS_CLI_SFT_COMPILE": "0", "SKILLS_CLI_SFT_ATTENTION": "sdpa"},
-                "graph_break": {"SKILLS_CLI_FLASH_OP": "0"}}  # fmt: skip
+                "graph_break": {"SKILLS_CLI_FLASH_OP": "0"}, "ckpt": {}}  # fmt: skip
     # most important first (the headline run and the baseline), and the report rewritten after each stage, so
     # a run cut short still leaves every finished figure behind
     stages = []
     if args.check:
         stages.append(("check", lambda: report.__setitem__("check", run_worker("check", args, []))))
     names = args.variants.split(",")
+    report["headline_run"] = names[0]
     stages.append((names[0], functools.partial(_run_variant, runs, names[0], args, variants[names[0].split("@")[0]],
                                                None, "dtensor")))  # fmt: skip
     stages.append(("baseline", lambda: baselines.__setitem__("hf_sdpa_document_mask", run_worker(
@@ -533,8 +568,9 @@ def main() -> None:
     if args.before:
         stages.append(("before", functools.partial(_run_variant, runs, "before", args, {}, args.before, "dtensor")))
     for backend in [b for b in args.backends.split(",") if b != "dtensor"]:
-        # e.g. megatron@1: megatron-core's local attention (no TransformerEngine) materialises L x L scores
-        stages.append((backend, functools.partial(_run_variant, runs, backend, args, {}, None, backend.split("@")[0])))
+        # e.g. megatron@8 (8 packed rows a micro-batch), megatron+ckpt@8 (with megatron's recomputation)
+        stages.append((backend, functools.partial(_run_variant, runs, backend, args, {}, None,
+                                                  backend.split("@")[0].split("+")[0])))  # fmt: skip
     if args.baseline_causal:
         stages.append(("baseline_causal", lambda: baselines.__setitem__("hf_sdpa_causal_rows", run_worker(
             "baseline", args, ["--baseline_micro_batch", str(args.baseline_micro_batch), "--baseline_causal"]))))  # fmt: skip
@@ -553,10 +589,14 @@ def main() -> None:
 
 
 def _run_variant(runs: dict, name: str, args, env: dict, pythonpath: str | None, backend: str) -> None:
-    """`name` may end in @R: that many packed rows per micro-batch instead of --micro_batch."""
+    """`name` may end in @R: that many packed rows per micro-batch instead of --micro_batch; `ckpt` (or a
+    `+ckpt` backend) turns the backend's activation checkpointing on."""
     micro_batch = int(name.split("@")[1]) if "@" in name else None
-    runs[name] = run_trainer(name.replace("@", "_mb"), args.model, args.data, args.workdir, args, env, pythonpath,
-                             backend, micro_batch)  # fmt: skip
+    kind = name.split("@")[0]
+    checkpointing = kind == "ckpt" or kind.endswith("+ckpt")
+    overrides = (f"++policy.{backend}_cfg.activation_checkpointing=true",) if checkpointing else ()
+    runs[name] = run_trainer(name.replace("@", "_mb").replace("+", "_"), args.model, args.data, args.workdir, args,
+                             env, pythonpath, backend, micro_batch, overrides)  # fmt: skip
 
 
 def _brief(report: dict, stage: str) -> dict:
@@ -583,7 +623,7 @@ def derive(report: dict, peak: float | None, attention: float) -> None:
             run["speedup_over_hf_document_mask"] = rate / base
         if median_rate and base_median:
             run["speedup_over_hf_document_mask_at_median_step"] = median_rate / base_median
-    full = runs.get("full", {})
+    full = runs.get(report.get("headline_run", "full"), {})
     report["summary"] = {
         "tokens_per_sec_per_gpu": full.get("tokens_per_sec_per_gpu"),
         "mfu": full.get("mfu"),

@@ -200,11 +200,42 @@ def train(config) -> dict:
         return SFTTrainer(config, dist).fit()
 
 
+def test_resume_restores_adams_step_count_from_the_param_groups():
+    """The distributed optimizer (CUDA only) loads per-parameter `step` as the pre-load value; the count kept in
+    the param groups is copied back (tests/test_sft_gpu.py checks the whole GPU resume)."""
+    import types
+
+    import torch
+
+    from skills_cli.training.megatron.dist_ckpt import restore_adam_steps
+
+    weights = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))]
+    adam = torch.optim.AdamW(weights, lr=0.1)
+    sum(w.sum() for w in weights).backward()
+    adam.step()
+    for state in adam.state.values():
+        state["step"].zero_()  # what megatron's bucket-space load leaves behind
+    adam.param_groups[0]["step"] = 4
+    restore_adam_steps(types.SimpleNamespace(optimizer=adam))
+    assert [float(adam.state[w]["step"]) for w in weights] == [4.0, 4.0]
+    restore_adam_steps(types.SimpleNamespace(chained_optimizers=[types.SimpleNamespace(optimizer=adam)]))
+    assert float(adam.state[weights[0]]["step"]) == 4.0
+
+
 def test_a_dtensor_checkpoint_is_refused(train_file, tmp_path):
     run_dir = tmp_path / "run"
     train(sft_config(tiny_model(), train_file, run_dir, "++sft.max_num_steps=1", "++checkpointing.save_period=1"))
     with pytest.raises(UserError, match="was written by backend=dtensor, this run uses backend=megatron"):
         train(sft_config(tiny_model(), train_file, run_dir, "++backend=megatron", "++sft.max_num_steps=2"))
+
+
+def test_another_models_megatron_checkpoint_is_refused(train_file, tmp_path):
+    run_dir = tmp_path / "run"
+    train(sft_config(tiny_model(), train_file, run_dir, "++backend=megatron", "++sft.max_num_steps=1",
+                     "++checkpointing.save_period=1"))  # fmt: skip
+    other = sft_config(tiny_model(seed=1), train_file, run_dir, "++backend=megatron", "++sft.max_num_steps=2")
+    with pytest.raises(UserError, match="was written for another model"):
+        train(other)  # same shapes, other weights
 
 
 def test_pipeline_parallel_and_recomputation_on_cpu_are_user_errors(train_file, tmp_path, capsys):

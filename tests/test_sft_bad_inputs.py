@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from test_sft_support import conversation_rows, tiny_model, write_jsonl
 
@@ -36,6 +38,15 @@ def test_missing_model_path(capsys, train_file, tmp_path):
     assert "policy.model_name: no HF model at" in message and "no-model" in message
     assert "policy.model_name is required" in fails(capsys, f"++data.train_data={train_file}",
                                                     f"++output_dir={tmp_path}")  # fmt: skip
+
+
+def test_model_saved_without_its_tokenizer(capsys, train_file, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model(), model, ignore=shutil.ignore_patterns("tokenizer*", "*.jinja", "special_tokens*"))
+    message = fails(capsys, *base_args(str(model), train_file, tmp_path))
+    assert f"tokenizer: no tokenizer files in {model}" in message and "policy.tokenizer" in message
+    missing = fails(capsys, *base_args(tiny_model(), train_file, tmp_path), f"++policy.tokenizer={tmp_path / 'tok'}")
+    assert f"tokenizer: no directory at {tmp_path / 'tok'}" in missing
 
 
 def test_missing_field_names_file_and_row(capsys, tmp_path):

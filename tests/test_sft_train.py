@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
@@ -107,3 +108,29 @@ def test_trackers_offline(tmp_path, monkeypatch):
     assert b"grad_norm" in wandb_run.read_bytes() and b"tokens_per_sec_per_gpu" in wandb_run.read_bytes()
     (swanlab_run,) = (tmp_path / "swanlab").glob("run-*/run-*.swanlab")
     assert b"grad_norm" in swanlab_run.read_bytes()
+
+
+@pytest.mark.parametrize("backend", ["dtensor", "megatron"])
+def test_gradient_clipping_bounds_the_update(tmp_path, backend):
+    """One AdamW step (lr 1e-3, no weight decay) moves each weight by about lr; with the gradients clipped to a
+    total norm of 1e-12 every element is far below AdamW's eps (1e-8), so the step moves them by ~1e-7 of lr.
+    The logged grad_norm is the norm before clipping, the same in both runs."""
+    from safetensors.torch import load_file
+
+    if backend == "megatron":
+        pytest.importorskip("megatron.core")
+    train = write_jsonl(tmp_path / "train.jsonl", conversation_rows(8))
+    start = load_file(str(next(Path(tiny_model()).glob("*.safetensors"))))
+    largest_change, grad_norms = {}, {}
+    for clip in ("1.0", "1e-12"):
+        root = tmp_path / f"clip-{clip}"
+        config = sft_config(tiny_model(), train, root, "++sft.max_num_steps=1", "++checkpointing.enabled=false",
+                            f"++policy.max_grad_norm={clip}", f"++backend={backend}")  # fmt: skip
+        with distributed_session() as dist:
+            SFTTrainer(config, dist).fit()
+        grad_norms[clip] = read_metrics(root)[0]["grad_norm"]
+        trained = load_file(str(root / "final_hf" / "model.safetensors"))
+        largest_change[clip] = max(float((trained[k].float() - start[k].float()).abs().max()) for k in trained)
+    assert grad_norms["1e-12"] == pytest.approx(grad_norms["1.0"], rel=1e-5) and grad_norms["1.0"] > 1e-3
+    assert largest_change["1.0"] > 5e-4  # an unclipped-scale AdamW step
+    assert largest_change["1e-12"] < 1e-8

@@ -27,6 +27,7 @@ def model_dir(tmp_path, heads: int = 8, kv_heads: int = 8):
     path = tmp_path / "model"
     path.mkdir()
     (path / "config.json").write_text(json.dumps({"num_attention_heads": heads, "num_key_value_heads": kv_heads}))
+    (path / "tokenizer.json").write_text("{}")  # checked for presence before submission, never loaded here
     return path
 
 
@@ -84,6 +85,10 @@ def test_missing_model_unknown_backend_and_heads(tmp_path, config_dir):
                    "--training_data", "/d", "--output_dir", "/o", "--num_gpus", "4", "--dry_run",
                    "++policy.dtensor_cfg.tensor_parallel_size=4")  # fmt: skip
     assert heads.returncode == 2 and "does not divide num_key_value_heads=2" in heads.stderr
+    (model / "tokenizer.json").unlink()
+    untokenized = run_ns("train", "sft", "--hf_model", str(model), "--training_data", str(data), "--output_dir",
+                         str(tmp_path / "o"), "--num_gpus", "0")  # fmt: skip
+    assert untokenized.returncode == 2 and f"--hf_model {model}: no tokenizer files in {model}" in untokenized.stderr
 
 
 def sft_data(tmp_path, rows: int = 16):

@@ -344,10 +344,11 @@ def _model_config(path: str):
 
 def _load_tokenizer(path: str):
     """The tokenizer exactly as saved (tokenizer.json read verbatim, see inference.tiny_model.load_tokenizer)."""
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.tiny_model import load_tokenizer, tokenizer_problem
 
-    if not Path(path).is_dir():
-        raise UserError(f"policy.tokenizer: no tokenizer directory at {path}")
+    problem = tokenizer_problem(path)
+    if problem:
+        raise UserError(f"tokenizer: {problem}; save the tokenizer with the model or point policy.tokenizer at it")
     return load_tokenizer(path)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config
+from skills_cli.inference.tiny_model import tokenizer_problem
 from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Resources
@@ -93,6 +94,10 @@ def check_model(values: dict, config: SFTConfig, cluster: ClusterConfig) -> None
         heads = model.get(key)
         if heads and heads % tp:
             raise UserError(f"tensor parallel size {tp} does not divide {key}={heads} of {path}")
+    tokenizer_dir = config.policy.tokenizer or str(path)
+    problem = tokenizer_problem(tokenizer_dir) if local or tokenizer_dir == str(path) else None
+    if problem:
+        raise UserError(f"--hf_model {path}: {problem}; save the tokenizer with the model or set ++policy.tokenizer")
     if local and not Path(values["training_data"]).is_file():
         raise UserError(f"--training_data {values['training_data']!r} does not exist")
 

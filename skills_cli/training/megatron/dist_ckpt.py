@@ -60,6 +60,25 @@ def prime_optimizer_state(optimizer) -> None:
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
 
+def restore_adam_steps(optimizer) -> None:
+    """Put the checkpoint's Adam step count back into every parameter's state.
+
+    Without apex or TransformerEngine, megatron-core 0.16.1's distributed optimizer saves torch Adam's `step`
+    in its param groups and sets it from there on load, but then copies each parameter's state from the
+    bucket-space checkpoint, where `step` is a non-persistent object: the value of the state the load started
+    from (0 after `prime_optimizer_state`) overwrites the restored count. Adam's bias correction then restarts
+    and the first steps after a resume move the weights differently from the uninterrupted run (seen on an
+    H200: the loss 1% off one step after resuming). The param groups still hold the count; copy it back."""
+    for adam in _torch_adams(optimizer):
+        for group in adam.param_groups:
+            if "step" not in group:
+                continue
+            for param in group["params"]:
+                state = adam.state.get(param)
+                if state and hasattr(state.get("step"), "fill_"):
+                    state["step"].fill_(float(group["step"]))
+
+
 def load(directory: str | Path, model, optimizer=None) -> None:
     """Collective: fill `model` (and `optimizer`) from a checkpoint written by `save`."""
     from megatron.core import dist_checkpointing
@@ -75,6 +94,7 @@ def load(directory: str | Path, model, optimizer=None) -> None:
                            f"unexpected {unexpected[:5]}")  # fmt: skip
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
+        restore_adam_steps(optimizer)
 
 
 def is_megatron_checkpoint(directory: str | Path) -> bool:

@@ -201,8 +201,9 @@ def train(config) -> dict:
 
 
 def test_resume_restores_adams_step_count_from_the_param_groups():
-    """The distributed optimizer (CUDA only) loads per-parameter `step` as the pre-load value; the count kept in
-    the param groups is copied back (tests/test_sft_gpu.py checks the whole GPU resume)."""
+    """The distributed optimizer (CUDA only) loads per-parameter `step` as the pre-load value, one tensor shared
+    by all parameters; each gets its own copy of the count kept in the param groups (tests/test_sft_gpu.py checks
+    the whole GPU resume)."""
     import types
 
     import torch
@@ -213,11 +214,14 @@ def test_resume_restores_adams_step_count_from_the_param_groups():
     adam = torch.optim.AdamW(weights, lr=0.1)
     sum(w.sum() for w in weights).backward()
     adam.step()
+    shared = torch.zeros(())  # what megatron's load leaves: one zero tensor for every parameter
     for state in adam.state.values():
-        state["step"].zero_()  # what megatron's bucket-space load leaves behind
+        state["step"] = shared
     adam.param_groups[0]["step"] = 4
     restore_adam_steps(types.SimpleNamespace(optimizer=adam))
     assert [float(adam.state[w]["step"]) for w in weights] == [4.0, 4.0]
+    adam.step()  # each count moves by one, not by one per parameter
+    assert [float(adam.state[w]["step"]) for w in weights] == [5.0, 5.0]
     restore_adam_steps(types.SimpleNamespace(chained_optimizers=[types.SimpleNamespace(optimizer=adam)]))
     assert float(adam.state[weights[0]]["step"]) == 4.0
 

@@ -68,15 +68,20 @@ def restore_adam_steps(optimizer) -> None:
     bucket-space checkpoint, where `step` is a non-persistent object: the value of the state the load started
     from (0 after `prime_optimizer_state`) overwrites the restored count. Adam's bias correction then restarts
     and the first steps after a resume move the weights differently from the uninterrupted run (seen on an
-    H200: the loss 1% off one step after resuming). The param groups still hold the count; copy it back."""
+    H200: the loss 1% off one step after resuming). Its load also hands every parameter the same `step`
+    tensor, which torch's AdamW then increments once per parameter (14 a step for a 14-tensor model). The
+    param groups still hold the count: each parameter gets its own tensor of it back."""
+    import torch
+
     for adam in _torch_adams(optimizer):
         for group in adam.param_groups:
             if "step" not in group:
                 continue
             for param in group["params"]:
                 state = adam.state.get(param)
-                if state and hasattr(state.get("step"), "fill_"):
-                    state["step"].fill_(float(group["step"]))
+                if state and isinstance(state.get("step"), torch.Tensor):
+                    old = state["step"]
+                    state["step"] = torch.tensor(float(group["step"]), dtype=old.dtype, device=old.device)
 
 
 def load(directory: str | Path, model, optimizer=None) -> None:

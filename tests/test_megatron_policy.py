@@ -174,6 +174,30 @@ def test_export_reloads_with_the_trained_logits(reference):
         assert not torch.allclose(base(input_ids=batch.input_ids).logits[real], logits[real], atol=1e-3)
 
 
+def test_average_megatron_checkpoints(reference, tmp_path):
+    """Checkpoint averaging reads the megatron backend's distributed checkpoints too: the mean of steps 4 and 6
+    in HF names, and one checkpoint alone reproduces the run's final export."""
+    import torch
+    from safetensors.torch import load_file
+
+    from skills_cli.training import average_checkpoints
+    from skills_cli.training.convert import training_checkpoint_weights
+
+    checkpoints = reference["output"] / "checkpoints"
+    assert average_checkpoints.main([str(checkpoints), "--last", "2", "--output_dir", str(tmp_path / "avg")]) == 0
+    four, six = (training_checkpoint_weights(checkpoints / f"step_{n}", ckpt.read_trainer_state(checkpoints / f"step_{n}"),
+                                             tiny_model()) for n in (4, 6))  # fmt: skip
+    averaged = load_file(str(tmp_path / "avg" / "model.safetensors"))
+    assert averaged.keys() == four.keys()
+    for name, tensor in averaged.items():
+        assert torch.allclose(tensor, (four[name] + six[name]) / 2, atol=1e-7), name
+    assert not torch.equal(four["model.layers.0.mlp.down_proj.weight"], six["model.layers.0.mlp.down_proj.weight"])
+    assert average_checkpoints.main([str(checkpoints / "step_6"), "--output_dir", str(tmp_path / "one")]) == 0
+    final = load_file(str(reference["output"] / "final_hf" / "model.safetensors"))
+    one = load_file(str(tmp_path / "one" / "model.safetensors"))
+    assert one.keys() == final.keys() and all(one[k].equal(final[k]) for k in one)
+
+
 def same_steps(got: list[dict], expected: list[dict]) -> None:
     keys = ("step", "epoch", "loss", "grad_norm", "lr", "num_valid_tokens")
     assert [{k: row[k] for k in keys} for row in got] == [{k: row[k] for k in keys} for row in expected]

@@ -103,3 +103,10 @@ def test_bad_deadline_and_unknown_keys(capsys, train_file, tmp_path, monkeypatch
     monkeypatch.delenv("SKILLS_CLI_DEADLINE")
     assert "unknown key 'max_steps'" in fails(capsys, *base_args(tiny_model(), train_file, tmp_path),
                                               "++sft.max_steps=3")  # fmt: skip
+
+
+def test_tracker_mode_and_validation_batch_are_checked(capsys, train_file, tmp_path):
+    message = fails(capsys, *base_args(tiny_model(), train_file, tmp_path), "++logger.swanlab.mode=online")
+    assert "logger.swanlab.mode: 'online' is not one of 'cloud', 'local', 'offline', 'disabled'" in message
+    message = fails(capsys, *base_args(tiny_model(), train_file, tmp_path), "++sft.val_global_batch_size=0")
+    assert "sft.val_global_batch_size=0: give a positive number of samples" in message

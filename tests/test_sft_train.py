@@ -86,19 +86,32 @@ def test_export_reloads_with_the_trained_logits(trained):
     assert (export / "generation_config.json").is_file() and list(export.glob("*.safetensors"))
 
 
-def test_trackers_offline(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode_from", ["environment", "config"])
+def test_trackers_offline(tmp_path, monkeypatch, mode_from):
+    """wandb and swanlab offline, the mode from WANDB_MODE / SWANLAB_MODE or from logger.*.mode (with the
+    environment variables unset); the config variant also writes TensorBoard events."""
     pytest.importorskip("wandb")
     pytest.importorskip("swanlab")
-    monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("SWANLAB_MODE", "offline")
     monkeypatch.setenv("SWANLAB_LOG_DIR", str(tmp_path / "swanlab"))
+    extra = []
+    if mode_from == "environment":
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        monkeypatch.setenv("SWANLAB_MODE", "offline")
+    else:
+        pytest.importorskip("tensorboard")
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+        monkeypatch.delenv("SWANLAB_MODE", raising=False)
+        extra = ["++logger.wandb.mode=offline", "++logger.swanlab.mode=offline", "++logger.tensorboard_enabled=true"]
     train = write_jsonl(tmp_path / "train.jsonl", conversation_rows(16))
     args = [f"++policy.model_name={tiny_model()}", f"++data.train_data={train}", f"++output_dir={tmp_path / 'run'}",
             "++policy.train_global_batch_size=8", "++sft.max_num_steps=2", "++checkpointing.enabled=false",
             "++logger.wandb_enabled=true", "++logger.swanlab_enabled=true", "++logger.wandb.name=sft-test",
-            "++logger.swanlab.project=sft-tests"]  # fmt: skip
+            "++logger.swanlab.project=sft-tests", *extra]  # fmt: skip
     assert main(args) == 0
+    if mode_from == "config":
+        (events,) = (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")
+        assert b"grad_norm" in events.read_bytes() and b"loss" in events.read_bytes()
     (wandb_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     # wandb's service process writes the run file; on a loaded machine it was seen holding only its header right
     # after finish() returned (once in a batch run), so wait a bounded time for the records
@@ -134,3 +147,20 @@ def test_gradient_clipping_bounds_the_update(tmp_path, backend):
     assert grad_norms["1e-12"] == pytest.approx(grad_norms["1.0"], rel=1e-5) and grad_norms["1.0"] > 1e-3
     assert largest_change["1.0"] > 5e-4  # an unclipped-scale AdamW step
     assert largest_change["1e-12"] < 1e-8
+
+
+def test_validation_batch_size(tmp_path):
+    """sft.val_global_batch_size x sft.val_batches samples are validated (NeMo-RL's key): 1 batch of 2 samples
+    of an 8-row file gives the loss of a file holding those 2 rows alone, not of all 8."""
+    rows = conversation_rows(8, seed=3)
+    train = write_jsonl(tmp_path / "train.jsonl", conversation_rows(8))
+    files = {"all": write_jsonl(tmp_path / "val8.jsonl", rows), "two": write_jsonl(tmp_path / "val2.jsonl", rows[:2])}
+    losses = {}
+    for name, val_file, extra in (("all_batch2", "all", ["++sft.val_global_batch_size=2"]), ("two", "two", []),
+                                  ("all", "all", [])):  # fmt: skip
+        config = sft_config(tiny_model(), train, tmp_path / name, f"++data.val_data={files[val_file]}",
+                            "++sft.val_batches=1", "++checkpointing.enabled=false", *extra)  # fmt: skip
+        with distributed_session() as dist:
+            losses[name] = SFTTrainer(config, dist).validate()
+    assert losses["all_batch2"] == pytest.approx(losses["two"], rel=1e-6)
+    assert losses["all"] != pytest.approx(losses["two"], rel=1e-3)

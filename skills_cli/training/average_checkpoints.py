@@ -4,8 +4,9 @@
         --output_dir RUN/averaged [--model BASE_MODEL] [--dtype bfloat16]
     python -m skills_cli.training.average_checkpoints RUN/checkpoints --last 3 --output_dir RUN/averaged
 
-Runs in one process without GPUs: each sharded DCP checkpoint is read into full CPU tensors (DCP reshards
-on load), summed in float32, divided by their number, and written like the trainer's final export. All
+Runs in one process without GPUs: each checkpoint (the dtensor backend's sharded DCP files or the megatron
+backend's distributed checkpoint) is read into full CPU tensors with HF names (both formats reshard on load),
+summed in float32, divided by their number, and written like the trainer's final export. All
 checkpoints must come from the same starting model (same fingerprint). The architecture and tokenizer come
 from the model the run started from (stored in each checkpoint), or `--model`.
 """
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
-from skills_cli.training.checkpoint import STATE_FILE, load_model_weights, read_trainer_state, step_checkpoints
+from skills_cli.training.checkpoint import STATE_FILE, read_trainer_state, step_checkpoints
 from skills_cli.training.export import save_hf_model
 from skills_cli.training.model import check_model_path
 
@@ -61,9 +62,11 @@ def average_checkpoints(paths: list[Path], output_dir: str | Path, base_model: s
                         "(or runs from the same starting model) can be averaged")  # fmt: skip
     base = base_model or states[0]["model_name"]
     check_model_path(base, "--model (the model the run started from)")
+    from skills_cli.training.convert import training_checkpoint_weights  # (convert imports this module)
+
     total = None
-    for path in paths:
-        weights = load_model_weights(path, empty_state_dict(base))
+    for path, state in zip(paths, states, strict=True):
+        weights = {name: tensor.float() for name, tensor in training_checkpoint_weights(path, state, base).items()}
         total = weights if total is None else {name: total[name] + tensor for name, tensor in weights.items()}
     average = {name: tensor / len(paths) for name, tensor in total.items()}
     tokenizer = states[0].get("tokenizer") if base_model is None else base_model

@@ -20,6 +20,7 @@ class SFTLoopConfig:
     max_num_steps: int | None = None  # stop earlier than the epochs allow
     val_period: int = 0  # validation loss every N steps (0: never)
     val_batches: int = 8
+    val_global_batch_size: int | None = None  # samples per validation batch (null: policy.train_global_batch_size)
     val_at_start: bool = False
     seed: int = 42
 
@@ -137,13 +138,25 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class WandbConfig(TrackerConfig):
+    # null: WANDB_MODE from the environment, else wandb's default (online)
+    mode: Literal["online", "offline", "disabled", "shared"] | None = None
+
+
+@dataclass(frozen=True)
+class SwanlabConfig(TrackerConfig):
+    # null: SWANLAB_MODE from the environment, else swanlab's default (cloud)
+    mode: Literal["cloud", "local", "offline", "disabled"] | None = None
+
+
+@dataclass(frozen=True)
 class LoggerConfig:
     log_dir: str = ""
     wandb_enabled: bool = False
     swanlab_enabled: bool = False
     tensorboard_enabled: bool = False
-    wandb: TrackerConfig = field(default_factory=TrackerConfig)
-    swanlab: TrackerConfig = field(default_factory=TrackerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    swanlab: SwanlabConfig = field(default_factory=SwanlabConfig)
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,9 @@ def check_parallel_layout(config: SFTConfig, world_size: int) -> int:
     if tp < 1 or world_size % tp:
         raise UserError(f"{world_size} GPUs cannot be split into model-parallel groups of {tp}")
     dp = world_size // tp
+    val_batch = getattr(getattr(config, "sft", None), "val_global_batch_size", None)
+    if val_batch is not None and val_batch < 1:
+        raise UserError(f"sft.val_global_batch_size={val_batch}: give a positive number of samples (or null)")
     micro, global_batch = config.policy.train_micro_batch_size, config.policy.train_global_batch_size
     if global_batch % (micro * dp):
         valid = [m for m in range(1, global_batch + 1) if global_batch % (m * dp) == 0]

@@ -174,16 +174,28 @@ def checkpoint_to_hf(input_model: str, output_model: str, hf_model: str | None =
     base = hf_model or state["model_name"]
     check_model_path(base, "--hf_model (the model the run started from)")
     tokenizer = state.get("tokenizer") or base
-    if state.get("backend", "dtensor") == "megatron":
-        return _write_hf(read_megatron_model(step_dir / "megatron"), base, output_model, tokenizer, model_type, dtype)
     from transformers import AutoConfig
 
+    check_model_type(model_type, AutoConfig.from_pretrained(base).model_type, base)
+    weights = training_checkpoint_weights(step_dir, state, base)
+    stored = next(iter(weights.values())).dtype
+    output = save_hf_model(weights, base, output_model, _dtype(dtype, stored), tokenizer_dir=tokenizer)
+    log.info("wrote HF model %s", output)
+    return output
+
+
+def training_checkpoint_weights(step_dir: Path, state: dict, base: str) -> dict:
+    """The model weights of a training checkpoint as full CPU tensors with HF names, for either backend: the
+    dtensor backend's DCP shards, or the megatron backend's distributed checkpoint (its model copy: bf16 when
+    it trained in bf16, the fp32 master weights living in the optimizer's buckets)."""
+    if state.get("backend", "dtensor") == "megatron":
+        from transformers import AutoConfig
+
+        shape = bridge.model_shape(AutoConfig.from_pretrained(base))
+        return bridge.megatron_to_hf(read_megatron_model(step_dir / "megatron"), shape, te=True)
     from skills_cli.training.average_checkpoints import empty_state_dict
 
-    check_model_type(model_type, AutoConfig.from_pretrained(base).model_type, base)
-    weights = ckpt.load_model_weights(step_dir, empty_state_dict(base))
-    stored = next(iter(weights.values())).dtype
-    return save_hf_model(weights, base, output_model, _dtype(dtype, stored), tokenizer_dir=tokenizer)
+    return ckpt.load_model_weights(step_dir, empty_state_dict(base))
 
 
 # ---- the program --------------------------------------------------------------------------------------------------

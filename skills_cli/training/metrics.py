@@ -10,7 +10,8 @@ the real sequence lengths of packed rows (no work is counted for padding or acro
 `mfu_6n` leaves attention out (the 6N rule). On CPU, or a GPU missing from the peak table, MFU is null.
 `peak_memory_gib` is the CUDA allocator's peak during the step on GPU, the process's peak resident memory on CPU.
 
-Tracker modes come from the environment as each tool defines them (WANDB_MODE, SWANLAB_MODE), so offline
+Tracker modes: `logger.wandb.mode` (online, offline, disabled, shared) and `logger.swanlab.mode` (cloud, local,
+offline, disabled); left null, each tool reads its environment variable (WANDB_MODE, SWANLAB_MODE), so offline
 clusters work unchanged.
 """
 
@@ -132,13 +133,15 @@ class MetricsLogger:
     def _start_wandb(self, config: LoggerConfig, run_config: dict):
         import wandb
 
+        mode = {"mode": config.wandb.mode} if config.wandb.mode else {}
         return wandb.init(project=config.wandb.project, name=config.wandb.name, dir=str(self.log_dir),
-                          config=run_config, job_type=self.job_type)  # fmt: skip
+                          config=run_config, job_type=self.job_type, **mode)  # fmt: skip
 
     def _start_swanlab(self, config: LoggerConfig, run_config: dict):
         import swanlab
 
-        return swanlab.init(project=config.swanlab.project, name=config.swanlab.name, config=run_config)
+        mode = {"mode": config.swanlab.mode} if config.swanlab.mode else {}
+        return swanlab.init(project=config.swanlab.project, name=config.swanlab.name, config=run_config, **mode)
 
     def log(self, row: dict) -> None:
         self._appender.append(row)

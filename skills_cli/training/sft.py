@@ -245,8 +245,10 @@ class SFTTrainer:
         }
 
     def validate(self) -> float | None:
-        """Token-mean NLL over the first `sft.val_batches` global batches of the validation data."""
-        size = self.config.sft.val_batches * self.config.policy.train_global_batch_size
+        """Token-mean NLL over the first `sft.val_batches` batches of `sft.val_global_batch_size` samples (the
+        training global batch by default) of the validation data."""
+        sft = self.config.sft
+        size = sft.val_batches * (sft.val_global_batch_size or self.config.policy.train_global_batch_size)
         samples = self.val_data.samples[:size]
         start = self.dp_rank * len(samples) // self.dp_size
         end = (self.dp_rank + 1) * len(samples) // self.dp_size

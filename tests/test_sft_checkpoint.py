@@ -116,3 +116,50 @@ def test_average_refuses_incomplete_checkpoints(tmp_path, capsys):
     (tmp_path / "step_3").mkdir()
     assert average_checkpoints.main([str(tmp_path / "step_3"), "--output_dir", str(tmp_path / "o")]) == 2
     assert "not a complete training checkpoint" in capsys.readouterr().err
+
+
+def test_a_job_starting_after_the_run_finished_does_nothing(train_file, tmp_path):
+    """A `--dependent_jobs` copy that starts once the run is done: no training step, no second export, and
+    metrics.json keeps the finished run's summary (it used to be replaced by an empty one)."""
+    run_dir = tmp_path / "run"
+    assert run(config_for(train_file, run_dir))["status"] == "finished"
+    summary_before = (run_dir / "metrics.json").read_text()
+    export_time = (run_dir / "final_hf" / "model.safetensors").stat().st_mtime_ns
+    metrics_before = (run_dir / "metrics.jsonl").read_text()
+    summary = run(config_for(train_file, run_dir))
+    assert summary == json.loads(summary_before) and summary["status"] == "finished"
+    assert (run_dir / "metrics.json").read_text().strip() == summary_before.strip()
+    assert (run_dir / "metrics.jsonl").read_text() == metrics_before
+    assert (run_dir / "final_hf" / "model.safetensors").stat().st_mtime_ns == export_time
+    # without its export the run is not finished: the copy exports (and nothing else)
+    shutil.rmtree(run_dir / "final_hf")
+    summary = run(config_for(train_file, run_dir))
+    assert summary["resumed_from_step"] == 6 and (run_dir / "final_hf" / "model.safetensors").is_file()
+    assert (run_dir / "metrics.jsonl").read_text() == metrics_before
+
+
+def test_export_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    import torch
+    from transformers import PreTrainedModel
+
+    from skills_cli.training.export import save_hf_model
+
+    out = tmp_path / "out"
+    out.mkdir()
+    weights = {name: torch.zeros_like(t) for name, t in average_checkpoints.empty_state_dict(tiny_model()).items()}
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt("killed mid-export")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PreTrainedModel, "save_pretrained", killed)
+        with pytest.raises(KeyboardInterrupt):
+            save_hf_model(weights, tiny_model(), out / "export", torch.float32)
+    assert not (out / "export").exists()  # only the hidden staging directory, replaced by the next try
+    save_hf_model(weights, tiny_model(), out / "export", torch.float32)
+    assert (out / "export" / "model.safetensors").is_file() and (out / "export" / "tokenizer.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["export"]
+    (out / "mine").mkdir()
+    (out / "mine" / "notes.txt").write_text("keep")  # a directory with the user's files is written into
+    save_hf_model(weights, tiny_model(), out / "mine", torch.float32)
+    assert (out / "mine" / "notes.txt").read_text() == "keep" and (out / "mine" / "config.json").is_file()

@@ -157,3 +157,21 @@ def test_megatron_backend_compiles_with_its_parallel_layout(tmp_path, config_dir
     assert heads.returncode == 2 and "tensor parallel size 8 does not divide num_key_value_heads=4" in heads.stderr
     layout = run_ns(*common, "++policy.megatron_cfg.tensor_model_parallel_size=3")
     assert layout.returncode == 2 and "cannot be split into model-parallel groups of 3" in layout.stderr
+
+
+def test_dependent_jobs_chain_copies_that_resume(config_dir):
+    """`--dependent_jobs 2`: three sbatch jobs with the same training command, each told its deadline (so it
+    saves before the time limit), each copy submitted after the previous one ends (afterany: a job stopped by
+    its deadline still hands over); the trainer resumes from the newest checkpoint."""
+    write_config(config_dir, "slurm", SLURM)
+    result = run_ns("train", "sft", "--cluster", "slurm", "--config_dir", str(config_dir), "--expname", "sft-long",
+                    "--output_dir", "/w/out", "--hf_model", "/w/model", "--training_data", "/w/d.jsonl",
+                    "--num_gpus", "8", "--time", "04:00:00", "--dependent_jobs", "2", "--dry_run", check=True)  # fmt: skip
+    text = result.stdout
+    commands = [line for line in text.splitlines() if "-m skills_cli.training.sft" in line]
+    assert len(commands) == 3
+    training = [c[c.index("python3 -m torch.distributed.run"):] for c in commands]
+    assert len(set(training)) == 1 and "++checkpointing.checkpoint_dir=/w/out/checkpoints" in training[0]
+    assert text.count("export SKILLS_CLI_DEADLINE=$(( $(date +%s) + 14400 ))") == 3
+    assert "--dependency=afterany:$_skills_job_0 " in text and "--dependency=afterany:$_skills_job_1 " in text
+    assert "job-name=sft-cont1" in text and "job-name=sft-cont2" in text

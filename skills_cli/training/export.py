@@ -41,11 +41,28 @@ def copy_tokenizer(tokenizer_dir: str | Path, output_dir: Path) -> None:
 
 def save_hf_model(state_dict: dict, base_model: str | Path, output_dir: str | Path, dtype,
                   tokenizer_dir: str | Path | None = None) -> Path:  # fmt: skip
-    """Write `state_dict` (full tensors) as an HF model with `base_model`'s architecture; returns the directory."""
+    """Write `state_dict` (full tensors) as an HF model with `base_model`'s architecture; returns the directory.
+
+    A new (or empty) `output_dir` appears whole or not at all: the model is written to a hidden sibling and
+    renamed into place, so a job killed mid-export leaves no half model that looks like a real one. An existing
+    directory with files in it is written into as it is (it may hold the user's other files)."""
+    output_dir = Path(output_dir)
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        return _write_hf_model(state_dict, base_model, output_dir, dtype, tokenizer_dir)
+    staging = output_dir.parent / f".{output_dir.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an export that was killed
+    _write_hf_model(state_dict, base_model, staging, dtype, tokenizer_dir)
+    if output_dir.is_dir():
+        output_dir.rmdir()  # empty (checked above)
+    staging.rename(output_dir)
+    return output_dir
+
+
+def _write_hf_model(state_dict: dict, base_model: str | Path, output_dir: Path, dtype, tokenizer_dir) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config = AutoConfig.from_pretrained(str(base_model))
     with torch.device("meta"):

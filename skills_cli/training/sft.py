@@ -22,6 +22,7 @@ Outputs under `output_dir`: checkpoints/ (or checkpointing.checkpoint_dir), metr
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -288,6 +289,13 @@ class SFTTrainer:
                    "num_overlong_train_samples": self.train_data.num_overlong,
                    "num_parameters": self.policy.num_params, "world_size": self.dist.world_size,
                    "data_parallel_size": self.dp_size, "backend": self.policy.backend}  # fmt: skip
+        finished = self._finished_summary()
+        if finished is not None:
+            log.info("the run already finished at step %d and exported %s; nothing to do", self.step,
+                     finished["final_hf_path"])  # fmt: skip
+            if self.logger:
+                self.logger.finish(finished)  # rewrites the same summary, closes the trackers
+            return finished
         if sft.val_at_start and self.step == 0:
             summary["val_loss_at_start"] = self.validate()
         rows = []
@@ -310,6 +318,22 @@ class SFTTrainer:
         if self.logger:
             self.logger.finish(summary)
         return summary
+
+    def _finished_summary(self) -> dict | None:
+        """The summary of an earlier job of this run that trained to the end and exported (a `--dependent_jobs`
+        copy starting after the run finished): rerunning it would export again and replace metrics.json with an
+        empty summary. metrics.json is written after the export, so its `finished` status vouches for it. All
+        ranks must agree (they read the same file, but a node might not see it)."""
+        summary = None
+        path = self.paths.log_dir / "metrics.json"
+        if self.step > 0 and self.step >= self.total_steps and path.is_file():
+            previous = json.loads(path.read_text())
+            if (previous.get("status") == "finished" and previous.get("final_step") == self.step
+                    and previous.get("final_hf_path") == str(self.paths.final_hf_path)
+                    and self.paths.final_hf_path.is_dir()):  # fmt: skip
+                summary = previous
+        everyone = all_reduce(float(summary is not None), None, self.dist.device, op="min") > 0
+        return summary if everyone else None
 
     def _log(self, row: dict) -> None:
         if self.logger:

@@ -359,3 +359,17 @@ def test_on_policy_shortcut_gives_the_recomputed_update(tmp_path):
     assert auto["train/probs_ratio_max"] == 1.0  # no pass: prev is the current logprob itself
     for name in weights_auto:
         assert torch.allclose(weights_auto[name], weights_recompute[name], atol=1e-6), name
+
+
+def test_a_job_starting_after_the_run_finished_does_nothing(tmp_path):
+    """As for SFT: a `--dependent_jobs` copy after the end neither trains nor exports again."""
+    train, _ = problems(tmp_path)
+    config = grpo_config(tmp_path / "run", train, "++checkpointing.save_period=1")
+    first = run(config)
+    logs = tmp_path / "run" / "logs"
+    before = {name: (logs / name).read_text() for name in ("summary.json", "metrics.json", "metrics.jsonl")}
+    export_time = (tmp_path / "run" / "final_hf" / "model.safetensors").stat().st_mtime_ns
+    again = run(config)
+    assert again == first and again["status"] == "finished" and again["final_step"] == 2
+    assert {name: (logs / name).read_text() for name in before} == before
+    assert (tmp_path / "run" / "final_hf" / "model.safetensors").stat().st_mtime_ns == export_time

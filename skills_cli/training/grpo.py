@@ -49,7 +49,8 @@ from skills_cli.training.metrics import MetricsLogger, attention_flops_per_squar
 from skills_cli.training.model import check_model_path
 from skills_cli.training.parallel import Distributed, all_reduce, distributed_session
 from skills_cli.training.policy import build_policy
-from skills_cli.training.sft import _load_tokenizer, _model_config, _pad_id, read_deadline, setup_logging
+from skills_cli.training.sft import _load_tokenizer, _model_config, _pad_id, finished_run_summary, read_deadline, \
+    setup_logging  # fmt: skip
 
 log = logging.getLogger("skills_cli.grpo")
 
@@ -500,6 +501,14 @@ class GRPOTrainer:
                    "num_parameters": self.policy.num_params, "world_size": self.dist.world_size,
                    "data_parallel_size": self.dp_size,
                    "optimizer_steps_per_step": self.optimizer_steps_per_step}  # fmt: skip
+        finished = finished_run_summary(self.paths.log_dir / "summary.json", self.step, self.total_steps,
+                                        self.paths.final_hf_path, self.dist.device)  # fmt: skip
+        if finished is not None:
+            log.info("the run already finished at step %d and exported %s; nothing to do", self.step,
+                     finished["final_hf_path"])  # fmt: skip
+            if self.logger:
+                self.finish(finished)  # the same summary and series again; closes the trackers
+            return finished
         if grpo.val_at_start and self.step == 0 and self.val_problems:
             self._log({"step": 0, **self.validate()})
         while self.step < self.total_steps:

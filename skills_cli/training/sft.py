@@ -289,7 +289,8 @@ class SFTTrainer:
                    "num_overlong_train_samples": self.train_data.num_overlong,
                    "num_parameters": self.policy.num_params, "world_size": self.dist.world_size,
                    "data_parallel_size": self.dp_size, "backend": self.policy.backend}  # fmt: skip
-        finished = self._finished_summary()
+        finished = finished_run_summary(self.paths.log_dir / "metrics.json", self.step, self.total_steps,
+                                        self.paths.final_hf_path, self.dist.device)  # fmt: skip
         if finished is not None:
             log.info("the run already finished at step %d and exported %s; nothing to do", self.step,
                      finished["final_hf_path"])  # fmt: skip
@@ -319,28 +320,30 @@ class SFTTrainer:
             self.logger.finish(summary)
         return summary
 
-    def _finished_summary(self) -> dict | None:
-        """The summary of an earlier job of this run that trained to the end and exported (a `--dependent_jobs`
-        copy starting after the run finished): rerunning it would export again and replace metrics.json with an
-        empty summary. metrics.json is written after the export, so its `finished` status vouches for it. All
-        ranks must agree (they read the same file, but a node might not see it)."""
-        summary = None
-        path = self.paths.log_dir / "metrics.json"
-        if self.step > 0 and self.step >= self.total_steps and path.is_file():
-            previous = json.loads(path.read_text())
-            if (previous.get("status") == "finished" and previous.get("final_step") == self.step
-                    and previous.get("final_hf_path") == str(self.paths.final_hf_path)
-                    and self.paths.final_hf_path.is_dir()):  # fmt: skip
-                summary = previous
-        everyone = all_reduce(float(summary is not None), None, self.dist.device, op="min") > 0
-        return summary if everyone else None
-
     def _log(self, row: dict) -> None:
         if self.logger:
             self.logger.log(row)
             log.info("step %d/%d loss %s grad_norm %.4f lr %.3g tokens/s/gpu %.0f%s", row["step"], self.total_steps,
                      _fmt(row["loss"]), row["grad_norm"], row["lr"], row["tokens_per_sec_per_gpu"],
                      f" val_loss {_fmt(row['val_loss'])}" if "val_loss" in row else "")  # fmt: skip
+
+
+def finished_run_summary(summary_path: Path, step: int, total_steps: int, final_hf_path: Path,
+                         device) -> dict | None:  # fmt: skip
+    """The summary of an earlier job of this run that trained to the end and exported, or None.
+
+    A `--dependent_jobs` copy that starts after the run finished resumes at the last step with nothing left to
+    train; going on would export again and replace the summary with one of zero steps. The summary is written
+    after the export, so its `finished` status vouches for it. All ranks must agree (they read the same file,
+    but a node might not see it)."""
+    summary = None
+    if step > 0 and step >= total_steps and summary_path.is_file():
+        previous = json.loads(summary_path.read_text())
+        if (previous.get("status") == "finished" and previous.get("final_step") == step
+                and previous.get("final_hf_path") == str(final_hf_path) and final_hf_path.is_dir()):  # fmt: skip
+            summary = previous
+    everyone = all_reduce(float(summary is not None), None, device, op="min") > 0
+    return summary if everyone else None
 
 
 def _fmt(value: float | None) -> str:

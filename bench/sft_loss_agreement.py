@@ -13,8 +13,9 @@ float32: max |loss difference| <= 1e-4; bfloat16: <= 2e-2 (about 0.2-0.3% of the
 compounded over the steps' updates). torch.compile is off here (SKILLS_CLI_SFT_COMPILE=0): it changes no
 arithmetic that matters to this check and would dominate the run time.
 
-Not yet run on GPUs: the session's device time ran out before the nvidia-h200-x2 call (run it there with
-`torchrun`-capable `python3 bench/sft_loss_agreement.py`). On the 2-core CPU machine (gloo, float32, 12
+Not yet run on GPUs: the two-GPU kind (nvidia-h200-x2) has been withheld in every session so far; on it, run
+`python3 bench/sft_loss_agreement.py --out $OUT/agreement.json` (it starts torchrun itself). On the 2-core
+CPU machine (gloo, float32, 12
 steps; "one_gpu" is then one process) it gave: DP=2 vs 1 process max |loss difference| 9.4e-6 (mean 3.5e-6),
 TP=2 vs 1 process 4.8e-7, valid-token counts identical in every step.
 """

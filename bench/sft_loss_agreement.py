@@ -15,9 +15,8 @@ arithmetic that matters to this check and would dominate the run time.
 
 Not yet run on GPUs: the two-GPU kind (nvidia-h200-x2) has been withheld in every session so far; on it, run
 `python3 bench/sft_loss_agreement.py --out $OUT/agreement.json` (it starts torchrun itself). On the 2-core
-CPU machine (gloo, float32, 12
-steps; "one_gpu" is then one process) it gave: DP=2 vs 1 process max |loss difference| 9.4e-6 (mean 3.5e-6),
-TP=2 vs 1 process 4.8e-7, valid-token counts identical in every step.
+CPU machine (gloo, float32, 12 steps; "one_gpu" is then one process) it gave: DP=2 vs 1 process max |loss
+difference| 9.4e-6 (mean 3.5e-6), TP=2 vs 1 process 4.8e-7, valid-token counts identical in every step.
 """
 
 from __future__ import annotations

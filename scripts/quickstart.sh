@@ -12,7 +12,7 @@ if ! .venv/bin/python -c "import skills_cli, torch, transformers, matplotlib" 2>
   constraint=$(mktemp)
   [ -n "$wheel" ] && { wheel=${wheel#torch-}; echo "torch==${wheel%%-*}" >"$constraint"; }
   [ -x .venv/bin/python ] || uv venv -q -p 3.11 .venv 2>/dev/null || uv venv -q .venv
-  VIRTUAL_ENV=.venv uv pip install -q ${links:+--find-links "$links"} --constraint "$constraint" -e '.[hf,grading]'
+  VIRTUAL_ENV=.venv uv pip install -q ${links:+--find-links "$links"} --constraint "$constraint" --constraint constraints.txt -e '.[hf,grading]'
   rm -f "$constraint"
 fi
 exec .venv/bin/python recipes/quickstart.py "$@"

@@ -50,6 +50,7 @@ install_project() {
   constraints=$(mktemp)
   torch_constraint "${args[@]}" >"$constraints"
   [ -s "$constraints" ] && args+=(--constraint "$constraints")
+  args+=(--constraint constraints.txt)  # the versions the suite last passed with (see the file)
   [ -x .venv/bin/python ] || { rm -rf .venv; "$UV" venv -q -p 3.11 .venv >&2; }
   VIRTUAL_ENV=.venv "$UV" pip install -q -e '.[dev,hf,megatron,trackers,grading]' "${args[@]}" >&2
   rm -f "$constraints"

@@ -188,7 +188,8 @@ def generation_config_for(config):
 
 
 # what a Hugging Face tokenizer is saved as: the fast serialization, sentencepiece, or BPE vocabulary + merges
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt", "tiktoken.model")
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt",
+                         "tiktoken.model")
 
 
 def tokenizer_problem(path: str | Path) -> str | None:
@@ -197,8 +198,8 @@ def tokenizer_problem(path: str | Path) -> str | None:
     path = Path(path)
     if not path.is_dir():
         return f"no directory at {path}"
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        return f"no tokenizer files in {path} (looked for {', '.join(TOKENIZER_FILES)})"
+    if not any((path / name).is_file() for name in TOKENIZER_VOCAB_FILES):
+        return f"no tokenizer files in {path} (looked for {', '.join(TOKENIZER_VOCAB_FILES)})"
     return None
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.training.checkpoint import STATE_FILE, read_trainer_state, step_checkpoints
-from skills_cli.training.export import save_hf_model
+from skills_cli.training.convert import training_checkpoint_weights
+from skills_cli.training.export import empty_state_dict, save_hf_model  # noqa: F401  (empty_state_dict: re-exported)
 from skills_cli.training.model import check_model_path
 
 
@@ -39,16 +40,6 @@ def resolve_checkpoints(paths: list[str], last: int | None) -> list[Path]:
     return resolved
 
 
-def empty_state_dict(base_model: str) -> dict:
-    """Uninitialised float32 tensors with the names and shapes of the base model's state dict."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base_model), dtype=torch.float32)
-    return {name: torch.empty(tensor.shape, dtype=torch.float32) for name, tensor in model.state_dict().items()}
-
-
 def average_checkpoints(paths: list[Path], output_dir: str | Path, base_model: str | None = None,
                         dtype: str = "float32") -> Path:  # fmt: skip
     """Write the mean of the checkpoints' model weights as an HF directory; returns it."""
@@ -62,8 +53,6 @@ def average_checkpoints(paths: list[Path], output_dir: str | Path, base_model: s
                         "(or runs from the same starting model) can be averaged")  # fmt: skip
     base = base_model or states[0]["model_name"]
     check_model_path(base, "--model (the model the run started from)")
-    from skills_cli.training.convert import training_checkpoint_weights  # (convert imports this module)
-
     total = None
     for path, state in zip(paths, states, strict=True):
         weights = {name: tensor.float() for name, tensor in training_checkpoint_weights(path, state, base).items()}

@@ -24,6 +24,11 @@ class SFTLoopConfig:
     val_at_start: bool = False
     seed: int = 42
 
+    def __post_init__(self) -> None:
+        if self.val_global_batch_size is not None and self.val_global_batch_size < 1:
+            raise UserError(f"sft.val_global_batch_size={self.val_global_batch_size}: give a positive number of "
+                            f"samples (or null)")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class OptimizerKwargs:
@@ -178,9 +183,6 @@ def check_parallel_layout(config: SFTConfig, world_size: int) -> int:
     if tp < 1 or world_size % tp:
         raise UserError(f"{world_size} GPUs cannot be split into model-parallel groups of {tp}")
     dp = world_size // tp
-    val_batch = getattr(getattr(config, "sft", None), "val_global_batch_size", None)
-    if val_batch is not None and val_batch < 1:
-        raise UserError(f"sft.val_global_batch_size={val_batch}: give a positive number of samples (or null)")
     micro, global_batch = config.policy.train_micro_batch_size, config.policy.train_global_batch_size
     if global_batch % (micro * dp):
         valid = [m for m in range(1, global_batch + 1) if global_batch % (m * dp) == 0]

@@ -28,7 +28,7 @@ from pathlib import Path
 from skills_cli.common.errors import UserError, exits_on_user_error
 from skills_cli.training import checkpoint as ckpt
 from skills_cli.training.convert_spec import DIRECTIONS, DTYPES, MODEL_TYPES, check_direction, check_model_type
-from skills_cli.training.export import copy_tokenizer, save_hf_model
+from skills_cli.training.export import copy_tokenizer, empty_state_dict, save_hf_model
 from skills_cli.training.megatron import bridge, dist_ckpt
 from skills_cli.training.model import check_model_path
 
@@ -193,8 +193,6 @@ def training_checkpoint_weights(step_dir: Path, state: dict, base: str) -> dict:
 
         shape = bridge.model_shape(AutoConfig.from_pretrained(base))
         return bridge.megatron_to_hf(read_megatron_model(step_dir / "megatron"), shape, te=True)
-    from skills_cli.training.average_checkpoints import empty_state_dict
-
     return ckpt.load_model_weights(step_dir, empty_state_dict(base))
 
 

@@ -39,6 +39,16 @@ def copy_tokenizer(tokenizer_dir: str | Path, output_dir: Path) -> None:
         AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(str(output_dir))
 
 
+def empty_state_dict(base_model: str) -> dict:
+    """Uninitialised float32 tensors with the names and shapes of the base model's state dict."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base_model), dtype=torch.float32)
+    return {name: torch.empty(tensor.shape, dtype=torch.float32) for name, tensor in model.state_dict().items()}
+
+
 def save_hf_model(state_dict: dict, base_model: str | Path, output_dir: str | Path, dtype,
                   tokenizer_dir: str | Path | None = None) -> Path:  # fmt: skip
     """Write `state_dict` (full tensors) as an HF model with `base_model`'s architecture; returns the directory.

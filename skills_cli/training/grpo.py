@@ -495,20 +495,18 @@ class GRPOTrainer:
         self.last_saved_step = self.step
 
     def fit(self) -> dict:
+        finished = finished_run_summary(self.paths.log_dir / "summary.json", self.step, self.total_steps,
+                                        self.paths.final_hf_path, self.dist.device)  # fmt: skip
+        if finished is not None:
+            if self.logger:
+                self.finish(finished)  # the same summary and series again; closes the trackers
+            return finished
         grpo = self.config.grpo
         summary = {"status": "finished", "total_steps": self.total_steps, "resumed_from_step": self.step,
                    "num_train_problems": len(self.problems), "num_val_problems": len(self.val_problems),
                    "num_parameters": self.policy.num_params, "world_size": self.dist.world_size,
                    "data_parallel_size": self.dp_size,
                    "optimizer_steps_per_step": self.optimizer_steps_per_step}  # fmt: skip
-        finished = finished_run_summary(self.paths.log_dir / "summary.json", self.step, self.total_steps,
-                                        self.paths.final_hf_path, self.dist.device)  # fmt: skip
-        if finished is not None:
-            log.info("the run already finished at step %d and exported %s; nothing to do", self.step,
-                     finished["final_hf_path"])  # fmt: skip
-            if self.logger:
-                self.finish(finished)  # the same summary and series again; closes the trackers
-            return finished
         if grpo.val_at_start and self.step == 0 and self.val_problems:
             self._log({"step": 0, **self.validate()})
         while self.step < self.total_steps:

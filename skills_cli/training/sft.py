@@ -283,20 +283,18 @@ class SFTTrainer:
 
     def fit(self) -> dict:
         """Train to the end (or the deadline); returns the summary written to metrics.json."""
+        finished = finished_run_summary(self.paths.log_dir / "metrics.json", self.step, self.total_steps,
+                                        self.paths.final_hf_path, self.dist.device)  # fmt: skip
+        if finished is not None:
+            if self.logger:
+                self.logger.finish(finished)  # rewrites the same summary, closes the trackers
+            return finished
         sft = self.config.sft
         summary = {"status": "finished", "total_steps": self.total_steps, "resumed_from_step": self.step,
                    "num_train_samples": len(self.train_data.samples),
                    "num_overlong_train_samples": self.train_data.num_overlong,
                    "num_parameters": self.policy.num_params, "world_size": self.dist.world_size,
                    "data_parallel_size": self.dp_size, "backend": self.policy.backend}  # fmt: skip
-        finished = finished_run_summary(self.paths.log_dir / "metrics.json", self.step, self.total_steps,
-                                        self.paths.final_hf_path, self.dist.device)  # fmt: skip
-        if finished is not None:
-            log.info("the run already finished at step %d and exported %s; nothing to do", self.step,
-                     finished["final_hf_path"])  # fmt: skip
-            if self.logger:
-                self.logger.finish(finished)  # rewrites the same summary, closes the trackers
-            return finished
         if sft.val_at_start and self.step == 0:
             summary["val_loss_at_start"] = self.validate()
         rows = []
@@ -342,8 +340,10 @@ def finished_run_summary(summary_path: Path, step: int, total_steps: int, final_
         if (previous.get("status") == "finished" and previous.get("final_step") == step
                 and previous.get("final_hf_path") == str(final_hf_path) and final_hf_path.is_dir()):  # fmt: skip
             summary = previous
-    everyone = all_reduce(float(summary is not None), None, device, op="min") > 0
-    return summary if everyone else None
+    if all_reduce(float(summary is not None), None, device, op="min") == 0:
+        return None
+    log.info("the run already finished at step %d and exported %s; nothing to do", step, final_hf_path)
+    return summary
 
 
 def _fmt(value: float | None) -> str:

@@ -89,8 +89,6 @@ def reservation(spec: dict, store: Store, pool_name: str, pool: list[int], neede
             table_path.write_text(json.dumps(table))
 
 
-
-
 def start_command(command: dict, gpus: list[int], pool: list[int], cwd: str, extra_env: dict) -> subprocess.Popen:
     env = {**os.environ, **command["env"], **extra_env}
     visible = ",".join(str(g) for g in gpus[command["gpu_offset"] : command["gpu_offset"] + command["gpu_count"]])

@@ -1,5 +1,5 @@
 """`python -m skills_cli` is `ns`."""
 
-from skills_cli.cli.app import main
+from skills_cli.cli import main
 
 main()

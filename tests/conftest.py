@@ -138,3 +138,39 @@ def run_ns(
     if check and result.returncode != 0:
         raise AssertionError(f"ns {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 16 MiB tmpfs (root only), for tests of what happens when the disk fills up (ENOSPC).
+
+    Without mount rights the test is skipped, except where the infrastructure is required (CI runs as root).
+    """
+    mountpoint = tmp_path / "small_disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        message = f"cannot mount a small tmpfs: {mounted.stderr.strip()}"
+        if os.environ.get("SKILLS_REQUIRE_INFRA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+
+
+def fill_disk(directory: Path, leave_bytes: int = 0) -> None:
+    """Fill the filesystem of `directory` until at most `leave_bytes` are free."""
+    filler = directory / ".filler"
+    with open(filler, "ab") as handle:
+        while True:
+            free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
+            if free <= leave_bytes:
+                break
+            try:
+                handle.write(b"\0" * min(4096, max(free - leave_bytes, 1)))
+                handle.flush()
+            except OSError:
+                break

@@ -6,6 +6,7 @@ user can fix (UserError) are one line on stderr and exit status 2; a job that fa
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import sys
@@ -18,6 +19,8 @@ try:  # recent typer vendors click as typer._click; older ones use click itself
 except ImportError:  # pragma: no cover
     import click
 
+from skills_cli.cli import INTERRUPTED, abort
+from skills_cli.common import interrupts
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.options import CommandSpec, Option, WrappedArguments
@@ -123,7 +126,7 @@ def main() -> None:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        app(standalone_mode=False)
+        status = app(standalone_mode=False)
     except _Finished as finished:
         sys.exit(finished.status)
     except UserError as error:
@@ -136,9 +139,17 @@ def main() -> None:
         typer.echo(f"error: {error.format_message()}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    sys.exit(0)
+        abort()
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {error.filename}" if error.filename else ""
+        typer.echo(f"error: disk full{where} ({error.strerror}); free space and rerun", err=True)
+        sys.exit(1)
+    # typer turns a Ctrl-C inside a command into the return value 130; a swallowed one is remembered
+    if status == INTERRUPTED or interrupts.interrupted():
+        abort()
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skills_cli.common import interrupts
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import (
     ClusterConfig,
@@ -21,6 +22,7 @@ from skills_cli.pipeline.cluster import (
     load_cluster_file,
 )
 from skills_cli.pipeline.executors import executor_for
+from skills_cli.pipeline.executors.base import Executor
 from skills_cli.pipeline.jobs import Job, JobGraph, check_name, with_dependent_jobs
 from skills_cli.pipeline.packaging import snapshot
 from skills_cli.pipeline.plan import ExternalDependency, Plan, PlannedJob, internal_edges, roots, safe_name
@@ -177,14 +179,40 @@ def submit_jobs(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions,
     executor.preflight(plan)
     if cluster.source:
         store.remember_cluster(cluster.name, cluster.source)
-    submission.records = executor.submit(plan, store)
-    # recorded only once something was submitted: a failed submission leaves no empty experiment behind
-    store.add_experiment(options.expname, cluster.name, cluster.executor.value)
-    store.add_submission(SubmissionRecord(options.expname, time.time(), cluster.name, list(options.run_after),
-                                          list(options.outputs), [r.uid for r in submission.records]))  # fmt: skip
+    try:
+        with interrupts.deferred("the submission"):
+            submission.records = executor.submit(plan, store)
+            # recorded only once something was submitted: a failed submission leaves no empty experiment behind
+            store.add_experiment(options.expname, cluster.name, cluster.executor.value)
+            store.add_submission(SubmissionRecord(options.expname, time.time(), cluster.name, list(options.run_after),
+                                                  list(options.outputs), [r.uid for r in submission.records]))  # fmt: skip
+    except BaseException:  # Ctrl-C or a failure half way: what was already queued must not run on its own
+        cancel_submitted(plan, executor, store, "the submission did not complete")
+        raise
     if cluster.executor is not ExecutorKind.SLURM and not options.detach:
-        submission.records = wait(submission.records, store, on_change)
+        try:
+            submission.records = wait(submission.records, store, on_change)
+        except KeyboardInterrupt:  # the command that waits owns its jobs; --detach leaves them running
+            cancel_submitted(plan, executor, store, "interrupted while waiting (--detach leaves jobs running)")
+            raise
     return submission
+
+
+def cancel_submitted(plan: Plan, executor: Executor, store: Store, why: str) -> None:
+    """Cancel the jobs of `plan` that reached the store (and are not finished), ignoring further Ctrl-Cs."""
+    records = []
+    for planned in plan.jobs:
+        try:
+            records.append(store.job(planned.uid))
+        except KeyError:  # never submitted
+            continue
+    records = [r for r in records if not r.state.finished]
+    if not records:
+        return
+    with interrupts.ignored():
+        executor.cancel(records, store)
+    log.warning("%s: cancelled %d job(s) of experiment %r", why, len(records), plan.expname)
+
 
 
 def wait(records: list[JobRecord], store: Store, on_change: Callable[[JobRecord], None] | None = None,

@@ -107,11 +107,16 @@ class Store:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.OperationalError as error:
+            raise _store_error(self.path, error) from None
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=60000")
             yield db
+        except sqlite3.OperationalError as error:
+            raise _store_error(self.path, error) from None
         finally:
             db.close()
 
@@ -202,6 +207,25 @@ class Store:
                 raise UserError(f"--run_after {name!r}: the experiment has no jobs")
             records.extend(jobs)
         return records
+
+
+def _store_error(path: Path, error: sqlite3.OperationalError) -> Exception:
+    """A full disk is the user's to fix: one line naming the store (SQLite's transactions keep it intact)."""
+    text = str(error)
+    # SQLite reports ENOSPC as "database or disk is full", or as a "disk I/O error" when its WAL files fail
+    if "full" in text or ("disk I/O" in text and _free_bytes(path.parent) < 1 << 20):
+        return UserError(f"disk full while writing the job store {path}; it is intact: free space and rerun")
+    if "disk I/O" in text:
+        return UserError(f"cannot write the job store {path} (disk I/O error); it is intact")
+    return error
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return 1 << 62
+    return stat.f_bavail * stat.f_frsize
 
 
 def _encode(key: str, value: object) -> object:

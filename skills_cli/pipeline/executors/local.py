@@ -192,6 +192,10 @@ class LocalExecutor:
         deadline = time.time() + 30
         while time.time() < deadline and any(supervisor_alive(store.job(r.uid)) for r in records):
             time.sleep(0.2)
+        for record in records:  # a supervisor stopped before it could record anything was still cancelled
+            current = store.job(record.uid)
+            if not current.state.finished and not supervisor_alive(current):
+                store.update_job(record.uid, state=JobState.CANCELLED, reason="cancelled", ended_at=time.time())
 
     def logs(self, record: JobRecord, tail: int | None) -> str:
         return read_log_files(record.log_path, tail)

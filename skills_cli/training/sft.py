@@ -373,7 +373,8 @@ def _model_config(path: str):
 
 def _load_tokenizer(path: str):
     """The tokenizer exactly as saved (tokenizer.json read verbatim, see inference.tiny_model.load_tokenizer)."""
-    from skills_cli.inference.tiny_model import load_tokenizer, tokenizer_problem
+    from skills_cli.inference.model_files import tokenizer_problem
+    from skills_cli.inference.tiny_model import load_tokenizer
 
     problem = tokenizer_problem(path)
     if problem:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config
-from skills_cli.inference.tiny_model import tokenizer_problem
+from skills_cli.inference.model_files import tokenizer_problem
 from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Resources

@@ -257,6 +257,8 @@ def test_env_points_generation_at_the_job_port(tiny_model, tmp_path):
 
 
 def test_start_server_prints_an_address_that_answers(tiny_model):
+    import re
+    import urllib.error
     import urllib.request
 
     result = run_ns("start_server", "--model", tiny_model, "--expname", "served", timeout=300, check=True)
@@ -265,8 +267,16 @@ def test_start_server_prints_an_address_that_answers(tiny_model):
     body = json.dumps(
         {"model": tiny_model, "messages": [{"role": "user", "content": "1+1?"}], "max_tokens": 4}
     ).encode()
+    # the key is in an owner-only file whose path is printed, never the key itself
+    (key_file,) = re.findall(r"export OPENAI_API_KEY=\$\(cat (\S+)\)", result.stderr)
+    assert oct(os.stat(key_file).st_mode & 0o777) == "0o600"
+    key = Path(key_file).read_text().strip()
+    assert key not in result.stdout + result.stderr
+    headers = {"Content-Type": "application/json"}
+    with pytest.raises(urllib.error.HTTPError, match="401"):  # no key, no answer
+        urllib.request.urlopen(urllib.request.Request(f"{address}/chat/completions", data=body, headers=headers))
     request = urllib.request.Request(
-        f"{address}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+        f"{address}/chat/completions", data=body, headers={**headers, "Authorization": f"Bearer {key}"}
     )
     answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
     assert answer["choices"][0]["finish_reason"] in ("stop", "length")

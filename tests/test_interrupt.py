@@ -95,8 +95,8 @@ def test_ctrl_c_during_submission_lets_it_finish_then_cancels_every_queued_job(i
     spawn = LocalExecutor._spawn_supervisor
     spawned: list[int] = []
 
-    def spawn_then_interrupt(spec_path, job_dir, code_dir):  # a Ctrl-C timed inside the submission
-        pid = spawn(spec_path, job_dir, code_dir)
+    def spawn_then_interrupt(*args):  # a Ctrl-C timed inside the submission
+        pid = spawn(*args)
         spawned.append(pid)
         if len(spawned) == 1:
             os.kill(os.getpid(), signal.SIGINT)

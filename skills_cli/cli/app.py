@@ -130,7 +130,9 @@ def main() -> None:
     except _Finished as finished:
         sys.exit(finished.status)
     except UserError as error:
-        typer.echo(f"error: {error}", err=True)
+        from skills_cli.pipeline.secrets import mask_known  # a message may quote a cluster env value
+
+        typer.echo(f"error: {mask_known(str(error))}", err=True)
         sys.exit(2)
     except click.exceptions.NoArgsIsHelpError as error:  # bare `ns`: show the help
         typer.echo(error.format_message())

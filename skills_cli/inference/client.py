@@ -3,7 +3,8 @@
 One aiohttp session with a connection pool sized to the concurrency; transient failures (connection
 errors, HTTP 5xx, 429, 408) are retried with exponential backoff; anything else fails at once with the
 server's own message. `wait_until_ready` bounds the wait for a self-hosted server and, if that server
-died, reports the last lines of its log.
+died, reports the last lines of its log. Requests carry `Authorization: Bearer` with the job's server key
+(`$SKILLS_SERVER_API_KEY`) or the key named by `++server.api_key_env`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from skills_cli.common.errors import UserError
 from skills_cli.inference.config import RUN_DIR_ENV, InferenceConfig, ServerConfig
+from skills_cli.inference.server.auth import job_api_key
 
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 # Parameters that the official OpenAI API rejects but vLLM/SGLang/TRT-LLM/hf accept in the request body.
@@ -56,6 +58,17 @@ def server_exit_status() -> tuple[int, str] | None:
     return int(code) if code.lstrip("-").isdigit() else -1, tail(Path(run_dir) / "server.log")
 
 
+def request_api_key(server: ServerConfig) -> str | None:
+    """The key to send: the one named by `server.api_key_env` if any, else this job's own server key.
+
+    An external API (`openai`) never gets the job's key: it is meant for the job's own server only.
+    """
+    explicit = server.api_key()
+    if explicit or server.server_type == "openai":
+        return explicit
+    return job_api_key()
+
+
 class OpenAIClient:
     def __init__(self, server: ServerConfig, inference: InferenceConfig, concurrency: int, max_retries: int = 6):
         self.server = server
@@ -63,7 +76,7 @@ class OpenAIClient:
         self.max_retries = max_retries
         self.concurrency = concurrency
         self._session = None
-        self._api_key = server.api_key()
+        self._api_key = request_api_key(server)
 
     async def __aenter__(self) -> OpenAIClient:
         import aiohttp
@@ -97,6 +110,8 @@ class OpenAIClient:
                 ) as response:
                     if response.status == 200:
                         return time.monotonic() - started
+                    if response.status == 401:  # waiting longer will not change the key
+                        raise UserError(f"the model server at {self.server.url} refused this job's API key (HTTP 401)")
                     last_error = f"HTTP {response.status}"
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
                 last_error = type(error).__name__

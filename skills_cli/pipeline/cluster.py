@@ -167,11 +167,17 @@ class ClusterConfig:
             return self.cpu_partition
         return self.partition
 
-    def job_env(self, environ: dict[str, str] | None = None) -> dict[str, str]:
-        """Environment for jobs: `NAME=value` literals and `NAME` copied from the submitting shell."""
+    def job_env(self, environ: dict[str, str] | None = None, strict: bool = True) -> dict[str, str]:
+        """Environment for jobs: `NAME=value` literals and `NAME` copied from the submitting shell.
+
+        Every value is a secret for printing: it is remembered so that error messages hide it (secrets.py).
+        `strict=False` (for masking `ns logs` output) skips required variables that are not set.
+        """
+        from skills_cli.pipeline import secrets  # here: this function is the one place values enter
+
         environ = dict(os.environ if environ is None else environ)
         missing = [name for name in self.required_env_vars if name not in environ]
-        if missing:
+        if missing and strict:
             raise UserError(
                 f"cluster {self.name!r} requires environment variables that are not set: {', '.join(missing)}"
             )
@@ -182,6 +188,7 @@ class ClusterConfig:
                 env[name] = value
             elif name in environ:
                 env[name] = environ[name]
+        secrets.remember(env)
         return env
 
 

@@ -7,20 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from skills_cli.inference.server.auth import api_key_names
+from skills_cli.pipeline import secrets
 from skills_cli.pipeline.cluster import ClusterConfig, ContainerRuntime
 from skills_cli.pipeline.jobs import Command, Mount, Resources, parse_time_limit
 from skills_cli.pipeline.plan import Plan, PlannedJob, safe_name
-from skills_cli.pipeline.shell import Raw, env_prefix, export_lines, quote, quote_argv
+from skills_cli.pipeline.shell import Raw, check_env_name, env_prefix, export_lines, quote, quote_argv
 
 # Slurm variables forwarded into docker/podman containers by name.
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NNODES",
               "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_SUBMIT_DIR")  # fmt: skip
 
 
-def job_env(plan: Plan, planned: PlannedJob, code_dir: str) -> dict[str, str]:
-    """Environment shared by every command of a job: cluster env, job env, identity, shipped code."""
-    env = {
-        **plan.env,
+def job_own_env(plan: Plan, planned: PlannedJob, code_dir: str) -> dict[str, str]:
+    """The job's env and identity (no secrets: these values are written into scripts and specs)."""
+    return {
         **planned.job.env,
         "SKILLS_CLI_EXPNAME": plan.expname,
         "SKILLS_CLI_JOB_NAME": planned.job.name,
@@ -28,23 +29,28 @@ def job_env(plan: Plan, planned: PlannedJob, code_dir: str) -> dict[str, str]:
         "SKILLS_CLI_CODE_DIR": code_dir,
         "SKILLS_CLI_RUN_DIR": planned.run_dir,
     }
-    return env
+
+
+def job_env(plan: Plan, planned: PlannedJob, code_dir: str) -> dict[str, str]:
+    """Environment shared by every command of a job: cluster env, job env, identity, shipped code."""
+    return {**plan.env, **job_own_env(plan, planned, code_dir)}
+
+
+def cluster_env_names(plan: Plan, planned: PlannedJob, code_dir: str) -> list[str]:
+    """The cluster's env_vars this job gets (those its own env does not override). Their values are secrets:
+    they travel from the submitting process into the job's environment and are never written to a file."""
+    own = job_own_env(plan, planned, code_dir)
+    return [name for name in plan.env if name not in own]
 
 
 HEAD_NODE_ENV = "SKILLS_CLI_HEAD_NODE"  # multi-node jobs: the first node's host name
 
 
 def runtime_env_names(planned: PlannedJob) -> list[str]:
-    """Variables the job script computes at run time (free ports, head node), forwarded into containers."""
-    return [*planned.job.ports, *([HEAD_NODE_ENV] if planned.job.resources.nodes > 1 else [])]
-
-
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-
-
-def hide_secrets(env: Mapping[str, str]) -> dict[str, str]:
-    """For printing only (dry runs): values of variables that look like credentials are replaced."""
-    return {k: ("<hidden>" if any(w in k.upper() for w in _SECRET_WORDS) else v) for k, v in env.items()}
+    """Variables the job script computes at run time (free ports, server API key, head node), forwarded into
+    containers."""
+    job = planned.job
+    return [*job.ports, *api_key_names(job.ports), *([HEAD_NODE_ENV] if job.resources.nodes > 1 else [])]
 
 
 def all_mounts(cluster: ClusterConfig, planned: PlannedJob, code_dir: str) -> list[Mount]:
@@ -118,6 +124,13 @@ def local_command_env(plan: Plan, planned: PlannedJob, command: Command, code_di
     return env
 
 
+def supervisor_env_names(plan: Plan, planned: PlannedJob, command: Command, code_dir: str) -> list[str]:
+    """The cluster's env_vars a local command takes from its supervisor's process environment: the spec
+    stores their names only."""
+    own = {*command.env, "PYTHONPATH"}
+    return [name for name in cluster_env_names(plan, planned, code_dir) if name not in own]
+
+
 def local_dry_run(plan: Plan, code_dir: str) -> str:
     """The command lines the local supervisors would run, with their waits, in submission order."""
     lines = [f"# experiment {plan.expname!r} on cluster {plan.cluster.name!r} (executor {plan.cluster.executor.value})"]
@@ -134,6 +147,8 @@ def local_dry_run(plan: Plan, code_dir: str) -> str:
             lines.append(f"# time limit {limit}")
         for name in planned.job.ports:
             lines.append(f"# {name} is set to a free TCP port when the job starts")
+        for name in api_key_names(planned.job.ports):
+            lines.append(f"# {name} is set to a new random key when the job starts (never printed)")
         for command, (_offset, count) in zip(planned.job.commands, planned.job.gpu_slices(), strict=True):
             env = local_command_env(plan, planned, command, code_dir)
             gpus = f"<{count} GPUs>" if count else None
@@ -143,8 +158,9 @@ def local_dry_run(plan: Plan, code_dir: str) -> str:
             argv = local_command_argv(plan, planned, command, code_dir, names, gpus)
             role = "background" if command.background else "foreground"
             lines.append(f"# command {command.name!r} ({role})")
-            lines.append(env_prefix(hide_secrets(env)) + quote_argv(argv))
-    return "\n".join(lines) + "\n"
+            shown = secrets.hide_assignments(env, supervisor_env_names(plan, planned, command, code_dir))
+            lines.append(env_prefix(shown) + quote_argv(argv))
+    return secrets.Masker.for_env(plan.env)("\n".join(lines) + "\n")
 
 
 # -- Slurm ----------------------------------------------------------------------------------------------
@@ -222,15 +238,25 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
     """The whole batch script of one job."""
     cluster, job = plan.cluster, planned.job
     env = job_env(plan, planned, code_dir)
+    from_submission = cluster_env_names(plan, planned, code_dir)
     lines = sbatch_header(cluster, planned)
     lines.append(f"# skills-cli: experiment {quote(plan.expname)}, job {quote(job.name)}, uid {planned.uid}")
     lines.append("set -o pipefail")
-    lines += export_lines(hide_secrets(env) if for_display else env)
+    # The cluster's env_vars come from the submission's environment (sbatch exports it), never from this file.
+    for name in from_submission:
+        lines.append(f': "${{{check_env_name(name)}?is not in the job environment (was sbatch --export changed?)}}"')
+    own = {name: value for name, value in env.items() if name not in from_submission}
+    lines += export_lines(secrets.hide_assignments(own) if for_display else own)
     lines.append(f"export PYTHONPATH={quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}")
-    lines.append(f"mkdir -p {quote(planned.run_dir)}")
+    lines.append(f"(umask 077 && mkdir -p {quote(planned.run_dir)})  # our folders are owner-only")
     for name in job.ports:
         # a free port on this node (common/ports.py: random, bind-checked); $RANDOM only if python3 is missing
-        lines.append(f"export {name}=$(python3 -m skills_cli.common.ports 2>/dev/null || echo $(( 20000 + RANDOM % 20000 )))")
+        lines.append(
+            f"export {name}=$(python3 -m skills_cli.common.ports 2>/dev/null || echo $(( 20000 + RANDOM % 20000 )))"
+        )
+    for name in api_key_names(job.ports):
+        # the server's API key: made here, at run time, so it is in no file (inference/server/auth.py)
+        lines.append(f"export {name}=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \\n')")
     if job.resources.nodes > 1:
         lines.append(f'export {HEAD_NODE_ENV}=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)')
     limit = effective_time_limit(cluster, job.resources)
@@ -269,16 +295,37 @@ def script_path(plan: Plan, planned: PlannedJob) -> str:
     return f"{plan.cluster.remote_job_dir}/{safe_name(plan.expname)}/{planned.file_stem}-{planned.uid}.sbatch"
 
 
+def staging_dir(plan: Plan) -> str:
+    """The submission's folder, relative to job_dir: the submission script and the env file."""
+    return f".staging/{safe_name(plan.expname)}-{plan.jobs[0].uid}"
+
+
+def env_file(plan: Plan) -> str:
+    """The cluster's env_vars with their values, relative to job_dir: uploaded owner-only, sourced by the
+    submission script and removed right after."""
+    return f"{staging_dir(plan)}/env.sh"
+
+
+def env_file_text(plan: Plan, for_display: bool = False) -> str:
+    env = secrets.hide_assignments(plan.env, plan.env) if for_display else plan.env
+    return "\n".join(export_lines(env)) + "\n"
+
+
 def submit_script(plan: Plan) -> str:
     """One shell script, run once over the tunnel, that submits the whole graph in dependency order.
 
     If any sbatch fails, the jobs it already submitted are cancelled: a half-submitted graph would leave
     dependents that can never run.
     """
-    lines = ["set -euo pipefail", "_skills_submitted=''",
+    lines = ["set -euo pipefail", "_skills_umask=$(umask)",
+             "umask 077  # the folders made here are owner-only", "_skills_submitted=''",
              "trap '[ -n \"$_skills_submitted\" ] && scancel $_skills_submitted' ERR"]  # fmt: skip
     dirs = sorted({planned.log_dir for planned in plan.jobs})
     lines.append("mkdir -p " + " ".join(quote(d) for d in dirs))
+    if plan.env:
+        # sbatch's default --export=ALL carries these values into the jobs (and Slurm's own spool)
+        lines.append(f". {quote(env_file(plan))}; rm -f {quote(env_file(plan))}")
+    lines.append('umask "$_skills_umask"  # jobs write their outputs with the usual umask')
     variable = {planned.job.name: f"_skills_job_{i}" for i, planned in enumerate(plan.jobs)}
     for planned in plan.jobs:
         argv: list[str] = ["sbatch", "--parsable", f"--job-name={plan.cluster.job_name_prefix}{planned.file_stem}",
@@ -313,5 +360,8 @@ def slurm_dry_run(plan: Plan, code_dir: str) -> str:
         parts.append(
             f"\n# ---- {script_path(plan, planned)}\n{sbatch_script(plan, planned, code_dir, for_display=True)}"
         )
+    if plan.env:
+        parts.append(f"# ---- {plan.cluster.remote_job_dir}/{env_file(plan)} (owner-only, removed once sourced)\n"
+                     f"{env_file_text(plan, for_display=True)}")  # fmt: skip
     parts.append(f"# ---- submission (run once on the cluster)\n{submit_script(plan)}")
-    return "\n".join(parts)
+    return secrets.Masker.for_env(plan.env)("\n".join(parts))

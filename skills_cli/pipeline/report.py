@@ -171,10 +171,12 @@ def collect_section(expname: str, store: Store) -> ExperimentSection:
     tails = {}
     if remote_host is None:
         from skills_cli.pipeline.executors.local import read_log_files
+        from skills_cli.pipeline.secrets import Masker
 
+        mask = Masker.for_env(cluster.job_env(strict=False) if cluster else {})  # a job may print its secrets
         for record in records:
             if record.state.failed and record.log_path:
-                tails[record.uid] = read_log_files(record.log_path, LOG_TAIL_LINES)
+                tails[record.uid] = mask(read_log_files(record.log_path, LOG_TAIL_LINES))
     return ExperimentSection(expname=expname, cluster=cluster_name, executor=executor,
                              run_after=run_after or direct_upstreams(expname, store), records=records,
                              outputs=outputs, remote_host=remote_host, log_tails=tails)  # fmt: skip

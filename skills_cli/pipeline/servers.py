@@ -5,14 +5,24 @@ so that its output also lands in `$SKILLS_CLI_RUN_DIR/server.log` and its exit s
 the client's bounded health wait reads them to fail fast, quoting the server's own last words.
 Multi-node: vLLM runs on a Ray cluster (head on the first node, workers on the others); SGLang uses its
 own `--dist-init-addr` rendezvous on the head node.
+
+Access: a server listens on 127.0.0.1 unless something on another machine must reach it (a multi-node
+server, whose client connects to the head node by name, or `ns start_server` on Slurm, reached through a
+tunnel): then on all interfaces. Either way it requires the job's random API key, `$SKILLS_SERVER_API_KEY`
+(set when the job starts, see `inference/server/auth.py`), from the environment where the server can read it
+there (hf: itself; vLLM: `VLLM_API_KEY`) and else from a flag (SGLang `--api-key`: expanded by the shell on
+the node, so visible in `ps` there). TensorRT-LLM's `trtllm-serve` has no API key option: it only ever
+listens on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from skills_cli.common.errors import UserError
 from skills_cli.inference.config import PORT_ENV, SERVER_TYPES
+from skills_cli.inference.server.auth import ALL_INTERFACES, API_KEY_ENV, LOOPBACK, is_loopback
 from skills_cli.pipeline.cluster import ClusterConfig
 from skills_cli.pipeline.jobs import Command
 from skills_cli.pipeline.render import HEAD_NODE_ENV
@@ -22,6 +32,9 @@ RAY_PORT = 6379
 SGLANG_DIST_PORT = 5757
 PORT = Raw(f'"${PORT_ENV}"')
 HEAD = Raw(f'"${HEAD_NODE_ENV}"')
+# the key as a shell word; a job without one fails here (logged) instead of serving without authentication
+API_KEY = Raw(f'"${{{API_KEY_ENV}:?this job has no server API key}}"')
+_HOST = re.compile(r"^[A-Za-z0-9.:\-]+$")  # an IPv4/IPv6 address or a host name
 
 
 @dataclass(frozen=True)
@@ -31,8 +44,14 @@ class ServerSpec:
     gpus: int = 0  # per node
     nodes: int = 1
     args: tuple[str, ...] = ()  # extra server arguments, passed through as words
+    host: str | None = None  # where it listens; None: 127.0.0.1 on one node, all interfaces on several
 
     def __post_init__(self) -> None:
+        if self.host is not None and not _HOST.match(self.host):
+            raise UserError(f"server host {self.host!r} must be an IP address or a host name (e.g. 0.0.0.0)")
+        if self.server_type == "trtllm" and not is_loopback(self.bind_host):
+            raise UserError(f"server_type trtllm cannot listen on {self.bind_host}: trtllm-serve has no API key "
+                            "option, so it only listens on 127.0.0.1 (use vllm or sglang to serve other machines)")  # fmt: skip
         if self.server_type not in SERVER_TYPES or self.server_type == "openai":
             hosted = ", ".join(t for t in SERVER_TYPES if t != "openai")
             raise UserError(f"cannot host server_type {self.server_type!r}; self-hosted types: {hosted}")
@@ -49,16 +68,26 @@ class ServerSpec:
     def tensor_parallel(self) -> int:
         return max(self.gpus, 1) * self.nodes
 
+    @property
+    def bind_host(self) -> str:
+        """Loopback when the client shares the node; all interfaces when other nodes must reach the head."""
+        if self.host is not None:
+            return self.host
+        return ALL_INTERFACES if self.nodes > 1 else LOOPBACK
+
 
 def hf_argv(spec: ServerSpec, python: str) -> list[str]:
     device = "cuda" if spec.gpus else "cpu"
-    return [python, "-m", "skills_cli.inference.server.hf_server", "--model", spec.model, "--host", "0.0.0.0",
+    # the hf server reads $SKILLS_SERVER_API_KEY itself (and refuses to start on a set but empty one)
+    return [python, "-m", "skills_cli.inference.server.hf_server", "--model", spec.model, "--host", spec.bind_host,
             "--port", PORT, "--device", device, *spec.args]  # fmt: skip
 
 
 def vllm_argv(spec: ServerSpec, python: str) -> list[str]:
-    argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model, "--host", "0.0.0.0",
-            "--port", PORT, "--tensor-parallel-size", str(spec.gpus), "--trust-remote-code"]  # fmt: skip
+    # vLLM takes the key from $VLLM_API_KEY (an env assignment, not a flag: not visible in `ps`)
+    argv = [Raw(f"VLLM_API_KEY={API_KEY}"), python, "-m", "vllm.entrypoints.openai.api_server", "--model", spec.model,
+            "--host", spec.bind_host, "--port", PORT, "--tensor-parallel-size", str(spec.gpus),
+            "--trust-remote-code"]  # fmt: skip
     if spec.nodes > 1:
         # one engine spanning the nodes: tensor parallel inside a node, pipeline parallel across nodes
         argv += ["--pipeline-parallel-size", str(spec.nodes), "--distributed-executor-backend", "ray"]
@@ -66,8 +95,9 @@ def vllm_argv(spec: ServerSpec, python: str) -> list[str]:
 
 
 def sglang_argv(spec: ServerSpec, python: str) -> list[str]:
-    argv = [python, "-m", "sglang.launch_server", "--model-path", spec.model, "--host", "0.0.0.0",
-            "--port", PORT, "--tp", str(spec.tensor_parallel), "--trust-remote-code"]  # fmt: skip
+    # SGLang reads the key only from its --api-key flag
+    argv = [python, "-m", "sglang.launch_server", "--model-path", spec.model, "--host", spec.bind_host,
+            "--port", PORT, "--tp", str(spec.tensor_parallel), "--trust-remote-code", "--api-key", API_KEY]  # fmt: skip
     if spec.nodes > 1:
         argv += ["--nnodes", str(spec.nodes), "--node-rank", Raw('"$SLURM_PROCID"'),
                  "--dist-init-addr", Raw(f'"${HEAD_NODE_ENV}:{SGLANG_DIST_PORT}"')]  # fmt: skip
@@ -75,7 +105,7 @@ def sglang_argv(spec: ServerSpec, python: str) -> list[str]:
 
 
 def trtllm_argv(spec: ServerSpec, python: str) -> list[str]:
-    return ["trtllm-serve", spec.model, "--host", "0.0.0.0", "--port", PORT, "--tp_size", str(spec.gpus),
+    return ["trtllm-serve", spec.model, "--host", spec.bind_host, "--port", PORT, "--tp_size", str(spec.gpus),
             *spec.args]  # fmt: skip
 
 

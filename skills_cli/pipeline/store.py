@@ -43,6 +43,45 @@ def home_dir() -> Path:
     return Path(os.environ.get("SKILLS_CLI_HOME") or Path.home() / ".skills_cli")
 
 
+# -- owner-only state ------------------------------------------------------------------------------------
+# The state folder holds job specs, logs and code that may reveal secrets or work: other local users must not
+# read it. Folders are 0700 and files 0600; the folder itself being 0700 already shuts everyone else out.
+PRIVATE_UMASK = 0o077
+
+
+@contextmanager
+def private_files() -> Iterator[int]:
+    """Files and folders created inside are owner-only; yields the umask in force before (jobs keep it)."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield previous
+    finally:
+        os.umask(previous)
+
+
+def _open_to_others(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & 0o077)
+    except FileNotFoundError:
+        return False
+
+
+def make_private(root: Path, marker: Path | None = None) -> None:
+    """Create `root` owner-only. If it (or `marker` in it) is open to others, as older versions left it, every
+    folder and file under it is made owner-only once; after that the check costs two stats."""
+    with private_files():
+        root.mkdir(parents=True, exist_ok=True)
+    if not (_open_to_others(root) or (marker is not None and _open_to_others(marker))):
+        return
+    for directory, _dirnames, filenames in os.walk(root):
+        for path in [Path(directory), *(Path(directory) / name for name in filenames)]:
+            try:
+                if not path.is_symlink():
+                    path.chmod(path.stat().st_mode & 0o700)
+            except OSError:  # gone meanwhile, or written by a container as root: its folder is closed anyway
+                continue
+
+
 @dataclass
 class JobRecord:
     """One submitted job (a row). `depends_on` holds upstream job uids; `dependency_types` their edge types."""
@@ -101,7 +140,10 @@ def new_uid() -> str:
 class Store:
     def __init__(self, path: Path | None = None):
         self.path = path or home_dir() / "store.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(self.path.parent, marker=self.path)
+        # created owner-only before SQLite opens it: its -wal and -shm files take the database's mode
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         with self._connect() as db:
             db.executescript(_SCHEMA)
 

@@ -1,11 +1,17 @@
 """An OpenAI-compatible server backed by plain transformers: the default server for tests and the CPU quickstart.
 
-    python -m skills_cli.inference.server.hf_server --model PATH --host 127.0.0.1 --port 5000 \
-        [--device auto|cpu|cuda] [--dtype auto|float32|bfloat16] [--max_batch_size 64] \
+    SKILLS_SERVER_API_KEY=... python -m skills_cli.inference.server.hf_server --model PATH --host 127.0.0.1 \
+        --port 5000 [--device auto|cpu|cuda] [--dtype auto|float32|bfloat16] [--max_batch_size 64] \
         [--served_model_name NAME] [--num_threads N]
 
 Endpoints: `GET /health`, `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`,
 `GET /metrics` (JSON counters). No streaming, n=1 only.
+
+Access: with `$SKILLS_SERVER_API_KEY` set, every endpoint but `/health` requires `Authorization: Bearer <key>`
+(else 401 with an OpenAI-style error body). The key is read from the environment, never from argv (which
+other users see in `ps`). Without a key the server only listens on a loopback address. The model's id (in
+`/v1/models` and responses) is `--served_model_name`, else the model directory's base name: no absolute path
+leaves the server; requests may name the model by that id or by the `--model` they were started with.
 
 Readiness: the port is bound at start-up (so "address in use" fails within a second) but only starts
 listening once the model is loaded and has run a warm-up generation. Until then connections are refused;
@@ -47,11 +53,14 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from skills_cli.inference.server.auth import API_KEY_ENV, bearer_matches, is_loopback, job_api_key
 
 MAX_TOP_LOGPROBS = 20
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
@@ -188,8 +197,9 @@ def reject_unsupported_options(body: dict) -> None:
         raise RequestError("'user' must be a string", "user")
 
 
-def check_model_name(body: dict, served_model_name: str) -> None:
-    if _present(body, "model") and body["model"] != served_model_name:
+def check_model_name(body: dict, served_model_name: str, aliases: frozenset[str] = frozenset()) -> None:
+    """`aliases`: other names the client may use (the `--model` path the server was started with)."""
+    if _present(body, "model") and body["model"] != served_model_name and body["model"] not in aliases:
         raise RequestError(
             f"The model `{body['model']}` does not exist; this server serves `{served_model_name}`",
             "model",
@@ -736,19 +746,23 @@ class Engine:
 class OpenAIServer:
     """The HTTP face of an Engine: request validation, tokenization, response schemas."""
 
-    def __init__(self, engine: Engine, served_model_name: str):
+    def __init__(
+        self, engine: Engine, served_model_name: str, api_key: str | None = None, aliases: frozenset[str] = frozenset()
+    ):
         import copy
 
         # The worker thread decodes with engine.tokenizer while handlers encode here: separate objects, so a
         # Rust tokenizer is never borrowed from two threads at once ("Already borrowed").
         self.engine, self.tokenizer = engine, copy.deepcopy(engine.tokenizer)
-        self.served_model_name = served_model_name
+        self.served_model_name, self.aliases = served_model_name, aliases
+        self.api_key = api_key
         self.created = int(time.time())
 
     def app(self):
         from aiohttp import web
 
-        app = web.Application(middlewares=[self._error_middleware()], client_max_size=64 * 1024**2)
+        middlewares = [self._auth_middleware()] if self.api_key else []
+        app = web.Application(middlewares=[*middlewares, self._error_middleware()], client_max_size=64 * 1024**2)
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/metrics", self.metrics)
@@ -760,6 +774,24 @@ class OpenAIServer:
         from aiohttp import web
 
         return web.json_response(payload, status=status)
+
+    def _auth_middleware(self):
+        """Every endpoint but the health check needs the key; the health check says nothing about the model."""
+        from aiohttp import web
+
+        @web.middleware
+        async def middleware(request, handler):
+            if request.path == "/health" or bearer_matches(request.headers.get("Authorization"), self.api_key):
+                return await handler(request)
+            error = RequestError(
+                "Incorrect or missing API key: send `Authorization: Bearer <key>` with this job's key",
+                status=401,
+            )
+            body = error.body()
+            body["error"]["code"] = "invalid_api_key"  # what OpenAI's API answers; clients map 401 to auth errors
+            return self._json(body, status=401)
+
+        return middleware
 
     def _error_middleware(self):
         """Every failure leaves as OpenAI-style JSON: RequestError with its status, anything else as a 500."""
@@ -776,9 +808,11 @@ class OpenAIServer:
             except web.HTTPException:
                 raise
             except Exception as error:  # anything else is our fault: say so in the same schema
+                # the details (which may name files on this machine) go to the server's log, not to the client
+                traceback.print_exc(file=sys.stderr)
                 body = {
                     "error": {
-                        "message": f"{type(error).__name__}: {error}",
+                        "message": f"internal server error ({type(error).__name__}); see the server log",
                         "type": "server_error",
                         "param": None,
                         "code": None,
@@ -812,7 +846,7 @@ class OpenAIServer:
         if not isinstance(body, dict):
             raise RequestError("request body must be a JSON object")
         reject_unknown_fields(body, allowed)
-        check_model_name(body, self.served_model_name)
+        check_model_name(body, self.served_model_name, self.aliases)
         reject_unsupported_options(body)
         return body
 
@@ -966,12 +1000,16 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
+def is_local_reference(model: str) -> bool:
+    """A path (absolute, relative, ~, or existing) rather than a hub id like `org/name`."""
+    return Path(model).expanduser().is_absolute() or model.startswith((".", "~")) or Path(model).exists()
+
+
 def check_model_reference(model: str) -> None:
     """Catch a wrong local path before spending seconds importing torch; hub ids go on to transformers."""
-    path = Path(model).expanduser()
-    looks_local = path.is_absolute() or model.startswith((".", "~")) or path.exists()
-    if not looks_local:
+    if not is_local_reference(model):
         return
+    path = Path(model).expanduser()
     if not path.is_dir():
         raise StartupError(f"cannot load model from {model}: no such directory")
     if not (path / "config.json").is_file():
@@ -980,6 +1018,21 @@ def check_model_reference(model: str) -> None:
         raise StartupError(f"cannot load model from {model}: no weights (*.safetensors or *.bin) in it")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise StartupError(f"cannot load model from {model}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+
+
+def server_api_key(host: str) -> str | None:
+    """The key from the environment; refuse to listen beyond this machine without one."""
+    if API_KEY_ENV in os.environ and not os.environ[API_KEY_ENV].strip():
+        raise StartupError(f"${API_KEY_ENV} is set but empty; set it to a key or unset it")
+    key = job_api_key()
+    if key is None and not is_loopback(host):
+        raise StartupError(f"refusing to listen on {host} without an API key: set ${API_KEY_ENV} or use 127.0.0.1")
+    return key
+
+
+def served_name(model: str) -> str:
+    """A local model is served under its directory's base name (its path stays on this machine); a hub id as is."""
+    return Path(model).expanduser().resolve().name if is_local_reference(model) else model
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -1049,19 +1102,27 @@ def load_engine(model: str, device: str, dtype: str, max_batch_size: int, num_th
     return engine
 
 
-async def serve(engine: Engine, sock: socket.socket, served_model_name: str) -> None:
+async def serve(
+    engine: Engine,
+    sock: socket.socket,
+    served_model_name: str,
+    api_key: str | None = None,
+    aliases: frozenset[str] = frozenset(),
+) -> None:
     from aiohttp import web
 
     worker = threading.Thread(target=engine.run_forever, name="hf-server-engine", daemon=True)
     worker.start()
     # handler_cancellation: a client that disconnects cancels its handler, which cancels its jobs (freeing rows)
-    runner = web.AppRunner(OpenAIServer(engine, served_model_name).app(), access_log=None, handler_cancellation=True)
+    server = OpenAIServer(engine, served_model_name, api_key, aliases)
+    runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
     await runner.setup()
     await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
     host, port = sock.getsockname()[:2]
     print(
         f"hf_server: ready: serving {served_model_name} on http://{host}:{port} (device {engine.device}, "
-        f"max_batch_size {engine.max_batch_size}, max context {engine.max_context})",
+        f"max_batch_size {engine.max_batch_size}, max context {engine.max_context}, "
+        f"{'API key required' if api_key else 'no API key'})",
         file=sys.stderr,
         flush=True,
     )
@@ -1090,7 +1151,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="auto: bfloat16 on GPU, float32 on CPU",
     )
     parser.add_argument("--max_batch_size", type=int, default=64, help="sequences decoded together at most")
-    parser.add_argument("--served_model_name", help="name in /v1/models and responses (default: --model)")
+    parser.add_argument(
+        "--served_model_name", help="name in /v1/models and responses (default: the model directory's base name)"
+    )
     parser.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: usable CPUs - 1)")
     args = parser.parse_args(argv)
     if args.max_batch_size < 1:
@@ -1101,6 +1164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
+        api_key = server_api_key(args.host)
         check_model_reference(args.model)
         sock = bind_socket(args.host, args.port)
         engine = load_engine(
@@ -1109,7 +1173,8 @@ def main(argv: list[str] | None = None) -> None:
     except StartupError as error:
         print(f"hf_server: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
-    asyncio.run(serve(engine, sock, args.served_model_name or args.model))
+    served = args.served_model_name or served_name(args.model)
+    asyncio.run(serve(engine, sock, served, api_key, aliases=frozenset({args.model})))
 
 
 if __name__ == "__main__":

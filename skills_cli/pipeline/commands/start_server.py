@@ -1,5 +1,10 @@
 """`ns start_server`: host a model on its own (until `ns cancel EXPNAME` or the time limit) and print its
 address. On Slurm, `--create_tunnel` forwards a local port to it over SSH and keeps the tunnel open.
+
+The server requires the job's random API key. The job writes it to `server.key` in its run dir, readable
+by its owner only; we print the file's path and how to use it (`export OPENAI_API_KEY=$(cat FILE)`), never
+the key itself. It listens on 127.0.0.1 on executors none/local and on all interfaces on Slurm (the tunnel
+and other nodes reach it there); `--server_host` chooses otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.inference.config import PORT_ENV
+from skills_cli.inference.server.auth import ALL_INTERFACES, API_KEY_ENV, LOOPBACK
 from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
 from skills_cli.pipeline.commands.generate import SERVER_OPTIONS
 from skills_cli.pipeline.executors import executor_for
@@ -32,9 +38,18 @@ from skills_cli.pipeline.store import JobState, Store
 
 log = logging.getLogger("skills_cli")
 ADDRESS_FILE = "server.address"
+KEY_FILE = "server.key"  # the server's API key, owner-only, in the job's run dir
 
 START_SERVER_OPTIONS = (
     *(option for option in SERVER_OPTIONS if option.name != "server_address"),
+    Option(
+        "server_host",
+        str | None,
+        None,
+        "Address the server listens on (default: 127.0.0.1 on executors none/local, 0.0.0.0 on Slurm). "
+        "It always requires the job's API key.",
+        panel="Server",
+    ),
     Option("create_tunnel", bool, False, "Slurm: forward a local port to the server over SSH and keep it open."),
     Option("tunnel_port", int, 0, "Local port of the tunnel (0: the server's port)."),
     Option("startup_timeout", float, 900.0, "Seconds to wait for the server to start."),
@@ -49,18 +64,25 @@ class ServerHandle:
     submission: Submission
     host: str = ""
     port: int = 0
+    key_file: str = ""  # where the API key is (on the machine that runs the job)
 
     @property
     def address(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
 
+def default_host(cluster: ClusterConfig) -> str:
+    """Local servers are used from this machine; Slurm ones through a tunnel or from other nodes."""
+    return ALL_INTERFACES if cluster.executor is ExecutorKind.SLURM else LOOPBACK
+
+
 def server_job(values: dict, cluster: ClusterConfig) -> Job:
     spec = ServerSpec(values["server_type"], values["model"], values["server_gpus"], values["server_nodes"],
-                      tuple(shlex.split(values["server_args"])))  # fmt: skip
+                      tuple(shlex.split(values["server_args"])), host=values["server_host"] or default_host(cluster))  # fmt: skip
     command = server_command(spec, cluster)
-    # record where it listens (first task only), then serve in the foreground until cancelled
+    # record the key (owner-only) and where it listens (first task only), then serve until cancelled
     announce = (f'[ "${{SLURM_PROCID:-0}}" = 0 ] && mkdir -p "$SKILLS_CLI_RUN_DIR" && '
+                f'(umask 077 && printf \'%s\\n\' "${API_KEY_ENV}" > "$SKILLS_CLI_RUN_DIR/{KEY_FILE}") && '
                 f'echo "$(hostname) ${PORT_ENV}" > "$SKILLS_CLI_RUN_DIR/{ADDRESS_FILE}"; ')  # fmt: skip
     command = replace(command, argv=("bash", "-c", announce + command.argv[2]), background=False)
     resources = Resources(nodes=values["server_nodes"], gpus_per_node=values["server_gpus"], time_limit=values["time"],
@@ -128,13 +150,25 @@ def start_server_impl(extra: WrappedArguments, **values) -> ServerHandle:
         return handle
     (record,) = submission.records
     run_dir = run_dir_for(cluster, record.expname, record.name, record.uid)
+    handle.key_file = f"{run_dir}/{KEY_FILE}"
     wait_for_address(handle, cluster, run_dir, values["startup_timeout"])
     if cluster.executor is not ExecutorKind.SLURM:
         wait_until_answering(handle, values["startup_timeout"])
     log.info("server %s is up at %s (stop it with `ns cancel %s`)", values["model"], handle.address, submission.expname)
+    where = " on the cluster" if cluster.executor is ExecutorKind.SLURM else ""
+    log.info("it requires its API key, in %s%s (readable by you only): export OPENAI_API_KEY=$(cat %s)",
+             handle.key_file, where, quote(handle.key_file))  # fmt: skip
     if values["create_tunnel"]:
         open_tunnel(cluster, handle, values["tunnel_port"] or handle.port)
     return handle
+
+
+def read_key(handle: ServerHandle) -> str:
+    """The key the job wrote before its address (so it is there once the address is)."""
+    try:
+        return Path(handle.key_file).read_text().strip()
+    except OSError as error:
+        raise UserError(f"cannot read the server's API key from {handle.key_file}: {error.strerror}") from None
 
 
 def wait_until_answering(handle: ServerHandle, timeout: float) -> None:
@@ -142,11 +176,18 @@ def wait_until_answering(handle: ServerHandle, timeout: float) -> None:
     import urllib.error
     import urllib.request
 
+    request = urllib.request.Request(
+        f"{handle.address}/models", headers={"Authorization": f"Bearer {read_key(handle)}"}
+    )
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            urllib.request.urlopen(f"{handle.address}/models", timeout=5)
+            urllib.request.urlopen(request, timeout=5)
             return
+        except urllib.error.HTTPError as error:
+            if error.code == 401:  # waiting will not change the key
+                raise UserError(f"the server at {handle.address} refused the key in {handle.key_file}") from None
+            time.sleep(1.0)
         except (urllib.error.URLError, OSError):
             time.sleep(1.0)
     raise UserError(f"the server at {handle.address} did not answer within {timeout:g} s")

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
-from skills_cli.pipeline import render
+from skills_cli.pipeline import render, secrets
 from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind
 from skills_cli.pipeline.packaging import materialize
 from skills_cli.pipeline.plan import Plan, PlannedJob, safe_name
-from skills_cli.pipeline.store import JobRecord, JobState, Store, home_dir
+from skills_cli.pipeline.store import JobRecord, JobState, Store, home_dir, private_files
 
 GPU_PLACEHOLDER = "@@SKILLS_CLI_GPUS@@"
 
@@ -114,18 +114,24 @@ class LocalExecutor:
         return render.local_dry_run(plan, self.code_dir(plan))
 
     def spec(self, plan: Plan, planned: PlannedJob, code_dir: str, upstream_uids: dict[str, str]) -> dict:
-        """Everything the supervisor needs, as JSON (it never re-reads cluster configs)."""
+        """Everything the supervisor needs, as JSON (it never re-reads cluster configs).
+
+        The cluster's env_vars are not in it: the supervisor has their values in its own environment (see
+        `_spawn_supervisor`) and its commands inherit them; `env` holds the job's own variables only.
+        """
         commands = []
         slices = planned.job.gpu_slices()
         for command, (offset, count) in zip(planned.job.commands, slices, strict=True):
             env = render.local_command_env(plan, planned, command, code_dir)
-            names = sorted([*env, *planned.job.ports, *(["CUDA_VISIBLE_DEVICES"] if count else [])])
+            names = sorted([*env, *render.runtime_env_names(planned), *(["CUDA_VISIBLE_DEVICES"] if count else [])])
             argv = render.local_command_argv(
                 plan, planned, command, code_dir, names, GPU_PLACEHOLDER if count else None
             )
+            inherited = render.supervisor_env_names(plan, planned, command, code_dir)
             suffix = "" if len(slices) == 1 else f"-{safe_name(command.name)}"
             commands.append({
-                "name": command.name, "argv": argv, "env": env, "background": command.background,
+                "name": command.name, "argv": argv, "background": command.background,
+                "env": {name: value for name, value in env.items() if name not in inherited},
                 "gpu_offset": offset, "gpu_count": count,
                 "log": f"{planned.log_dir}/{planned.file_stem}-{planned.uid}{suffix}.log",
                 "container_name": render.local_container_name(planned, command) if self.cluster.uses_containers else None,
@@ -141,12 +147,18 @@ class LocalExecutor:
 
     # -- submission --------------------------------------------------------------------------------
     def submit(self, plan: Plan, store: Store) -> list[JobRecord]:
+        with private_files() as user_umask:  # code, specs, logs: owner-only
+            return self._submit(plan, store, user_umask)
+
+    def _submit(self, plan: Plan, store: Store, user_umask: int) -> list[JobRecord]:
         code_dir = str(materialize(plan.code, self.root))
         uids = {planned.job.name: planned.uid for planned in plan.jobs}
         records = []
         for planned in plan.jobs:
             spec = self.spec(plan, planned, code_dir, uids)
             spec["store"] = str(store.path)
+            for command in spec["commands"]:
+                command["umask"] = user_umask  # the job's own outputs keep the user's usual permissions
             job_dir = Path(planned.run_dir)
             job_dir.mkdir(parents=True, exist_ok=True)
             Path(planned.log_dir).mkdir(parents=True, exist_ok=True)
@@ -160,26 +172,38 @@ class LocalExecutor:
                 dependency_types=[d["type"] for d in spec["dependencies"]], submitted_at=time.time(),
             )  # fmt: skip
             store.add_job(record)
-            record.pid = self._spawn_supervisor(spec_path, job_dir, code_dir)
+            record.pid = self._spawn_supervisor(spec_path, job_dir, code_dir, plan.env)
             record.external_id = str(record.pid)
             store.update_job(record.uid, pid=record.pid, external_id=record.external_id)
             records.append(record)
         return records
 
     @staticmethod
-    def _spawn_supervisor(spec_path: Path, job_dir: Path, code_dir: str) -> int:
-        """The supervisor itself runs from the shipped snapshot, so later edits cannot change a queued job."""
+    def _spawn_supervisor(spec_path: Path, job_dir: Path, code_dir: str, cluster_env: dict[str, str]) -> int:
+        """The supervisor itself runs from the shipped snapshot, so later edits cannot change a queued job.
+
+        The cluster's env values reach it through its process environment, which only this user (and root)
+        can read (/proc/PID/environ is 0400), never through a file; its commands, and `docker run -e NAME`,
+        inherit them. Its umask makes what it writes (logs, GPU tables) owner-only.
+        """
         with open(job_dir / "supervisor.log", "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "skills_cli.pipeline.executors.local_runner", str(spec_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": code_dir},
+                env={**os.environ, **cluster_env, "PYTHONPATH": code_dir}, umask=0o077,
             )  # fmt: skip
         return process.pid
 
     # -- follow-up ---------------------------------------------------------------------------------
     def refresh(self, records: list[JobRecord], store: Store) -> list[JobRecord]:
-        return [refresh_local_record(store.job(record.uid), store) for record in records]
+        fresh = [refresh_local_record(store.job(record.uid), store) for record in records]
+        mask = self._masker()
+        for record in fresh:  # a supervisor error may quote a value the job got
+            record.reason = mask(record.reason)
+        return fresh
+
+    def _masker(self) -> secrets.Masker:
+        return secrets.Masker.for_env(self.cluster.job_env(strict=False))
 
     def cancel(self, records: list[JobRecord], store: Store) -> None:
         for record in self.refresh(records, store):
@@ -198,7 +222,7 @@ class LocalExecutor:
                 store.update_job(record.uid, state=JobState.CANCELLED, reason="cancelled", ended_at=time.time())
 
     def logs(self, record: JobRecord, tail: int | None) -> str:
-        return read_log_files(record.log_path, tail)
+        return self._masker()(read_log_files(record.log_path, tail))  # a job may print what it was given
 
 
 def log_files(main_log: str | None) -> list[Path]:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from skills_cli.common.ports import free_port
+from skills_cli.inference.server.auth import api_key_names, new_api_key
 from skills_cli.pipeline.executors.local import GPU_PLACEHOLDER, refresh_local_record, supervisor_alive
 from skills_cli.pipeline.store import JobState, Store
 
@@ -97,8 +98,10 @@ def start_command(command: dict, gpus: list[int], pool: list[int], cwd: str, ext
     argv = [word.replace(GPU_PLACEHOLDER, visible) for word in command["argv"]]
     Path(command["log"]).parent.mkdir(parents=True, exist_ok=True)
     with open(command["log"], "ab") as log:
+        # the supervisor's umask keeps its own files owner-only; the command gets the submitting user's back
         return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                umask=command.get("umask", -1))  # fmt: skip
 
 
 def stop(processes: list[subprocess.Popen], commands: list[dict]) -> None:
@@ -126,11 +129,13 @@ def stop(processes: list[subprocess.Popen], commands: list[dict]) -> None:
 
 def run_commands(spec: dict, gpus: list[int]) -> tuple[JobState, int | None, str]:
     commands = spec["commands"]
-    ports = {name: str(free_port()) for name in spec.get("ports", [])}
+    runtime_env = {name: str(free_port()) for name in spec.get("ports", [])}
+    # a job hosting a server gets its API key now, in its environment only (never in spec.json)
+    runtime_env |= {name: new_api_key() for name in api_key_names(runtime_env)}
     processes = []
     try:
         for command in commands:
-            processes.append(start_command(command, gpus, spec["gpu_pool"], spec["cwd"], ports))
+            processes.append(start_command(command, gpus, spec["gpu_pool"], spec["cwd"], runtime_env))
         foreground = [p for p, c in zip(processes, commands, strict=True) if not c["background"]]
         deadline = time.time() + spec["time_limit"] if spec["time_limit"] else None
         while any(p.poll() is None for p in foreground):

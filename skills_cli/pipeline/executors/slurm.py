@@ -14,7 +14,7 @@ import tarfile
 import time
 
 from skills_cli.common.errors import UserError
-from skills_cli.pipeline import render
+from skills_cli.pipeline import render, secrets
 from skills_cli.pipeline.cluster import ClusterConfig, ContainerRuntime
 from skills_cli.pipeline.executors.tunnel import ClusterTunnel, check_identity
 from skills_cli.pipeline.packaging import tarball
@@ -65,6 +65,7 @@ class SlurmExecutor:
         checks = ["command -v sbatch >/dev/null || echo 'MISSING_SBATCH'"]
         checks += [f"test -e {quote(s)} || echo MISSING_MOUNT {quote(s)}" for s in self._mount_sources(plan)]
         checks.append(f"test -d {quote(self.code_dir(plan))} || echo NEED_CODE")
+        checks.append(self._private_folders(plan))
         result = tunnel.run("; ".join(checks))
         lines = result.stdout.splitlines()
         if "MISSING_SBATCH" in lines:
@@ -74,38 +75,58 @@ class SlurmExecutor:
             raise UserError(f"mount source does not exist on cluster {self.cluster.name!r}: {', '.join(missing)}")
         return "NEED_CODE" in lines
 
-    def _bundle(self, plan: Plan, staging: str) -> bytes:
-        """The batch scripts (at their final paths under job_dir) and the submission script, as one tar.gz."""
+    def _private_folders(self, plan: Plan) -> str:
+        """Shell text that creates job_dir's folders owner-only and makes existing ones so (older versions
+        left them open to other users): what we write there is nobody else's to read."""
+        job_dir = self.cluster.remote_job_dir
+        ours = " ".join(quote(name) for name in (".staging", "code", safe_name(plan.expname)))
+        return (f"(umask 077 && mkdir -p {quote(job_dir + '/.staging')} && cd {quote(job_dir)} && "
+                f"chmod -f go-rwx {ours} 2>/dev/null; true)")  # fmt: skip
+
+    def _bundle(self, plan: Plan) -> bytes:
+        """The batch scripts (at their final paths under job_dir), the submission script and the env file
+        (the cluster's env_vars with their values, removed once sourced), as one owner-only tar.gz."""
         buffer = io.BytesIO()
         job_dir = self.cluster.remote_job_dir
-        files = {render.script_path(plan, p)[len(job_dir) + 1 :]: render.sbatch_script(plan, p, self.code_dir(plan))
+        files = {render.script_path(plan, p)[len(job_dir) + 1 :]: (render.sbatch_script(plan, p, self.code_dir(plan)), 0o700)
                  for p in plan.jobs}  # fmt: skip
-        files[f"{staging}/submit.sh"] = render.submit_script(plan)
+        files[f"{render.staging_dir(plan)}/submit.sh"] = (render.submit_script(plan), 0o700)
+        if plan.env:
+            files[render.env_file(plan)] = (render.env_file_text(plan), 0o600)
         with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-            for name, text in files.items():
+            for name, (text, mode) in files.items():
                 data = text.encode()
                 info = tarfile.TarInfo(name)
-                info.size, info.mode = len(data), 0o755
+                info.size, info.mode = len(data), mode
                 archive.addfile(info, io.BytesIO(data))
         return buffer.getvalue()
 
+    def _masker(self, plan: Plan | None = None) -> secrets.Masker:
+        """Hides the cluster's env values in text we print (logs, errors)."""
+        return secrets.Masker.for_env(plan.env if plan else self.cluster.job_env(strict=False))
+
     def submit(self, plan: Plan, store: Store) -> list[JobRecord]:
         job_dir = self.cluster.remote_job_dir
-        staging = f".staging/{safe_name(plan.expname)}-{plan.jobs[0].uid}"
+        staging = render.staging_dir(plan)
         with ClusterTunnel(self.cluster) as tunnel:
             need_code = self._check_cluster(tunnel, plan)
-            tunnel.put_bytes(self._bundle(plan, staging), f"{job_dir}/{staging}.tar.gz")
-            unpack = f"cd {quote(job_dir)} && tar -xzf {quote(staging + '.tar.gz')}"
+            # uploaded files keep the local temporary file's mode (0600); no value is ever on a command line
+            tunnel.put_bytes(self._bundle(plan), f"{job_dir}/{staging}.tar.gz")
+            unpack = f"tar -xzf {quote(staging + '.tar.gz')}"
             if need_code:
                 tunnel.put_bytes(tarball(plan.code, prefix=plan.code.dirname), f"{job_dir}/{staging}-code.tar.gz")
                 # unpack next to the final place, then rename: a concurrent submission never sees half a tree
                 unpack += (f" && mkdir -p code && tmp=$(mktemp -d code/.tmp-XXXXXX) && tar -xzf {quote(staging + '-code.tar.gz')}"
-                           f" -C \"$tmp\" && (mv \"$tmp/{plan.code.dirname}\" {quote(plan.code.dirname)} 2>/dev/null || true)"
+                           f" -C \"$tmp\" && chmod -R go-rwx \"$tmp\""
+                           f" && (mv \"$tmp/{plan.code.dirname}\" {quote(plan.code.dirname)} 2>/dev/null || true)"
                            " && rm -rf \"$tmp\"")  # fmt: skip
-            result = tunnel.run(f"{unpack} && bash {quote(staging + '/submit.sh')}", timeout=300)
+            # the bundle and the env file hold the env values: removed however the submission ends
+            cleanup = f"rm -f {quote(staging + '.tar.gz')} {quote(render.env_file(plan))}"
+            result = tunnel.run(f"cd {quote(job_dir)} && (trap {quote(cleanup)} EXIT; (umask 077 && {unpack})"
+                                f" && bash {quote(staging + '/submit.sh')})", timeout=300)  # fmt: skip
         ids = dict(line.split()[1:3] for line in result.stdout.splitlines() if line.startswith("SKILLS_SUBMITTED "))
         if result.returncode != 0 or len(ids) != len(plan.jobs):
-            detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            detail = self._masker(plan)(result.stderr or result.stdout).strip().splitlines()[-3:]
             raise UserError(
                 f"submission to {self.cluster.name!r} failed ({' | '.join(detail)}); "
                 f"{len(ids)} job(s) that were queued before the failure were cancelled"
@@ -171,4 +192,4 @@ class SlurmExecutor:
         command = f'for f in {quote(stem)}*.log; do [ -f "$f" ] || continue; echo "==> $f <=="; {reader}; done'
         with ClusterTunnel(self.cluster) as tunnel:
             output = tunnel.run(command).stdout
-        return output.rstrip() or f"(no log yet at {record.log_path})"
+        return self._masker()(output.rstrip()) or f"(no log yet at {record.log_path})"

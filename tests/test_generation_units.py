@@ -13,8 +13,9 @@ from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import DurableAppender, iter_jsonl, read_jsonl, write_jsonl_atomic
 from skills_cli.common.overrides import load_config, overrides_to_dict
 from skills_cli.inference.config import GenerateConfig
-from skills_cli.inference.generate import chunk_slice, finished_positions, split_reasoning
+from skills_cli.inference.generate import chunk_slice, split_reasoning
 from skills_cli.inference.merge_chunks import chunk_file
+from skills_cli.inference.resume import matching_records
 from skills_cli.prompts import load_prompt_config
 from skills_cli.prompts.chat_templates import CHATML, render
 
@@ -37,11 +38,11 @@ def test_atomic_write_and_durable_append_survive_partial_lines(tmp_path):
     assert [r["i"] for r in read_jsonl(out)] == [0, 1, 2]
     assert [p.name for p in out.parent.iterdir()] == ["out.jsonl"]  # no temporary left behind
     side = tmp_path / "side.jsonl"
-    side.write_text('{"_position": 0, "g": "a"}\n{"_position": 1, "g": "b"}\n{"_position": 2, "g"')  # killed mid-line
-    assert sorted(finished_positions(side)) == [0, 1]
+    side.write_text('{"_key": "a-0", "g": "a"}\n{"_key": "b-0", "g": "b"}\n{"_key": "c-0", "g"')  # killed mid-line
+    assert sorted(matching_records(side, ["a-0", "b-0", "c-0"])) == ["a-0", "b-0"]
     with DurableAppender(side) as appender:  # repairs the cut line, then appends cleanly
-        appender.append({"_position": 2, "g": "c"})
-    assert [r["_position"] for r in iter_jsonl(side)] == [0, 1, 2]
+        appender.append({"_key": "c-0", "g": "c"})
+    assert [r["_key"] for r in iter_jsonl(side)] == ["a-0", "b-0", "c-0"]
 
 
 def test_overrides_parse_yaml_values_and_reject_typos():

@@ -218,7 +218,6 @@ def test_convert_abstract_sequence_annotation():
     "text, seconds",
     [
         ("30", 1800),
-        ("0", 0),
         ("1:30", 90),
         ("4:00:00", 14400),
         ("04:05:06", 4 * 3600 + 5 * 60 + 6),
@@ -240,6 +239,13 @@ def test_parse_time_limit_formats(text, seconds):
 )
 def test_parse_time_limit_invalid(text):
     with pytest.raises(UserError, match=r"invalid time limit .*use HH:MM:SS, D-HH:MM:SS or minutes"):
+        parse_time_limit(text)
+
+
+@pytest.mark.parametrize("text", ["0", "0:00:00", "0-0", "00:00"])
+def test_parse_time_limit_refuses_zero(text):
+    """Slurm reads a zero limit as "no limit at all" (and a local job ran unbounded): never what 0 meant."""
+    with pytest.raises(UserError, match=r"invalid time limit .*longer than 0 seconds"):
         parse_time_limit(text)
 
 

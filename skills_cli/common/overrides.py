@@ -71,12 +71,11 @@ def load_config_from_argv(cls: type, argv: list[str], where: str) -> Any:
     if argv[:1] == ["--config"]:
         if len(argv) < 2:
             raise UserError("--config needs a YAML file")
-        import yaml
+        from pathlib import Path
 
-        try:
-            with open(argv[1], encoding="utf-8") as handle:
-                base = yaml.safe_load(handle) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise UserError(f"--config {argv[1]}: {error}") from None
+        from skills_cli.common.yaml_files import read_yaml_file
+
+        # a missing, binary or folder path, malformed YAML or a key given twice: one line naming the file
+        base = read_yaml_file(Path(argv[1]), "--config") or {}
         argv = argv[2:]
     return load_config(cls, argv, base, where=where)

@@ -2,7 +2,10 @@
 
 Every config in the project (cluster configs now, stage configs and `++key=value` overrides later) goes
 through `from_dict`, so an unknown key or a wrong type fails the same way everywhere: one line naming the
-place, the offending value and, for unknown keys, the valid ones.
+place, the offending value and, for unknown keys, the valid ones. Number fields are range-checked here too:
+every float must be finite unless its field opts in, and `bounded(default, ge=.., gt=.., le=..)` fields carry
+their range in the field metadata, so every config class (and every `++key=value` override, which goes
+through `from_dict`) gets the same rules without a check per key.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import collections.abc
 import dataclasses
 import difflib
 import enum
+import math
 import re
 import types
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -22,6 +26,63 @@ _INT = re.compile(r"^\s*-?[0-9]+\s*$")  # ASCII digits only: "²".isdigit() is T
 
 class ConfigError(UserError, ValueError):
     """A config value or key is invalid; the message is meant for the user as is."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The range a number field accepts, checked by `from_dict` for every config class (and by CLI options).
+
+    Every float is finite unless `nonfinite` opts in: `nan` compares false with everything, so an unchecked
+    `temperature=nan` passes `temperature < 0` and fails only in the job. `also` lists special values allowed
+    outside the range (e.g. -1 meaning "all"); `why` explains a limit in the error message. For a list of
+    numbers the rule applies to each item.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    also: tuple = ()
+    why: str = ""
+    nonfinite: bool = False
+
+    def describe(self) -> str:
+        parts = [f">= {self.ge}" if self.ge is not None else "", f"> {self.gt}" if self.gt is not None else "",
+                 f"<= {self.le}" if self.le is not None else ""]  # fmt: skip
+        rule = " and ".join(part for part in parts if part)
+        if self.ge is not None and self.le is not None and self.gt is None:
+            rule = f"between {self.ge} and {self.le}"
+        return rule + "".join(f" or {value!r}" for value in self.also)
+
+    def check(self, value: Any, where: str) -> None:
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                self.check(item, f"{where}[{i}]")
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return  # None (an optional field left unset) and non-numbers have nothing to bound
+        if isinstance(value, float) and not math.isfinite(value) and not self.nonfinite:
+            raise ConfigError(f"{where}: {value!r} is not a finite number")
+        if value in self.also:
+            return
+        low_ok = (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+        if not (low_ok and (self.le is None or value <= self.le)):
+            why = f" ({self.why})" if self.why else ""
+            raise ConfigError(f"{where}: {value!r} is out of range: must be {self.describe()}{why}")
+
+
+FINITE = Bounds()  # what a number field without its own bounds gets
+
+
+def bounded(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+            ge: float | None = None, gt: float | None = None, le: float | None = None, also: tuple = (),
+            why: str = "", nonfinite: bool = False) -> Any:  # fmt: skip
+    """A dataclass field with a range: `port: int = bounded(22, ge=1, le=65535)`."""
+    bounds = Bounds(ge=ge, gt=gt, le=le, also=also, why=why, nonfinite=nonfinite)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"bounds": bounds})
+
+
+def bounds_of(field: dataclasses.Field) -> Bounds:
+    return field.metadata.get("bounds", FINITE)
 
 
 def from_dict(cls: type, data: Any, where: str = "config") -> Any:
@@ -42,6 +103,7 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     for name, field in fields.items():
         if name in data:
             kwargs[name] = convert(hints[name], data[name], f"{where}.{name}")
+            bounds_of(field).check(kwargs[name], f"{where}.{name}")
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing required key {name!r}")
     try:

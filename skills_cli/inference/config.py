@@ -11,9 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.typed_config import bounded
 
 SERVER_TYPES = ("vllm", "sglang", "trtllm", "openai", "hf")
 PORT_ENV = "SKILLS_SERVER_PORT"  # set per job by the launcher: the self-hosted server's free port
+# No model has a context anywhere near 10M tokens: a larger generation budget is a typo (an extra digit or two).
+MAX_TOKENS_TO_GENERATE = 10_000_000
+# Each in-flight request is an open socket and a coroutine in the client (and a sequence the server must
+# schedule): beyond 100k the client runs out of file descriptors long before the server is any busier.
+MAX_CONCURRENT_REQUESTS = 100_000
 HOST_ENV = "SKILLS_CLI_HEAD_NODE"  # set by the launcher in multi-node jobs: where the server's head runs
 RUN_DIR_ENV = "SKILLS_CLI_RUN_DIR"  # per-job scratch dir; a self-hosted server leaves server.log/.exit there
 
@@ -23,16 +29,17 @@ class InferenceConfig:
     """Sampling parameters sent with every request."""
 
     endpoint_type: Literal["chat", "text"] = "chat"
-    temperature: float = 0.0
-    top_p: float = 0.95
-    top_k: int = -1
-    min_p: float = 0.0
-    random_seed: int | None = None
-    tokens_to_generate: int | None = None
+    temperature: float = bounded(0.0, ge=0)
+    top_p: float = bounded(0.95, gt=0, le=1)
+    top_k: int = bounded(-1, ge=1, also=(-1, 0), why="-1 or 0: no top-k cut")
+    min_p: float = bounded(0.0, ge=0, le=1)
+    random_seed: int | None = bounded(None, ge=0)
+    tokens_to_generate: int | None = bounded(None, ge=1, le=MAX_TOKENS_TO_GENERATE,
+                                             why="no model's context is anywhere near 10M tokens")  # fmt: skip
     stop: list[str] = field(default_factory=list)
     logprobs: bool = False
-    top_logprobs: int | None = None
-    timeout: float = 14400.0
+    top_logprobs: int | None = bounded(None, ge=0)
+    timeout: float = bounded(14400.0, gt=0)
     extra_body: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -50,12 +57,12 @@ class ServerConfig:
 
     server_type: Literal["vllm", "sglang", "trtllm", "openai", "hf"] = "hf"
     host: str | None = None
-    port: int | None = None
+    port: int | None = bounded(None, ge=1, le=65535)
     base_url: str | None = None
     model: str = "model"
     api_key_env: str | None = None
     tokenizer: str | None = None
-    startup_timeout: float = 900.0
+    startup_timeout: float = bounded(900.0, gt=0)
 
     @property
     def url(self) -> str:
@@ -83,15 +90,16 @@ class GenerateConfig:
     system_message: str | None = None
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
-    max_concurrent_requests: int = 512
-    max_retries: int = 6
+    max_concurrent_requests: int = bounded(512, ge=1, le=MAX_CONCURRENT_REQUESTS,
+                                           why="each request is an open socket and a coroutine")  # fmt: skip
+    max_retries: int = bounded(6, ge=0)
     parse_reasoning: bool = False
     thinking_begin: str = "<think>"
     thinking_end: str = "</think>"
     generation_key: str = "generation"
-    num_chunks: int = 1
-    chunk_id: int = 0
-    max_samples: int = -1
+    num_chunks: int = bounded(1, ge=1)
+    chunk_id: int = bounded(0, ge=0)
+    max_samples: int = bounded(-1, ge=1, also=(-1,), why="-1: all rows")
     rerun_done: bool = False
     dry_run: bool = False
     progress: bool | None = None

@@ -3,11 +3,13 @@
     python -m skills_cli.inference.generate [--config base.yaml] ++input_file=in.jsonl ++output_file=out.jsonl \
         ++prompt_config=generic/math ++inference.temperature=0.6 ++server.server_type=vllm
 
-Resume that loses nothing: each finished sample is appended (with its input position) to `<output>-async`
-as soon as it is done. A rerun skips the positions found there; a SIGKILL can at worst leave a partial last
-line, which is dropped and redone, so no sample is lost or duplicated. The final output is written
-atomically in input order, then `<output>.done` marks the job finished: a rerun of a finished job does
-nothing unless `++rerun_done=true`.
+Resume that loses nothing: each finished sample is appended (with the key of the sample it was made for,
+see `resume.py`) to `<output>-async` as soon as it is done. A rerun skips the samples whose key is found
+there and regenerates the rest (an edited input or changed settings never hand a generation to another
+problem); a SIGKILL can at worst leave a partial last line, which is dropped and redone, so no sample is
+lost or duplicated. The final output is written atomically in input order, then `<output>.done` (with a
+fingerprint of the input and settings) marks the job finished: a rerun with the same input and settings
+does nothing unless `++rerun_done=true`; with changed ones it reuses the matching rows and redoes the rest.
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
-from skills_cli.common.jsonl import DurableAppender, iter_jsonl, read_jsonl, touch_atomic, write_jsonl_atomic
+from skills_cli.common.jsonl import DiskFull, DurableAppender, read_jsonl, touch_atomic, write_jsonl_atomic
 from skills_cli.common.overrides import load_config_from_argv
+from skills_cli.inference import resume
 from skills_cli.inference.client import OpenAIClient, ServerError
 from skills_cli.inference.config import GenerateConfig, async_side_file, done_marker
+from skills_cli.inference.merge_chunks import merged_file
 from skills_cli.prompts import load_prompt_config
 
 log = logging.getLogger("skills_cli.generate")
-POSITION = "_position"
 
 
 def chunk_slice(num_rows: int, num_chunks: int, chunk_id: int) -> tuple[int, int]:
@@ -37,6 +40,8 @@ def chunk_slice(num_rows: int, num_chunks: int, chunk_id: int) -> tuple[int, int
 
 def load_rows(config: GenerateConfig) -> list[dict]:
     rows = read_jsonl(config.input_file)
+    if not rows:  # an empty output marked done would pass for a finished job, even after the input is filled
+        raise UserError(f"input file {config.input_file} has no rows; nothing to generate")
     if config.num_chunks > 1:
         if config.num_chunks > len(rows):
             raise UserError(
@@ -77,16 +82,6 @@ def tokenizer_template(path: str) -> Callable[[list[dict]], str]:
             messages, tokenize=False, add_generation_prompt=True
         )
     return _TEMPLATES[path]
-
-
-def finished_positions(side_file: Path) -> dict[int, dict]:
-    """Results already recorded by an earlier (possibly killed) run; the first record of a position wins."""
-    if not side_file.exists():
-        return {}
-    done: dict[int, dict] = {}
-    for row in iter_jsonl(side_file, skip_partial_last_line=True):
-        done.setdefault(row[POSITION], row)
-    return done
 
 
 def split_reasoning(text: str, begin: str, end: str) -> dict:
@@ -146,7 +141,9 @@ class Progress:
             self._bar.stop()
 
 
-async def generate_all(config: GenerateConfig, prompts: list, pending: list[int], side_file: Path) -> None:
+async def generate_all(
+    config: GenerateConfig, prompts: list, keys: list[str], pending: list[int], side_file: Path
+) -> None:
     """A fixed pool of workers pulls positions from a queue, so memory does not grow with the input."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for position in pending:
@@ -166,7 +163,7 @@ async def generate_all(config: GenerateConfig, prompts: list, pending: list[int]
                     started = time.time()
                     completion = await client.complete(prompts[position])
                     appender.append({
-                        POSITION: position, config.generation_key: completion.text,
+                        resume.KEY: keys[position], config.generation_key: completion.text,
                         "num_generated_tokens": completion.num_generated_tokens,
                         "finish_reason": completion.finish_reason, "generation_start_time": started,
                         "generation_time": round(time.time() - started, 4),
@@ -183,43 +180,70 @@ async def generate_all(config: GenerateConfig, prompts: list, pending: list[int]
                 raise
 
 
-def final_rows(config: GenerateConfig, rows: list[dict], done: dict[int, dict]) -> list[dict]:
-    output = []
-    for position, row in enumerate(rows):
-        result = {k: v for k, v in done[position].items() if k != POSITION}
-        if config.parse_reasoning:
+def final_rows(config: GenerateConfig, rows: list[dict], keys: list[str], done: dict[str, dict]) -> Iterator[dict]:
+    """Output rows one at a time (the whole output is never held in memory besides the input)."""
+    for row, key in zip(rows, keys, strict=True):
+        result = {k: v for k, v in done[key].items() if k not in (resume.KEY, resume.FORMATTED)}
+        if config.parse_reasoning and not done[key].get(resume.FORMATTED):
             result.update(split_reasoning(result[config.generation_key], config.thinking_begin, config.thinking_end))
             if config.generation_key != "generation":
                 result[config.generation_key] = result.pop("generation")
-        output.append({**row, **result})
-    return output
+        yield {**row, **result}
 
 
-def run(config: GenerateConfig) -> int:
+def is_complete(config: GenerateConfig, output: Path, marker: Path, keys: list[str], side_file: Path) -> bool:
+    """A finished output counts only for the input and settings it was made with; otherwise its rows become
+    resume records (reused where their keys still match) and its marker goes."""
+    if not marker.exists():
+        return False
+    finished = resume.read_marker(marker)
+    if finished is None:  # an older version's marker holds nothing to compare with: trusted, as before
+        log.info("%s is complete (%s exists, from an older version, so input and settings are unchecked); "
+                 "++rerun_done=true redoes it", output, marker)  # fmt: skip
+        return True
+    if finished["fingerprint"] == resume.fingerprint(keys):
+        log.info("%s is complete (%s exists); nothing to do (++rerun_done=true to redo it)", output, marker)
+        return True
+    reused = resume.reuse_finished_output(output, finished, side_file, config)
+    log.info("%s was finished for a different input or different generation settings: %s", output,
+             f"its {reused} rows are checked for reuse" if reused else "regenerating it")  # fmt: skip
+    marker.unlink()
+    return False
+
+
+def forget_merged_output(config: GenerateConfig) -> None:
+    """A chunk about to (re)generate makes the merged output incomplete until the merge runs again."""
+    merged = merged_file(config.output_file, config.chunk_id) if config.num_chunks > 1 else None
+    if merged is not None:
+        Path(done_marker(merged)).unlink(missing_ok=True)
+
+
+def run(config: GenerateConfig, stamp: str | None = None) -> int:
     output, side_file, marker = (
         Path(config.output_file),
         Path(async_side_file(config.output_file)),
         Path(done_marker(config.output_file)),
     )
-    if marker.exists() and not config.rerun_done:
-        log.info("%s is complete (%s exists); nothing to do (++rerun_done=true to redo it)", output, marker)
-        return 0
-    if config.rerun_done:
-        marker.unlink(missing_ok=True)
-        side_file.unlink(missing_ok=True)
     rows = load_rows(config)
     prompts = build_prompts(config, rows)
     if config.dry_run:
-        print(prompts[0] if prompts else "(no input rows)")
+        print(prompts[0])
         return 0
-    done = finished_positions(side_file)
-    pending = [position for position in range(len(rows)) if position not in done]
+    keys = resume.sample_keys(rows, prompts, resume.generation_settings(config))
+    if config.rerun_done:
+        marker.unlink(missing_ok=True)
+        side_file.unlink(missing_ok=True)
+    if is_complete(config, output, marker, keys, side_file):
+        return 0
+    forget_merged_output(config)
+    done = resume.matching_records(side_file, keys)
+    pending = [position for position, key in enumerate(keys) if key not in done]
     log.info("%d rows, %d already generated, %d to go", len(rows), len(rows) - len(pending), len(pending))
     if pending:
-        asyncio.run(generate_all(config, prompts, pending, side_file))
-        done = finished_positions(side_file)
-    write_jsonl_atomic(output, final_rows(config, rows, done))
-    touch_atomic(marker)
+        asyncio.run(generate_all(config, prompts, keys, pending, side_file))
+        done = resume.matching_records(side_file, keys)
+    write_jsonl_atomic(output, final_rows(config, rows, keys, done))
+    touch_atomic(marker, resume.marker_text(keys, config, stamp))
     side_file.unlink(missing_ok=True)
     log.info("wrote %s (%d rows)", output, len(rows))
     return 0
@@ -228,13 +252,17 @@ def run(config: GenerateConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
-        return run(load_config_from_argv(GenerateConfig, sys.argv[1:] if argv is None else argv, where="generate"))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        argv = sys.argv[1:] if argv is None else argv
+        return run(load_config_from_argv(GenerateConfig, argv, where="generate"), resume.launch_stamp(argv))
+    except DiskFull as error:  # before UserError (which it is): exit 1, as for any failure a rerun resumes
+        print(f"error: {error}; finished samples are kept and a rerun continues from them", file=sys.stderr)
+        return 1
     except ServerError as error:  # finished samples are kept: a rerun resumes after them
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

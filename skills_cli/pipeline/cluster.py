@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
-from skills_cli.common.typed_config import ConfigError, from_dict
+from skills_cli.common.typed_config import ConfigError, bounded, from_dict
 from skills_cli.pipeline.jobs import Mount, Resources, parse_time_limit
 from skills_cli.pipeline.shell import check_env_name
 
@@ -50,9 +50,9 @@ class SSHTunnelConfig:
     host: str
     user: str
     job_dir: str
-    port: int = 22
+    port: int = bounded(22, ge=1, le=65535)
     identity: str | None = None
-    connect_timeout: float = 15.0
+    connect_timeout: float = bounded(15.0, gt=0)
     pre_command: str | None = None
 
     def __post_init__(self) -> None:
@@ -81,7 +81,7 @@ class ClusterConfig:
     default_timeout: str | None = None
     container_runtime: ContainerRuntime = ContainerRuntime.NONE
     dependency_type: DependencyType = DependencyType.AFTEROK
-    gpus: list[int] | None = None
+    gpus: list[int] | None = bounded(None, ge=0)
     max_parallel_jobs: int | None = None  # local executors: jobs running at once (default: CPU count)
     sbatch_args: dict[str, str] = field(default_factory=dict)
     job_name_prefix: str = ""
@@ -230,20 +230,10 @@ def parse_cluster_config(data: object, name: str, source: str = "") -> ClusterCo
 
 
 def load_yaml_file(path: Path) -> object:
-    """Read YAML with errors that name the file and line."""
-    import yaml  # imported here: `ns --help` must stay fast
+    """Read YAML with errors that name the file and line (duplicate keys, binary files: one line each)."""
+    from skills_cli.common.yaml_files import read_yaml_file
 
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(f"malformed YAML in {path}{line}: {problem}") from None
+    return read_yaml_file(path, "cluster config")
 
 
 def search_dirs(config_dir: str | None = None) -> list[Path]:
@@ -260,7 +250,7 @@ def known_clusters(config_dir: str | None = None) -> list[str]:
     names = set()
     for directory in search_dirs(config_dir):
         if directory.is_dir():
-            names.update(p.stem for p in directory.glob("*.yaml"))
+            names.update(p.stem for p in directory.glob("*.yaml") if p.is_file())  # a folder x.yaml is no config
     return sorted(names)
 
 

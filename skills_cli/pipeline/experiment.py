@@ -60,7 +60,10 @@ class Submission:
 
 
 def submit_options(values: dict, default_expname: str) -> SubmitOptions:
-    expname = values.get("expname") or default_expname
+    given = values.get("expname")
+    if given is not None and not given.strip():  # `--expname ''` must not quietly become the default name
+        raise UserError(f"--expname {given!r} is empty: give a name, or leave --expname out for {default_expname!r}")
+    expname = given or default_expname
     check_name("experiment", expname)
     for name in values.get("run_after") or []:
         check_name("run_after experiment", name)

@@ -26,7 +26,14 @@ def parse_time_limit(text: str) -> int:
     match = _TIME.match(text.strip())
     if not match:
         raise UserError(f"invalid time limit {text!r}: use HH:MM:SS, D-HH:MM:SS or minutes")
-    days, first, second, third = match.groups()
+    seconds = _time_limit_seconds(*match.groups())
+    if seconds == 0:  # Slurm reads a zero limit as "no limit at all": never what a typed 0 meant
+        raise UserError(f"invalid time limit {text!r}: it must be longer than 0 seconds "
+                        "(leave the time limit out for the partition's default)")  # fmt: skip
+    return seconds
+
+
+def _time_limit_seconds(days: str | None, first: str, second: str | None, third: str | None) -> int:
     numbers = [int(x) for x in (first, second, third) if x is not None]
     if days is not None:  # D-HH[:MM[:SS]]
         hours, minutes, seconds = (numbers + [0, 0])[:3]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_origin
 
 from skills_cli.common.errors import UserError
-from skills_cli.common.typed_config import ConfigError, convert
+from skills_cli.common.typed_config import FINITE, Bounds, ConfigError, convert
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     panel: str = "Options"
     positional: bool = False
+    bounds: Bounds = FINITE  # the range of a number option (of each item of a list of numbers)
 
     @property
     def is_list(self) -> bool:
@@ -47,6 +48,7 @@ class Option:
             value = list(value)
         try:
             value = convert(self.type, value, f"--{self.name}")
+            self.bounds.check(value, f"--{self.name}")
         except ConfigError as error:
             raise UserError(str(error)) from None
         if self.choices and value is not None and value not in self.choices:
@@ -64,16 +66,17 @@ RUN_AFTER = Option("run_after", list[str], [], "Wait for every job of this exper
 DEPENDENCY_TYPE = Option("dependency_type", str | None, None, "afterok (default: run only if upstream "
                          "succeeded) or afterany.", choices=("afterok", "afterany"), panel="Experiment")  # fmt: skip
 DEPENDENT_JOBS = Option("dependent_jobs", int, 0, "Chain N more copies of each job, each waiting for the "
-                        "previous one (for work longer than the time limit).", panel="Experiment")  # fmt: skip
+                        "previous one (for work longer than the time limit).", panel="Experiment",
+                        bounds=Bounds(ge=0))  # fmt: skip
 DRY_RUN = Option("dry_run", bool, False, "Print exactly what would run (scripts, command lines) and submit nothing.",
                  panel="Experiment")  # fmt: skip
 LOG_DIR = Option("log_dir", str | None, None, "Where job logs go (a path on the machine that runs the jobs).",
                  panel="Experiment")  # fmt: skip
 DETACH = Option("detach", bool, False, "Local executors: return once the jobs are started instead of waiting "
                 "for them (Slurm submissions always return once queued).", panel="Experiment")  # fmt: skip
-NUM_GPUS = Option("num_gpus", int, 0, "GPUs per node.", panel="Resources")
-NUM_NODES = Option("num_nodes", int, 1, "Number of nodes.", panel="Resources")
-NUM_TASKS = Option("num_tasks", int, 1, "Tasks (processes) per node.", panel="Resources")
+NUM_GPUS = Option("num_gpus", int, 0, "GPUs per node.", panel="Resources", bounds=Bounds(ge=0))
+NUM_NODES = Option("num_nodes", int, 1, "Number of nodes.", panel="Resources", bounds=Bounds(ge=1))
+NUM_TASKS = Option("num_tasks", int, 1, "Tasks (processes) per node.", panel="Resources", bounds=Bounds(ge=1))
 PARTITION = Option("partition", str | None, None, "Slurm partition (default: the cluster config's).", panel="Resources")
 TIME = Option("time", str | None, None, "Time limit, e.g. 4:00:00 or 1-00:00:00 (default: the cluster config's "
               "timeout for the partition).", panel="Resources")  # fmt: skip

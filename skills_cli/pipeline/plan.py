@@ -6,6 +6,7 @@ submission render from the very same object.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -14,11 +15,21 @@ from skills_cli.pipeline.jobs import Job, JobGraph
 from skills_cli.pipeline.packaging import CodeSnapshot
 from skills_cli.pipeline.store import JobRecord
 
+SAFE_NAME_MAX = 80
+
 
 def safe_name(name: str) -> str:
-    """A file- and scheduler-safe rendering of a free-text name (the real name stays in the store)."""
+    """A file- and scheduler-safe rendering of a free-text name (the real name stays in the store).
+
+    Injective, so two experiments never share a log folder: a name that is already safe (and short) is kept
+    as is; any other gets a short stable hash of the original appended (`ëxp-日本語-🚀` -> `xp-_-_<8 hex>`,
+    not the bare `xp-_-` that `üxp-日本語-🚀` would map to as well).
+    """
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "job"
-    return cleaned[:80]
+    if cleaned == name and len(name) <= SAFE_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned[: SAFE_NAME_MAX - len(digest) - 1]}_{digest}"
 
 
 @dataclass(frozen=True)

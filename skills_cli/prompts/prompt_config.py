@@ -87,6 +87,8 @@ def resolve_prompt_path(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
+    if path.is_dir() and not (PACKAGED / f"{name}.yaml").is_file():
+        raise UserError(f"prompt config {name!r} is a directory; give a .yaml file or a packaged name")
     packaged = PACKAGED / f"{name}.yaml"
     if packaged.is_file():
         return packaged
@@ -95,13 +97,10 @@ def resolve_prompt_path(name: str) -> Path:
 
 
 def load_prompt_config(name: str) -> PromptConfig:
-    import yaml
+    from skills_cli.common.yaml_files import read_yaml_file
 
     path = resolve_prompt_path(name)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise UserError(f"malformed YAML in prompt config {path}: {error}") from None
+    data = read_yaml_file(path, "prompt config")  # a binary file or a duplicate key: one line
     if not isinstance(data, dict):
         raise UserError(f"prompt config {path}: expected a mapping")
     return from_dict(PromptConfig, {**data, "source": str(path)}, f"prompt config {path}")

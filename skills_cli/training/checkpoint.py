@@ -137,8 +137,8 @@ def save_atomically(checkpoint_dir: str | Path, step: int, trainer_state: dict, 
     return final
 
 
-def _keep_last(directory: Path, keep_last_k: int) -> None:
-    if keep_last_k <= 0:
+def _keep_last(directory: Path, keep_last_k: int | None) -> None:
+    if keep_last_k is None or keep_last_k <= 0:  # null (checkpointing.keep_last_k): keep every checkpoint
         return
     for _, path in step_checkpoints(directory)[:-keep_last_k]:
         shutil.rmtree(path, ignore_errors=True)

@@ -12,17 +12,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.typed_config import bounded
 
 
 @dataclass(frozen=True)
 class SFTLoopConfig:
-    max_num_epochs: int = 1
-    max_num_steps: int | None = None  # stop earlier than the epochs allow
-    val_period: int = 0  # validation loss every N steps (0: never)
-    val_batches: int = 8
+    max_num_epochs: int = bounded(1, ge=1)
+    max_num_steps: int | None = bounded(None, ge=1)  # stop earlier than the epochs allow
+    val_period: int = bounded(0, ge=0)  # validation loss every N steps (0: never)
+    val_batches: int = bounded(8, ge=1)
     val_global_batch_size: int | None = None  # samples per validation batch (null: policy.train_global_batch_size)
     val_at_start: bool = False
-    seed: int = 42
+    seed: int = bounded(42, ge=0)
 
     def __post_init__(self) -> None:
         if self.val_global_batch_size is not None and self.val_global_batch_size < 1:
@@ -32,10 +33,10 @@ class SFTLoopConfig:
 
 @dataclass(frozen=True)
 class OptimizerKwargs:
-    lr: float = 5e-6
-    weight_decay: float = 0.1
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-8
+    lr: float = bounded(5e-6, gt=0)
+    weight_decay: float = bounded(0.1, ge=0)
+    betas: list[float] = bounded(default_factory=lambda: [0.9, 0.98], ge=0, le=1)
+    eps: float = bounded(1e-8, gt=0)
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,14 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class SchedulerConfig:
     name: Literal["cosine", "constant", "linear"] = "constant"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # cosine/linear decay floor, as a fraction of lr
+    warmup_steps: int = bounded(0, ge=0)
+    min_lr_ratio: float = bounded(0.0, ge=0, le=1)  # cosine/linear decay floor, as a fraction of lr
 
 
 @dataclass(frozen=True)
 class DTensorConfig:
     enabled: bool = True
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = bounded(1, ge=1)
     sequence_parallel: bool = False
     activation_checkpointing: bool = False
     cpu_offload: bool = False
@@ -63,8 +64,8 @@ class DTensorConfig:
 @dataclass(frozen=True)
 class MegatronConfig:
     enabled: bool = False
-    tensor_model_parallel_size: int = 1
-    pipeline_model_parallel_size: int = 1
+    tensor_model_parallel_size: int = bounded(1, ge=1)
+    pipeline_model_parallel_size: int = bounded(1, ge=1)
     use_distributed_optimizer: bool = True
     activation_checkpointing: bool = False
 
@@ -75,8 +76,8 @@ class LoRAConfig:
 
     enabled: bool = False
     dim: int = 8  # rank
-    alpha: float = 32.0  # the update is scaled by alpha / dim
-    dropout: float = 0.0
+    alpha: float = bounded(32.0, gt=0)  # the update is scaled by alpha / dim
+    dropout: float = bounded(0.0, ge=0, le=0.99)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                                "up_proj", "down_proj"])  # fmt: skip
 
@@ -99,7 +100,7 @@ class PolicyConfig:
     train_micro_batch_size: int = 1
     max_total_sequence_length: int = 4096
     precision: Literal["bfloat16", "float32"] = "bfloat16"
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = bounded(1.0, gt=0, also=(0,), why="0 or null: no clipping")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     dtensor_cfg: DTensorConfig = field(default_factory=DTensorConfig)
@@ -131,9 +132,10 @@ class DataConfig:
 class CheckpointConfig:
     enabled: bool = True
     checkpoint_dir: str = ""
-    save_period: int = 100
-    keep_last_k: int = 3
-    save_before_deadline_seconds: int = 900  # save this long before $SKILLS_CLI_DEADLINE (the job's time limit)
+    save_period: int = bounded(100, ge=1)
+    keep_last_k: int | None = bounded(3, ge=1, why="null keeps every checkpoint")  # null: keep them all
+    # save this long before $SKILLS_CLI_DEADLINE (the job's time limit)
+    save_before_deadline_seconds: int = bounded(900, ge=0)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from skills_cli.common.errors import UserError, exits_on_user_error
+from skills_cli.common.process import die_with_launcher
 from skills_cli.training import checkpoint as ckpt
 from skills_cli.training.convert_spec import DIRECTIONS, DTYPES, MODEL_TYPES, check_direction, check_model_type
 from skills_cli.training.export import copy_tokenizer, empty_state_dict, save_hf_model
@@ -231,6 +232,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
+    die_with_launcher()  # under torchrun (several GPUs) workers must die with it
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
     output = convert(args.input_model, args.output_model, args.convert_from, args.convert_to, args.model_type,

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError, exits_on_user_error
 from skills_cli.common.overrides import load_config_from_argv
+from skills_cli.common.process import die_with_launcher
 from skills_cli.common.typed_config import to_dict
 from skills_cli.training import checkpoint as ckpt
 from skills_cli.training import grpo_rollout as rollouts_lib
@@ -49,6 +50,7 @@ from skills_cli.training.metrics import MetricsLogger, attention_flops_per_squar
 from skills_cli.training.model import check_model_path
 from skills_cli.training.parallel import Distributed, all_reduce, distributed_session
 from skills_cli.training.policy import build_policy
+from skills_cli.training.run_lock import trainer_lock
 from skills_cli.training.sft import _load_tokenizer, _model_config, _pad_id, finished_run_summary, read_deadline, \
     setup_logging  # fmt: skip
 
@@ -563,7 +565,7 @@ def _fmt(value) -> str:
 
 
 def run(config: GRPOConfig) -> dict:
-    with distributed_session() as dist:
+    with distributed_session() as dist, trainer_lock(config.output_dir, dist):  # one live trainer per output_dir
         return GRPOTrainer(config, dist).fit()
 
 
@@ -573,6 +575,7 @@ def parse_arguments(argv: list[str]) -> GRPOConfig:
 
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
+    die_with_launcher()  # torchrun starts workers in sessions of their own: they must die with it
     setup_logging()
     run(parse_arguments(sys.argv[1:] if argv is None else argv))
     return 0

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.typed_config import bounded
+from skills_cli.inference.config import MAX_TOKENS_TO_GENERATE
 from skills_cli.training.config import CheckpointConfig, LoggerConfig, PolicyConfig, SequencePackingConfig
 
 
@@ -19,15 +21,15 @@ from skills_cli.training.config import CheckpointConfig, LoggerConfig, PolicyCon
 class GRPOLoopConfig:
     num_prompts_per_step: int = 32
     num_generations_per_prompt: int = 16
-    max_num_steps: int = 1_000_000
-    max_num_epochs: int = 1
+    max_num_steps: int = bounded(1_000_000, ge=1)
+    max_num_epochs: int = bounded(1, ge=1)
     normalize_rewards: bool = True  # divide advantages by the group std (only where std > 0)
     use_leave_one_out_baseline: bool = True  # baseline = mean of the *other* rewards of the group
     overlong_filtering: bool = False  # truncated responses train nothing (loss multiplier 0)
-    val_period: int = 0  # pass@1 on data.val_data every N steps (0: never)
+    val_period: int = bounded(0, ge=0)  # pass@1 on data.val_data every N steps (0: never)
     val_at_start: bool = False
-    max_val_samples: int = 256
-    seed: int = 42
+    max_val_samples: int = bounded(256, ge=1)
+    seed: int = bounded(42, ge=0)
 
     def __post_init__(self) -> None:
         if self.num_generations_per_prompt < 2:
@@ -41,14 +43,15 @@ class GRPOLoopConfig:
 class LossConfig:
     reference_policy_kl_penalty: float = 0.01  # 0 skips the reference model entirely
     reference_policy_kl_type: Literal["k1", "k2", "k3"] = "k3"
-    kl_input_clamp_value: float = 20.0
-    kl_output_clamp_value: float = 10.0
-    ratio_clip_min: float = 0.2  # the ratio is clipped to [1 - ratio_clip_min, 1 + ratio_clip_max]
-    ratio_clip_max: float = 0.2
+    kl_input_clamp_value: float = bounded(20.0, gt=0)
+    kl_output_clamp_value: float = bounded(10.0, gt=0)
+    ratio_clip_min: float = bounded(0.2, ge=0, le=1)  # the ratio is clipped to [1 - ratio_clip_min, 1 + ratio_clip_max]
+    ratio_clip_max: float = bounded(0.2, ge=0)
     ratio_clip_c: float | None = None  # dual clip for negative advantages (> 1, e.g. 3)
     token_level_loss: bool = True  # False: per-sequence mean, then mean over sequences
     use_importance_sampling_correction: bool = False  # weight tokens by exp(train_logprob - generation_logprob)
-    truncated_importance_sampling_ratio: float | None = 2.0  # upper clamp of that weight (None: no clamp)
+    # upper clamp of that weight (None: no clamp)
+    truncated_importance_sampling_ratio: float | None = bounded(2.0, gt=0)
     use_on_policy_kl_approximation: bool = False
     # ratio = 1 and no old-logprob pass: None (default) does so exactly when there is one optimizer step per
     # rollout batch (the old logprobs then equal the current ones); true forces it, false always recomputes
@@ -63,8 +66,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class VllmConfig:
-    gpu_memory_utilization: float = 0.6
-    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = bounded(0.6, gt=0, le=1)
+    tensor_parallel_size: int = bounded(1, ge=1)
     enforce_eager: bool = False
 
 
@@ -74,18 +77,19 @@ class ColocatedConfig:
     # torch engine: while the policy trains, keep the KV cache and the captured decode graphs when the cache is at
     # most this size (re-allocating and re-capturing them every step costs more than the memory is worth);
     # larger caches are freed (0: always free)
-    keep_kv_cache_up_to_gib: float = 2.0
+    keep_kv_cache_up_to_gib: float = bounded(2.0, ge=0)
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
     backend: Literal["torch", "vllm"] = "torch"  # torch: our in-process engine (CPU and GPU, no extra install)
-    max_new_tokens: int = 512
+    max_new_tokens: int = bounded(512, ge=1, le=MAX_TOKENS_TO_GENERATE,
+                                  why="no model's context is anywhere near 10M tokens")  # fmt: skip
     temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    max_batch_size: int = 256  # sequences decoded at once by the engine
-    val_temperature: float = 0.0  # validation decodes greedily by default (pass@1 of the policy's mode)
+    top_p: float = bounded(1.0, gt=0, le=1)
+    top_k: int | None = bounded(None, ge=1, also=(0,), why="0 or null: no top-k cut")
+    max_batch_size: int = bounded(256, ge=1)  # sequences decoded at once by the engine
+    val_temperature: float = bounded(0.0, ge=0)  # validation decodes greedily by default (pass@1 of the policy's mode)
     colocated: ColocatedConfig = field(default_factory=ColocatedConfig)
     vllm_cfg: VllmConfig = field(default_factory=VllmConfig)
 
@@ -100,7 +104,8 @@ class GenerationConfig:
 @dataclass(frozen=True)
 class GRPOPolicyConfig(PolicyConfig):
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    logprob_batch_size: int | None = None  # micro-batch of the logprob passes (default: train_micro_batch_size)
+    # micro-batch of the logprob passes (default: train_micro_batch_size)
+    logprob_batch_size: int | None = bounded(None, ge=1)
     train_global_batch_size: int = 512  # NeMo-RL's default: one optimizer step per 32 x 16 rollout batch
     max_total_sequence_length: int = 1024
     # on, as in NeMo-RL's grpo_math_1B: prompt + answer rows are short, packing makes far fewer, fuller passes
@@ -118,7 +123,7 @@ class GRPODataConfig:
 
 @dataclass(frozen=True)
 class MathEnvConfig:
-    grader_timeout: float = 2.0  # seconds per answer; a timeout or grader error is reward 0
+    grader_timeout: float = bounded(2.0, gt=0)  # seconds per answer; a timeout or grader error is reward 0
     truncated_reward: Literal["grade", "zero"] = "zero"  # a response cut at max_new_tokens: graded, or 0
 
 
@@ -131,7 +136,8 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class GRPOLoggerConfig(LoggerConfig):
-    val_generations_to_log: int = 0  # validation generations logged as a table (and a JSONL) each validation
+    # validation generations logged as a table (and a JSONL) each validation
+    val_generations_to_log: int = bounded(0, ge=0)
 
 
 @dataclass(frozen=True)

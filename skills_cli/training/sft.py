@@ -32,6 +32,7 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config_from_argv
+from skills_cli.common.process import die_with_launcher
 from skills_cli.common.typed_config import to_dict
 from skills_cli.training import checkpoint as ckpt
 from skills_cli.training.batching import make_micro_batches, shard_for_rank
@@ -50,6 +51,7 @@ from skills_cli.training.metrics import (
 from skills_cli.training.model import check_model_path
 from skills_cli.training.parallel import Distributed, all_reduce, distributed_session
 from skills_cli.training.policy import Policy, build_policy, policy_backend
+from skills_cli.training.run_lock import trainer_lock
 
 log = logging.getLogger("skills_cli.sft")
 DEADLINE_ENV = "SKILLS_CLI_DEADLINE"
@@ -392,7 +394,7 @@ def _pad_id(tokenizer) -> int:
 
 def run(config: SFTConfig) -> dict:
     """Train with `config` in this process (joining torchrun's group when launched by it)."""
-    with distributed_session() as dist:
+    with distributed_session() as dist, trainer_lock(config.output_dir, dist):  # one live trainer per output_dir
         return SFTTrainer(config, dist).fit()
 
 
@@ -413,6 +415,7 @@ def setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_launcher()  # torchrun starts workers in sessions of their own: they must die with it
     setup_logging()
     try:
         run(parse_arguments(sys.argv[1:] if argv is None else argv))

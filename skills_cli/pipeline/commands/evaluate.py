@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.typed_config import Bounds
 from skills_cli.evaluation.benchmarks import get_benchmark
 from skills_cli.evaluation.prepare_data import MIRROR_ENV, default_output_dir, prepare
 from skills_cli.inference.config import SERVER_TYPES
@@ -22,12 +23,14 @@ from skills_cli.pipeline.commands.generate import (
     GENERATE_OPTIONS,
     Outputs,
     check_server_address,
+    check_server_options,
     compile_generate,
     generation_job,
     validate_overrides,
 )
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Resources
+from skills_cli.pipeline.local_files import check_model_dir, check_output_dir
 from skills_cli.pipeline.options import CLUSTER, CONFIG_DIR, CommandSpec, Option, WrappedArguments
 from skills_cli.pipeline.shell import quote, quote_argv
 
@@ -93,14 +96,15 @@ EVAL_OPTIONS = (
     Option("data_dir", str | None, None, "Prepared data folder on the machine that runs the jobs "
            "(default $SKILLS_CLI_DATA_DIR or ~/.skills_cli/data)."),  # fmt: skip
     Option("split", str | None, None, "Split to evaluate (default: each benchmark's default)."),
-    Option("max_samples", int, -1, "Only the first N problems of each benchmark (-1: all)."),
+    Option("max_samples", int, -1, "Only the first N problems of each benchmark (-1: all).",
+           bounds=Bounds(ge=1, also=(-1,), why="-1: all problems")),
     *(o for o in GENERATE_OPTIONS if o.name not in ("input_file", "output_dir", "num_random_seeds", "random_seeds",
                                                      "starting_seed", "log_samples", "samples_backend",
                                                      "wandb_project", "wandb_group", "wandb_name")),
     Option("judge_model", str | None, None, "Also judge answers with this model (judge/math prompt); exact "
            "matches and empty answers are decided without it.", panel="Judge"),
     Option("judge_server_type", str, "hf", "Server type of the judge.", choices=SERVER_TYPES, panel="Judge"),
-    Option("judge_server_gpus", int, 0, "GPUs of the judge's server.", panel="Judge"),
+    Option("judge_server_gpus", int, 0, "GPUs of the judge's server.", panel="Judge", bounds=Bounds(ge=0)),
     Option("judge_server_args", str, "", "Extra arguments of the judge's server.", panel="Judge"),
     Option("judge_server_address", str | None, None, "A running judge server instead of hosting one.", panel="Judge"),
 )  # fmt: skip
@@ -179,10 +183,16 @@ def compile_eval(values: dict, overrides: list[str], cluster: ClusterConfig) -> 
 def eval_impl(extra: WrappedArguments, **values) -> Submission:
     ensure_log_dir_is_absolute(values["log_dir"])
     names = [name for name, _ in parse_benchmarks(values["benchmarks"])]
+    check_server_options(values)
+    check_server_options(values, prefix="judge_")
     if values["server_address"] is None and not values["model"]:
         raise UserError("eval: give --model (a self-hosted server) or --server_address (a running one)")
     cluster = load_cluster_config(values["cluster"], values["config_dir"])
     check_prepared(values, cluster, names)
+    if cluster.executor is ExecutorKind.NONE:
+        check_output_dir(values["output_dir"], "--output_dir")
+        if values["model"] and not values["server_address"]:
+            check_model_dir(values["model"], "--model")
     if values["server_address"]:
         check_server_address(values["server_address"], cluster)
     jobs = compile_eval(values, list(extra.args), cluster)

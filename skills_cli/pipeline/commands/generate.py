@@ -17,11 +17,14 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config, overrides_to_dict
+from skills_cli.common.typed_config import Bounds
+from skills_cli.inference import resume
 from skills_cli.inference.config import PORT_ENV, SERVER_TYPES, GenerateConfig, done_marker
 from skills_cli.inference.merge_chunks import chunk_file
 from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Resources
+from skills_cli.pipeline.local_files import check_jsonl_file, check_model_dir, check_output_dir
 from skills_cli.pipeline.options import PARTITION, SUBMIT_OPTIONS, TIME, CommandSpec, Option, WrappedArguments
 from skills_cli.pipeline.servers import ServerSpec, server_command
 from skills_cli.pipeline.shell import quote_argv
@@ -42,8 +45,15 @@ SERVER_OPTIONS = (
         choices=SERVER_TYPES,
         panel="Server",
     ),  # fmt: skip
-    Option("server_gpus", int, 0, "GPUs per node for a self-hosted server.", panel="Server"),
-    Option("server_nodes", int, 1, "Nodes for a self-hosted server (vllm: Ray; sglang: dist-init).", panel="Server"),
+    Option("server_gpus", int, 0, "GPUs per node for a self-hosted server.", panel="Server", bounds=Bounds(ge=0)),
+    Option(
+        "server_nodes",
+        int,
+        1,
+        "Nodes for a self-hosted server (vllm: Ray; sglang: dist-init).",
+        panel="Server",
+        bounds=Bounds(ge=1),
+    ),  # fmt: skip
     Option(
         "server_args", str, "", "Extra arguments for the server command (split like a shell would).", panel="Server"
     ),  # fmt: skip
@@ -65,11 +75,23 @@ GENERATE_OPTIONS = (
         "YAML file with settings of the generation program (the base that "
         "++overrides change), e.g. for stop strings that are awkward to quote.",
     ),  # fmt: skip
-    Option("num_chunks", int, 1, "Split the input over N jobs; a merge job writes the final file."),
-    Option("chunk_ids", list[int], [], "Only these chunks (repeatable), e.g. to rerun a failed one."),
-    Option("num_random_seeds", int, 0, "Generate K samples per input: seeds starting_seed..starting_seed+K-1."),
-    Option("random_seeds", list[int], [], "Explicit seeds (repeatable); overrides --num_random_seeds."),
-    Option("starting_seed", int, 0, "First seed for --num_random_seeds."),
+    Option(
+        "num_chunks", int, 1, "Split the input over N jobs; a merge job writes the final file.", bounds=Bounds(ge=1)
+    ),
+    Option(
+        "chunk_ids", list[int], [], "Only these chunks (repeatable), e.g. to rerun a failed one.", bounds=Bounds(ge=0)
+    ),
+    Option(
+        "num_random_seeds",
+        int,
+        0,
+        "Generate K samples per input: seeds starting_seed..starting_seed+K-1.",
+        bounds=Bounds(ge=0),
+    ),
+    Option(
+        "random_seeds", list[int], [], "Explicit seeds (repeatable); overrides --num_random_seeds.", bounds=Bounds(ge=0)
+    ),
+    Option("starting_seed", int, 0, "First seed for --num_random_seeds.", bounds=Bounds(ge=0)),
     Option("preprocess_cmd", str | None, None, "Shell command run in the job before generation."),
     Option("postprocess_cmd", str | None, None, "Shell command run after the final output is written."),
     Option("rerun_done", bool, False, "Regenerate outputs that are already complete."),
@@ -108,14 +130,11 @@ def base_config(values: dict) -> dict | None:
     if not values["config"]:
         return {}
     path = Path(values["config"])
-    if not path.is_file():
+    if not path.exists():
         return None
-    import yaml
+    from skills_cli.common.yaml_files import read_yaml_file
 
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"--config {path}: malformed YAML ({error})") from None
+    data = read_yaml_file(path, "--config") or {}
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping")
     return data
@@ -207,28 +226,45 @@ def merge_job(values: dict, cluster: ClusterConfig, output_file: str, seed: int 
                partition=values["partition"]), after=tuple(after))  # fmt: skip
 
 
-def is_done_locally(cluster: ClusterConfig, output_file: str, rerun: bool) -> bool:
-    """Finished outputs are skipped at submission on this machine (the job itself checks again anyway)."""
-    return cluster.executor is ExecutorKind.NONE and not rerun and Path(done_marker(output_file)).exists()
+def launch_stamp(values: dict, cluster: ClusterConfig, out: Outputs, overrides: list[str]) -> str:
+    """The stamp the generation program will record in `.done` for this output (its argv after `-m MODULE`)."""
+    return resume.launch_stamp(client_argv(cluster.python_executable, values, out, overrides)[3:])
+
+
+def is_done_locally(cluster: ClusterConfig, output_file: str, rerun: bool, stamps: list[str]) -> bool:
+    """A finished output is skipped at submission on this machine only when it was made by the same command
+    line from the same input (its launch stamps); otherwise the job runs and compares every sample itself."""
+    marker = Path(done_marker(output_file))
+    if cluster.executor is not ExecutorKind.NONE or rerun or not marker.is_file():
+        return False
+    recorded = resume.read_marker(marker) or {}
+    return recorded.get("stamps", [recorded.get("stamp")]) == stamps
 
 
 def compile_generate(values: dict, overrides: list[str], cluster: ClusterConfig) -> list[Job]:
     chunks = list(range(values["num_chunks"])) if values["num_chunks"] > 1 else [None]
     if values["chunk_ids"]:
+        if values["num_chunks"] == 1:
+            raise UserError(f"--chunk_ids {values['chunk_ids']} needs --num_chunks N (the chunks to pick from)")
         unknown = [k for k in values["chunk_ids"] if k not in range(values["num_chunks"])]
-        if unknown or values["num_chunks"] == 1:
+        if unknown:
             raise UserError(f"--chunk_ids {values['chunk_ids']} must lie in 0..{values['num_chunks'] - 1}")
         chunks = list(values["chunk_ids"])
     jobs = []
     for seed in seeds_of(values):
         output = f"{values['output_dir']}/output" + (f"-rs{seed}" if seed is not None else "") + ".jsonl"
-        if is_done_locally(cluster, output, values["rerun_done"]):
-            log.info("skipping %s: already complete (--rerun_done to redo it)", output)
+        every_chunk = range(values["num_chunks"]) if values["num_chunks"] > 1 else [None]
+        stamps = {chunk: launch_stamp(values, cluster, Outputs(chunk_file(output, chunk) if chunk is not None else output,
+                                                               seed, chunk), overrides)
+                  for chunk in every_chunk} if cluster.executor is ExecutorKind.NONE else {}  # fmt: skip
+        if is_done_locally(cluster, output, values["rerun_done"], list(stamps.values())):
+            log.info("skipping %s: already complete for this input and these settings (--rerun_done to redo it)",
+                     output)  # fmt: skip
             continue
         chunk_jobs = []
         for chunk in chunks:
             out = Outputs(chunk_file(output, chunk) if chunk is not None else output, seed, chunk)
-            if chunk is not None and is_done_locally(cluster, out.file, values["rerun_done"]):
+            if chunk is not None and is_done_locally(cluster, out.file, values["rerun_done"], [stamps[chunk]]):
                 continue
             last_step = (
                 chained(log_samples_step(values, cluster, output, seed), values["postprocess_cmd"])
@@ -242,17 +278,34 @@ def compile_generate(values: dict, overrides: list[str], cluster: ClusterConfig)
     return jobs
 
 
-def check_local_inputs(values: dict, cluster: ClusterConfig) -> None:
-    """Bare local jobs see this machine's files: a missing input is an error now, not in the job."""
-    if cluster.executor is not ExecutorKind.NONE or values["run_after"]:
-        return  # elsewhere, or produced by an upstream experiment: the job checks it when it starts
-    path = Path(values["input_file"])
-    if not path.is_file():
-        raise UserError(f"--input_file {values['input_file']!r} does not exist")
-    if values["num_chunks"] > 1:
-        rows = sum(1 for line in path.open() if line.strip())
-        if values["num_chunks"] > rows:
-            raise UserError(f"--num_chunks {values['num_chunks']} is larger than the {rows} rows of {path}")
+def check_local_inputs(values: dict, cluster: ClusterConfig, config: GenerateConfig | None) -> None:
+    """Bare local jobs see this machine's files: a missing or unusable input is an error now, not in the job."""
+    if cluster.executor is not ExecutorKind.NONE:
+        return  # elsewhere: the job checks its files when it starts
+    check_output_dir(values["output_dir"], "--output_dir")
+    if values["model"] and not values["server_address"]:
+        check_model_dir(values["model"], "--model")
+    if config is not None and (Path(config.prompt_config).exists() or not values["run_after"]):
+        from skills_cli.prompts.prompt_config import load_prompt_config
+
+        load_prompt_config(config.prompt_config)  # a packaged name, or a YAML file here (not a folder, not binary)
+    if values["run_after"]:
+        return  # the input may be produced by an upstream experiment: the job checks it when it starts
+    rows = check_jsonl_file(values["input_file"], "--input_file")
+    if values["num_chunks"] > rows:
+        raise UserError(f"--num_chunks {values['num_chunks']} is larger than the {rows} rows of {values['input_file']}")
+
+
+def check_server_options(values: dict, prefix: str = "") -> None:
+    """With a running server (--server_address) the hosting options would be silently ignored: refuse them.
+    `--model` stays allowed: it is the model name sent to that server (as with NeMo-Skills' openai type)."""
+    if not values[f"{prefix}server_address"]:
+        return
+    hosting = {f"{prefix}server_gpus": 0, f"{prefix}server_nodes": 1, f"{prefix}server_args": ""}
+    given = [name for name, default in hosting.items() if name in values and values[name] != default]
+    if given:
+        raise UserError(f"--{given[0]} is for hosting a server; --{prefix}server_address uses a running one "
+                        "(give one or the other)")  # fmt: skip
 
 
 def check_server_address(address: str, cluster: ClusterConfig) -> None:
@@ -273,13 +326,14 @@ def check_server_address(address: str, cluster: ClusterConfig) -> None:
 def generate_impl(extra: WrappedArguments, **values) -> Submission:
     ensure_log_dir_is_absolute(values["log_dir"])
     overrides = list(extra.args)
-    validate_overrides(overrides, values)
+    config = validate_overrides(overrides, values)
+    check_server_options(values)
     if values["server_address"] is None and not values["model"]:
         raise UserError("generate: give --model (a self-hosted server) or --server_address (a running one)")
     if values["server_type"] == "openai" and not values["server_address"]:
         raise UserError("generate: --server_type openai needs --server_address")
     cluster = load_cluster_config(values["cluster"], values["config_dir"])
-    check_local_inputs(values, cluster)
+    check_local_inputs(values, cluster, config)
     if values["server_address"]:
         check_server_address(values["server_address"], cluster)
     jobs = compile_generate(values, overrides, cluster)

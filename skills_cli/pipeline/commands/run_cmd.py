@@ -66,6 +66,8 @@ def run_cmd_impl(extra: WrappedArguments, **values) -> Submission:
     ensure_log_dir_is_absolute(values["log_dir"])
     if values["output_dir"] is not None and not values["output_dir"].startswith("/"):
         raise UserError(f"--output_dir must be an absolute path, got {values['output_dir']!r}")
+    if values["job_name"] is not None and not values["job_name"].strip():  # not silently the experiment's name
+        raise UserError(f"--job_name {values['job_name']!r} is empty: give a name, or leave --job_name out")
     cluster = load_cluster_config(values["cluster"], values["config_dir"])
     cluster, values["container"] = resolve_container(cluster, values["container"])
     options = submit_options(values, default_expname="run_cmd")

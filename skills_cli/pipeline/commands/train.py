@@ -22,10 +22,12 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config
+from skills_cli.common.typed_config import Bounds
 from skills_cli.inference.model_files import tokenizer_problem
 from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Resources
+from skills_cli.pipeline.local_files import check_jsonl_file, check_output_dir
 from skills_cli.pipeline.options import PARTITION, SUBMIT_OPTIONS, TIME, CommandSpec, Option, WrappedArguments
 from skills_cli.pipeline.render import HEAD_NODE_ENV
 from skills_cli.pipeline.shell import Raw, quote_argv
@@ -42,8 +44,8 @@ TRAIN_SFT_OPTIONS = (
     Option("validation_data", str | None, None, "Validation JSONL (validation loss every ++sft.val_period steps)."),
     Option("output_dir", str, ..., "Checkpoints, logs and metrics go here."),
     Option("final_hf_path", str | None, None, "Export the final model (safetensors + tokenizer) here."),
-    Option("num_nodes", int, 1, "Nodes.", panel="Resources"),
-    Option("num_gpus", int, 0, "GPUs per node (0: one CPU process).", panel="Resources"),
+    Option("num_nodes", int, 1, "Nodes.", panel="Resources", bounds=Bounds(ge=1)),
+    Option("num_gpus", int, 0, "GPUs per node (0: one CPU process).", panel="Resources", bounds=Bounds(ge=0)),
     Option("container", str, "main", "Container role.", panel="Resources"),
     Option("cache_dir", str | None, None, "HF cache folder for the job (sets HF_HOME)."),
     Option("wandb_project", str | None, None, "Log to wandb (WANDB_MODE applies) in this project."),
@@ -98,8 +100,11 @@ def check_model(values: dict, config: SFTConfig, cluster: ClusterConfig) -> None
     problem = tokenizer_problem(tokenizer_dir) if local or tokenizer_dir == str(path) else None
     if problem:
         raise UserError(f"--hf_model {path}: {problem}; save the tokenizer with the model or set ++policy.tokenizer")
-    if local and not Path(values["training_data"]).is_file():
-        raise UserError(f"--training_data {values['training_data']!r} does not exist")
+    if local:  # a folder, binary, empty or JSON-array file fails here, not in the job after submission
+        check_jsonl_file(values["training_data"], "--training_data")
+        if values["validation_data"]:
+            check_jsonl_file(values["validation_data"], "--validation_data")
+        check_output_dir(values["output_dir"], "--output_dir")
 
 
 def torchrun_script(values: dict, cluster: ClusterConfig, overrides: list[str], module: str = "skills_cli.training.sft") -> str:

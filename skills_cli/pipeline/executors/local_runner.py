@@ -6,7 +6,11 @@
    machine's pools (lock files; waits while they are busy).
 3. Start the commands, each in its own process group, logs to files. The job ends when every foreground
    command has ended; background services are then stopped. The time limit is enforced here.
-4. Record SUCCEEDED / FAILED (first non-zero foreground exit code) / TIMEOUT / CANCELLED (SIGTERM).
+4. Make sure nothing of the job outlives it: each command dies with the supervisor (PR_SET_PDEATHSIG), and
+   when the job ends every process that still carries the job's uid in its environment is stopped, whatever
+   process group or session it moved to (torchrun's workers live in sessions of their own). So a finished
+   job's state is recorded only once none of its processes run.
+5. Record SUCCEEDED / FAILED (first non-zero foreground exit code) / TIMEOUT / CANCELLED (SIGTERM).
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from skills_cli.common.ports import free_port
+from skills_cli.common.process import arm_parent_death_signal, command_line, processes_with_env
 from skills_cli.inference.server.auth import api_key_names, new_api_key
 from skills_cli.pipeline.executors.local import GPU_PLACEHOLDER, refresh_local_record, supervisor_alive
 from skills_cli.pipeline.store import JobState, Store
 
 POLL_SECONDS = 0.25
 STOP_GRACE_SECONDS = 10
+JOB_UID_ENV = "SKILLS_CLI_JOB_UID"  # every process of a job inherits it (render.job_own_env)
+SUPERVISOR_MODULE = b"skills_cli.pipeline.executors.local_runner"
 
 
 class Cancelled(Exception):
@@ -101,7 +108,7 @@ def start_command(command: dict, gpus: list[int], pool: list[int], cwd: str, ext
         # the supervisor's umask keeps its own files owner-only; the command gets the submitting user's back
         return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                umask=command.get("umask", -1))  # fmt: skip
+                                umask=command.get("umask", -1), preexec_fn=arm_parent_death_signal)  # fmt: skip
 
 
 def stop(processes: list[subprocess.Popen], commands: list[dict]) -> None:
@@ -127,31 +134,62 @@ def stop(processes: list[subprocess.Popen], commands: list[dict]) -> None:
             subprocess.run(["docker", "rm", "-f", command["container_name"]], capture_output=True, timeout=60)
 
 
+def job_stragglers(uid: str) -> list[int]:
+    """Processes of this job still running: they carry its uid. Other jobs' supervisors are left alone: one
+    submitted from inside this job inherited the uid, but it is a job of its own (its commands have their
+    own uid)."""
+    return [pid for pid in processes_with_env(JOB_UID_ENV, uid, exclude=(os.getpid(),))
+            if SUPERVISOR_MODULE not in command_line(pid)]  # fmt: skip
+
+
+def stop_stragglers(uid: str, grace: float = STOP_GRACE_SECONDS) -> list[int]:
+    """SIGTERM every straggler of the job, SIGKILL those left after `grace`; returns the ones found."""
+    found = job_stragglers(uid)
+    signum, deadline = signal.SIGTERM, time.time() + grace
+    stragglers = found
+    while stragglers and time.time() < deadline + STOP_GRACE_SECONDS:  # bounded: one stuck in the kernel stays
+        for pid in stragglers:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        if time.time() > deadline:
+            signum = signal.SIGKILL
+        time.sleep(0.1)
+        stragglers = job_stragglers(uid)  # also catches children they started meanwhile
+        found += [pid for pid in stragglers if pid not in found]
+    if found:
+        print(f"stopped {len(found)} process(es) of the job that outlived its commands: {found}", flush=True)
+    return found
+
+
+def wait_for_foreground(spec: dict, processes: list[subprocess.Popen]) -> tuple[JobState, int | None, str]:
+    foreground = [p for p, c in zip(processes, spec["commands"], strict=True) if not c["background"]]
+    deadline = time.time() + spec["time_limit"] if spec["time_limit"] else None
+    while any(p.poll() is None for p in foreground):
+        if deadline and time.time() > deadline:
+            return JobState.TIMEOUT, None, f"time limit of {spec['time_limit']} s reached"
+        time.sleep(POLL_SECONDS)
+    failed = next((p.returncode for p in foreground if p.returncode != 0), 0)
+    if failed:
+        return JobState.FAILED, failed, f"exit code {failed}"
+    return JobState.SUCCEEDED, 0, ""
+
+
 def run_commands(spec: dict, gpus: list[int]) -> tuple[JobState, int | None, str]:
     commands = spec["commands"]
     runtime_env = {name: str(free_port()) for name in spec.get("ports", [])}
     # a job hosting a server gets its API key now, in its environment only (never in spec.json)
     runtime_env |= {name: new_api_key() for name in api_key_names(runtime_env)}
+    runtime_env[JOB_UID_ENV] = spec["uid"]  # how stop_stragglers finds the job's processes
     processes = []
     try:
         for command in commands:
             processes.append(start_command(command, gpus, spec["gpu_pool"], spec["cwd"], runtime_env))
-        foreground = [p for p, c in zip(processes, commands, strict=True) if not c["background"]]
-        deadline = time.time() + spec["time_limit"] if spec["time_limit"] else None
-        while any(p.poll() is None for p in foreground):
-            if deadline and time.time() > deadline:
-                stop(processes, commands)
-                return JobState.TIMEOUT, None, f"time limit of {spec['time_limit']} s reached"
-            time.sleep(POLL_SECONDS)
-        codes = [p.returncode for p in foreground]
-        stop(processes, commands)  # background services
-    except Cancelled:
-        stop(processes, commands)
-        raise
-    failed = next((code for code in codes if code != 0), 0)
-    if failed:
-        return JobState.FAILED, failed, f"exit code {failed}"
-    return JobState.SUCCEEDED, 0, ""
+        return wait_for_foreground(spec, processes)
+    finally:  # ended, timed out, cancelled or a supervisor error: the job's outcome is recorded after this
+        stop(processes, commands)  # background services, and what is left of the foreground
+        stop_stragglers(spec["uid"])
 
 
 def main(spec_path: str) -> int:

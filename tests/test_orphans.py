@@ -8,6 +8,7 @@ none, a real parent-death signal, real torchrun + the real SFT entrypoint.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -189,6 +190,43 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capfd):
     )
     lock.release()
     assert not path.exists() and (tmp_path / "run").is_dir()  # a directory it did not create stays
+
+
+def test_a_dead_trainers_lock_still_held_open_by_a_process_it_forked_is_taken_over(tmp_path, capfd):
+    """The trainer died, but a process it forked (a compile or data worker) still has the lock file open and
+    so holds the flock: the lock is stale all the same (seen when torchrun was killed under load)."""
+    script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from skills_cli.training.run_lock import TrainerLock\n"
+        f"lock = TrainerLock.acquire(Path({str(tmp_path / 'run')!r}))\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    time.sleep(60)\n"  # the child keeps the inherited descriptor, and the flock with it
+        "    os._exit(0)\n"
+        "print(os.getpid(), child, flush=True)\n"
+        "os._exit(0)\n"  # the trainer dies without releasing
+    )
+    trainer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    dead_pid, child_pid = (int(word) for word in trainer.stdout.readline().split())  # the child keeps the pipe
+    trainer.wait(timeout=60)
+    trainer.stdout.close()
+    path = tmp_path / "run" / LOCK_NAME
+    try:
+        with pytest.raises(BlockingIOError):  # the forked child still holds the flock
+            descriptor = os.open(path, os.O_RDWR)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(descriptor)
+        lock = TrainerLock.acquire(tmp_path / "run")
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        assert f"taking over the stale trainer lock {path} of host" in capfd.readouterr().err
+        lock.release()
+    finally:
+        os.kill(child_pid, signal.SIGKILL)
+    assert not running(dead_pid)
 
 
 def test_a_reused_pid_does_not_keep_a_lock(tmp_path, capfd):

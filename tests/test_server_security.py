@@ -87,7 +87,7 @@ def test_a_server_reachable_from_other_machines_needs_a_key_option():
 
 
 def test_local_dry_run_announces_the_key_without_a_value(tmp_path):
-    (tmp_path / "in.jsonl").write_text("")
+    (tmp_path / "in.jsonl").write_text('{"problem": "1 + 1"}\n')
     submission = generate(
         ctx=wrap_arguments("++prompt_config=generic/math"), input_file=str(tmp_path / "in.jsonl"),
         output_dir=str(tmp_path / "out"), model="/w/model", server_type="hf", expname="sec-local", dry_run=True,

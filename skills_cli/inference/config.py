@@ -101,6 +101,9 @@ class GenerateConfig:
     chunk_id: int = bounded(0, ge=0)
     max_samples: int = bounded(-1, ge=1, also=(-1,), why="-1: all rows")
     rerun_done: bool = False
+    # an input that may legitimately hold no rows (the judge's requests when every answer was decided without
+    # it): the output is then empty; otherwise an empty input is an error
+    allow_empty_input: bool = False
     dry_run: bool = False
     progress: bool | None = None
 

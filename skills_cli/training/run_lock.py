@@ -127,7 +127,11 @@ def _take(path: Path, descriptor: int) -> bool:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise UserError(_refusal(path, _read_holder(descriptor))) from None
+        holder = _read_holder(descriptor)
+        if holder is None or holder.alive() is not False:
+            raise UserError(_refusal(path, holder)) from None
+        # the recorded trainer is gone: a process it forked (a compile or data worker) still has the file
+        # open, and with it the flock; the lock is stale all the same and is taken over below
     except OSError as error:  # a filesystem without flock: the holder's name is all there is to go by
         if error.errno not in FLOCK_UNSUPPORTED:
             raise

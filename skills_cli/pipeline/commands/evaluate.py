@@ -148,7 +148,8 @@ def judge_job(values: dict, cluster: ClusterConfig, results: str, name: str, aft
              "preprocess_cmd": step("prepare"), "rerun_done": True, "config": None}  # fmt: skip
     out = Outputs(f"{results}/judge/output.jsonl", None, None)
     job = generation_job(
-        judge, cluster, out, ["++prompt_config=judge/math", "++inference.temperature=0.0"], step("apply")
+        judge, cluster, out, ["++prompt_config=judge/math", "++inference.temperature=0.0", "++allow_empty_input=true"],
+        step("apply"),
     )
     return dataclasses.replace(job, name=f"{name}-judge", after=(after,))
 

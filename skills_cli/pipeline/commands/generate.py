@@ -264,7 +264,7 @@ def compile_generate(values: dict, overrides: list[str], cluster: ClusterConfig)
         chunk_jobs = []
         for chunk in chunks:
             out = Outputs(chunk_file(output, chunk) if chunk is not None else output, seed, chunk)
-            if chunk is not None and is_done_locally(cluster, out.file, values["rerun_done"], [stamps[chunk]]):
+            if chunk is not None and is_done_locally(cluster, out.file, values["rerun_done"], [stamps.get(chunk)]):
                 continue
             last_step = (
                 chained(log_samples_step(values, cluster, output, seed), values["postprocess_cmd"])

@@ -98,7 +98,7 @@ def test_smoke_summary_tables_checkpoints_and_export(smoke):
     assert sorted(p.name for p in (smoke["root"] / "checkpoints").iterdir()) == ["step_1", "step_2"]
     exported = AutoModelForCausalLM.from_pretrained(str(smoke["root"] / "final_hf"), dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
-    changed = [not torch.equal(a, b) for a, b in zip(exported.state_dict().values(), base.state_dict().values())]
+    changed = [not torch.equal(a, b) for a, b in zip(exported.state_dict().values(), base.state_dict().values(), strict=True)]
     assert any(changed)  # training moved the weights
 
 
@@ -192,7 +192,7 @@ def test_resume_continues_the_uninterrupted_run(tmp_path):
     expected = [{k: row[k] for k in keys} for row in rows_of(whole)]
     got = [{k: row[k] for k in keys} for row in rows_of(split)]
     assert [row["step"] for row in rows_of(split)] == [1, 2, 3]
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-7)
 
 

@@ -117,7 +117,7 @@ def test_clipped_loss_equals_hand_computation():
         return math.exp(r - c) - 1 - (r - c)
 
     kls = [k3(math.log(0.5), math.log(0.4)), k3(math.log(0.3), math.log(0.2)), k3(math.log(0.9), math.log(0.9))]
-    expected = sum(p + 0.1 * k for p, k in zip(pg, kls)) / 3
+    expected = sum(p + 0.1 * k for p, k in zip(pg, kls, strict=True)) / 3
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert metrics["pg_clipfrac"] == pytest.approx(1.0)  # only token 1 is clipped
     assert metrics["probs_ratio_max"] == pytest.approx(1.5)

@@ -42,17 +42,36 @@ from skills_cli.training.check_metrics import _series_from_rows
 from skills_cli.training.data import DataPosition, next_global_batch
 from skills_cli.training.grpo_config import GRPOConfig, check_grpo_layout
 from skills_cli.training.grpo_data import Problem, load_problems, load_reward_function, math_reward, stop_token_ids
-from skills_cli.training.grpo_loss import MAX_METRICS, MIN_METRICS, SUM_METRICS, LossTerms, clipped_pg_loss, \
-    group_advantages, token_logprobs  # fmt: skip
+from skills_cli.training.grpo_loss import (
+    MAX_METRICS,
+    MIN_METRICS,
+    SUM_METRICS,
+    LossTerms,
+    clipped_pg_loss,
+    group_advantages,  # fmt: skip
+    token_logprobs,
+)
 from skills_cli.training.grpo_rollout import Rollout
-from skills_cli.training.metrics import MetricsLogger, attention_flops_per_squared_token, check_trackers, \
-    model_flops_utilization, peak_flops, peak_memory_gib  # fmt: skip
+from skills_cli.training.metrics import (
+    MetricsLogger,
+    attention_flops_per_squared_token,
+    check_trackers,
+    model_flops_utilization,  # fmt: skip
+    peak_flops,
+    peak_memory_gib,
+)
 from skills_cli.training.model import check_model_path
 from skills_cli.training.parallel import Distributed, all_reduce, distributed_session
 from skills_cli.training.policy import build_policy
 from skills_cli.training.run_lock import trainer_lock
-from skills_cli.training.sft import _load_tokenizer, _model_config, _pad_id, finished_run_summary, read_deadline, \
-    setup_logging  # fmt: skip
+from skills_cli.training.sft import (
+    _load_tokenizer,
+    _model_config,
+    _pad_id,
+    finished_run_summary,
+    read_deadline,
+    setup_logging,  # fmt: skip
+)
 
 log = logging.getLogger("skills_cli.grpo")
 
@@ -328,12 +347,12 @@ class GRPOTrainer:
         highs = torch.tensor([extremes[n] for n in MAX_METRICS], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(lows, op=torch.distributed.ReduceOp.MIN, group=self.policy.dp_group)
         torch.distributed.all_reduce(highs, op=torch.distributed.ReduceOp.MAX, group=self.policy.dp_group)
-        values = dict(zip(names, summed.tolist()))
+        values = dict(zip(names, summed.tolist(), strict=True))
         tokens = max(values.pop("num_tokens"), 1.0)
         out = {f"train/{name}": value / tokens for name, value in values.items()}
         out["train/kl_penalty"] = self.loss_terms.kl_penalty * out["train/kl"]
-        out.update({f"train/{n}": v for n, v in zip(MIN_METRICS, lows.tolist())})
-        out.update({f"train/{n}": v for n, v in zip(MAX_METRICS, highs.tolist())})
+        out.update({f"train/{n}": v for n, v in zip(MIN_METRICS, lows.tolist(), strict=True)})
+        out.update({f"train/{n}": v for n, v in zip(MAX_METRICS, highs.tolist(), strict=True)})
         out["train/global_valid_toks"] = tokens
         return {k: (v if math.isfinite(v) else None) for k, v in out.items()}
 
@@ -378,7 +397,7 @@ class GRPOTrainer:
         rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)
         advantages = group_advantages(rewards, grpo.num_generations_per_prompt, grpo.use_leave_one_out_baseline,
                                       grpo.normalize_rewards)  # fmt: skip
-        for rollout, advantage in zip(rollouts, advantages.tolist()):
+        for rollout, advantage in zip(rollouts, advantages.tolist(), strict=True):
             rollout.advantage = advantage
             if grpo.overlong_filtering and rollout.truncated:
                 rollout.loss_multiplier = 0.0

@@ -13,9 +13,11 @@ and settings it was made with.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -79,12 +81,22 @@ def launch_stamp(argv: list[str]) -> str:
     named += [word.split("=", 1)[1] for word in argv if word.startswith("++input_file=")]
     for name in named:
         try:
-            with open(name, "rb") as handle:
-                while block := handle.read(1 << 20):
-                    digest.update(block)
+            stat = os.stat(name)
+            digest.update(file_digest(name, stat.st_size, stat.st_mtime_ns))
         except OSError:
             digest.update(b"<unreadable>")
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def file_digest(path: str, size: int, mtime_ns: int) -> bytes:
+    """sha256 of a file, read once per version (size, mtime): every chunk and seed of one `ns generate` names
+    the same input file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.digest()
 
 
 def marker_stamp(marker: Path) -> str | None:

@@ -127,6 +127,17 @@ class ClusterConfig:
                 raise UserError(f"cluster {self.name!r}: containers.main (the project image) is required")
 
     @property
+    def jobs_see_local_paths(self) -> bool:
+        """Jobs run as bare processes on this machine, so the paths they use are this machine's paths."""
+        return self.executor is ExecutorKind.NONE
+
+    @property
+    def runs_remotely(self) -> bool:
+        """Jobs run on other hosts through a scheduler: submission returns once queued, servers bind all
+        interfaces, results are fetched back over SSH."""
+        return self.executor is ExecutorKind.SLURM
+
+    @property
     def python_executable(self) -> str:
         """The interpreter for in-job programs: the config's, else this one (bare local), else `python3`."""
         if self.python:

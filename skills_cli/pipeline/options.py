@@ -8,8 +8,10 @@ This module has no typer import, so in-job code and the Python API never load th
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import shlex
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_origin
@@ -24,10 +26,15 @@ class Option:
     type: Any
     default: Any
     help: str
-    choices: tuple[str, ...] | None = None
+    choices: tuple[str, ...] | Callable[[], Sequence[str]] | None = None  # a callable: names from a registry
     panel: str = "Options"
     positional: bool = False
     bounds: Bounds = FINITE  # the range of a number option (of each item of a list of numbers)
+
+    @property
+    def choice_names(self) -> tuple[str, ...] | None:
+        """The allowed values, asked of the registry at use time when `choices` is a callable."""
+        return tuple(self.choices()) if callable(self.choices) else self.choices
 
     @property
     def is_list(self) -> bool:
@@ -51,8 +58,9 @@ class Option:
             self.bounds.check(value, f"--{self.name}")
         except ConfigError as error:
             raise UserError(str(error)) from None
-        if self.choices and value is not None and value not in self.choices:
-            raise UserError(f"--{self.name}: {value!r} is not one of {', '.join(self.choices)}")
+        choices = self.choice_names
+        if choices and value is not None and value not in choices:
+            raise UserError(f"--{self.name}: {value!r} is not one of {', '.join(choices)}")
         return value
 
 
@@ -88,6 +96,80 @@ SUBMIT_OPTIONS = (CLUSTER, CONFIG_DIR, EXPNAME, RUN_AFTER, DEPENDENCY_TYPE, DEPE
 RESOURCE_OPTIONS = (NUM_GPUS, NUM_NODES, NUM_TASKS, PARTITION, TIME, CONTAINER, MOUNTS)
 
 
+# -- typed stage specs: a command's options declared once, as the fields of a frozen dataclass ---------------
+def option(default: Any, help: str, *, choices: Any = None, panel: str = "Options", positional: bool = False,
+           bounds: Bounds = FINITE) -> Any:  # fmt: skip
+    """A spec field that is also a command option (`...` as default: required). Mutable defaults are copied."""
+    meta = {"option": {"help": help, "choices": choices, "panel": panel, "positional": positional, "bounds": bounds}}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _option_fields(spec_type: type) -> list[dataclasses.Field]:
+    """The spec's own fields first, then each base's, nearest first: a command's options lead its help."""
+    ordered, seen = [], set()
+    for klass in spec_type.__mro__:
+        own = klass.__dict__.get("__annotations__", {})
+        for item in dataclasses.fields(spec_type):
+            if item.name in own and item.name not in seen and "option" in item.metadata:
+                ordered.append(item)
+                seen.add(item.name)
+    return ordered
+
+
+def options_of(spec_type: type) -> tuple[Option, ...]:
+    """The `Option`s of a spec dataclass, from its fields: the CLI, the Python API and the spec share them."""
+    hints = typing.get_type_hints(spec_type)
+    options = []
+    for item in _option_fields(spec_type):
+        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
+        options.append(Option(item.name, hints[item.name], default, **item.metadata["option"]))
+    return tuple(options)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitSpec:
+    """The options every submitting command takes (cluster, experiment); stage specs extend it."""
+
+    cluster: str | None = option(None, CLUSTER.help, panel="Cluster")
+    config_dir: str | None = option(None, CONFIG_DIR.help, panel="Cluster")
+    expname: str | None = option(None, EXPNAME.help, panel="Experiment")
+    run_after: list[str] = option([], RUN_AFTER.help, panel="Experiment")
+    dependency_type: str | None = option(None, DEPENDENCY_TYPE.help, choices=DEPENDENCY_TYPE.choices,
+                                         panel="Experiment")  # fmt: skip
+    dependent_jobs: int = option(0, DEPENDENT_JOBS.help, panel="Experiment", bounds=DEPENDENT_JOBS.bounds)
+    dry_run: bool = option(False, DRY_RUN.help, panel="Experiment")
+    log_dir: str | None = option(None, LOG_DIR.help, panel="Experiment")
+    detach: bool = option(False, DETACH.help, panel="Experiment")
+
+    def submit_fields(self) -> dict[str, Any]:
+        """The experiment-level values `experiment.submit_options` reads (plus `output_dir` when the spec has one)."""
+        names = [option.name for option in SUBMIT_OPTIONS] + ["output_dir"]
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueuedSpec(SubmitSpec):
+    """A submitting command that also picks the partition and the time limit."""
+
+    partition: str | None = option(None, PARTITION.help, panel="Resources")
+    time: str | None = option(None, TIME.help, panel="Resources")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourcedSpec(SubmitSpec):
+    """A submitting command that takes every resource option (GPUs, nodes, tasks, partition, time, container)."""
+
+    num_gpus: int = option(0, NUM_GPUS.help, panel="Resources", bounds=NUM_GPUS.bounds)
+    num_nodes: int = option(1, NUM_NODES.help, panel="Resources", bounds=NUM_NODES.bounds)
+    num_tasks: int = option(1, NUM_TASKS.help, panel="Resources", bounds=NUM_TASKS.bounds)
+    partition: str | None = option(None, PARTITION.help, panel="Resources")
+    time: str | None = option(None, TIME.help, panel="Resources")
+    container: str = option("main", CONTAINER.help, panel="Resources")
+    mounts: list[str] = option([], MOUNTS.help, panel="Resources")
+
+
 @dataclass
 class WrappedArguments:
     """The extra arguments of a command, as the CLI collects them.
@@ -112,13 +194,21 @@ def wrap_arguments(text: str | Sequence[str] = "") -> WrappedArguments:
 
 @dataclass(frozen=True)
 class CommandSpec:
+    """A command: its options and implementation. With `spec_type` (a frozen dataclass of `option` fields) the
+    options come from the spec's fields and `impl(extra, spec)` receives the validated spec object."""
+
     name: str
     help: str
-    options: tuple[Option, ...]
-    impl: Callable[..., Any]
+    options: tuple[Option, ...] = ()
+    impl: Callable[..., Any] = lambda *args, **kwargs: None
+    spec_type: type | None = None
     extra_args: str | None = None  # how the command uses extra arguments (None: it takes none)
     groups: tuple[str, ...] = ()  # sub-command groups it lives under, e.g. ("train", "nemo_rl") for `ns train sft`
     panel_order: tuple[str, ...] = ("Options", "Cluster", "Experiment", "Resources")
+
+    def __post_init__(self) -> None:
+        if self.spec_type is not None:
+            object.__setattr__(self, "options", options_of(self.spec_type))
 
     @property
     def api_name(self) -> str:
@@ -141,6 +231,8 @@ class CommandSpec:
             )
         checked = {name: option.validate(values.get(name, option.default)) for name, option in known.items()}
         check_extra_args(self, extra.args)
+        if self.spec_type is not None:
+            return self.impl(extra, self.spec_type(**checked))
         return self.impl(extra, **checked)
 
     @property

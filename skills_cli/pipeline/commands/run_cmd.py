@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Mount, Resources
-from skills_cli.pipeline.options import RESOURCE_OPTIONS, SUBMIT_OPTIONS, CommandSpec, Option, WrappedArguments
+from skills_cli.pipeline.options import CommandSpec, ResourcedSpec, WrappedArguments, option
 from skills_cli.pipeline.shell import bash_c, quote_argv
 from skills_cli.pipeline.store import JobRecord
 
 log = logging.getLogger("skills_cli")
 
-COMMAND = Option("command", str | None, None, "The shell command (instead of giving it as the trailing arguments).")
-JOB_NAME = Option("job_name", str | None, None, "Job name (default: the experiment name).")
-OUTPUT_DIR = Option("output_dir", str | None, None, "Absolute directory the command writes its results to; recorded "
-                    "so that `ns report` shows the metrics and plots found there (the command is not changed).")  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunCmdSpec(ResourcedSpec):
+    command: str | None = option(None, "The shell command (instead of giving it as the trailing arguments).")
+    job_name: str | None = option(None, "Job name (default: the experiment name).")
+    output_dir: str | None = option(None, "Absolute directory the command writes its results to; recorded so that "
+                                    "`ns report` shows the metrics and plots found there (the command is not changed).")  # fmt: skip
 
 
 def command_text(extra: WrappedArguments, command: str | None) -> str:
@@ -48,36 +53,36 @@ def log_change(record: JobRecord) -> None:
     log.info("%s/%s: %s%s", record.expname, record.name, record.state.value, reason)
 
 
-def build_job(text: str, values: dict) -> Job:
+def build_job(text: str, spec: RunCmdSpec, container: str) -> Job:
     resources = Resources(
-        nodes=values["num_nodes"], gpus_per_node=values["num_gpus"], tasks_per_node=values["num_tasks"],
-        time_limit=values["time"], partition=values["partition"],
+        nodes=spec.num_nodes, gpus_per_node=spec.num_gpus, tasks_per_node=spec.num_tasks,
+        time_limit=spec.time, partition=spec.partition,
     )  # fmt: skip
     return Job(
-        name=values["job_name"] or values["expname"] or "run_cmd",
-        commands=(Command(argv=tuple(bash_c(text)), container=values["container"], gpus=values["num_gpus"]),),
+        name=spec.job_name or spec.expname or "run_cmd",
+        commands=(Command(argv=tuple(bash_c(text)), container=container, gpus=spec.num_gpus),),
         resources=resources,
-        mounts=tuple(Mount.parse(m) for m in values["mounts"]),
+        mounts=tuple(Mount.parse(m) for m in spec.mounts),
     )
 
 
-def run_cmd_impl(extra: WrappedArguments, **values) -> Submission:
-    text = command_text(extra, values["command"])
-    ensure_log_dir_is_absolute(values["log_dir"])
-    if values["output_dir"] is not None and not values["output_dir"].startswith("/"):
-        raise UserError(f"--output_dir must be an absolute path, got {values['output_dir']!r}")
-    if values["job_name"] is not None and not values["job_name"].strip():  # not silently the experiment's name
-        raise UserError(f"--job_name {values['job_name']!r} is empty: give a name, or leave --job_name out")
-    cluster = load_cluster_config(values["cluster"], values["config_dir"])
-    cluster, values["container"] = resolve_container(cluster, values["container"])
-    options = submit_options(values, default_expname="run_cmd")
-    return submit_jobs([build_job(text, values)], cluster, options, on_change=log_change)
+def run_cmd_impl(extra: WrappedArguments, spec: RunCmdSpec) -> Submission:
+    text = command_text(extra, spec.command)
+    ensure_log_dir_is_absolute(spec.log_dir)
+    if spec.output_dir is not None and not spec.output_dir.startswith("/"):
+        raise UserError(f"--output_dir must be an absolute path, got {spec.output_dir!r}")
+    if spec.job_name is not None and not spec.job_name.strip():  # not silently the experiment's name
+        raise UserError(f"--job_name {spec.job_name!r} is empty: give a name, or leave --job_name out")
+    cluster = load_cluster_config(spec.cluster, spec.config_dir)
+    cluster, container = resolve_container(cluster, spec.container)
+    options = submit_options(spec.submit_fields(), default_expname="run_cmd")
+    return submit_jobs([build_job(text, spec, container)], cluster, options, on_change=log_change)
 
 
 RUN_CMD = CommandSpec(
     name="run_cmd",
     help="Run a shell command as a job (in the chosen container, after --run_after experiments).",
-    options=(COMMAND, JOB_NAME, OUTPUT_DIR, *SUBMIT_OPTIONS, *RESOURCE_OPTIONS),
+    spec_type=RunCmdSpec,
     impl=run_cmd_impl,
     extra_args="the command to run",
 )

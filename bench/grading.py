@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from grader_cases import CASES, load_expected_answers, math500_cases  # noqa: E402
 
-from skills_cli.evaluation.math_grader import grade, math_equal  # noqa: E402
+from skills_cli.evaluation.graders.math import grade, math_equal  # noqa: E402
 
 BENCHMARKS = ("gsm8k", "math500", "aime24", "aime25", "amc23")
 WRONG_FRACTION = 0.3

@@ -9,10 +9,10 @@ What it does, all offline, each phase a separate process (the real entry points,
      151,936, tied embeddings; `--tiny`: hidden 64, 2 layers, the tokenizer's vocabulary) with random weights,
      and a byte-level BPE tokenizer (`inference.tiny_model.train_tokenizer`, Qwen2 pre-tokenization) trained on
      the arithmetic corpus plus the prompts and solutions below; every id the tokenizer lacks decodes to '';
-  2. SFT warm-up (`python -m skills_cli.training.sft`, bf16 mixed precision on the GPU): the `arith` train split
+  2. SFT warm-up (`python -m skills_cli.training.algorithms.sft`, bf16 mixed precision on the GPU): the `arith` train split
      (2,000 problems) as `messages` rows: the `generic/math` prompt, then the row's solution
      ("a op b = c. The answer is \\boxed{c}."); global batch 32, cosine LR;
-  3. GRPO (`python -m skills_cli.training.grpo`) on the same train split: `--prompts` x `--generations` rollouts
+  3. GRPO (`python -m skills_cli.training.algorithms.grpo`) on the same train split: `--prompts` x `--generations` rollouts
      a step, global batch = rollouts (one optimizer step a GRPO step, on-policy), micro-batch `--micro_batch`,
      temperature 1, `--max_new_tokens`, k3 KL penalty `--kl` against the SFT model, the math grader as reward;
      greedy pass@1 on the `arith` test split before and after. Reported from its metrics.jsonl: the step-time
@@ -256,8 +256,8 @@ def trl_worker(spec_path: str) -> None:
 
     from skills_cli.inference.tiny_model import load_tokenizer
     from skills_cli.prompts.prompt_config import load_prompt_config
-    from skills_cli.training.grpo_config import MathEnvConfig
-    from skills_cli.training.grpo_data import math_reward, stop_token_ids
+    from skills_cli.training.algorithms.grpo.config import MathEnvConfig
+    from skills_cli.training.algorithms.grpo.data import math_reward, stop_token_ids
 
     report["versions"] = {"trl": trl.__version__, "transformers": transformers.__version__,
                           "datasets": datasets.__version__, "accelerate": accelerate.__version__}  # fmt: skip
@@ -469,9 +469,9 @@ def main(argv: list[str] | None = None) -> None:
         "++policy.scheduler.name=cosine", f"++policy.scheduler.warmup_steps={max(args.sft_steps // 20, 1)}",
         "++policy.scheduler.min_lr_ratio=0.1", "++checkpointing.enabled=false",
     ]  # fmt: skip
-    report["sft"] = {"command": f"{python} -m skills_cli.training.sft " + " ".join(sft_overrides),
+    report["sft"] = {"command": f"{python} -m skills_cli.training.algorithms.sft " + " ".join(sft_overrides),
                      "data": f"arith train split: {len(sft_data)} messages rows ({PROMPT_CONFIG} prompt + solution)"}  # fmt: skip
-    report["sft"].update(run_process([python, "-m", "skills_cli.training.sft", *sft_overrides], logs / "sft.log",
+    report["sft"].update(run_process([python, "-m", "skills_cli.training.algorithms.sft", *sft_overrides], logs / "sft.log",
                                      sft_timeout, work))  # fmt: skip
     report["sft"].update(summarize_sft(read_jsonl(work / "sft" / "metrics.jsonl")))
     save(report, args)
@@ -534,14 +534,14 @@ def run_ours(report: dict, args, variant: str, sft_model: Path, train_path, test
         "++checkpointing.enabled=false",
     ]  # fmt: skip
     python = sys.executable
-    report[name] = {"variant": variant, "command": f"{python} -m skills_cli.training.grpo " + " ".join(overrides),
+    report[name] = {"variant": variant, "command": f"{python} -m skills_cli.training.algorithms.grpo " + " ".join(overrides),
                     "settings": {"prompts_per_step": args.prompts, "generations_per_prompt": args.generations,
                                  "rollouts_per_step": rollouts, "train_global_batch_size": rollouts,
                                  "micro_batch": args.pack_rows if variant == "packed" else args.micro_batch,
                                  "micro_batch_unit": "packed rows" if variant == "packed" else "rollouts",
                                  "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "lr": args.lr,
                                  "kl_penalty_k3": args.kl, "optimizer_steps_per_grpo_step": 1}}  # fmt: skip
-    report[name].update(run_process([python, "-m", "skills_cli.training.grpo", *overrides], logs / f"{name}.log",
+    report[name].update(run_process([python, "-m", "skills_cli.training.algorithms.grpo", *overrides], logs / f"{name}.log",
                                     timeout, work))  # fmt: skip
     rows = read_jsonl(work / name / "logs" / "metrics.jsonl")
     if rows and args.logs_dir:

@@ -4,7 +4,7 @@ model, data and seed: the three loss curves and how far apart they are, as JSON.
     python bench/sft_loss_agreement.py [--out bench/results/sft_loss_agreement.json] [--steps 12]
         [--precisions bfloat16,float32] [--nproc 2]
 
-Each layout runs `torchrun -m skills_cli.training.sft` (the dtensor backend) on a small random Qwen2 model
+Each layout runs `torchrun -m skills_cli.training.algorithms.sft` (the dtensor backend) on a small random Qwen2 model
 (hidden 256, 4 layers, 8 heads, 2 KV heads, so TP=2 splits both head counts) with packing, and its
 metrics.jsonl gives the per-step training loss. The global batch is the same in every layout: DP=2 gives each
 rank half of it, TP=2 splits every layer; the loss is normalized by the global token count, so the curves
@@ -43,7 +43,7 @@ def run_layout(name: str, nproc: int, tp: int, precision: str, model: Path, data
                steps: int) -> dict:  # fmt: skip
     output = workdir / f"{name}-{precision}"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-               "-m", "skills_cli.training.sft", f"++policy.model_name={model}", f"++data.train_data={data}",
+               "-m", "skills_cli.training.algorithms.sft", f"++policy.model_name={model}", f"++data.train_data={data}",
                f"++output_dir={output}", "++policy.train_global_batch_size=16", "++policy.train_micro_batch_size=2",
                "++policy.max_total_sequence_length=1024", "++policy.sequence_packing.enabled=true",
                f"++policy.precision={precision}", f"++sft.max_num_steps={steps}", "++checkpointing.enabled=false",

@@ -13,7 +13,7 @@ What it does, all on this machine and offline:
      token-NLL loss) against transformers' SDPA with a block mask and `cross_entropy` in bf16: relative
      differences of the loss, logits and gradients, and both against the SDPA reference in fp32 (bf16's
      noise floor);
-  3. runs `python -m skills_cli.training.sft` (sequence length 4096, packing, bf16) for warm-up + timed steps
+  3. runs `python -m skills_cli.training.algorithms.sft` (sequence length 4096, packing, bf16) for warm-up + timed steps
      per variant (`full`: everything on; `no_compile`: SKILLS_CLI_SFT_COMPILE=0; `sdpa_mask`:
      SKILLS_CLI_SFT_ATTENTION=sdpa, compile off; `ckpt`: activation checkpointing on; `before`: the code
      found at --before, e.g. a checkout of the commit before the speed work; a suffix @R sets R packed rows
@@ -237,7 +237,7 @@ def run_trainer(name: str, model: Path, data: Path, workdir: Path, args, env_ext
         shutil.rmtree(output)
     micro_batch = micro_batch or args.micro_batch
     warmup, steps = (args.warmup, args.steps) if backend == "dtensor" else (1, args.other_backend_steps)
-    command = [sys.executable, "-m", "skills_cli.training.sft",
+    command = [sys.executable, "-m", "skills_cli.training.algorithms.sft",
                *trainer_args(model, data, output, args, warmup + steps, micro_batch)]  # fmt: skip
     if backend != "dtensor":
         command.append(f"++backend={backend}")
@@ -258,8 +258,8 @@ def run_trainer(name: str, model: Path, data: Path, workdir: Path, args, env_ext
               "recompile_reasons": recompile_reasons(result.stderr)}  # fmt: skip
     if result.returncode != 0:
         return {**record, "error": result.stderr[-3000:]}
-    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((output / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (output / "logs" / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((output / "logs" / "summary.json").read_text())
     return {**record, **summarize_trainer(rows, summary, warmup)}
 
 
@@ -308,9 +308,9 @@ def baseline_worker(args) -> dict:
     from transformers import AutoModelForCausalLM
 
     from skills_cli.inference.tiny_model import load_tokenizer
-    from skills_cli.training.batching import make_micro_batches
+    from skills_cli.training.components.batching import make_micro_batches
+    from skills_cli.training.components.data import IGNORE_INDEX, DataPosition, load_sft_dataset, next_global_batch
     from skills_cli.training.config import DataConfig
-    from skills_cli.training.data import IGNORE_INDEX, DataPosition, load_sft_dataset, next_global_batch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(args.model)
@@ -395,11 +395,11 @@ def check_worker(args) -> dict:
     import torch.nn.functional as F
 
     from skills_cli.inference.tiny_model import load_tokenizer
-    from skills_cli.training.batching import make_micro_batches
+    from skills_cli.training.components.batching import make_micro_batches
+    from skills_cli.training.components.data import IGNORE_INDEX, load_sft_dataset
+    from skills_cli.training.components.loss import normalized_loss
+    from skills_cli.training.components.model import VARLEN_ATTENTION, load_model
     from skills_cli.training.config import DataConfig
-    from skills_cli.training.data import IGNORE_INDEX, load_sft_dataset
-    from skills_cli.training.loss import normalized_loss
-    from skills_cli.training.model import VARLEN_ATTENTION, load_model
 
     tokenizer = load_tokenizer(args.model)
     dataset = load_sft_dataset(str(args.data), tokenizer, DataConfig(), args.sequence_length)
@@ -450,11 +450,14 @@ def check_worker(args) -> dict:
 def profile_worker(args) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    from skills_cli.training.parallel import distributed_session
-    from skills_cli.training.sft import SFTTrainer, parse_arguments
+    from skills_cli.common.overrides import load_config_from_argv
+    from skills_cli.training.algorithms.sft.config import SFTConfig
+    from skills_cli.training.algorithms.sft.trainer import SFTTrainer
+    from skills_cli.training.components.parallel import distributed_session
 
     output = Path(args.profile_dir)
-    config = parse_arguments(trainer_args(args.model, args.data, output / "run", args, 100, args.micro_batch))
+    argv = trainer_args(args.model, args.data, output / "run", args, 100, args.micro_batch)
+    config = load_config_from_argv(SFTConfig, argv, where="sft")
     with distributed_session() as dist:
         trainer = SFTTrainer(config, dist)
         for _ in range(5):  # past compilation and the first shapes
@@ -483,8 +486,8 @@ def attention_flops_per_token(data: Path, model: Path, shape: dict, sequence_len
     """Causal attention FLOPs per token (forward + backward) of the actual sequences: 2 matmuls of 2 x s^2/2 x
     hidden per layer forward, x3 with backward, averaged over tokens (sum of s^2 / sum of s)."""
     from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.training.components.data import load_sft_dataset
     from skills_cli.training.config import DataConfig
-    from skills_cli.training.data import load_sft_dataset
 
     lengths = [
         len(s) for s in load_sft_dataset(str(data), load_tokenizer(model), DataConfig(), sequence_length).samples
@@ -528,7 +531,7 @@ def main() -> None:
 
     import torch
 
-    from skills_cli.training.metrics import peak_flops
+    from skills_cli.training.components.metrics import peak_flops
 
     num_rows = args.global_batch * (args.warmup + args.steps)
     started = time.perf_counter()

@@ -46,9 +46,13 @@ with open(sys.argv[1]) as source, open(sys.argv[2], "w") as out:
         problem = text.split("Problem:", 1)[1].strip() if "Problem:" in text else row["forum_post"]
         out.write(json.dumps({"problem": problem, "source_id": row["id"]}) + "\\n")
 '''
-RAW_DATA_SCRIPT = ("https://raw.githubusercontent.com/NVIDIA/NeMo-Skills/refs/heads/main/recipes/openmathreasoning/"
-                   "scripts/prepare_raw_data.py")
-FORUM_POSTS = [f"Hi all, how do I find {a} + {b}? Thanks!" for a, b in ((3, 4), (12, 30), (7, 8), (25, 17), (9, 9), (40, 2))]
+RAW_DATA_SCRIPT = (
+    "https://raw.githubusercontent.com/NVIDIA/NeMo-Skills/refs/heads/main/recipes/openmathreasoning/"
+    "scripts/prepare_raw_data.py"
+)
+FORUM_POSTS = [
+    f"Hi all, how do I find {a} + {b}? Thanks!" for a, b in ((3, 4), (12, 30), (7, 8), (25, 17), (9, 9), (40, 2))
+]
 SEED_003_SFT_FLAGS = ["++sft.max_num_epochs=4", "++policy.dtensor_cfg.tensor_parallel_size=8",
                       "++policy.max_total_sequence_length=8192", "++policy.train_global_batch_size=32",
                       "++policy.optimizer.kwargs.lr=1e-5", "++policy.dtensor_cfg.sequence_parallel=true",
@@ -120,7 +124,9 @@ class Recipe:
         self.download("download-14b", "Qwen/Qwen2.5-14B-Instruct", base, seed=0)
         # benchmark data: from a local mirror when given (offline), else downloaded
         if not self.args.dry_run:
-            prepare_data(benchmarks=["aime24", "aime25"], data_dir=self.args.benchmarks_mirror, output_dir=str(ws / "data"))
+            prepare_data(
+                benchmarks=["aime24", "aime25"], data_dir=self.args.benchmarks_mirror, output_dir=str(ws / "data")
+            )
         self.evaluation("baseline-eval", str(base), str(ws / "evals" / "baseline"), ["download-14b"])
         self.sdg(qwq)
         self.training(base)
@@ -199,7 +205,9 @@ def wait_for_all(expnames: list[str], timeout: float) -> bool:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", required=True, help="shared folder visible to every job (the tutorial's /workspace)")
+    parser.add_argument(
+        "--workspace", required=True, help="shared folder visible to every job (the tutorial's /workspace)"
+    )
     parser.add_argument("--cluster", default="local")
     parser.add_argument("--config_dir", default=None)
     parser.add_argument("--backend", choices=("dtensor", "megatron"), default="dtensor")

@@ -43,8 +43,9 @@ from pathlib import Path
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline import eval as evaluate
 from skills_cli.pipeline import generate, run_cmd, summarize_results, train_grpo, train_sft, wrap_arguments
-from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
+from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
 from skills_cli.pipeline.experiment import wait
+from skills_cli.pipeline.progress import Progress
 from skills_cli.pipeline.shell import quote, quote_argv
 from skills_cli.pipeline.store import JobRecord, JobState, Store
 
@@ -214,7 +215,7 @@ class Quickstart:
 
 def existing(paths: list[str], cluster: ClusterConfig) -> set[str]:
     """Which of `paths` exist where the jobs run: here, or on the Slurm login node over SSH (one command)."""
-    if cluster.executor is not ExecutorKind.SLURM or cluster.ssh_tunnel is None:
+    if not cluster.runs_remotely or cluster.ssh_tunnel is None:
         return {path for path in paths if Path(path).exists()}
     from skills_cli.pipeline.executors.tunnel import ClusterTunnel
 
@@ -239,11 +240,13 @@ def submit_chain(stages: list[Stage], cluster: ClusterConfig) -> list[str]:
 
 def wait_for(expnames: list[str], since: float) -> dict[str, list[JobRecord]]:
     """The final states of the jobs each stage submitted at `since` or later (the chain cancels what follows a
-    failure). The store keeps every earlier run of the same experiment names (another output folder, an
-    earlier attempt): their jobs must not count in this run's table."""
+    failure), with their progress on stderr meanwhile. The store keeps every earlier run of the same experiment
+    names (another output folder, an earlier attempt): their jobs must not count in this run's table."""
     store = Store()
-    return {name: wait([r for r in store.jobs(name) if r.submitted_at >= since], store, poll=2.0)
-            for name in expnames}  # fmt: skip
+    records = [r for name in expnames for r in store.jobs(name) if r.submitted_at >= since]
+    with Progress.on() as progress:
+        records = wait(records, store, poll=2.0, progress=progress)
+    return {name: [r for r in records if r.expname == name] for name in expnames}
 
 
 def stage_seconds(records: list[JobRecord]) -> float | None:
@@ -311,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     try:
         cluster = load_cluster_config(args.cluster, args.config_dir)
-        remote = cluster.executor is ExecutorKind.SLURM and cluster.ssh_tunnel is not None
+        remote = cluster.runs_remotely and cluster.ssh_tunnel is not None
         out = args.output_dir if remote else str(Path(args.output_dir).resolve())
         submitted_from = time.time()
         records = wait_for(submit_chain(Quickstart(out, size, cluster, args.config_dir).stages(), cluster),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test.sh -- THE test command: brings up the local infrastructure (Slurm + slurmdbd, sshd, dockerd,
-# podman; tests/infra/local_cluster.sh), syncs the project into .venv with uv, then runs pytest.
+# podman; tests/infra/local_cluster.sh), syncs the project into .venv with uv, runs ruff (check + format
+# --check), then pytest.
 #   bash scripts/test.sh [pytest args...]        e.g.  bash scripts/test.sh -x -k slurm
 # Needs root (the infrastructure starts system daemons). Phase timings go to stderr.
 set -euo pipefail
@@ -63,6 +64,11 @@ install_project() {
 
 t=$(date +%s.%N); bash tests/infra/local_cluster.sh up >&2; say "infrastructure up: $(since "$t") s"
 t=$(date +%s.%N); ensure_uv; install_project;            say "venv synced: $(since "$t") s ($UV)"
+# lint first: a finding fails the test command before pytest starts (import-linter runs inside pytest,
+# tests/test_architecture.py, next to the AST guards)
+LINTED=(skills_cli tests bench tools recipes)
+.venv/bin/ruff check "${LINTED[@]}" >&2 && .venv/bin/ruff format --check "${LINTED[@]}" >&2
+say "ruff check and ruff format --check: clean"
 
 # shellcheck source=/dev/null
 . "$STATE/env.sh"

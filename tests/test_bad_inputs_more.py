@@ -23,7 +23,7 @@ from skills_cli.common.typed_config import ConfigError, bounded, from_dict
 from skills_cli.inference.config import GenerateConfig
 from skills_cli.pipeline.cluster import known_clusters
 from skills_cli.pipeline.plan import safe_name
-from skills_cli.training.config import SFTConfig
+from skills_cli.training.algorithms import ALGORITHMS
 
 BINARY = bytes(range(256)) * 4  # NUL and every other byte: what a model weight file or an image looks like
 LATIN1 = "caf\xe9 na\xefve\n".encode("latin-1")  # text, but not UTF-8
@@ -259,8 +259,9 @@ def test_train_refuses_unusable_training_data(files, tmp_path, isolated_home, al
 
 def test_keep_last_k_null_keeps_every_checkpoint():
     """-1 used to keep every checkpoint silently; now null says so and -1 is refused."""
-    assert load_config(SFTConfig, ["++checkpointing.keep_last_k=null"]).checkpointing.keep_last_k is None
-    assert load_config(SFTConfig, []).checkpointing.keep_last_k == 3
+    sft_config = ALGORITHMS.get("sft").config_class
+    assert load_config(sft_config, ["++checkpointing.keep_last_k=null"]).checkpointing.keep_last_k is None
+    assert load_config(sft_config, []).checkpointing.keep_last_k == 3
 
 
 # -- the typed config rules themselves ----------------------------------------------------------------------

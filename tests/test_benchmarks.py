@@ -3,13 +3,15 @@ deterministic with disjoint splits. (Downloads themselves need the internet, whi
 
 from __future__ import annotations
 
-from skills_cli.evaluation.benchmarks import get_benchmark, registry
+from skills_cli.evaluation.benchmarks import BENCHMARKS, get_benchmark
 from skills_cli.evaluation.prepare_data import validate_rows
 
 
 def test_registry_lists_the_benchmarks_with_sources():
-    assert sorted(registry()) == ["aime24", "aime25", "amc23", "arith", "gsm8k", "math500"]
-    for name, benchmark in registry().items():
+    assert BENCHMARKS.names() == ("aime24", "aime25", "amc23", "arith", "gsm8k", "math500")
+    for benchmark in BENCHMARKS:
+        name = benchmark.name
+        assert benchmark.grader == "math" and benchmark.metric_keys == ("symbolic_correct",), name
         assert benchmark.generate is not None or set(benchmark.urls) == set(benchmark.splits), name
         assert benchmark.urls.get("test", "https://").startswith("https://"), name
 

@@ -29,7 +29,7 @@ from skills_cli.pipeline import (
     wrap_arguments,
 )
 from skills_cli.pipeline import eval as evaluate
-from skills_cli.pipeline.cluster import ContainerRuntime, ExecutorKind, load_cluster_config
+from skills_cli.pipeline.cluster import ContainerRuntime, load_cluster_config
 from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.store import Store
 
@@ -236,7 +236,7 @@ def test_setup_from_flags_writes_a_loadable_config(tmp_path):
     )
     assert f"{directory}/x.yaml" in " ".join(result.stdout.split())
     config = load_cluster_config("x", str(directory))
-    assert config.executor is ExecutorKind.SLURM
+    assert config.executor == "slurm"
     assert config.name == "x"
     tunnel = config.ssh_tunnel
     assert (tunnel.host, tunnel.user, tunnel.job_dir, tunnel.port) == ("h", "u", "/j", 22)
@@ -247,9 +247,9 @@ def test_setup_from_flags_writes_a_loadable_config(tmp_path):
     # no silent overwrite
     again = run_ns("setup", "--name", "x", "--executor", "none", "--config_dir", str(directory))
     assert again.returncode == 2 and "--force" in again.stderr, again.stderr
-    assert load_cluster_config("x", str(directory)).executor is ExecutorKind.SLURM
+    assert load_cluster_config("x", str(directory)).executor == "slurm"
     run_ns("setup", "--name", "x", "--executor", "none", "--config_dir", str(directory), "--force", check=True)
-    assert load_cluster_config("x", str(directory)).executor is ExecutorKind.NONE
+    assert load_cluster_config("x", str(directory)).executor == "none"
 
 
 def test_setup_rejects_an_invalid_config_and_writes_nothing(tmp_path):
@@ -290,7 +290,7 @@ def test_setup_interactive_local_config(tmp_path):
     result = interactive(directory, ["docker-ish", "local", "mine", "img:1", "/a:/b, /c:/d:ro"])
     assert result.returncode == 0, result.stdout + result.stderr
     config = load_cluster_config("mine", str(directory))
-    assert config.executor is ExecutorKind.LOCAL
+    assert config.executor == "local"
     assert config.containers == {"main": "img:1"}
     assert config.mounts == ["/a:/b", "/c:/d:ro"]
 
@@ -315,7 +315,7 @@ def test_setup_interactive_slurm_config_asks_every_question(tmp_path):
         assert question in result.stdout, f"never asked {question!r}:\n{result.stdout}\n{result.stderr}"
     assert result.returncode == 0, result.stdout + result.stderr
     config = load_cluster_config("sl", str(directory))
-    assert config.executor is ExecutorKind.SLURM
+    assert config.executor == "slurm"
     assert (config.ssh_tunnel.host, config.ssh_tunnel.user, config.ssh_tunnel.job_dir) == (
         "login.example",
         "me",

@@ -45,9 +45,9 @@ def test_megatron_checkpoint_loads_into_gpt_model_with_hf_logits(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from skills_cli.training.components.parallel import distributed_session
     from skills_cli.training.megatron import bridge, dist_ckpt
     from skills_cli.training.megatron import model as mcore
-    from skills_cli.training.parallel import distributed_session
 
     convert.hf_to_megatron(tiny_model(), str(tmp_path / "mcore"))
     hf = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
@@ -66,8 +66,8 @@ def test_megatron_checkpoint_loads_into_gpt_model_with_hf_logits(tmp_path):
 
 @pytest.mark.parametrize("backend", ["dtensor", "megatron"])
 def test_training_checkpoint_converts_to_the_trainers_export(backend, tmp_path):
-    from skills_cli.training.parallel import distributed_session
-    from skills_cli.training.sft import SFTTrainer
+    from skills_cli.training.algorithms.sft.trainer import SFTTrainer
+    from skills_cli.training.components.parallel import distributed_session
 
     train = write_jsonl(tmp_path / "train.jsonl", conversation_rows(16))
     run_dir = tmp_path / "run"

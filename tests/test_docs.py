@@ -30,11 +30,11 @@ from skills_cli.inference.config import GenerateConfig
 from skills_cli.pipeline.cluster import ClusterConfig, SSHTunnelConfig, parse_cluster_config
 from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.options import CommandSpec, Option
-from skills_cli.training.config import SFTConfig
-from skills_cli.training.grpo_config import GRPOConfig
+from skills_cli.training.algorithms import ALGORITHMS
 
 DOCS = REPO / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
+SFTConfig, GRPOConfig = ALGORITHMS.get("sft").config_class, ALGORITHMS.get("grpo").config_class
 OVERRIDE_CONFIGS = {"sft": SFTConfig, "grpo": GRPOConfig, "generate": GenerateConfig, "eval": GenerateConfig}
 
 

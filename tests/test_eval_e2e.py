@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import benchmarks_dir, run_ns
 
+from skills_cli.common.artifacts import EVALUATION, read_json_artifact
 from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import read_jsonl
 from skills_cli.pipeline import eval as evaluate
@@ -71,7 +72,8 @@ def run_eval(model: str, data_dir: Path, output: Path, expname: str, **extra) ->
 
 
 def check_results(output: Path) -> None:
-    metrics = json.loads((output / "metrics.json").read_text())
+    kind, metrics = read_json_artifact(output / "metrics.json")
+    assert kind is EVALUATION
     assert metrics["gsm8k"]["greedy"]["num_entries"] == 50
     assert list(metrics["math500"]) == ["pass@1[avg-of-2]", "majority@2", "pass@2"]
     assert metrics["math500"]["pass@1[avg-of-2]"]["num_entries"] == 50
@@ -115,7 +117,7 @@ def test_eval_on_slurm_over_ssh(tiny_model, data_dir, tmp_path, slurm_config):
     # summarize_results fetches the results over SSH in one transfer when given the cluster
     fetched = summarize_results(results_dir=str(output), cluster="slurm_local", config_dir=str(slurm_config))
     assert Path(fetched["metrics_file"]).parent != output
-    assert json.loads(Path(fetched["metrics_file"]).read_text())["gsm8k"]["greedy"]["num_entries"] == 50
+    assert read_json_artifact(fetched["metrics_file"], EVALUATION)[1]["gsm8k"]["greedy"]["num_entries"] == 50
 
 
 @pytest.mark.parametrize("benchmarks,message", [
@@ -210,7 +212,7 @@ def test_eval_with_a_judge_runs_the_judge_job(tiny_model, data_dir, tmp_path):
     assert [r.name for r in records] == ["arith-generate", "arith-grade", "arith-judge", "summarize"]
     assert all(r.state is JobState.SUCCEEDED for r in records), run_ns("logs", "judged").stdout[-3000:]
     assert all("judge_correct" in row for row in read_jsonl(output / "eval-results/arith/output.jsonl"))
-    assert "judge_correct" in json.loads((output / "metrics.json").read_text())["arith"]["greedy"]
+    assert "judge_correct" in read_json_artifact(output / "metrics.json", EVALUATION)[1]["arith"]["greedy"]
 
 
 def test_summarize_results_logs_scalars_offline(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -366,3 +367,67 @@ def test_text_endpoint_with_the_model_tokenizer_template(tiny_model, tmp_path):
                           output_dir=str(tmp_path / "o"), model=tiny_model, expname="text")  # fmt: skip
     assert submission.succeeded, run_ns("logs", "text").stdout[-3000:]
     assert len(read_jsonl(tmp_path / "o/output.jsonl")) == 3
+
+
+# -- ns eval composes ns generate's specs -------------------------------------------------------------------
+SLURM_DRY = "executor: slurm\nssh_tunnel:\n  host: h\n  user: u\n  job_dir: /jobs\ncontainers:\n  main: /img.sqsh\n"
+
+
+def test_eval_takes_every_generation_option_with_the_same_declaration():
+    from skills_cli.pipeline.commands.evaluate import EVAL
+    from skills_cli.pipeline.commands.generate import GENERATE
+
+    eval_options = {option.name: option for option in EVAL.options}
+    not_applicable = {"input_file"}  # --benchmarks and --data_dir choose the inputs
+    redeclared = {"output_dir"}  # the root of every benchmark's results folder
+    for option in GENERATE.options:
+        if option.name in not_applicable:
+            assert option.name not in eval_options
+            continue
+        assert option.name in eval_options, f"ns eval lacks ns generate's --{option.name}"
+        if option.name not in redeclared:
+            assert eval_options[option.name] == option, f"--{option.name} differs between ns eval and ns generate"
+
+
+def eval_dry_run(config_dir: Path, overrides: str = "", **values) -> str:
+    from skills_cli.pipeline import eval as evaluate
+
+    (config_dir / "sl.yaml").write_text(SLURM_DRY)
+    return evaluate(ctx=wrap_arguments(overrides), cluster="sl", config_dir=str(config_dir), output_dir="/ev", model="/m", expname="ev",
+                    data_dir="/data", dry_run=True, **values).dry_run_text  # fmt: skip
+
+
+def test_eval_generation_takes_seeds_and_sample_logging(config_dir):
+    explicit = eval_dry_run(config_dir, benchmarks="gsm8k", random_seeds=[7, 8], log_samples=True, wandb_group="g")
+    for seed in (7, 8):
+        assert f"++output_file=/ev/eval-results/gsm8k/output-rs{seed}.jsonl" in explicit
+        assert f"++inference.random_seed={seed}" in explicit
+        assert f"--name ev-gsm8k-rs{seed} --group g" in explicit  # one --log_samples run per benchmark and seed
+    assert "random_seed=0" not in explicit
+    counted = eval_dry_run(config_dir, benchmarks="arith:2", starting_seed=5)
+    assert "output-rs5.jsonl" in counted and "output-rs6.jsonl" in counted and "output-rs0" not in counted
+    assert "log_samples" not in counted
+    default = eval_dry_run(config_dir, benchmarks="gsm8k", num_random_seeds=2, starting_seed=3)
+    assert "output-rs3.jsonl" in default and "output-rs4.jsonl" in default
+
+
+def test_eval_refuses_two_choices_of_seeds(config_dir):
+    from skills_cli.common.errors import UserError
+
+    with pytest.raises(UserError, match=r"--random_seeds and --benchmarks arith:2 both choose the seeds of arith"):
+        eval_dry_run(config_dir, benchmarks="gsm8k,arith:2", random_seeds=[1])
+
+
+def test_eval_generation_is_generate_on_the_benchmark_data(config_dir):
+    """A benchmark's generation job is exactly what ns generate compiles for its data file and results folder."""
+    (config_dir / "sl.yaml").write_text(SLURM_DRY)
+    common = dict(cluster="sl", config_dir=str(config_dir), model="/m", server_type="hf", num_chunks=2,
+                  starting_seed=4, num_random_seeds=1, dry_run=True)  # fmt: skip
+    overrides = "++prompt_config=generic/math ++inference.tokens_to_generate=9"
+    evaluated = eval_dry_run(config_dir, overrides, benchmarks="gsm8k", num_chunks=2, starting_seed=4,
+                             num_random_seeds=1, server_type="hf")  # fmt: skip
+    generated = generate(ctx=wrap_arguments(overrides), input_file="/data/gsm8k/test.jsonl",
+                         output_dir="/ev/eval-results/gsm8k", expname="ev", **common).dry_run_text  # fmt: skip
+    client = re.compile(r"-m skills_cli\.inference\.generate [^'&]*")
+    assert len(client.findall(generated)) == 2  # one per chunk
+    assert client.findall(evaluated) == client.findall(generated)

@@ -59,6 +59,16 @@ def test_overrides_parse_yaml_values_and_reject_typos():
         load_config(GenerateConfig, [*base, "++inference.temperature=hot"])
 
 
+def test_the_generation_program_takes_any_server_kind_and_knows_the_external_api():
+    # the kinds are the launcher's registry (it checks --server_type); in the job only `openai` changes the client
+    base = ["++input_file=i", "++output_file=o", "++prompt_config=generic/math"]
+    plugin_kind = load_config(GenerateConfig, [*base, "++server.server_type=toyhf"]).server
+    assert plugin_kind.server_type == "toyhf" and not plugin_kind.is_external_api
+    assert load_config(GenerateConfig, [*base, "++server.server_type=openai"]).server.is_external_api
+    with pytest.raises(UserError, match="server.server_type must not be empty"):
+        load_config(GenerateConfig, [*base, "++server.server_type=''"])
+
+
 def test_prompt_config_fills_rows_and_names_missing_fields(tmp_path):
     prompt = load_prompt_config("generic/math")
     (message,) = prompt.messages({"problem": "What is 2+2?", "other": 1})

@@ -25,10 +25,10 @@ from test_sft_support import write_jsonl
 
 from skills_cli.common.overrides import load_config
 from skills_cli.evaluation.benchmarks.arith import generate as arith
-from skills_cli.training.config import SFTConfig
-from skills_cli.training.grpo import run as run_grpo
-from skills_cli.training.grpo_config import GRPOConfig
-from skills_cli.training.sft import run as run_sft
+from skills_cli.training.algorithms.grpo.config import GRPOConfig
+from skills_cli.training.algorithms.grpo.trainer import run as run_grpo
+from skills_cli.training.algorithms.sft.config import SFTConfig
+from skills_cli.training.algorithms.sft.trainer import run as run_sft
 
 SEQUENCE = "++policy.max_total_sequence_length=64"
 FLOAT32 = "++policy.precision=float32"

@@ -17,8 +17,8 @@ from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config
 from skills_cli.evaluation.benchmarks.arith import generate as arith
 from skills_cli.training import check_metrics
-from skills_cli.training.grpo import run
-from skills_cli.training.grpo_config import GRPOConfig
+from skills_cli.training.algorithms.grpo.config import GRPOConfig
+from skills_cli.training.algorithms.grpo.trainer import run
 
 ROOT = Path(__file__).resolve().parent.parent
 NEMO_RL_CHECKS = [  # seed 004's pass criteria, as NeMo-RL's functional tests write them
@@ -91,14 +91,18 @@ def test_smoke_summary_tables_checkpoints_and_export(smoke):
     summary = json.loads((smoke["root"] / "logs" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["final_step"] == 2
     assert summary["optimizer_steps_per_step"] == 2  # 16 rollouts / global batch 8
-    table = [json.loads(line) for line in (smoke["root"] / "logs" / "validation_generations.jsonl").read_text().splitlines()]
+    table = [
+        json.loads(line) for line in (smoke["root"] / "logs" / "validation_generations.jsonl").read_text().splitlines()
+    ]
     assert [row["step"] for row in table] == [0] * 3 + [1] * 3 + [2] * 3
     assert {"prompt", "response", "expected_answer", "reward"} <= set(table[0])
     assert (smoke["root"] / "logs" / "tensorboard").is_dir()
     assert sorted(p.name for p in (smoke["root"] / "checkpoints").iterdir()) == ["step_1", "step_2"]
     exported = AutoModelForCausalLM.from_pretrained(str(smoke["root"] / "final_hf"), dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
-    changed = [not torch.equal(a, b) for a, b in zip(exported.state_dict().values(), base.state_dict().values(), strict=True)]
+    changed = [
+        not torch.equal(a, b) for a, b in zip(exported.state_dict().values(), base.state_dict().values(), strict=True)
+    ]
     assert any(changed)  # training moved the weights
 
 
@@ -133,7 +137,7 @@ def test_packing_and_flattened_rows_do_not_change_the_update(tmp_path, monkeypat
     """Packed rollouts (several per row, positions restarting, attention inside each) and the flattened layout
     the GPU's varlen attention hands the loss (forced here on CPU: the same offsets, a block-causal mask) take
     the padded run's step: the prev-logprob pass (off-policy ratio), the reference pass and the update."""
-    from skills_cli.training.model import ATTENTION_ENV, VARLEN_ATTENTION
+    from skills_cli.training.components.model import ATTENTION_ENV, VARLEN_ATTENTION
 
     train, _ = problems(tmp_path)
     common = ["++grpo.max_num_steps=1", "++checkpointing.enabled=false", "++loss_fn.force_on_policy_ratio=false"]
@@ -161,8 +165,8 @@ def test_packing_and_flattened_rows_do_not_change_the_update(tmp_path, monkeypat
 
 
 def test_packed_rows_hold_several_rollouts_at_their_label_positions():
-    from skills_cli.training.data import IGNORE_INDEX
-    from skills_cli.training.grpo_rollout import Rollout, micro_batches, response_values
+    from skills_cli.training.algorithms.grpo.rollout import Rollout, micro_batches, response_values
+    from skills_cli.training.components.data import IGNORE_INDEX
 
     rollouts = [Rollout((1, 2, 3), [4, 5], [-0.1, -0.2], False, "1", advantage=1.0),
                 Rollout((6, 7), [8, 9, 10], [-0.3, -0.4, -0.5], False, "2", advantage=-1.0),
@@ -200,7 +204,7 @@ def test_two_data_parallel_ranks_under_torchrun(tmp_path):
     train, _ = problems(tmp_path)
     out = tmp_path / "dp2"
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-            "skills_cli.training.grpo", f"++policy.model_name={tiny_model()}", f"++data.train_data={train}",
+            "skills_cli.training.algorithms.grpo", f"++policy.model_name={tiny_model()}", f"++data.train_data={train}",
             f"++output_dir={out}", "++grpo.num_prompts_per_step=4", "++grpo.num_generations_per_prompt=2",
             "++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=2",
             "++policy.generation.max_new_tokens=8", "++policy.max_total_sequence_length=160", "++grpo.max_num_steps=2",
@@ -248,7 +252,7 @@ def test_too_few_problems_for_a_step(tmp_path):
 def test_grpo_refuses_an_sft_checkpoint_directory(tmp_path):
     from test_sft_support import conversation_rows, sft_config
 
-    from skills_cli.training.sft import run as run_sft
+    from skills_cli.training.algorithms.sft.trainer import run as run_sft
 
     data = write_jsonl(tmp_path / "sft.jsonl", conversation_rows(8))
     run_sft(sft_config(tiny_model(), data, tmp_path / "out", "++sft.max_num_steps=1", "++checkpointing.save_period=1",
@@ -269,7 +273,11 @@ def test_megatron_backend_takes_the_same_first_step_as_dtensor(tmp_path, packing
     batching = ["++policy.sequence_packing.enabled=true", "++policy.train_micro_batch_size=1"] if packing else [
         "++policy.sequence_packing.enabled=false"]  # fmt: skip
     for backend in ("dtensor", "megatron"):
-        extra = ["++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false"] if backend == "megatron" else []
+        extra = (
+            ["++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false"]
+            if backend == "megatron"
+            else []
+        )
         out = tmp_path / backend
         run(grpo_config(out, train, f"++backend={backend}", *extra, *batching, "++grpo.max_num_steps=1",
                         "++checkpointing.enabled=false", "++env.reward_function=grpo_rewards:digit_count"))  # fmt: skip
@@ -312,10 +320,12 @@ def test_merged_lora_weights_equal_peft_merge_and_unload():
     from transformers import AutoModelForCausalLM
 
     pytest.importorskip("peft")
+    from skills_cli.training.components.lora import apply_lora, merged_state_dict
     from skills_cli.training.config import LoRAConfig
-    from skills_cli.training.lora import apply_lora, merged_state_dict
 
-    model = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32), LoRAConfig(dim=4, alpha=8))
+    model = apply_lora(
+        AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32), LoRAConfig(dim=4, alpha=8)
+    )
     torch.manual_seed(0)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -333,8 +343,8 @@ def test_lora_target_module_typo_names_the_real_ones():
     from transformers import AutoModelForCausalLM
 
     pytest.importorskip("peft")
+    from skills_cli.training.components.lora import apply_lora
     from skills_cli.training.config import LoRAConfig
-    from skills_cli.training.lora import apply_lora
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model(), dtype=torch.float32)
     with pytest.raises(UserError, match="no module named qproj"):

@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 from skills_cli.common.errors import UserError  # noqa: E402
 from skills_cli.common.overrides import load_config  # noqa: E402
 from skills_cli.training import check_metrics  # noqa: E402
-from skills_cli.training.grpo_config import GRPOConfig, check_grpo_layout  # noqa: E402
-from skills_cli.training.grpo_loss import (  # noqa: E402
+from skills_cli.training.algorithms.grpo.config import GRPOConfig, check_grpo_layout  # noqa: E402
+from skills_cli.training.algorithms.grpo.loss import (  # noqa: E402
     LossTerms,
     clipped_pg_loss,
     group_advantages,
@@ -191,7 +191,9 @@ def test_fewer_than_two_generations_are_refused():
 def test_rollout_batch_must_split_into_global_batches():
     config = grpo_config(**{"grpo.num_prompts_per_step": 3, "grpo.num_generations_per_prompt": 4,
                             "policy.train_global_batch_size": 8})  # fmt: skip
-    with pytest.raises(UserError, match=r"\(3 prompts x 4 generations = 12\).*valid global batch sizes: 1, 2, 3, 4, 6, 12"):
+    with pytest.raises(
+        UserError, match=r"\(3 prompts x 4 generations = 12\).*valid global batch sizes: 1, 2, 3, 4, 6, 12"
+    ):
         check_grpo_layout(config, world_size=1)
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 from grader_cases import CASES, GraderCase, math500_cases
 
-from skills_cli.evaluation.math_grader import GradeResult, extract_answer, grade, math_equal
+from skills_cli.evaluation.graders.math import GradeResult, extract_answer, grade, math_equal
 
 MATH500_CASES = math500_cases()
 
@@ -163,12 +163,12 @@ def test_works_from_non_main_threads():
 
 def test_importing_the_grader_is_cheap():
     code = (
-        "import sys, skills_cli.evaluation.math_grader; "
+        "import sys, skills_cli.evaluation.graders.math; "
         "print(sorted(m for m in ('sympy', 'math_verify', 'latex2sympy2_extended') if m in sys.modules))"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
-    assert importlib.import_module("skills_cli.evaluation.math_grader").__doc__.lstrip().startswith("Grade math")
+    assert importlib.import_module("skills_cli.evaluation.graders.math").__doc__.lstrip().startswith("Grade math")
 
 
 # -- fuzz: random junk must grade (as anything) without raising ---------------------------------------------------

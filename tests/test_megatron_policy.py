@@ -14,10 +14,10 @@ import pytest
 from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
 
 from skills_cli.common.errors import UserError
-from skills_cli.training import checkpoint as ckpt
+from skills_cli.training.algorithms.sft.trainer import SFTTrainer, main
+from skills_cli.training.components import checkpoint as ckpt
+from skills_cli.training.components.parallel import distributed_session
 from skills_cli.training.megatron import bridge
-from skills_cli.training.parallel import distributed_session
-from skills_cli.training.sft import SFTTrainer, main
 
 STEPS = 6
 # 32 samples, global batch 8 (4 steps an epoch); packed rows; a schedule whose state matters on resume
@@ -116,7 +116,7 @@ def train_file(tmp_path_factory):
 def probe_logits(policy, samples, pad_id: int):
     """The policy's full-vocabulary logits for one padded micro-batch, through the Policy interface, laid out
     (rows, length, vocab) (a policy may hand the loss one flattened stream; labels then share its layout)."""
-    from skills_cli.training.batching import make_micro_batches
+    from skills_cli.training.components.batching import make_micro_batches
 
     captured = []
 
@@ -160,7 +160,7 @@ def test_export_reloads_with_the_trained_logits(reference):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from skills_cli.training.batching import make_micro_batches
+    from skills_cli.training.components.batching import make_micro_batches
 
     export = reference["output"] / "final_hf"
     hf = AutoModelForCausalLM.from_pretrained(str(export), dtype=torch.float32)
@@ -282,7 +282,7 @@ def test_pipeline_parallel_and_recomputation_on_cpu_are_user_errors(train_file, 
 
 def torchrun(args: list[str], timeout: float = 300) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "skills_cli.training.sft", *args]  # fmt: skip
+               "-m", "skills_cli.training.algorithms.sft", *args]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]

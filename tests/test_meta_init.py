@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 
 
 def test_empty_model_has_meta_parameters_and_real_buffers():
-    from skills_cli.training.meta_init import empty_model
-    from skills_cli.training.model import load_model
+    from skills_cli.training.components.meta_init import empty_model
+    from skills_cli.training.components.model import load_model
 
     empty, loaded = empty_model(tiny_model("qwen2")), load_model(tiny_model("qwen2"))
     assert all(p.device.type == "meta" for p in empty.parameters())
@@ -24,9 +24,9 @@ def test_empty_model_has_meta_parameters_and_real_buffers():
 
 def test_policy_built_from_meta_holds_the_checkpoint_weights():
     from skills_cli.common.overrides import load_config
+    from skills_cli.training.components.model import load_model
+    from skills_cli.training.components.parallel import distributed_session
     from skills_cli.training.config import PolicyConfig
-    from skills_cli.training.model import load_model
-    from skills_cli.training.parallel import distributed_session
     from skills_cli.training.policy import build_policy
 
     config = load_config(PolicyConfig, [f"++model_name={tiny_model('qwen2')}"], where="policy")

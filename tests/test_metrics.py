@@ -15,6 +15,8 @@ from skills_cli.evaluation.metrics import (
     pass_at_k,
 )
 
+KEY = "symbolic_correct"  # the math grader's key; any grader's key names the columns the same way
+
 
 # -- pass_at_k ----------------------------------------------------------------------------------------------
 def test_pass_at_k_no_correct_sample_is_zero():
@@ -72,18 +74,24 @@ PROBLEMS = [
 
 
 def test_modes_come_in_print_order():
-    assert list(compute_metrics(PROBLEMS)) == ["pass@1[avg-of-4]", "majority@2", "pass@2", "majority@4", "pass@4"]
+    assert list(compute_metrics(PROBLEMS, metric_key=KEY)) == [
+        "pass@1[avg-of-4]",
+        "majority@2",
+        "pass@2",
+        "majority@4",
+        "pass@4",
+    ]
 
 
 def test_every_mode_shares_entries_tokens_and_seconds():
-    for values in compute_metrics(PROBLEMS).values():
+    for values in compute_metrics(PROBLEMS, metric_key=KEY).values():
         assert values["num_entries"] == 3
         assert values["avg_tokens"] == pytest.approx(50.0)
         assert values["gen_seconds"] == pytest.approx(5.0)
 
 
 def test_average_of_n():
-    values = compute_metrics(PROBLEMS)["pass@1[avg-of-4]"]
+    values = compute_metrics(PROBLEMS, metric_key=KEY)["pass@1[avg-of-4]"]
     # (2/4 + 2/4 + 1/4) / 3 = 1.25 / 3 = 5/12 -> 41.67%
     assert values["symbolic_correct"] == pytest.approx(100 * 5 / 12)
     # (1/4 + 1/4 + 2/4) / 3 = 1/3
@@ -94,7 +102,7 @@ def test_average_of_n():
 
 
 def test_pass_at_k_modes():
-    metrics = compute_metrics(PROBLEMS)
+    metrics = compute_metrics(PROBLEMS, metric_key=KEY)
     # k=2, C(4,2)=6: P0 1 - C(2,2)/6 = 5/6, P1 5/6, P2 1 - C(3,2)/6 = 1/2 -> (5/6 + 5/6 + 3/6) / 3 = 13/18
     assert metrics["pass@2"]["symbolic_correct"] == pytest.approx(100 * 13 / 18)
     # all-no-answer chance C(m,2)/6: P0 0, P1 0, P2 C(2,2)/6 = 1/6 -> 1/18
@@ -106,7 +114,7 @@ def test_pass_at_k_modes():
 
 
 def test_majority_at_2_breaks_ties_by_first_answer_and_counts_no_answers():
-    values = compute_metrics(PROBLEMS)["majority@2"]
+    values = compute_metrics(PROBLEMS, metric_key=KEY)["majority@2"]
     # P0: "5" vs "3" tie -> "5" (first), correct. P1: "7" vs "8" tie -> "7" (first), wrong even though "8"
     # is right. P2: None, None -> no answer, wrong. -> correct 1/3, no_answer 1/3
     assert values["symbolic_correct"] == pytest.approx(100 / 3)
@@ -114,7 +122,7 @@ def test_majority_at_2_breaks_ties_by_first_answer_and_counts_no_answers():
 
 
 def test_majority_at_4_strips_answers_and_uses_first_grade():
-    values = compute_metrics(PROBLEMS)["majority@4"]
+    values = compute_metrics(PROBLEMS, metric_key=KEY)["majority@4"]
     # P0: "5" x2 beats "3" -> correct. P1: "8" and " 8 " are one answer (x2) beating "7" -> first "8" correct.
     # P2: "1" x2 -> the first "1" (seed 2) is graded wrong -> wrong. -> correct 2/3, no_answer 0
     assert values["symbolic_correct"] == pytest.approx(200 / 3)
@@ -122,7 +130,7 @@ def test_majority_at_4_strips_answers_and_uses_first_grade():
 
 
 def test_max_k_stops_the_k_ladder():
-    metrics = compute_metrics(PROBLEMS, max_k=2)
+    metrics = compute_metrics(PROBLEMS, max_k=2, metric_key=KEY)
     assert list(metrics) == ["pass@1[avg-of-4]", "majority@2", "pass@2"]
     # avg-of-n still averages all 4 seeds
     assert metrics["pass@1[avg-of-4]"]["symbolic_correct"] == pytest.approx(100 * 5 / 12)
@@ -130,12 +138,12 @@ def test_max_k_stops_the_k_ladder():
 
 def test_max_k_below_one_is_rejected():
     with pytest.raises(ValueError, match="max_k"):
-        compute_metrics(PROBLEMS, max_k=0)
+        compute_metrics(PROBLEMS, max_k=0, metric_key=KEY)
 
 
 def test_k_ladder_ends_with_n_when_n_is_not_a_power_of_two():
     six_seeds = [[S(i % 2, str(i)) for i in range(6)]]
-    assert list(compute_metrics(six_seeds)) == [
+    assert list(compute_metrics(six_seeds, metric_key=KEY)) == [
         "pass@1[avg-of-6]",
         "majority@2",
         "pass@2",
@@ -145,15 +153,15 @@ def test_k_ladder_ends_with_n_when_n_is_not_a_power_of_two():
         "pass@6",
     ]
     # max_k above n is capped at n
-    assert list(compute_metrics(six_seeds, max_k=100))[-1] == "pass@6"
+    assert list(compute_metrics(six_seeds, max_k=100, metric_key=KEY))[-1] == "pass@6"
     # max_k=3 -> k in 1, 2, 3
-    assert list(compute_metrics(six_seeds, max_k=3))[-2:] == ["majority@3", "pass@3"]
+    assert list(compute_metrics(six_seeds, max_k=3, metric_key=KEY))[-2:] == ["majority@3", "pass@3"]
 
 
 # -- greedy, bad input --------------------------------------------------------------------------------------
 def test_greedy_run():
     problems = [[S(1, "1", 10, 1.0)], [S(0, None, 20, None)], [S(0, "2", None, 2.0)], [S(1, "4", 30, 3.0)]]
-    metrics = compute_metrics(problems)
+    metrics = compute_metrics(problems, metric_key=KEY)
     assert list(metrics) == ["greedy"]
     assert metrics["greedy"] == pytest.approx(
         {
@@ -167,7 +175,7 @@ def test_greedy_run():
 
 
 def test_nothing_reported_means_zero_tokens_and_seconds():
-    metrics = compute_metrics([[S(1, "1")], [S(0, "2")]])
+    metrics = compute_metrics([[S(1, "1")], [S(0, "2")]], metric_key=KEY)
     assert metrics["greedy"]["avg_tokens"] == 0.0
     assert metrics["greedy"]["gen_seconds"] == 0.0
 
@@ -175,21 +183,21 @@ def test_nothing_reported_means_zero_tokens_and_seconds():
 def test_unequal_sample_counts_name_the_problem():
     problems = [[S(1, "1"), S(1, "1")], [S(1, "1"), S(1, "1")], [S(1, "1")]]
     with pytest.raises(ValueError, match="problem 2 has 1 samples, expected 2"):
-        compute_metrics(problems)
+        compute_metrics(problems, metric_key=KEY)
 
 
 def test_no_problems_or_no_samples_are_rejected():
     with pytest.raises(ValueError, match="no problems"):
-        compute_metrics([])
+        compute_metrics([], metric_key=KEY)
     with pytest.raises(ValueError, match="no samples"):
-        compute_metrics([[], []])
+        compute_metrics([[], []], metric_key=KEY)
 
 
 # -- subsets ------------------------------------------------------------------------------------------------
 def test_subset_metrics():
-    results = compute_subset_metrics(PROBLEMS, ["algebra", "geometry", "algebra"])
+    results = compute_subset_metrics(PROBLEMS, ["algebra", "geometry", "algebra"], metric_key=KEY)
     assert list(results) == ["all", "algebra", "geometry"]
-    assert results["all"] == compute_metrics(PROBLEMS)
+    assert results["all"] == compute_metrics(PROBLEMS, metric_key=KEY)
 
     algebra = results["algebra"]["pass@1[avg-of-4]"]  # P0 and P2
     assert algebra["num_entries"] == 2
@@ -209,9 +217,9 @@ def test_subset_metrics():
 
 def test_subset_labels_must_match_problems():
     with pytest.raises(ValueError, match="2 subset labels for 3 problems"):
-        compute_subset_metrics(PROBLEMS, ["a", "b"])
+        compute_subset_metrics(PROBLEMS, ["a", "b"], metric_key=KEY)
     with pytest.raises(ValueError, match="reserved"):
-        compute_subset_metrics(PROBLEMS, ["all", "b", "b"])
+        compute_subset_metrics(PROBLEMS, ["all", "b", "b"], metric_key=KEY)
 
 
 # -- table --------------------------------------------------------------------------------------------------
@@ -228,7 +236,7 @@ def test_table_text():
         "majority@4       | 3           | 50         | 66.67%           | 0.00%\n"
         "pass@4           | 3           | 50         | 100.00%          | 0.00%\n"
     )
-    assert format_table("toy", compute_metrics(PROBLEMS)) == expected
+    assert format_table("toy", compute_metrics(PROBLEMS, metric_key=KEY), metric_key=KEY) == expected
 
 
 def test_greedy_table_text():
@@ -240,4 +248,14 @@ def test_greedy_table_text():
         "evaluation_mode | num_entries | avg_tokens | symbolic_correct | no_answer\n"
         "greedy          | 2           | 16         | 50.00%           | 50.00%\n"
     )
-    assert format_table("greedy", compute_metrics(problems)) == expected
+    assert format_table("greedy", compute_metrics(problems, metric_key=KEY), metric_key=KEY) == expected
+
+
+def test_the_metric_key_names_the_accuracy_columns():
+    metrics = compute_metrics(PROBLEMS, metric_key="exact_match")
+    assert metrics["pass@1[avg-of-4]"]["exact_match"] == pytest.approx(100 * 5 / 12)
+    assert metrics["pass@1[avg-of-4]"]["exact_match_std"] == pytest.approx(50 / 3)
+    assert not any(key.startswith("symbolic_correct") for values in metrics.values() for key in values)
+    table = format_table("toy", metrics, metric_key="exact_match").splitlines()
+    assert table[1] == "evaluation_mode  | num_entries | avg_tokens | exact_match    | no_answer"
+    assert table[2] == "pass@1[avg-of-4] | 3           | 50         | 41.67% ± 16.67 | 33.33%"

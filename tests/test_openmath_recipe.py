@@ -36,11 +36,13 @@ def test_dry_run_prints_the_tutorials_job_graph(config_dir, tmp_path):
     result = recipe("--workspace", str(workspace), "--cluster", "slurm", "--config_dir", str(config_dir), "--dry_run")
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
-    assert [line.split()[2] for line in text.splitlines() if line.startswith("# ---- ") and line.endswith(" ----")] == STAGES
+    assert [
+        line.split()[2] for line in text.splitlines() if line.startswith("# ---- ") and line.endswith(" ----")
+    ] == STAGES
     assert "huggingface-cli download Qwen/Qwen2.5-14B-Instruct" in text and "Qwen/QwQ-32B" in text
     assert "vllm/vllm-openai" in text  # baseline and final evals on vLLM servers
     assert "trtllm-build --checkpoint_dir" in text and "--max_seq_len 10000" in text
-    assert "-m skills_cli.training.sft" in text and "++policy.dtensor_cfg.tensor_parallel_size=8" in text
+    assert "-m skills_cli.training.algorithms.sft" in text and "++policy.dtensor_cfg.tensor_parallel_size=8" in text
     assert "++filters.remove_no_think_tags=true" in text
     assert "--convert_from checkpoint --convert_to hf" in text or "-m skills_cli.training.convert" in text
     assert not workspace.exists()  # a dry run writes nothing

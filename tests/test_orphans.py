@@ -26,7 +26,7 @@ from skills_cli.common.process import start_ticks
 from skills_cli.pipeline import run_cmd, wrap_arguments
 from skills_cli.pipeline.experiment import wait
 from skills_cli.pipeline.store import JobState, Store
-from skills_cli.training.run_lock import LOCK_NAME, Holder, TrainerLock
+from skills_cli.training.components.run_lock import LOCK_NAME, Holder, TrainerLock
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -198,7 +198,7 @@ def test_a_dead_trainers_lock_still_held_open_by_a_process_it_forked_is_taken_ov
     script = (
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from skills_cli.training.run_lock import TrainerLock\n"
+        "from skills_cli.training.components.run_lock import TrainerLock\n"
         f"lock = TrainerLock.acquire(Path({str(tmp_path / 'run')!r}))\n"
         "child = os.fork()\n"
         "if child == 0:\n"
@@ -268,14 +268,14 @@ def test_torchrun_sigkill_takes_its_worker_and_a_rerun_takes_over_the_lock(tmp_p
     host and pid); SIGKILL of torchrun takes the worker with it; a rerun (the next --dependent_jobs copy) takes
     over the stale lock and trains. The second trainer and the rerun are the entrypoint's `main` in this
     process (a world of one, as without torchrun), which saves two interpreter starts."""
-    from skills_cli.training.sft import main as sft_main
+    from skills_cli.training.algorithms.sft.trainer import main as sft_main
 
     model, train = tiny_model(), write_jsonl(tmp_path / "train.jsonl", conversation_rows(16))
     output = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     torchrun = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
-         "skills_cli.training.sft", *sft_argv(model, train, output, steps=100000)],
+         "skills_cli.training.algorithms.sft", *sft_argv(model, train, output, steps=100000)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     worker = None

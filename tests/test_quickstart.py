@@ -4,7 +4,6 @@ skips every stage; the same chain through the local Slurm over SSH (infra)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from skills_cli.common.artifacts import EVAL_METRICS_FILE, EVALUATION, read_json_artifact
 from skills_cli.pipeline.store import JobRecord, JobState, Store
 
 RECIPE = REPO / "recipes" / "quickstart.py"
@@ -33,7 +33,7 @@ def stage_jobs() -> dict[str, list[JobRecord]]:
 
 
 def accuracy(output: Path, evaluation: str) -> float:
-    metrics = json.loads((output / "evals" / evaluation / "metrics.json").read_text())
+    _, metrics = read_json_artifact(output / "evals" / evaluation / EVAL_METRICS_FILE, expect=EVALUATION)
     return metrics["arith"][HEADLINE]["symbolic_correct"]
 
 

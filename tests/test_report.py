@@ -17,7 +17,7 @@ from conftest import run_ns, write_config
 
 from skills_cli.pipeline import report, run_cmd, wrap_arguments
 from skills_cli.pipeline.cluster import parse_cluster_config
-from skills_cli.pipeline.report import host_path, read_artifact
+from skills_cli.pipeline.reporting.collect import host_path, read_artifact
 from skills_cli.pipeline.store import JobRecord, JobState, Store, SubmissionRecord, new_uid
 
 EVAL_METRICS = {
@@ -191,3 +191,21 @@ def test_grpo_series_layout_gives_curves_unless_its_rows_are_next_to_it(tmp_path
     flat = tmp_path / "summary.json"
     flat.write_text(json.dumps({"status": "finished", "final_step": 3}))
     assert read_artifact(flat, has_rows=False).kind == "summary"
+
+
+def test_json_outputs_are_read_by_their_recorded_kind(tmp_path):
+    """Files written through common.artifacts carry kind and version: the report reads them by kind."""
+    from skills_cli.common.artifacts import EVALUATION, TRAINING_SERIES, TRAINING_SUMMARY, write_json_artifact
+
+    modes = {"pass@1": {"num_entries": 10, "avg_tokens": 12.0, "symbolic_correct": 40.0, "no_answer": 0.0}}
+    evaluation = write_json_artifact(tmp_path / "eval" / "metrics.json", EVALUATION, {"arith": modes})
+    artifact = read_artifact(evaluation, has_rows=False)
+    assert (artifact.kind, artifact.data) == ("eval", {"arith": modes})  # no `kind`/`version` rows in the table
+    series = write_json_artifact(tmp_path / "logs" / "metrics.json", TRAINING_SERIES, {"loss": {"1": 0.9, "2": 0.5}})
+    assert read_artifact(series, has_rows=False).data == {"loss": [(1, 0.9), (2, 0.5)]}
+    summary = write_json_artifact(tmp_path / "logs" / "summary.json", TRAINING_SUMMARY, {"status": "finished"})
+    assert read_artifact(summary, has_rows=False).data == {"status": "finished"}
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps({"kind": "evaluation", "version": 99, "arith": modes}))
+    unreadable = read_artifact(newer, has_rows=False)
+    assert unreadable.kind == "other" and "version 99 is newer" in unreadable.data

@@ -18,7 +18,10 @@ from skills_cli.inference.engine import (  # noqa: E402
     TorchEngine,
     sampling,  # noqa: E402
 )
+from skills_cli.inference.engine.hf_backend import HFBackend  # noqa: E402
 from skills_cli.inference.engine.params import row_key  # noqa: E402
+from skills_cli.inference.engine.scheduler import Scheduler, requests_for  # noqa: E402
+from skills_cli.inference.engine.stopping import eos_token_ids  # noqa: E402
 from skills_cli.inference.engine.vllm_engine import VllmEngine, vllm_request_kwargs  # noqa: E402
 from skills_cli.inference.tiny_model import build_tiny_model  # noqa: E402
 
@@ -93,6 +96,37 @@ def test_greedy_equals_hf_generate_with_ragged_prompts_and_refill(models, arch):
         assert len(result.logprobs) == len(result.token_ids)
     top_k_one = engine.generate(PROMPTS, SamplingParams(max_new_tokens=24, temperature=0.7, top_k=1))
     assert [r.token_ids for r in top_k_one] == [r.token_ids for r in results]
+
+
+def general_backend_generate(model, prompts, params, slots: int) -> list:
+    """The shared core over the general backend (the model's own forward and a DynamicCache), as TorchEngine
+    drives it over the compact one: submit everything, step until done."""
+    backend = HFBackend(model, slots, 128, pad_id=3)
+    scheduler = Scheduler(backend, model.config.vocab_size, torch.device("cpu"), eos_token_ids(model))
+    results = [None] * len(prompts)
+    for request in requests_for(
+        prompts, params, [lambda r, i=i: results.__setitem__(i, r) for i in range(len(prompts))]
+    ):
+        scheduler.submit(request)
+    with torch.inference_mode():
+        while scheduler.has_work:
+            scheduler.step()
+    assert backend.order == [] and backend.cache is None  # every row left the cache
+    return results
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_general_backend_decodes_like_hf_and_samples_like_the_compact_one(models, arch):
+    model = models[arch]
+    greedy = general_backend_generate(model, PROMPTS, SamplingParams(max_new_tokens=24, temperature=0), slots=3)
+    for prompt, result in zip(PROMPTS, greedy, strict=True):
+        assert result.token_ids == hf_greedy(model, prompt, 24)
+    params = SamplingParams(max_new_tokens=16, temperature=1.3, top_p=0.9, seed=11, ignore_eos=True)
+    general = general_backend_generate(model, PROMPTS, params, slots=2)
+    compact = TorchEngine(model, max_batch_size=4, max_seq_len=128).generate(PROMPTS, params)
+    assert [r.token_ids for r in general] == [r.token_ids for r in compact]
+    for ours, theirs in zip(general, compact, strict=True):
+        torch.testing.assert_close(torch.tensor(ours.logprobs), torch.tensor(theirs.logprobs), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -235,6 +269,11 @@ def test_device_uniforms_equal_the_host_hash():
     device = sampling.uniforms(torch.tensor([k for k, _ in pairs]), torch.tensor([c for _, c in pairs]))
     host = torch.tensor([sampling.uniform_host(k, c) for k, c in pairs])
     assert torch.equal(device, host)
+    numpy_keys, numpy_counters = (
+        torch.tensor([k for k, _ in pairs]).numpy(),
+        torch.tensor([c for _, c in pairs]).numpy(),
+    )
+    assert torch.equal(torch.from_numpy(sampling.uniforms_array(numpy_keys, numpy_counters)), host)
     assert 0 < device.min() and device.max() < 1 and len(set(device.tolist())) == len(pairs)
 
 
@@ -280,7 +319,7 @@ def test_vllm_request_kwargs_map_our_sampling_params():
     params = SamplingParams(max_new_tokens=64, temperature=0.6, top_p=0.95, top_k=0, stop_token_ids=(7, 9),
                             ignore_eos=True, seed=3)  # fmt: skip
     first, second = vllm_request_kwargs(params, 0, 3), vllm_request_kwargs(params, 1, 3)
-    assert first == {"n": 1, "max_tokens": 64, "temperature": 0.6, "top_p": 0.95, "top_k": -1, "stop_token_ids": [7, 9],
+    assert first == {"n": 1, "max_tokens": 64, "temperature": 0.6, "top_p": 0.95, "top_k": -1, "min_p": 0.0, "stop_token_ids": [7, 9],
                      "ignore_eos": True, "seed": row_key(3, 0), "logprobs": 0, "detokenize": False}  # fmt: skip
     assert second["seed"] == row_key(3, 1) != first["seed"]
     assert vllm_request_kwargs(SamplingParams(max_new_tokens=1, top_k=20), 0, 0)["top_k"] == 20

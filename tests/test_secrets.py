@@ -26,6 +26,7 @@ from skills_cli.pipeline.executors.slurm import SlurmExecutor
 from skills_cli.pipeline.experiment import SubmitOptions, build_plan, logs, submit_jobs
 from skills_cli.pipeline.jobs import Command, Job
 from skills_cli.pipeline.render import sbatch_script
+from skills_cli.pipeline.reporting import collect
 from skills_cli.pipeline.store import JobState, Store
 
 # a job that writes the sha256 of each named variable to the file given as argv[1] (never the value itself)
@@ -109,10 +110,7 @@ def test_logs_and_reports_hide_values_a_job_printed(isolated_home, tmp_path, val
     ((record, text),) = logs("secret-logs", None, None)
     assert "db=<hidden> hf=<hidden>" in text
     assert values["DB_PASS"] not in text and values["HF_TOKEN"] not in text
-    # `ns report` quotes the log of a failed job: hidden there too. (Imported here: importing the module
-    # `skills_cli.pipeline.report` replaces the package's `report` function of the same name.)
-    from skills_cli.pipeline.report import collect
-
+    # `ns report` quotes the log of a failed job: hidden there too.
     (section,) = collect("secret-logs").sections
     assert "db=<hidden> hf=<hidden>" in section.log_tails[record.uid]
     assert values["DB_PASS"] not in section.log_tails[record.uid]

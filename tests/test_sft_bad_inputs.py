@@ -9,9 +9,10 @@ from test_sft_support import conversation_rows, tiny_model, write_jsonl
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config
-from skills_cli.training.config import SFTConfig, check_parallel_layout
-from skills_cli.training.parallel import check_tensor_parallel
-from skills_cli.training.sft import main
+from skills_cli.training.algorithms.sft.config import SFTConfig
+from skills_cli.training.algorithms.sft.trainer import main
+from skills_cli.training.components.parallel import check_tensor_parallel
+from skills_cli.training.config import check_parallel_layout
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_m
 
 from skills_cli.common.errors import UserError
 from skills_cli.training import average_checkpoints
-from skills_cli.training.checkpoint import load_model_weights, step_checkpoints
-from skills_cli.training.sft import DEADLINE_ENV, run
+from skills_cli.training.algorithms.sft.trainer import run
+from skills_cli.training.components.checkpoint import load_model_weights, step_checkpoints
+from skills_cli.training.trainer import DEADLINE_ENV
 
 # 20 samples, global batch 8: 2 steps per epoch (the tail of 4 is dropped), 6 steps = 3 epochs.
 RUN_OPTIONS = ("++sft.max_num_steps=6", "++sft.max_num_epochs=5", "++checkpointing.save_period=2",
@@ -120,29 +121,32 @@ def test_average_refuses_incomplete_checkpoints(tmp_path, capsys):
 
 def test_a_job_starting_after_the_run_finished_does_nothing(train_file, tmp_path):
     """A `--dependent_jobs` copy that starts once the run is done: no training step, no second export, and
-    metrics.json keeps the finished run's summary (it used to be replaced by an empty one)."""
+    summary.json keeps the finished run's summary (it used to be replaced by an empty one)."""
     run_dir = tmp_path / "run"
     assert run(config_for(train_file, run_dir))["status"] == "finished"
-    summary_before = (run_dir / "metrics.json").read_text()
+    summary_before = (run_dir / "logs" / "summary.json").read_text()
     export_time = (run_dir / "final_hf" / "model.safetensors").stat().st_mtime_ns
-    metrics_before = (run_dir / "metrics.jsonl").read_text()
+    metrics_before = (run_dir / "logs" / "metrics.jsonl").read_text()
     summary = run(config_for(train_file, run_dir))
-    assert summary == json.loads(summary_before) and summary["status"] == "finished"
-    assert (run_dir / "metrics.json").read_text().strip() == summary_before.strip()
-    assert (run_dir / "metrics.jsonl").read_text() == metrics_before
+    assert (
+        summary == {k: v for k, v in json.loads(summary_before).items() if k not in ("kind", "version")}
+        and summary["status"] == "finished"
+    )
+    assert (run_dir / "logs" / "summary.json").read_text().strip() == summary_before.strip()
+    assert (run_dir / "logs" / "metrics.jsonl").read_text() == metrics_before
     assert (run_dir / "final_hf" / "model.safetensors").stat().st_mtime_ns == export_time
     # without its export the run is not finished: the copy exports (and nothing else)
     shutil.rmtree(run_dir / "final_hf")
     summary = run(config_for(train_file, run_dir))
     assert summary["resumed_from_step"] == 6 and (run_dir / "final_hf" / "model.safetensors").is_file()
-    assert (run_dir / "metrics.jsonl").read_text() == metrics_before
+    assert (run_dir / "logs" / "metrics.jsonl").read_text() == metrics_before
 
 
 def test_export_appears_whole_or_not_at_all(tmp_path, monkeypatch):
     import torch
     from transformers import PreTrainedModel
 
-    from skills_cli.training.export import save_hf_model
+    from skills_cli.training.components.export import save_hf_model
 
     out = tmp_path / "out"
     out.mkdir()

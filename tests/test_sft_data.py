@@ -8,9 +8,13 @@ from test_sft_support import tiny_model, write_jsonl
 
 from skills_cli.common.errors import UserError
 from skills_cli.inference.tiny_model import load_tokenizer
-from skills_cli.training.batching import block_causal_mask, first_fit_decreasing, make_micro_batches, shard_for_rank
-from skills_cli.training.config import DataConfig, SchedulerConfig
-from skills_cli.training.data import (
+from skills_cli.training.components.batching import (
+    block_causal_mask,
+    first_fit_decreasing,
+    make_micro_batches,
+    shard_for_rank,
+)
+from skills_cli.training.components.data import (
     IGNORE_INDEX,
     DataPosition,
     SFTSample,
@@ -19,7 +23,8 @@ from skills_cli.training.data import (
     next_global_batch,
     tokenize_conversation,
 )
-from skills_cli.training.optim import lr_multiplier
+from skills_cli.training.components.optim import lr_multiplier
+from skills_cli.training.config import DataConfig, SchedulerConfig
 
 CHAT = [
     {"role": "system", "content": "Be brief."},

@@ -8,11 +8,11 @@ import pytest
 from test_sft_normalization import GLOBAL_BATCH, train_file  # noqa: F401 (fixture)
 from test_sft_support import sft_config, tiny_model
 
-from skills_cli.training.batching import make_micro_batches
-from skills_cli.training.data import IGNORE_INDEX, SFTSample
-from skills_cli.training.model import ATTENTION_ENV, VARLEN_ATTENTION
-from skills_cli.training.parallel import distributed_session
-from skills_cli.training.sft import SFTTrainer
+from skills_cli.training.algorithms.sft.trainer import SFTTrainer
+from skills_cli.training.components.batching import make_micro_batches
+from skills_cli.training.components.data import IGNORE_INDEX, SFTSample
+from skills_cli.training.components.model import ATTENTION_ENV, VARLEN_ATTENTION
+from skills_cli.training.components.parallel import distributed_session
 
 
 def samples(lengths: list[int]) -> list[SFTSample]:
@@ -55,7 +55,7 @@ def test_scaled_token_nll_matches_cross_entropy():
     import torch
     import torch.nn.functional as F
 
-    from skills_cli.training.loss import EAGER_CHUNK_ROWS, normalized_loss
+    from skills_cli.training.components.loss import EAGER_CHUNK_ROWS, normalized_loss
 
     torch.manual_seed(0)
     rows = EAGER_CHUNK_ROWS + 37  # more than one eager chunk
@@ -106,7 +106,7 @@ def test_varlen_attention_without_offsets_is_plain_causal_attention():
     """A plain `model(input_ids=...)` call (no sequence offsets) treats each row as one sequence."""
     import torch
 
-    from skills_cli.training.model import load_model
+    from skills_cli.training.components.model import load_model
 
     ids = torch.randint(4, 200, (3, 17))
     reference = load_model(tiny_model("qwen2"), "sdpa")
@@ -121,7 +121,7 @@ def test_varlen_attention_with_tensor_and_sequence_parallelism(train_file, tmp_p
     Losses and gradient norms match one process step for step."""
     from test_sft_normalization import read_metrics, run_args, torchrun
 
-    from skills_cli.training.sft import main
+    from skills_cli.training.algorithms.sft.trainer import main
 
     monkeypatch.setenv(ATTENTION_ENV, VARLEN_ATTENTION)
     model = tiny_model()
@@ -141,7 +141,7 @@ def test_varlen_model_honours_a_4d_mask_given_without_offsets():
     policy's micro-batches) run through transformers' SDPA with that mask."""
     import torch
 
-    from skills_cli.training.model import load_model
+    from skills_cli.training.components.model import load_model
 
     packed = make_micro_batches(samples([9, 6, 7]), 1, pad_id=0, pack_capacity=32)[0]
     inputs, _ = packed.model_inputs("sdpa", torch.float32, "cpu")
@@ -156,7 +156,7 @@ def test_flash_varlen_custom_ops_have_shapes_and_a_backward_without_a_graph_brea
     and the backward's shapes, autograd reaches the backward op, and dynamo traces it without a graph break."""
     import torch
 
-    from skills_cli.training.model import flash_varlen_kernel
+    from skills_cli.training.components.model import flash_varlen_kernel
 
     kernel = flash_varlen_kernel()
     q = torch.empty(100, 14, 64, device="meta", dtype=torch.bfloat16, requires_grad=True)
@@ -196,6 +196,8 @@ def test_micro_batches_hold_each_samples_tokens_labels_and_positions():
     for index, sample in enumerate(data):
         batch, row = padded[index // 4], index % 4
         n = len(sample)
-        assert batch.input_ids[row, :n].tolist() == sample.input_ids and batch.labels[row, :n].tolist() == sample.labels()
+        assert (
+            batch.input_ids[row, :n].tolist() == sample.input_ids and batch.labels[row, :n].tolist() == sample.labels()
+        )
         assert batch.attention_mask[row].tolist() == [1] * n + [0] * (batch.input_ids.shape[1] - n)
         assert (batch.labels[row, n:] == IGNORE_INDEX).all() and (batch.input_ids[row, n:] == 0).all()

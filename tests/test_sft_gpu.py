@@ -18,9 +18,9 @@ from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_m
 
 torch = pytest.importorskip("torch")
 
-from skills_cli.training.checkpoint import step_checkpoints  # noqa: E402
-from skills_cli.training.parallel import distributed_session  # noqa: E402
-from skills_cli.training.sft import SFTTrainer  # noqa: E402
+from skills_cli.training.algorithms.sft.trainer import SFTTrainer  # noqa: E402
+from skills_cli.training.components.checkpoint import step_checkpoints  # noqa: E402
+from skills_cli.training.components.parallel import distributed_session  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (tests/test_sft_gpu.py)")
 

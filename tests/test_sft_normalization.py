@@ -11,8 +11,8 @@ import sys
 import pytest
 from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
 
-from skills_cli.training.parallel import distributed_session
-from skills_cli.training.sft import SFTTrainer
+from skills_cli.training.algorithms.sft.trainer import SFTTrainer
+from skills_cli.training.components.parallel import distributed_session
 
 GLOBAL_BATCH = list(range(8))  # the samples of the global batch under test
 
@@ -36,8 +36,8 @@ def reference_loss(model: str, train_file: str) -> float:
     from transformers import AutoModelForCausalLM
 
     from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.training.components.data import load_sft_dataset
     from skills_cli.training.config import DataConfig
-    from skills_cli.training.data import load_sft_dataset
 
     dataset = load_sft_dataset(train_file, load_tokenizer(model), DataConfig(), 256)
     hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
@@ -94,7 +94,7 @@ def test_packing_really_packs_and_checkpointing_really_recomputes(train_file, tm
 
 def torchrun(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "skills_cli.training.sft", *args]  # fmt: skip
+               "-m", "skills_cli.training.algorithms.sft", *args]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -109,15 +109,18 @@ def run_args(model: str, train: str, output_dir, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def one_process_metrics(train_file, tmp_path_factory) -> list[dict]:
-    from skills_cli.training.sft import main
+    from skills_cli.training.algorithms.sft.trainer import main
 
     output_dir = tmp_path_factory.mktemp("one")
     assert main(run_args(tiny_model(), train_file, output_dir)) == 0
     return read_metrics(output_dir)
 
 
-LAYOUTS = {"dp2": [], "tp2": ["++policy.dtensor_cfg.tensor_parallel_size=2"],
-           "tp2_sp": ["++policy.dtensor_cfg.tensor_parallel_size=2", "++policy.dtensor_cfg.sequence_parallel=true"]}
+LAYOUTS = {
+    "dp2": [],
+    "tp2": ["++policy.dtensor_cfg.tensor_parallel_size=2"],
+    "tp2_sp": ["++policy.dtensor_cfg.tensor_parallel_size=2", "++policy.dtensor_cfg.sequence_parallel=true"],
+}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from skills_cli.common.overrides import load_config
-from skills_cli.training.config import SFTConfig
+from skills_cli.training.algorithms.sft.config import SFTConfig
 
 _CACHE = Path(tempfile.mkdtemp(prefix="skills-sft-tests-"))
 atexit.register(shutil.rmtree, _CACHE, True)
@@ -62,5 +62,6 @@ def sft_config(model: str, train: str, output_dir: Path, *overrides: str) -> SFT
     return load_config(SFTConfig, [*base, *overrides], where="sft")
 
 
-def read_metrics(log_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(log_dir) / "metrics.jsonl").read_text().splitlines()]
+def read_metrics(output_dir: Path) -> list[dict]:
+    """The per-step rows of a run (`<output_dir>/logs/metrics.jsonl`)."""
+    return [json.loads(line) for line in (Path(output_dir) / "logs" / "metrics.jsonl").read_text().splitlines()]

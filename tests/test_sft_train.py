@@ -3,16 +3,16 @@ with the trained model's logits, and trackers (wandb / swanlab offline) receive 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
 
+from skills_cli.common.artifacts import TRAINING_SERIES, TRAINING_SUMMARY, read_json_artifact
 from skills_cli.inference.tiny_model import load_tokenizer
-from skills_cli.training.parallel import distributed_session
-from skills_cli.training.sft import SFTTrainer, main
+from skills_cli.training.algorithms.sft.trainer import SFTTrainer, main
+from skills_cli.training.components.parallel import distributed_session
 
 STEPS = 20
 
@@ -62,7 +62,10 @@ def test_metrics_lines_and_summary(trained):
     )  # cosine to 10%
     assert [row["step"] for row in rows if "val_loss" in row] == [5, 10, 15, 20]
     assert sum(row["num_overlong_samples"] for row in rows) >= 1  # the long sample is drawn (and masked)
-    summary = json.loads((trained["root"] / "metrics.json").read_text())
+    kind, summary = read_json_artifact(trained["root"] / "logs" / "summary.json")
+    assert kind is TRAINING_SUMMARY
+    series_kind, series = read_json_artifact(trained["root"] / "logs" / "metrics.json")
+    assert series_kind is TRAINING_SERIES and series["loss"] == {str(row["step"]): row["loss"] for row in rows}
     assert summary["status"] == "finished" and summary["final_step"] == STEPS
     assert summary["num_overlong_train_samples"] == 1
     assert summary["val_loss_at_start"] > summary["final_val_loss"]
@@ -110,9 +113,9 @@ def test_trackers_offline(tmp_path, monkeypatch, mode_from):
             "++logger.swanlab.project=sft-tests", *extra]  # fmt: skip
     assert main(args) == 0
     if mode_from == "config":
-        (events,) = (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")
+        (events,) = (tmp_path / "run" / "logs" / "tensorboard").glob("events.out.tfevents.*")
         assert b"grad_norm" in events.read_bytes() and b"loss" in events.read_bytes()
-    (wandb_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    (wandb_run,) = (tmp_path / "run" / "logs" / "wandb").glob("offline-run-*/run-*.wandb")
     # wandb's service process writes the run file; on a loaded machine it was seen holding only its header right
     # after finish() returned (once in a batch run), so wait a bounded time for the records
     deadline = time.monotonic() + 60

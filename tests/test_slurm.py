@@ -134,3 +134,22 @@ def test_dry_run_on_slurm_connects_to_nothing(slurm_config):
                     "--dry_run", "echo hi", check=True)  # fmt: skip
     assert "#!/bin/bash" in result.stdout and "docker run" in result.stdout and "sbatch --parsable" in result.stdout
     assert not Store().has_experiment("dry")
+
+
+def test_more_gpus_than_the_partition_has_is_refused_before_queueing(slurm_config, infra):
+    """The first round trip asks sinfo what the partition's nodes have (this cluster: no GPUs)."""
+    partition = ssh(infra, "sinfo -h -o %P").split()[0].rstrip("*")
+    result = run_ns("run_cmd", "--cluster", "slurm_local", "--config_dir", str(slurm_config), "--expname", "gpu-ask",
+                    "--num_gpus", "2", "echo never")  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (f"error: job 'gpu-ask' asks for 2 GPUs per node; partition {partition!r} of "
+                                     "cluster 'slurm_local' has at most 0 per node (sinfo)")  # fmt: skip
+    assert not Store().has_experiment("gpu-ask")
+    assert "gpu-ask" not in ssh(infra, "squeue -h -o %j")
+
+
+def test_partition_gpus_reads_sinfo_gres():
+    from skills_cli.pipeline.executors.slurm import partition_gpus
+
+    offered = partition_gpus(["SINFO cpu*|(null)", "SINFO gpu|gpu:a100:4(S:0-1),gpu:v100:2", "SINFO gpu|gpu:8"])
+    assert (offered.per_node, offered.default) == ({"cpu": 0, "gpu": 8}, "cpu")

@@ -39,7 +39,7 @@ def test_seed001_grpo_call_compiles_to_torchrun(config_dir):
     write_config(config_dir, "slurm", SLURM)
     text = grpo(config_dir, *SEED_001_FLAGS, "--swanlab_project", "grpo-dev", check=True).stdout
     assert "#SBATCH --gpus-per-node=8" in text
-    assert "-m torch.distributed.run --nproc_per_node=8 --standalone -m skills_cli.training.grpo" in text
+    assert "-m torch.distributed.run --nproc_per_node=8 --standalone -m skills_cli.training.algorithms.grpo" in text
     for flag in ("++backend=dtensor", "++policy.model_name=/workspace/Llama-3.1-8B-Instruct",
                  "++data.train_data=/workspace/openmath.jsonl", "++grpo.num_generations_per_prompt=32",
                  "++loss_fn.use_importance_sampling_correction=true", "++logger.swanlab_enabled=true",
@@ -67,8 +67,12 @@ def test_bad_grpo_flags_fail_before_submission(config_dir, extra, message):
 
 def test_vllm_rollouts_run_in_the_vllm_container(config_dir):
     write_config(config_dir, "slurm", SLURM)
-    text = grpo(config_dir, "++policy.generation.backend=vllm", "++policy.generation.vllm_cfg.gpu_memory_utilization=0.5",
-                check=True).stdout
+    text = grpo(
+        config_dir,
+        "++policy.generation.backend=vllm",
+        "++policy.generation.vllm_cfg.gpu_memory_utilization=0.5",
+        check=True,
+    ).stdout
     assert "--container-image=vllm/vllm-openai:v0.10.1.1" in text
     assert "++policy.generation.backend=vllm" in text
     default = grpo(config_dir, check=True).stdout

@@ -150,7 +150,7 @@ def test_megatron_backend_compiles_with_its_parallel_layout(tmp_path, config_dir
     result = run_ns(*common, "++policy.megatron_cfg.tensor_model_parallel_size=4",
                     "++policy.megatron_cfg.pipeline_model_parallel_size=2", check=True)  # fmt: skip
     text = result.stdout
-    assert "-m skills_cli.training.sft ++backend=megatron" in text
+    assert "-m skills_cli.training.algorithms.sft ++backend=megatron" in text
     assert "++policy.dtensor_cfg.enabled=false ++policy.megatron_cfg.enabled=true" in text
     assert "++policy.megatron_cfg.pipeline_model_parallel_size=2" in text
     heads = run_ns(*common, "++policy.megatron_cfg.tensor_model_parallel_size=8")
@@ -168,9 +168,9 @@ def test_dependent_jobs_chain_copies_that_resume(config_dir):
                     "--output_dir", "/w/out", "--hf_model", "/w/model", "--training_data", "/w/d.jsonl",
                     "--num_gpus", "8", "--time", "04:00:00", "--dependent_jobs", "2", "--dry_run", check=True)  # fmt: skip
     text = result.stdout
-    commands = [line for line in text.splitlines() if "-m skills_cli.training.sft" in line]
+    commands = [line for line in text.splitlines() if "-m skills_cli.training.algorithms.sft" in line]
     assert len(commands) == 3
-    training = [c[c.index("python3 -m torch.distributed.run"):] for c in commands]
+    training = [c[c.index("python3 -m torch.distributed.run") :] for c in commands]
     assert len(set(training)) == 1 and "++checkpointing.checkpoint_dir=/w/out/checkpoints" in training[0]
     assert text.count("export SKILLS_CLI_DEADLINE=$(( $(date +%s) + 14400 ))") == 3
     assert "--dependency=afterany:$_skills_job_0 " in text and "--dependency=afterany:$_skills_job_1 " in text

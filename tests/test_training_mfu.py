@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from skills_cli.training.metrics import attention_flops_per_squared_token, model_flops_utilization
+from skills_cli.training.components.metrics import attention_flops_per_squared_token, model_flops_utilization
 
 
 def test_attention_coefficient_of_a_qwen2_shape():

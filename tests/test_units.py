@@ -18,7 +18,6 @@ from skills_cli.common.typed_config import ConfigError, convert, from_dict, to_d
 from skills_cli.pipeline.cluster import (
     ClusterConfig,
     DependencyType,
-    ExecutorKind,
     expand_vars,
     parse_cluster_config,
 )
@@ -193,7 +192,7 @@ def test_convert_literal_and_enum_choices():
     assert convert(Color, Color.BLUE, "w") is Color.BLUE
     with pytest.raises(ConfigError, match=r"w: 'RED' is not one of 'red', 'blue'"):
         convert(Color, "RED", "w")
-    assert convert(ExecutorKind, "slurm", "w") is ExecutorKind.SLURM
+    assert convert(DependencyType, "afterany", "w") is DependencyType.AFTERANY  # a str enum
     assert convert(Level, 2, "w") is Level.HIGH
 
 
@@ -477,7 +476,7 @@ def test_parse_cluster_config_expands_mounts_and_reports_unset(monkeypatch):
 
 def test_cluster_job_env():
     config = ClusterConfig(
-        executor=ExecutorKind.NONE,
+        executor="none",
         name="c",
         env_vars=["HF_HOME=/x/hf", "TOKEN", "ABSENT", "EMPTY="],
         required_env_vars=["NEEDED"],
@@ -487,7 +486,7 @@ def test_cluster_job_env():
     with pytest.raises(UserError) as info:
         config.job_env({"TOKEN": "t"})
     assert "cluster 'c' requires environment variables that are not set: NEEDED" in str(info.value)
-    two = ClusterConfig(executor=ExecutorKind.NONE, name="c", required_env_vars=["A", "B", "C"])
+    two = ClusterConfig(executor="none", name="c", required_env_vars=["A", "B", "C"])
     with pytest.raises(UserError, match=r"not set: A, C$"):
         two.job_env({"B": "b"})
 

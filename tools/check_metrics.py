@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Assertions over a training run's metrics (see skills_cli/training/check_metrics.py for the expression language).
 
-    tools/check_metrics.py runs/grpo/logs/metrics.json 'median(data["train/token_mult_prob_error"]) < 1.05'
+tools/check_metrics.py runs/grpo/logs/metrics.json 'median(data["train/token_mult_prob_error"]) < 1.05'
 """
 
 import sys

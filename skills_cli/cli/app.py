@@ -88,8 +88,8 @@ def _register(spec: CommandSpec) -> None:
 
 
 _GROUPS: dict[str, typer.Typer] = {}
-_GROUP_HELP = {"train": "Training: supervised fine-tuning (and, later, GRPO).",
-               "nemo_rl": "NeMo-Skills spelling of `ns train` (seed 003's `ns nemo_rl sft` works unchanged)."}  # fmt: skip
+_GROUP_HELP = {"train": "Train a model: supervised fine-tuning (sft) or reinforcement learning with GRPO (grpo).",
+               "nemo_rl": "The same commands as `ns train`, under the name NeMo-Skills uses (`ns nemo_rl sft`)."}  # fmt: skip
 
 
 def _group(name: str) -> typer.Typer:

@@ -9,10 +9,8 @@ from typing import Any
 
 from skills_cli.pipeline.commands.start_server import ServerHandle
 from skills_cli.pipeline.experiment import Submission
-from skills_cli.pipeline.store import JobRecord, JobState
-
-_STYLE = {JobState.SUCCEEDED: "green", JobState.FAILED: "red", JobState.CANCELLED: "yellow",
-          JobState.TIMEOUT: "red", JobState.RUNNING: "cyan"}  # fmt: skip
+from skills_cli.pipeline.progress import styled_state
+from skills_cli.pipeline.store import JobRecord
 
 
 def _when(timestamp: float | None) -> str:
@@ -28,15 +26,14 @@ def jobs_table(title: str, records: list[JobRecord]):
     for column in ("job", "id", "state", "reason", "exit", "started", "ended", "log"):
         table.add_column(column, overflow="fold")
     for record in records:
-        style = _STYLE.get(record.state, "")
-        table.add_row(escape(record.name), record.external_id or "", f"[{style}]{record.state.value}[/]" if style else record.state.value,
+        table.add_row(escape(record.name), record.external_id or "", styled_state(record.state),
                       escape(record.reason), "" if record.exit_code is None else str(record.exit_code),
                       _when(record.started_at), _when(record.ended_at), record.log_path or "")  # fmt: skip
     return table
 
 
-def summary_table(name: str, metrics: dict):
-    """Seed 003's layout: evaluation_mode | num_entries | avg_tokens | symbolic_correct | no_answer."""
+def summary_table(name: str, metrics: dict, metric_key: str):
+    """evaluation_mode | num_entries | avg_tokens | <the grader's key> [| judge_correct] | no_answer."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -46,16 +43,16 @@ def summary_table(name: str, metrics: dict):
         "evaluation_mode",
         "num_entries",
         "avg_tokens",
-        "symbolic_correct",
+        metric_key,
         *(["judge_correct"] if judged else []),
         "no_answer",
     ]
     for column in columns:
         table.add_column(column, justify="left" if column == "evaluation_mode" else "right")
     for mode, values in metrics.items():
-        correct = f"{values['symbolic_correct']:.2f}%"
-        if "symbolic_correct_std" in values:
-            correct += f" ± {values['symbolic_correct_std']:.2f}"
+        correct = f"{values[metric_key]:.2f}%"
+        if f"{metric_key}_std" in values:
+            correct += f" ± {values[f'{metric_key}_std']:.2f}"
         judge = [f"{values['judge_correct']:.2f}%"] if judged else []
         table.add_row(escape(mode), str(int(values["num_entries"])), str(round(values["avg_tokens"])), correct, *judge,
                       f"{values['no_answer']:.2f}%")  # fmt: skip
@@ -64,7 +61,7 @@ def summary_table(name: str, metrics: dict):
 
 def show_summary(console, result: dict) -> None:
     for benchmark in result["results"]:
-        console.print(summary_table(benchmark.name, benchmark.metrics))
+        console.print(summary_table(benchmark.name, benchmark.metrics, benchmark.metric_key))
     console.print(f"wrote {result['metrics_file']}" + (f" and {result['plot']}" if result["plot"] else ""))
     for line in result["logged"]:
         console.print(f"logged to {line}")

@@ -15,6 +15,7 @@ import importlib
 import os
 import pkgutil
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Generic, TypeVar
 
 from skills_cli.common.errors import UserError
@@ -26,12 +27,19 @@ T = TypeVar("T")
 _loaded_plugins: set[str] = set()
 
 
-def plugin_modules() -> list[str]:
-    """The plugin modules named by `$SKILLS_CLI_PLUGINS` and the `skills_cli.plugins` entry points."""
-    named = [name.strip() for name in os.environ.get(PLUGINS_ENV, "").split(",") if name.strip()]
+@lru_cache(maxsize=1)
+def _entry_point_modules() -> tuple[str, ...]:
+    """Installed plugins, read once per process (scanning the installed distributions takes tens of ms)."""
     from importlib.metadata import entry_points
 
-    return named + [entry.value.split(":")[0] for entry in entry_points(group=PLUGIN_GROUP)]
+    return tuple(entry.value.split(":")[0] for entry in entry_points(group=PLUGIN_GROUP))
+
+
+def plugin_modules() -> list[str]:
+    """The plugin modules named by `$SKILLS_CLI_PLUGINS` (read on every call: tests and embedding programs may
+    set it late) and the `skills_cli.plugins` entry points."""
+    named = [name.strip() for name in os.environ.get(PLUGINS_ENV, "").split(",") if name.strip()]
+    return named + list(_entry_point_modules())
 
 
 def load_plugins() -> None:

@@ -28,7 +28,8 @@ Definitions (n samples per problem, c of them correct, m of them without an answ
   into the vote. The problem counts as correct if the first sample giving the winning answer is correct.
   If all k samples have no answer the problem is incorrect and counts toward `no_answer`.
 
-Every mode also carries `num_entries` (problems), `avg_tokens` (mean `num_generated_tokens` over all
+The accuracy columns are named after the grader's metric key (`symbolic_correct` for math, so the examples
+above use it), the spread after the key with `_std` appended. Every mode also carries `num_entries` (problems), `avg_tokens` (mean `num_generated_tokens` over all
 samples that report it, 0 if none) and `gen_seconds` (mean `generation_time`, likewise). Percentages
 are 0-100.
 
@@ -44,7 +45,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 GREEDY_MODE = "greedy"
-TABLE_COLUMNS = ("evaluation_mode", "num_entries", "avg_tokens", "symbolic_correct", "no_answer")
 ALL_SUBSET = "all"
 _SEPARATOR = " | "
 
@@ -155,9 +155,9 @@ def _shared_metrics(problems: Sequence[Sequence[Sample]]) -> dict[str, float]:
 
 
 # -- one function per evaluation mode -----------------------------------------------------------------------
-def _greedy_metrics(problems: Sequence[Sequence[Sample]]) -> dict[str, float]:
+def _greedy_metrics(problems: Sequence[Sequence[Sample]], key: str) -> dict[str, float]:
     return {
-        "symbolic_correct": _percent(_mean(_num_correct(samples) for samples in problems)),
+        key: _percent(_mean(_num_correct(samples) for samples in problems)),
         "no_answer": _percent(_mean(_num_no_answer(samples) for samples in problems)),
     }
 
@@ -167,35 +167,39 @@ def _per_seed_accuracies(problems: Sequence[Sequence[Sample]], n: int) -> list[f
     return [_percent(_mean(float(samples[seed].correct) for samples in problems)) for seed in range(n)]
 
 
-def _average_of_n_metrics(problems: Sequence[Sequence[Sample]], n: int) -> dict[str, float]:
+def _average_of_n_metrics(problems: Sequence[Sequence[Sample]], n: int, key: str) -> dict[str, float]:
     return {
-        "symbolic_correct": _percent(_mean(_num_correct(samples) / n for samples in problems)),
+        key: _percent(_mean(_num_correct(samples) / n for samples in problems)),
         "no_answer": _percent(_mean(_num_no_answer(samples) / n for samples in problems)),
         # ddof=1 (sample std): see the module docstring; n >= 2 whenever this mode exists.
-        "symbolic_correct_std": statistics.stdev(_per_seed_accuracies(problems, n)),
+        _std_key(key): statistics.stdev(_per_seed_accuracies(problems, n)),
     }
 
 
-def _pass_at_k_metrics(problems: Sequence[Sequence[Sample]], n: int, k: int) -> dict[str, float]:
+def _pass_at_k_metrics(problems: Sequence[Sequence[Sample]], n: int, k: int, key: str) -> dict[str, float]:
     return {
-        "symbolic_correct": _percent(_mean(pass_at_k(n, _num_correct(samples), k) for samples in problems)),
+        key: _percent(_mean(pass_at_k(n, _num_correct(samples), k) for samples in problems)),
         "no_answer": _percent(
             _mean(_chance_all_k_have_no_answer(n, _num_no_answer(samples), k) for samples in problems)
         ),
     }
 
 
-def _majority_at_k_metrics(problems: Sequence[Sequence[Sample]], k: int) -> dict[str, float]:
+def _majority_at_k_metrics(problems: Sequence[Sequence[Sample]], k: int, key: str) -> dict[str, float]:
     winners = [_majority_vote(samples[:k]) for samples in problems]
     return {
-        "symbolic_correct": _percent(_mean(float(w is not None and w.correct) for w in winners)),
+        key: _percent(_mean(float(w is not None and w.correct) for w in winners)),
         "no_answer": _percent(_mean(float(w is None) for w in winners)),
     }
 
 
 # -- public entry points ------------------------------------------------------------------------------------
-def compute_metrics(problems: list[list[Sample]], max_k: int | None = None) -> dict[str, dict[str, float]]:
+def compute_metrics(
+    problems: list[list[Sample]], max_k: int | None = None, *, metric_key: str
+) -> dict[str, dict[str, float]]:
     """Evaluation mode -> metrics, in print order (see the module docstring for every definition).
+
+    `metric_key` names the accuracy (the grader's key, whose verdicts are the samples' `correct`).
 
     n == 1 gives only `greedy`. n > 1 gives `pass@1[avg-of-n]` (always over all n samples), then
     `majority@k` and `pass@k` for k = 2, 4, 8, ... and n itself, stopping at `max_k` when given.
@@ -203,19 +207,19 @@ def compute_metrics(problems: list[list[Sample]], max_k: int | None = None) -> d
     n = _samples_per_problem(problems)
     shared = _shared_metrics(problems)
     if n == 1:
-        return {GREEDY_MODE: {**shared, **_greedy_metrics(problems)}}
+        return {GREEDY_MODE: {**shared, **_greedy_metrics(problems, metric_key)}}
 
-    metrics = {f"pass@1[avg-of-{n}]": {**shared, **_average_of_n_metrics(problems, n)}}
+    metrics = {f"pass@1[avg-of-{n}]": {**shared, **_average_of_n_metrics(problems, n, metric_key)}}
     for k in _k_values(n, max_k):
         if k == 1:
             continue  # pass@1 equals pass@1[avg-of-n] and majority@1 is just the first seed
-        metrics[f"majority@{k}"] = {**shared, **_majority_at_k_metrics(problems, k)}
-        metrics[f"pass@{k}"] = {**shared, **_pass_at_k_metrics(problems, n, k)}
+        metrics[f"majority@{k}"] = {**shared, **_majority_at_k_metrics(problems, k, metric_key)}
+        metrics[f"pass@{k}"] = {**shared, **_pass_at_k_metrics(problems, n, k, metric_key)}
     return metrics
 
 
 def compute_subset_metrics(
-    problems: list[list[Sample]], subsets: list[str], max_k: int | None = None
+    problems: list[list[Sample]], subsets: list[str], max_k: int | None = None, *, metric_key: str
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Subset -> `compute_metrics` on that subset's problems, with `"all"` first and then subsets sorted.
 
@@ -226,15 +230,23 @@ def compute_subset_metrics(
         raise ValueError(f"got {len(subsets)} subset labels for {len(problems)} problems")
     if ALL_SUBSET in subsets:
         raise ValueError(f"{ALL_SUBSET!r} is reserved for the metrics over all problems; rename that subset")
-    results = {ALL_SUBSET: compute_metrics(problems, max_k)}
+    results = {ALL_SUBSET: compute_metrics(problems, max_k, metric_key=metric_key)}
     for subset in sorted(set(subsets)):
         members = [samples for samples, label in zip(problems, subsets, strict=True) if label == subset]
-        results[subset] = compute_metrics(members, max_k)
+        results[subset] = compute_metrics(members, max_k, metric_key=metric_key)
     return results
 
 
 # -- table --------------------------------------------------------------------------------------------------
-def _format_cell(column: str, mode: str, values: dict[str, float]) -> str:
+def _std_key(metric_key: str) -> str:
+    return f"{metric_key}_std"
+
+
+def table_columns(metric_key: str) -> tuple[str, ...]:
+    return ("evaluation_mode", "num_entries", "avg_tokens", metric_key, "no_answer")
+
+
+def _format_cell(column: str, mode: str, values: dict[str, float], metric_key: str) -> str:
     if column == "evaluation_mode":
         return mode
     if column == "num_entries":
@@ -244,8 +256,8 @@ def _format_cell(column: str, mode: str, values: dict[str, float]) -> str:
     cell = f"{values[column]:.2f}%"
     # The run-to-run spread goes next to the accuracy it qualifies rather than into a sixth column, so the
     # five-column layout users know stays as it is; it is in percentage points, hence no second "%".
-    if column == "symbolic_correct" and "symbolic_correct_std" in values:
-        cell += f" ± {values['symbolic_correct_std']:.2f}"
+    if column == metric_key and _std_key(metric_key) in values:
+        cell += f" ± {values[_std_key(metric_key)]:.2f}"
     return cell
 
 
@@ -261,16 +273,17 @@ def _title_line(name: str, width: int) -> str:
     return "-" * left + title + "-" * right
 
 
-def format_table(name: str, metrics: dict[str, dict[str, float]]) -> str:
+def format_table(name: str, metrics: dict[str, dict[str, float]], *, metric_key: str) -> str:
     """The plain-text table of one benchmark (or subset): a dashed title, a header and one row per mode.
 
     Columns are left-aligned to their widest cell and joined by " | "; trailing spaces are stripped so the
     text diffs cleanly. Percentages print as `11.67%`, `avg_tokens` as a rounded integer, and the
     `pass@1[avg-of-n]` accuracy as `11.67% ± 2.10` (sample std in percentage points).
     """
-    rows = [list(TABLE_COLUMNS)]
-    rows += [[_format_cell(column, mode, values) for column in TABLE_COLUMNS] for mode, values in metrics.items()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+    columns = table_columns(metric_key)
+    rows = [list(columns)]
+    rows += [[_format_cell(column, mode, values, metric_key) for column in columns] for mode, values in metrics.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = [_title_line(name, sum(widths) + len(_SEPARATOR) * (len(widths) - 1))]
     lines += [_table_row(row, widths) for row in rows]
     return "\n".join(lines) + "\n"

@@ -4,31 +4,33 @@
                                               [--swanlab_project P] [--max_k K] [--no_plot]
 
 RESULTS_DIR holds one folder per benchmark (`eval-results/<benchmark>/output[-rsS].jsonl`, or the benchmark
-folders directly). Samples are matched across seed files by row `id` (else by position).
+folders directly). Samples are matched across seed files by row `id` (else by position). Each folder is
+summarized on the metric keys of its benchmark's grader (a folder named after no known benchmark: math's
+`symbolic_correct`); metrics.json is written as an `evaluation` artifact (`skills_cli.common.artifacts`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skills_cli.common.artifacts import EVAL_METRICS_FILE, EVALUATION, PASS_AT_K_PLOT, write_json_artifact
 from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import read_jsonl
-from skills_cli.evaluation.grade import GRADED_KEY, result_files
+from skills_cli.evaluation.benchmarks import BENCHMARKS, grader_for_results
+from skills_cli.evaluation.grade import result_files
+from skills_cli.evaluation.graders import PREDICTED_ANSWER_KEY
 from skills_cli.evaluation.judge import JUDGE_KEY
 from skills_cli.evaluation.metrics import Sample, compute_metrics, compute_subset_metrics, format_table
-
-PLOT_FILE = "pass_at_k.png"
-METRICS_FILE = "metrics.json"
 
 
 @dataclass
 class BenchmarkResults:
     name: str
+    metric_key: str  # the headline accuracy of its grader (the table's column, the plot's y axis)
     metrics: dict[str, dict[str, float]]
     subsets: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
@@ -44,12 +46,12 @@ def benchmark_dirs(results_dir: Path) -> list[Path]:
     return found
 
 
-def load_problems(directory: Path) -> list[list[dict]]:
-    """The graded rows of each problem across the seed files (in seed order)."""
+def load_problems(directory: Path, graded_key: str) -> list[list[dict]]:
+    """The graded rows of each problem across the seed files (in seed order); every row must hold `graded_key`."""
     files = result_files(directory)
     runs = [read_jsonl(path) for path in files]
     for path, rows in zip(files, runs, strict=True):
-        ungraded = next((i for i, row in enumerate(rows, 1) if GRADED_KEY not in row), None)
+        ungraded = next((i for i, row in enumerate(rows, 1) if graded_key not in row), None)
         if ungraded:
             raise UserError(f"{path}: row {ungraded} is not graded (run `python -m skills_cli.evaluation.grade`)")
     keyed = all("id" in row for rows in runs for row in rows)
@@ -64,35 +66,39 @@ def load_problems(directory: Path) -> list[list[dict]]:
     return problems
 
 
-def to_sample(row: dict, correct_key: str = GRADED_KEY) -> Sample:
-    return Sample(correct=bool(row[correct_key]), predicted_answer=row.get("predicted_answer"),
+def to_sample(row: dict, correct_key: str) -> Sample:
+    return Sample(correct=bool(row[correct_key]), predicted_answer=row.get(PREDICTED_ANSWER_KEY),
                   num_generated_tokens=row.get("num_generated_tokens"), generation_time=row.get("generation_time"))  # fmt: skip
 
 
 def subset_keys(benchmark: str) -> tuple[str, ...]:
-    from skills_cli.evaluation.benchmarks import registry
-
-    known = registry().get(benchmark)
-    return known.subset_keys if known else ()
+    return BENCHMARKS.get(benchmark).subset_keys if benchmark in BENCHMARKS else ()
 
 
-def with_judge(metrics: dict, problem_rows: list[list[dict]], max_k: int | None) -> dict:
-    """When a judge ran, each mode also gets `judge_correct` (the same estimators over the judge's verdicts)."""
-    if not all(JUDGE_KEY in row for rows in problem_rows for row in rows):
-        return metrics
-    judged = compute_metrics([[to_sample(row, JUDGE_KEY) for row in rows] for rows in problem_rows], max_k)
-    return {mode: {**values, "judge_correct": judged[mode]["symbolic_correct"]} for mode, values in metrics.items()}
+def with_more_keys(metrics: dict, problem_rows: list[list[dict]], keys: tuple[str, ...], max_k: int | None) -> dict:
+    """Each mode also gets every further verdict key that all rows hold (the grader's others, the judge's
+    `judge_correct`): the same estimators over those verdicts."""
+    for key in keys:
+        if all(key in row for rows in problem_rows for row in rows):
+            samples = [[to_sample(row, key) for row in rows] for rows in problem_rows]
+            more = compute_metrics(samples, max_k, metric_key=key)
+            metrics = {mode: {**values, key: more[mode][key]} for mode, values in metrics.items()}
+    return metrics
 
 
 def summarize_benchmark(directory: Path, max_k: int | None) -> BenchmarkResults:
-    problem_rows = load_problems(directory)
-    problems = [[to_sample(row) for row in rows] for rows in problem_rows]
-    results = BenchmarkResults(directory.name, with_judge(compute_metrics(problems, max_k), problem_rows, max_k))
+    key, *other_keys = grader_for_results(directory.name).metric_keys
+    problem_rows = load_problems(directory, key)
+    problems = [[to_sample(row, key) for row in rows] for rows in problem_rows]
+    metrics = compute_metrics(problems, max_k, metric_key=key)
+    results = BenchmarkResults(
+        directory.name, key, with_more_keys(metrics, problem_rows, (*other_keys, JUDGE_KEY), max_k)
+    )
     first_rows = [rows[0] for rows in problem_rows]
-    for key in subset_keys(directory.name):
-        if all(key in row for row in first_rows):
-            labels = [f"{key}={row[key]}" for row in first_rows]
-            subsets = compute_subset_metrics(problems, labels, max_k)
+    for subset_key in subset_keys(directory.name):
+        if all(subset_key in row for row in first_rows):
+            labels = [f"{subset_key}={row[subset_key]}" for row in first_rows]
+            subsets = compute_subset_metrics(problems, labels, max_k, metric_key=key)
             results.subsets.update({label: value for label, value in subsets.items() if label != "all"})
     return results
 
@@ -106,8 +112,8 @@ def metrics_json(results: list[BenchmarkResults]) -> dict:
     return data
 
 
-def curve(metrics: dict[str, dict[str, float]], prefix: str) -> tuple[list[int], list[float]]:
-    points = sorted((int(mode.split("@")[1]), m["symbolic_correct"]) for mode, m in metrics.items()
+def curve(metrics: dict[str, dict[str, float]], prefix: str, key: str) -> tuple[list[int], list[float]]:
+    points = sorted((int(mode.split("@")[1]), m[key]) for mode, m in metrics.items()
                     if mode.startswith(prefix + "@") and mode.split("@")[1].isdigit())  # fmt: skip
     return [k for k, _ in points], [v for _, v in points]
 
@@ -126,8 +132,8 @@ def plot(results: list[BenchmarkResults], path: Path) -> Path | None:
     for axis, result in zip(axes[0], sampled, strict=True):
         base = next(m for mode, m in result.metrics.items() if mode.startswith("pass@1[avg-of-"))
         for prefix, style in (("pass", "o-"), ("majority", "s--")):
-            ks, values = curve(result.metrics, prefix)
-            axis.plot([1, *ks], [base["symbolic_correct"], *values], style, label=f"{prefix}@k")
+            ks, values = curve(result.metrics, prefix, result.metric_key)
+            axis.plot([1, *ks], [base[result.metric_key], *values], style, label=f"{prefix}@k")
         axis.set_xscale("log", base=2)
         axis.set_title(result.name)
         axis.set_xlabel("k")
@@ -172,12 +178,10 @@ def summarize(
     """Compute everything and write metrics.json (+ the plot) into results_dir; returns the results."""
     directory = Path(results_dir)
     results = [summarize_benchmark(d, max_k) for d in benchmark_dirs(directory)]
-    from skills_cli.common.jsonl import touch_atomic
-
-    touch_atomic(directory / METRICS_FILE, json.dumps(metrics_json(results), indent=2) + "\n")
+    written = write_json_artifact(directory / EVAL_METRICS_FILE, EVALUATION, metrics_json(results))
     if make_plot:
-        plot(results, directory / PLOT_FILE)
-    return results, directory / METRICS_FILE
+        plot(results, directory / PASS_AT_K_PLOT)
+    return results, written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for result in results:
-        print(format_table(result.name, result.metrics))
+        print(format_table(result.name, result.metrics, metric_key=result.metric_key))
     print(f"wrote {written}")
     for line in log_scalars(metrics_json(results), args.wandb_name, args.wandb_project, args.wandb_group,
                             args.swanlab_project):  # fmt: skip

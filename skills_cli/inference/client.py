@@ -64,7 +64,7 @@ def request_api_key(server: ServerConfig) -> str | None:
     An external API (`openai`) never gets the job's key: it is meant for the job's own server only.
     """
     explicit = server.api_key()
-    if explicit or server.server_type == "openai":
+    if explicit or server.is_external_api:
         return explicit
     return job_api_key()
 
@@ -133,7 +133,7 @@ class OpenAIClient:
             body["seed"] = inference.random_seed
         if inference.stop:
             body["stop"] = list(inference.stop)
-        if self.server.server_type != "openai":
+        if not self.server.is_external_api:
             body["top_k"], body["min_p"] = inference.top_k, inference.min_p
         if inference.logprobs:
             if isinstance(prompt, list):

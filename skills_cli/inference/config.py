@@ -13,7 +13,10 @@ from typing import Any, Literal
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import bounded
 
-SERVER_TYPES = ("vllm", "sglang", "trtllm", "openai", "hf")
+# The kinds of server are the pipeline's registry (`skills_cli.pipeline.servers`), which this in-job layer
+# cannot import: the launcher checks `--server_type` against it, and here the one kind that changes what the
+# client does is the external API (no job key, only parameters the official API accepts).
+EXTERNAL_API_KIND = "openai"
 PORT_ENV = "SKILLS_SERVER_PORT"  # set per job by the launcher: the self-hosted server's free port
 # No model has a context anywhere near 10M tokens: a larger generation budget is a typo (an extra digit or two).
 MAX_TOKENS_TO_GENERATE = 10_000_000
@@ -55,7 +58,7 @@ class InferenceConfig:
 class ServerConfig:
     """Where the model server is. Host and port default to the launcher's per-job values."""
 
-    server_type: Literal["vllm", "sglang", "trtllm", "openai", "hf"] = "hf"
+    server_type: str = "hf"  # a server kind's name (validated by the launcher against its registry)
     host: str | None = None
     port: int | None = bounded(None, ge=1, le=65535)
     base_url: str | None = None
@@ -63,6 +66,15 @@ class ServerConfig:
     api_key_env: str | None = None
     tokenizer: str | None = None
     startup_timeout: float = bounded(900.0, gt=0)
+
+    def __post_init__(self) -> None:
+        if not self.server_type.strip():
+            raise UserError("server.server_type must not be empty (it names a server kind)")
+
+    @property
+    def is_external_api(self) -> bool:
+        """An external API (not the job's own server): it gets no job key and no non-standard parameters."""
+        return self.server_type == EXTERNAL_API_KIND
 
     @property
     def url(self) -> str:

@@ -40,7 +40,9 @@ def chunk_slice(num_rows: int, num_chunks: int, chunk_id: int) -> tuple[int, int
 
 def load_rows(config: GenerateConfig) -> list[dict]:
     rows = read_jsonl(config.input_file)
-    if not rows and not config.allow_empty_input:  # an empty output marked done would pass for a finished job, even after the input is filled
+    if (
+        not rows and not config.allow_empty_input
+    ):  # an empty output marked done would pass for a finished job, even after the input is filled
         raise UserError(f"input file {config.input_file} has no rows; nothing to generate")
     if config.num_chunks > 1:
         if config.num_chunks > len(rows):

@@ -56,7 +56,9 @@ def merge(output_file: str, num_chunks: int) -> int:
     try:
         write_jsonl_atomic(output_file, rows)
         merged = hashlib.sha256(json.dumps(chunks).encode()).hexdigest()
-        touch_atomic(done_marker(output_file), json.dumps({"fingerprint": merged, "chunks": chunks, "stamps": stamps}) + "\n")
+        touch_atomic(
+            done_marker(output_file), json.dumps({"fingerprint": merged, "chunks": chunks, "stamps": stamps}) + "\n"
+        )
     except DiskFull as error:
         print(f"error: {error}; the chunk outputs are kept and a rerun merges them", file=sys.stderr)
         return 1

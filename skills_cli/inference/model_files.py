@@ -6,8 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 # what a Hugging Face tokenizer is saved as: the fast serialization, sentencepiece, or BPE vocabulary + merges
-TOKENIZER_VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt",
-                         "tiktoken.model")
+TOKENIZER_VOCAB_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.json",
+    "vocab.txt",
+    "tiktoken.model",
+)
 
 
 def tokenizer_problem(path: str | Path) -> str | None:

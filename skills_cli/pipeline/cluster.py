@@ -12,22 +12,21 @@ import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import ConfigError, bounded, from_dict
 from skills_cli.pipeline.jobs import Mount, Resources, parse_time_limit
 from skills_cli.pipeline.shell import check_env_name
 
+if TYPE_CHECKING:
+    from skills_cli.common.registry import Registry
+    from skills_cli.pipeline.executors.base import ExecutorEntry
+
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "cluster_configs"
 DEFAULT_CLUSTER = "local"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SLURM_WORD = re.compile(r"^[\w.\-]+$")
-
-
-class ExecutorKind(str, Enum):
-    NONE = "none"  # bare local processes, no containers: the embedded default
-    LOCAL = "local"  # local Docker containers
-    SLURM = "slurm"
 
 
 class ContainerRuntime(str, Enum):
@@ -66,7 +65,7 @@ class SSHTunnelConfig:
 class ClusterConfig:
     """One cluster config file, validated. Paths in `mounts` and `ssh_tunnel.identity` are expanded."""
 
-    executor: ExecutorKind
+    executor: str  # a kind registered in executors.EXECUTORS (none, local, slurm, or a plugin's)
     name: str = "unnamed"
     containers: dict[str, str] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
@@ -89,20 +88,38 @@ class ClusterConfig:
     source: str = ""
 
     def __post_init__(self) -> None:
-        if self.executor is ExecutorKind.SLURM:
+        object.__setattr__(self, "_entry", self._registered_entry())  # looked up once: capabilities read it often
+        self._check_remote_keys()
+        if self.max_parallel_jobs is not None and self.max_parallel_jobs < 1:
+            raise UserError(f"cluster {self.name!r}: max_parallel_jobs must be >= 1")
+        self._check_values()
+        if self.uses_containers and "main" not in self.containers:
+            raise UserError(f"cluster {self.name!r}: containers.main (the project image) is required")
+
+    def _registered_entry(self) -> ExecutorEntry:
+        registry = _executors()
+        try:
+            return registry.get(self.executor)
+        except UserError:
+            known = ", ".join(registry.names())
+            raise UserError(f"cluster {self.name!r}: unknown executor {self.executor!r}; known: {known}") from None
+
+    def _check_remote_keys(self) -> None:
+        """ssh_tunnel, job_dir and container_runtime describe where a scheduler runs jobs: remote kinds only."""
+        if self.runs_remotely:
             if self.ssh_tunnel is None and self.job_dir is None:
                 raise UserError(
-                    f"cluster {self.name!r}: a slurm config needs ssh_tunnel.job_dir (remote submission) "
+                    f"cluster {self.name!r}: a {self.executor} config needs ssh_tunnel.job_dir (remote submission) "
                     "or job_dir (when running on the login node)"
                 )
             if self.job_dir is not None and not self.job_dir.startswith("/"):
                 raise UserError(f"cluster {self.name!r}: job_dir must be an absolute path, got {self.job_dir!r}")
         elif self.ssh_tunnel is not None:
-            raise UserError(f"cluster {self.name!r}: ssh_tunnel is only used with executor: slurm")
-        if self.max_parallel_jobs is not None and self.max_parallel_jobs < 1:
-            raise UserError(f"cluster {self.name!r}: max_parallel_jobs must be >= 1")
-        if self.executor is not ExecutorKind.SLURM and self.container_runtime is not ContainerRuntime.NONE:
-            raise UserError(f"cluster {self.name!r}: container_runtime only applies to executor: slurm")
+            raise UserError(f"cluster {self.name!r}: ssh_tunnel is only used with executor: {_remote_kinds()}")
+        if not self.runs_remotely and self.container_runtime is not ContainerRuntime.NONE:
+            raise UserError(f"cluster {self.name!r}: container_runtime only applies to executor: {_remote_kinds()}")
+
+    def _check_values(self) -> None:
         for key in ("account", "partition", "cpu_partition"):
             value = getattr(self, key)
             if value is not None and not _SLURM_WORD.match(value):
@@ -122,27 +139,29 @@ class ClusterConfig:
                 check_env_name(entry.partition("=")[0])
             except UserError as error:
                 raise UserError(f"cluster {self.name!r}: env_vars: {error}") from None
-        if self.executor is ExecutorKind.LOCAL or self.container_runtime is not ContainerRuntime.NONE:
-            if "main" not in self.containers:
-                raise UserError(f"cluster {self.name!r}: containers.main (the project image) is required")
+
+    @property
+    def executor_entry(self) -> ExecutorEntry:
+        """The registered kind of `executor` (found when the config was built)."""
+        return self._entry  # type: ignore[attr-defined]
 
     @property
     def jobs_see_local_paths(self) -> bool:
         """Jobs run as bare processes on this machine, so the paths they use are this machine's paths."""
-        return self.executor is ExecutorKind.NONE
+        return self.executor_entry.jobs_see_local_paths
 
     @property
     def runs_remotely(self) -> bool:
         """Jobs run on other hosts through a scheduler: submission returns once queued, servers bind all
         interfaces, results are fetched back over SSH."""
-        return self.executor is ExecutorKind.SLURM
+        return self.executor_entry.runs_remotely
 
     @property
     def python_executable(self) -> str:
         """The interpreter for in-job programs: the config's, else this one (bare local), else `python3`."""
         if self.python:
             return self.python
-        return sys.executable if self.executor is ExecutorKind.NONE else "python3"
+        return sys.executable if self.jobs_see_local_paths else "python3"
 
     @property
     def remote_job_dir(self) -> str:
@@ -151,7 +170,7 @@ class ClusterConfig:
 
     @property
     def uses_containers(self) -> bool:
-        return self.executor is ExecutorKind.LOCAL or self.container_runtime is not ContainerRuntime.NONE
+        return self.executor_entry.uses_containers or self.container_runtime is not ContainerRuntime.NONE
 
     def container_image(self, role: str) -> str:
         try:
@@ -201,6 +220,16 @@ class ClusterConfig:
                 env[name] = environ[name]
         secrets.remember(env)
         return env
+
+
+def _executors() -> Registry[ExecutorEntry]:
+    from skills_cli.pipeline.executors.base import EXECUTORS  # here: executor modules import this one
+
+    return EXECUTORS
+
+
+def _remote_kinds() -> str:
+    return " or ".join(entry.name for entry in _executors() if entry.runs_remotely)
 
 
 def expand_vars(text: str, where: str, environ: dict[str, str] | None = None) -> str:

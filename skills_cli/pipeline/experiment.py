@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import (
     ClusterConfig,
     DependencyType,
-    ExecutorKind,
     load_cluster_config,
     load_cluster_file,
 )
@@ -26,6 +24,7 @@ from skills_cli.pipeline.executors.base import Executor
 from skills_cli.pipeline.jobs import Job, JobGraph, check_name, with_dependent_jobs
 from skills_cli.pipeline.packaging import snapshot
 from skills_cli.pipeline.plan import ExternalDependency, Plan, PlannedJob, internal_edges, roots, safe_name
+from skills_cli.pipeline.progress import Progress
 from skills_cli.pipeline.store import JobRecord, JobState, Store, SubmissionRecord, home_dir, new_uid
 
 log = logging.getLogger("skills_cli")
@@ -77,13 +76,13 @@ def submit_options(values: dict, default_expname: str) -> SubmitOptions:
 
 
 def run_dir_for(cluster: ClusterConfig, expname: str, job_name: str, uid: str) -> str:
-    if cluster.executor is ExecutorKind.SLURM:
+    if cluster.runs_remotely:  # job files live on the cluster, under its job_dir
         return f"{cluster.remote_job_dir}/{safe_name(expname)}/run/{safe_name(job_name)}-{uid}"
     return str(home_dir() / "jobs" / uid)
 
 
 def default_log_dir(cluster: ClusterConfig, expname: str) -> str:
-    if cluster.executor is ExecutorKind.SLURM:
+    if cluster.runs_remotely:
         return f"{cluster.remote_job_dir}/{safe_name(expname)}/logs"
     return str(home_dir() / "logs" / safe_name(expname))
 
@@ -167,9 +166,9 @@ def build_plan(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions, 
     return Plan(expname=options.expname, cluster=cluster, jobs=tuple(planned), code=snapshot(), env=cluster.job_env())
 
 
-def submit_jobs(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions,
-                on_change: Callable[[JobRecord], None] | None = None) -> Submission:  # fmt: skip
-    """Validate, then print (dry run) or submit; for local executors wait unless detached."""
+def submit_jobs(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions) -> Submission:
+    """Validate, then print (dry run) or submit; for executors on this machine wait unless detached, showing
+    the jobs' progress (progress.py)."""
     store = Store()
     if not cluster.uses_containers and (cluster.mounts or any(job.mounts for job in jobs)):
         log.warning("cluster %r starts no containers: its mounts are not used", cluster.name)
@@ -186,15 +185,16 @@ def submit_jobs(jobs: list[Job], cluster: ClusterConfig, options: SubmitOptions,
         with interrupts.deferred("the submission"):
             submission.records = executor.submit(plan, store)
             # recorded only once something was submitted: a failed submission leaves no empty experiment behind
-            store.add_experiment(options.expname, cluster.name, cluster.executor.value)
+            store.add_experiment(options.expname, cluster.name, cluster.executor)
             store.add_submission(SubmissionRecord(options.expname, time.time(), cluster.name, list(options.run_after),
                                                   list(options.outputs), [r.uid for r in submission.records]))  # fmt: skip
     except BaseException:  # Ctrl-C or a failure half way: what was already queued must not run on its own
         cancel_submitted(plan, executor, store, "the submission did not complete")
         raise
-    if cluster.executor is not ExecutorKind.SLURM and not options.detach:
+    if not cluster.runs_remotely and not options.detach:  # a scheduler's queue outlives `ns`; ours waits
         try:
-            submission.records = wait(submission.records, store, on_change)
+            with Progress.on() as progress:
+                submission.records = wait(submission.records, store, progress=progress)
         except KeyboardInterrupt:  # the command that waits owns its jobs; --detach leaves them running
             cancel_submitted(plan, executor, store, "interrupted while waiting (--detach leaves jobs running)")
             raise
@@ -217,20 +217,16 @@ def cancel_submitted(plan: Plan, executor: Executor, store: Store, why: str) -> 
     log.warning("%s: cancelled %d job(s) of experiment %r", why, len(records), plan.expname)
 
 
-
-def wait(records: list[JobRecord], store: Store, on_change: Callable[[JobRecord], None] | None = None,
-         timeout: float | None = None, clusters: dict[str, ClusterConfig] | None = None,
-         poll: float = 0.5) -> list[JobRecord]:  # fmt: skip
-    """Poll until every job has finished (or `timeout` seconds pass: then UserError)."""
-    seen = {r.uid: None for r in records}
+def wait(records: list[JobRecord], store: Store, timeout: float | None = None,
+         clusters: dict[str, ClusterConfig] | None = None, poll: float = 0.5,
+         progress: Progress | None = None) -> list[JobRecord]:  # fmt: skip
+    """Poll until every job has finished (or `timeout` seconds pass: then UserError), showing each poll's
+    states on `progress` when given."""
     deadline = None if timeout is None else time.time() + timeout
     while True:
         records = refresh(records, store, clusters or {})
-        for record in records:
-            if seen[record.uid] != record.state:
-                seen[record.uid] = record.state
-                if on_change:
-                    on_change(record)
+        if progress is not None:
+            progress.update(records)
         if all(r.state.finished for r in records):
             return records
         if deadline and time.time() > deadline:
@@ -249,6 +245,46 @@ def experiment_records(expname: str, store: Store) -> list[JobRecord]:
 def status(expname: str) -> list[JobRecord]:
     store = Store()
     return refresh(experiment_records(expname, store), store, {})
+
+
+def upstream_chain(expname: str, store: Store) -> list[str]:
+    """The experiment and everything it ran after, transitively, upstream first."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen or not store.has_experiment(name):
+            return
+        seen.add(name)
+        for upstream in direct_upstreams(name, store):
+            visit(upstream)
+        order.append(name)
+
+    visit(expname)
+    return order
+
+
+def direct_upstreams(expname: str, store: Store) -> list[str]:
+    names: list[str] = []
+    for submission in store.submissions(expname):
+        names += submission.run_after
+    for record in store.jobs(expname):  # experiments stored before submissions were recorded
+        for uid in record.depends_on:
+            try:
+                names.append(store.job(uid).expname)
+            except KeyError:
+                continue
+    return [n for n in dict.fromkeys(names) if n != expname]
+
+
+def watch(expname: str, progress: Progress, poll: float = 2.0) -> dict[str, list[JobRecord]]:
+    """Wait until every job of the experiment and of what it ran after has ended; their final states."""
+    store = Store()
+    experiment_records(expname, store)  # an unknown name is an error before anything is shown
+    names = upstream_chain(expname, store)
+    with progress:
+        records = wait([r for name in names for r in store.jobs(name)], store, poll=poll, progress=progress)
+    return {name: [r for r in records if r.expname == name] for name in names}
 
 
 def cancel(expname: str) -> list[JobRecord]:

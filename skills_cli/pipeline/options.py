@@ -14,10 +14,35 @@ import shlex
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_origin
+from typing import Any, TypeVar, get_origin
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import FINITE, Bounds, ConfigError, convert
+
+T = TypeVar("T")
+
+
+class RegistryNames(Sequence[str]):
+    """The choices of an option that come from a registry: asked for each time they are read, so plugin
+    entries count, and readable like a tuple (`in`, iteration, `'|'.join`) by every user of `Option.choices`."""
+
+    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
+        self.names = names
+
+    def __getitem__(self, index: Any) -> Any:
+        return tuple(self.names())[index]
+
+    def __len__(self) -> int:
+        return len(tuple(self.names()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RegistryNames) and other.names == self.names
+
+    def __hash__(self) -> int:
+        return hash(self.names)
+
+    def __repr__(self) -> str:
+        return f"RegistryNames({getattr(self.names, '__name__', self.names)})"
 
 
 @dataclass(frozen=True)
@@ -26,15 +51,19 @@ class Option:
     type: Any
     default: Any
     help: str
-    choices: tuple[str, ...] | Callable[[], Sequence[str]] | None = None  # a callable: names from a registry
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None  # a callable: names from a registry
     panel: str = "Options"
     positional: bool = False
     bounds: Bounds = FINITE  # the range of a number option (of each item of a list of numbers)
 
+    def __post_init__(self) -> None:
+        if callable(self.choices):
+            object.__setattr__(self, "choices", RegistryNames(self.choices))
+
     @property
     def choice_names(self) -> tuple[str, ...] | None:
-        """The allowed values, asked of the registry at use time when `choices` is a callable."""
-        return tuple(self.choices()) if callable(self.choices) else self.choices
+        """The allowed values (a registry's names are asked for now)."""
+        return None if self.choices is None else tuple(self.choices)
 
     @property
     def is_list(self) -> bool:
@@ -107,7 +136,9 @@ def option(default: Any, help: str, *, choices: Any = None, panel: str = "Option
 
 
 def _option_fields(spec_type: type) -> list[dataclasses.Field]:
-    """The spec's own fields first, then each base's, nearest first: a command's options lead its help."""
+    """The spec's own fields first, then each base's, nearest first: a command's options lead its help.
+    An inherited option redeclared as a plain field (`field(default=True, init=False)`) is no option of the
+    subclass: its value is fixed there."""
     ordered, seen = [], set()
     for klass in spec_type.__mro__:
         own = klass.__dict__.get("__annotations__", {})
@@ -126,6 +157,14 @@ def options_of(spec_type: type) -> tuple[Option, ...]:
         default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
         options.append(Option(item.name, hints[item.name], default, **item.metadata["option"]))
     return tuple(options)
+
+
+def spec_from(spec_type: type[T], source: object, **changes: Any) -> T:
+    """A `spec_type` made of `source`'s values for the fields both have, then `changes`: how a command builds
+    another command's spec (`ns eval` builds `ns generate` specs) without listing the shared fields."""
+    shared = {item.name: getattr(source, item.name) for item in dataclasses.fields(spec_type)
+              if item.init and hasattr(source, item.name)}  # fmt: skip
+    return spec_type(**{**shared, **changes})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -133,7 +133,7 @@ def supervisor_env_names(plan: Plan, planned: PlannedJob, command: Command, code
 
 def local_dry_run(plan: Plan, code_dir: str) -> str:
     """The command lines the local supervisors would run, with their waits, in submission order."""
-    lines = [f"# experiment {plan.expname!r} on cluster {plan.cluster.name!r} (executor {plan.cluster.executor.value})"]
+    lines = [f"# experiment {plan.expname!r} on cluster {plan.cluster.name!r} (executor {plan.cluster.executor})"]
     for planned in plan.jobs:
         lines.append(f"\n# job {planned.job.name!r} (uid {planned.uid}), logs in {planned.log_dir}")
         for upstream, kind in planned.internal:

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
-from skills_cli.training.checkpoint import STATE_FILE, read_trainer_state, step_checkpoints
+from skills_cli.training.components.checkpoint import STATE_FILE, read_trainer_state, step_checkpoints
+from skills_cli.training.components.export import empty_state_dict, save_hf_model  # noqa: F401  (empty_state_dict: re-exported)
+from skills_cli.training.components.model import check_model_path
 from skills_cli.training.convert import training_checkpoint_weights
-from skills_cli.training.export import empty_state_dict, save_hf_model  # noqa: F401  (empty_state_dict: re-exported)
-from skills_cli.training.model import check_model_path
 
 
 def resolve_checkpoints(paths: list[str], last: int | None) -> list[Path]:

@@ -20,15 +20,15 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
-import json
 import math
 import statistics
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
+from skills_cli.common.artifacts import TRAINING_SERIES, read_json_artifact
 from skills_cli.common.errors import UserError, exits_on_user_error
 from skills_cli.common.jsonl import iter_numbered_jsonl
+from skills_cli.training.components.metrics import series_from_rows
 
 Series = dict  # {step: value}
 
@@ -39,25 +39,12 @@ def load_metrics(path: str | Path) -> dict[str, Series]:
     if not path.is_file():
         raise UserError(f"no metrics file at {path}")
     if path.suffix == ".jsonl":
-        return _series_from_rows(row for _, row in iter_numbered_jsonl(path, kind="metrics"))
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        return series_from_rows(row for _, row in iter_numbered_jsonl(path, kind="metrics"))
+    kind, data = read_json_artifact(path)
+    if kind is not TRAINING_SERIES:
         raise UserError(f"{path}: expected {{metric: {{step: value}}}} (the per-step layout); "
                         "pass the run's metrics.jsonl for a run that wrote a summary instead")  # fmt: skip
     return {name: {int(step): value for step, value in series.items()} for name, series in data.items()}
-
-
-def _series_from_rows(rows: Iterable[dict]) -> dict[str, Series]:
-    series: dict[str, Series] = {}
-    for row in rows:
-        step = row.get("step")
-        for name, value in row.items():
-            if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                series.setdefault(name, {})[int(step)] = value
-    return series
 
 
 def _values(series) -> list:

@@ -1,9 +1,10 @@
-"""Typed SFT configuration (torch-free): what `++key=value` overrides of `ns train sft` are checked against.
+"""The typed config sections every trainer shares (torch-free): policy, optimizer, scheduler, parallelism, LoRA,
+checkpointing, logging, and `TrainerConfig`, the base of each algorithm's config.
 
-The key names follow NeMo-RL's `sft.yaml` (seed 003 passes `++sft.max_num_epochs=4
-++policy.train_global_batch_size=32 ++policy.max_total_sequence_length=8192 ++policy.optimizer.kwargs.lr=1e-5
-++policy.dtensor_cfg.tensor_parallel_size=8 ++policy.dtensor_cfg.sequence_parallel=true
-++policy.dtensor_cfg.activation_checkpointing=true`), so those commands carry over unchanged.
+Key names follow NeMo-RL's (`++policy.train_global_batch_size=32 ++policy.max_total_sequence_length=8192
+++policy.optimizer.kwargs.lr=1e-5 ++policy.dtensor_cfg.tensor_parallel_size=8 ++checkpointing.save_period=100`),
+so seed commands carry over unchanged. The algorithms' own sections live next to them
+(`training/algorithms/<name>/config.py`).
 """
 
 from __future__ import annotations
@@ -13,22 +14,6 @@ from typing import Literal
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import bounded
-
-
-@dataclass(frozen=True)
-class SFTLoopConfig:
-    max_num_epochs: int = bounded(1, ge=1)
-    max_num_steps: int | None = bounded(None, ge=1)  # stop earlier than the epochs allow
-    val_period: int = bounded(0, ge=0)  # validation loss every N steps (0: never)
-    val_batches: int = bounded(8, ge=1)
-    val_global_batch_size: int | None = None  # samples per validation batch (null: policy.train_global_batch_size)
-    val_at_start: bool = False
-    seed: int = bounded(42, ge=0)
-
-    def __post_init__(self) -> None:
-        if self.val_global_batch_size is not None and self.val_global_batch_size < 1:
-            raise UserError(f"sft.val_global_batch_size={self.val_global_batch_size}: give a positive number of "
-                            f"samples (or null)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -121,6 +106,8 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Chat-format JSONL data (SFT's, and any trainer that learns from conversations)."""
+
     train_data: str = ""
     val_data: str | None = None
     messages_key: str = "messages"  # chat format: a list of {role, content}
@@ -167,18 +154,18 @@ class LoggerConfig:
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class TrainerConfig:
+    """The sections every trainer has (what `training/trainer.py` reads); an algorithm's config extends it with
+    its own loop section, `policy` and `data`."""
+
     backend: Literal["dtensor", "megatron"] = "dtensor"
-    sft: SFTLoopConfig = field(default_factory=SFTLoopConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    data: DataConfig = field(default_factory=DataConfig)
     checkpointing: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     output_dir: str = ""
     final_hf_path: str | None = None
 
 
-def check_parallel_layout(config: SFTConfig, world_size: int) -> int:
+def check_parallel_layout(config, world_size: int) -> int:
     """The data-parallel size; a global batch it cannot split evenly is an error naming the valid values."""
     tp = config.policy.dtensor_cfg.tensor_parallel_size if config.backend == "dtensor" else (
         config.policy.megatron_cfg.tensor_model_parallel_size * config.policy.megatron_cfg.pipeline_model_parallel_size)  # fmt: skip

@@ -27,11 +27,11 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError, exits_on_user_error
 from skills_cli.common.process import die_with_launcher
-from skills_cli.training import checkpoint as ckpt
+from skills_cli.training.components import checkpoint as ckpt
+from skills_cli.training.components.export import copy_tokenizer, empty_state_dict, save_hf_model
+from skills_cli.training.components.model import check_model_path
 from skills_cli.training.convert_spec import DIRECTIONS, DTYPES, MODEL_TYPES, check_direction, check_model_type
-from skills_cli.training.export import copy_tokenizer, empty_state_dict, save_hf_model
 from skills_cli.training.megatron import bridge, dist_ckpt
-from skills_cli.training.model import check_model_path
 
 log = logging.getLogger("skills_cli.convert")
 
@@ -53,8 +53,8 @@ def hf_to_megatron(input_model: str, output_model: str, model_type: str | None =
     import torch.distributed as dist
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from skills_cli.training.components.parallel import distributed_session
     from skills_cli.training.megatron import model as mcore
-    from skills_cli.training.parallel import distributed_session
 
     check_model_path(input_model, "--input_model")
     hf_config = AutoConfig.from_pretrained(input_model)

@@ -5,7 +5,7 @@
         ++filters.remove_contaminated=false ++add_unlabeled=true ++filters.remove_no_think_tags=true \\
         ++filters.trim_solutions=false
 
-The keys follow NeMo-Skills' `nemo_skills.training.prepare_data` (seed 003 runs unchanged); `input_files` is a
+The keys follow NeMo-Skills' `nemo_skills.training.prepare_data` (the NeMo-Skills tutorial's call runs unchanged); `input_files` is a
 list of globs or one string of space-separated globs. Steps, in order, each logging one line
 (`filters.dedup: dropped 3 of 120 (same problem and solution)`, or `filters.dedup: off`), then a summary line:
 

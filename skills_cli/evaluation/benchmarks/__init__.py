@@ -1,19 +1,21 @@
-"""Benchmark registry: one small module per benchmark, each defining `BENCHMARK`.
+"""Benchmarks, registered by name: one small module per benchmark, registering its `Benchmark` at the bottom.
 
-A benchmark says where its data comes from (a canonical public URL and a converter to our row format, or a
-local generator), which prompt config and grader to use, how to summarize it (subset keys) and its default
-split. Adding one is adding a file here.
+A benchmark owns its data preparation (a canonical public URL and a converter to our row format, or a local
+generator), its prompt config, its grader (by name, from `skills_cli.evaluation.graders`, which also gives the
+metric keys it reports), how to summarize it (subset keys) and its default split. Adding one is adding a file
+here, or registering it from a plugin (see `skills_cli.common.registry`).
+
+This module stays free of the graders' code: the pipeline imports it to compile jobs.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.registry import Registry
+from skills_cli.evaluation.graders import DEFAULT_GRADER, GRADERS, Grader
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Benchmark:
     name: str
     description: str
     prompt_config: str = "generic/math"
-    grader: str = "math"
+    grader: str = DEFAULT_GRADER  # a name in GRADERS
     default_split: str = "test"
     splits: tuple[str, ...] = ("test",)
     urls: dict[str, str] = field(default_factory=dict)  # split -> canonical public source
@@ -29,19 +31,24 @@ class Benchmark:
     generate: Callable[[str], list[dict]] | None = None  # split -> rows, for locally generated benchmarks
     subset_keys: tuple[str, ...] = ()  # row fields the summary breaks down by (e.g. level, subject)
 
+    def get_grader(self) -> Grader:
+        """The registered grader (imported on first use: the pipeline never needs it)."""
+        return GRADERS.get(self.grader)
 
-@lru_cache(maxsize=1)
-def registry() -> dict[str, Benchmark]:
-    found = {}
-    for module in pkgutil.iter_modules(__path__):
-        benchmark = getattr(importlib.import_module(f"{__name__}.{module.name}"), "BENCHMARK", None)
-        if isinstance(benchmark, Benchmark):
-            found[benchmark.name] = benchmark
-    return found
+    @property
+    def metric_keys(self) -> tuple[str, ...]:
+        return self.get_grader().metric_keys
+
+
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark", package=__name__)
 
 
 def get_benchmark(name: str) -> Benchmark:
-    benchmarks = registry()
-    if name not in benchmarks:
-        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(sorted(benchmarks))}")
-    return benchmarks[name]
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS.names())}")
+    return BENCHMARKS.get(name)
+
+
+def grader_for_results(folder_name: str) -> Grader:
+    """The grader of the benchmark whose results sit in a folder of this name; any other folder is graded as math."""
+    return BENCHMARKS.get(folder_name).get_grader() if folder_name in BENCHMARKS else GRADERS.get(DEFAULT_GRADER)

@@ -2,19 +2,18 @@
 
 import re
 
-from skills_cli.evaluation.benchmarks import Benchmark
-from skills_cli.evaluation.benchmarks._convert import integer_text
+from skills_cli.evaluation.benchmarks import BENCHMARKS, Benchmark
+from skills_cli.evaluation.benchmarks._convert import aops_rows
 
 URL = re.compile(r"(\d{4})_AIME_(I+)_Problems/Problem_(\d+)")
 
 
 def convert(rows: list[dict]) -> list[dict]:
-    """AoPS urls name the exam and problem: .../2024_AIME_I_Problems/Problem_4 -> aime24-I-4."""
-    out = []
-    for row in rows:
-        _, exam, number = URL.search(row["url"]).groups()
-        out.append({"id": f"aime24-{exam}-{number}", "problem": row.get("problem") or row["question"],
-                    "expected_answer": integer_text(row["answer"]), "solution": row.get("solution", "")})  # fmt: skip
+    """aime24-I-1 ... aime24-II-15, exam by exam and in problem order, with the AoPS solution."""
+    out = [
+        {**problem, "solution": row.get("solution", "")}
+        for problem, row in zip(aops_rows(rows, "aime24", URL), rows, strict=True)
+    ]
     return sorted(out, key=lambda r: (r["id"].split("-")[1], int(r["id"].split("-")[2])))
 
 
@@ -24,3 +23,4 @@ BENCHMARK = Benchmark(
     urls={"test": "https://raw.githubusercontent.com/QwenLM/Qwen2.5-Math/main/evaluation/data/aime24/test.jsonl"},
     convert=convert,
 )
+BENCHMARKS.register(BENCHMARK)

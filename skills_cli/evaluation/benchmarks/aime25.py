@@ -1,6 +1,6 @@
 """AIME 2025 I and II (30 problems; text from the AoPS wiki via NVIDIA/NeMo-Skills' dataset folder)."""
 
-from skills_cli.evaluation.benchmarks import Benchmark
+from skills_cli.evaluation.benchmarks import BENCHMARKS, Benchmark
 from skills_cli.evaluation.benchmarks._convert import integer_text
 
 
@@ -17,3 +17,4 @@ BENCHMARK = Benchmark(
     urls={"test": "https://raw.githubusercontent.com/NVIDIA/NeMo-Skills/main/nemo_skills/dataset/aime25/test.txt"},
     convert=convert,
 )
+BENCHMARKS.register(BENCHMARK)

@@ -6,7 +6,7 @@ never share a problem, so improvements on test are not memorization of train.
 
 import random
 
-from skills_cli.evaluation.benchmarks import Benchmark
+from skills_cli.evaluation.benchmarks import BENCHMARKS, Benchmark
 
 SIZES = {"train": 2000, "test": 200}
 SEEDS = {"train": 1234, "test": 4321}
@@ -38,3 +38,4 @@ BENCHMARK = Benchmark(
     generate=generate,
     subset_keys=("operation",),
 )
+BENCHMARKS.register(BENCHMARK)

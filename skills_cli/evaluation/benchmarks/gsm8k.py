@@ -1,6 +1,6 @@
 """GSM8K: 1,319 grade-school word problems (openai/grade-school-math, MIT)."""
 
-from skills_cli.evaluation.benchmarks import Benchmark
+from skills_cli.evaluation.benchmarks import BENCHMARKS, Benchmark
 
 
 def convert(rows: list[dict]) -> list[dict]:
@@ -20,3 +20,4 @@ BENCHMARK = Benchmark(
     },
     convert=convert,
 )
+BENCHMARKS.register(BENCHMARK)

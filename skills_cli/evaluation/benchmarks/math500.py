@@ -1,6 +1,6 @@
 """MATH-500: the PRM800K held-out subset of MATH (openai/prm800k, MIT), with subject and level."""
 
-from skills_cli.evaluation.benchmarks import Benchmark
+from skills_cli.evaluation.benchmarks import BENCHMARKS, Benchmark
 
 
 def convert(rows: list[dict]) -> list[dict]:
@@ -15,3 +15,4 @@ BENCHMARK = Benchmark(
     convert=convert,
     subset_keys=("level", "subject"),
 )
+BENCHMARKS.register(BENCHMARK)

@@ -1,12 +1,16 @@
-"""Rollout engines for GRPO: token ids in, sampled token ids + sampling logprobs + finish reasons out.
+"""The inference engine core: token ids in, sampled token ids + logprobs + finish reasons out.
 
     from skills_cli.inference.engine import SamplingParams, TorchEngine
     engine = TorchEngine.from_pretrained(path, max_batch_size=64, max_seq_len=4096)
     results = engine.generate(prompts, SamplingParams(max_new_tokens=512, temperature=1.0, seed=0))
 
-`TorchEngine` (torch_engine.py) runs in-process on the HF model's own weights; `VllmEngine`
-(vllm_engine.py) adapts a colocated vLLM `LLM` to the same interface. Both are imported lazily, so
-importing this package (e.g. for `SamplingParams`) pulls in neither torch nor vLLM.
+One core serves every in-process use: `scheduler.Scheduler` (continuous batching over cache slots) with
+the one sampler (sampling.py), parameters and results (params.py) and stop rule (stopping.py), over a
+decode backend: `compact_backend` (our forward, static slot KV cache, CUDA graphs) or `hf_backend` (any HF
+causal LM through its own forward). `TorchEngine` (torch_engine.py, GRPO rollouts) drives it with the
+compact backend; the hf server (inference/server) drives it from its worker thread. `VllmEngine`
+(vllm_engine.py) adapts a colocated vLLM `LLM` to TorchEngine's interface. Engines are imported lazily,
+so importing this package (e.g. for `SamplingParams`) pulls in neither torch nor vLLM.
 """
 
 from __future__ import annotations

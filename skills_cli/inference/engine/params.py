@@ -1,9 +1,10 @@
-"""What a rollout engine is asked for and what it returns: `SamplingParams` in, one `Generation` per prompt out.
+"""What an engine is asked for and what it returns: `SamplingParams` in, one `Generation` per prompt out.
 
-Both engines (`TorchEngine`, `VllmEngine`) take and return exactly these types, so a GRPO trainer can switch
-engines without touching its code. Pure Python: importing this module pulls in no torch.
+Every engine takes and returns exactly these types: the rollout engines (`TorchEngine`, `VllmEngine`), so a
+GRPO trainer can switch engines without touching its code, and the hf server's batching engine, which adds
+the text-level fields (stop strings, requested logprobs). Pure Python: importing this module pulls in no torch.
 
-Semantics shared by both engines:
+Semantics shared by every engine:
   * temperature 0 (or top_k 1) is greedy decoding;
   * `logprobs[i]` is the log-probability of `token_ids[i]` under log_softmax(logits / T), T the temperature
     (T = 1 when greedy), over the whole vocabulary: top_k / top_p filtering is *not* renormalised into it
@@ -11,6 +12,9 @@ Semantics shared by both engines:
   * generation stops after a stop token (the model's EOS ids unless `ignore_eos`, plus `stop_token_ids`);
     the stop token is the last element of `token_ids` and `finish_reason` is "stop"; otherwise it ends
     after `max_new_tokens` tokens (or at the engine's `max_seq_len`) with `finish_reason` "length";
+  * min_p drops tokens less likely than min_p times the most likely one (with top_k / top_p, a filter);
+  * `stop` strings and `logprobs` need a tokenizer / the raw distribution, so only the hf server's engine
+    takes them; the token-only rollout engines refuse them (`check_token_only`);
   * request i of a call draws its random numbers from a stream determined by (seed, i) alone, so the same
     call gives the same tokens again whatever the batch capacity, and different seeds give different ones.
 """
@@ -47,6 +51,10 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     seed: int | None = 0
+    min_p: float = 0.0
+    stop: tuple[str, ...] = ()  # stop strings, checked on the decoded text (servers only)
+    logprobs: bool = False  # record each token's raw logprob and its `top_logprobs` best alternatives
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         check_sampling_params(self)
@@ -58,16 +66,33 @@ class SamplingParams:
     @property
     def filtered(self) -> bool:
         """True when top_k or top_p removes part of the vocabulary before sampling."""
-        return not self.greedy and (self.top_k > 0 or self.top_p < 1.0)
+        return not self.greedy and (self.top_k > 0 or self.top_p < 1.0 or self.min_p > 0)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's logprob under the model's raw distribution (log_softmax of the logits, no
+    temperature), and the `top_logprobs` most likely tokens of that step as (id, logprob), best first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
 
 
 @dataclass
 class Generation:
-    """One prompt's result: generated ids (stop token included), their sampling logprobs, and why it ended."""
+    """One prompt's result: generated ids (stop token included), their sampling logprobs, and why it ended.
+
+    Engines that detokenize also fill `text` (stop string and eos text removed) and `prompt_tokens`;
+    `token_logprobs` is set when the request asked for logprobs.
+    """
 
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str = FINISH_LENGTH
+    text: str | None = None
+    prompt_tokens: int = 0
+    token_logprobs: list[TokenLogprob] | None = None
 
 
 def _is_int(value) -> bool:
@@ -91,6 +116,25 @@ def check_sampling_params(params: SamplingParams) -> None:
         raise UserError(f"stop_token_ids must be a tuple of token ids >= 0, got {params.stop_token_ids!r}")
     if params.seed is not None and not _is_int(params.seed):
         raise UserError(f"seed must be an integer or None, got {params.seed!r}")
+    _check_text_fields(params)
+
+
+def _check_text_fields(params: SamplingParams) -> None:
+    """The fields only a detokenizing engine uses: min_p, stop strings, logprobs."""
+    if isinstance(params.min_p, bool) or not isinstance(params.min_p, (int, float)) or not 0 <= params.min_p <= 1:
+        raise UserError(f"min_p must be in [0, 1], got {params.min_p!r}")
+    if not isinstance(params.stop, tuple) or not all(isinstance(s, str) and s for s in params.stop):
+        raise UserError(f"stop must be a tuple of non-empty strings, got {params.stop!r}")
+    if not _is_int(params.top_logprobs) or params.top_logprobs < 0:
+        raise UserError(f"top_logprobs must be an integer >= 0, got {params.top_logprobs!r}")
+
+
+def check_token_only(params: SamplingParams, engine: str) -> None:
+    """UserError when a token-only engine (no tokenizer, sampling logprobs only) is asked for text-level fields."""
+    if params.stop:
+        raise UserError(f"{engine} works on token ids: give stop_token_ids instead of stop strings")
+    if params.logprobs:
+        raise UserError(f"{engine} returns sampling logprobs only; logprobs=True needs the hf server's engine")
 
 
 def check_prompts(prompts, vocab_size: int, max_seq_len: int) -> list[list[int]]:
@@ -120,14 +164,6 @@ def check_prompts(prompts, vocab_size: int, max_seq_len: int) -> list[list[int]]
 def resolve_seed(seed: int | None) -> int:
     """The call's seed: the given one, or 63 random bits from the OS."""
     return seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-
-
-def stop_ids(params: SamplingParams, eos_token_ids) -> frozenset[int]:
-    """The token ids that end a sequence: the model's EOS ids (unless ignore_eos) and the extra stop ids."""
-    ids = set(params.stop_token_ids)
-    if not params.ignore_eos:
-        ids.update(eos_token_ids)
-    return frozenset(ids)
 
 
 def mix32(value: int) -> int:

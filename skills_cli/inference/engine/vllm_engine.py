@@ -10,7 +10,7 @@ vLLM is imported only when an engine is built (a missing vLLM is a UserError, ne
 import time), so this module can be imported and its pure parts tested anywhere.
 
 How the mapping works (`vllm_request_kwargs`, pure):
-  * max_new_tokens -> max_tokens; temperature / top_p unchanged; top_k 0 ("no limit") -> -1, the value
+  * max_new_tokens -> max_tokens; temperature / top_p / min_p unchanged; top_k 0 ("no limit") -> -1, the value
     every vLLM version accepts for "disabled"; stop_token_ids and ignore_eos unchanged;
   * seed: request i gets its own vLLM seed `row_key(seed, i)`, so, as with the torch engine, a request's
     tokens depend on (seed, i) only; a call seed of None draws one seed from the OS for the call;
@@ -38,6 +38,7 @@ from skills_cli.inference.engine.params import (
     FINISH_STOP,
     Generation,
     SamplingParams,
+    check_token_only,
     resolve_seed,
     row_key,
 )
@@ -63,6 +64,7 @@ def vllm_request_kwargs(params: SamplingParams, index: int, seed: int) -> dict[s
         "temperature": float(params.temperature),
         "top_p": float(params.top_p),
         "top_k": params.top_k if params.top_k > 0 else -1,
+        "min_p": float(params.min_p),
         "stop_token_ids": list(params.stop_token_ids),
         "ignore_eos": params.ignore_eos,
         "seed": row_key(seed, index),
@@ -131,6 +133,7 @@ class VllmEngine:
         """One Generation per prompt (token-id lists), in input order."""
         if self.asleep:
             raise UserError("the engine is asleep; call wake() before generate()")
+        check_token_only(params, "VllmEngine")
         vllm = import_vllm()
         seed = resolve_seed(params.seed)
         requests = [{"prompt_token_ids": list(prompt)} for prompt in prompts]

@@ -10,7 +10,7 @@ from skills_cli.pipeline.commands.report import REPORT
 from skills_cli.pipeline.commands.run_cmd import RUN_CMD
 from skills_cli.pipeline.commands.setup import SETUP
 from skills_cli.pipeline.commands.start_server import START_SERVER
-from skills_cli.pipeline.commands.train import TRAIN_GRPO, TRAIN_SFT
+from skills_cli.pipeline.commands.train import TRAIN_GRPO, TRAIN_SFT, train_commands
 
 COMMANDS = (
     RUN_CMD,
@@ -19,8 +19,7 @@ COMMANDS = (
     PREPARE_DATA,
     EVAL,
     SUMMARIZE_RESULTS,
-    TRAIN_SFT,
-    TRAIN_GRPO,
+    *train_commands(),
     CONVERT,
     SETUP,
     STATUS,
@@ -28,3 +27,5 @@ COMMANDS = (
     CANCEL,
     REPORT,
 )
+
+__all__ = ["COMMANDS", "TRAIN_GRPO", "TRAIN_SFT"]  # the built-in trainers, for the Python API

@@ -11,34 +11,46 @@ import dataclasses
 import re
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import Bounds
 from skills_cli.evaluation.benchmarks import get_benchmark
 from skills_cli.evaluation.prepare_data import MIRROR_ENV, default_output_dir, prepare
-from skills_cli.inference.config import SERVER_TYPES
-from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
+from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
 from skills_cli.pipeline.commands.generate import (
-    GENERATE_OPTIONS,
+    GenerateSpec,
+    GenerationOptions,
     Outputs,
+    ServerOptions,
     check_server_address,
     check_server_options,
     compile_generate,
     generation_job,
+    require_a_server,
     validate_overrides,
 )
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Resources
 from skills_cli.pipeline.local_files import check_model_dir, check_output_dir
-from skills_cli.pipeline.options import CLUSTER, CONFIG_DIR, CommandSpec, Option, WrappedArguments
+from skills_cli.pipeline.options import (
+    CLUSTER,
+    CONFIG_DIR,
+    CommandSpec,
+    QueuedSpec,
+    WrappedArguments,
+    option,
+    spec_from,
+)
+from skills_cli.pipeline.servers import server_kind_choices
 from skills_cli.pipeline.shell import quote, quote_argv
 
 _BENCH = re.compile(r"^([A-Za-z0-9_.\-]+)(?::(\d+))?$")
 
 
 def parse_benchmarks(text: str) -> list[tuple[str, int]]:
-    """`gsm8k,math500:4` -> [("gsm8k", 0), ("math500", 4)]; 0 means one greedy generation."""
+    """`gsm8k,math500:4` -> [("gsm8k", 0), ("math500", 4)]; 0: no SAMPLES given."""
     specs = []
     for part in [p.strip() for p in text.split(",") if p.strip()]:
         match = _BENCH.match(part)
@@ -55,18 +67,26 @@ def parse_benchmarks(text: str) -> list[tuple[str, int]]:
 
 
 # -- ns prepare_data --------------------------------------------------------------------------------------
-def prepare_data_impl(extra: WrappedArguments, benchmarks: list[str], data_dir: str | None, output_dir: str | None,
-                      split: str | None) -> list[str]:  # fmt: skip
+@dataclass(frozen=True, kw_only=True)
+class PrepareDataSpec:
+    benchmarks: list[str] = option(..., "Benchmark names.", positional=True)
+    data_dir: str | None = option(None, "Local mirror with <benchmark>/<split>.jsonl files.")
+    output_dir: str | None = option(None, "Where prepared data goes (default $SKILLS_CLI_DATA_DIR or "
+                                    "~/.skills_cli/data).")  # fmt: skip
+    split: str | None = option(None, "Only this split (default: all the benchmark's splits).")
+
+
+def prepare_data_impl(extra: WrappedArguments, spec: PrepareDataSpec) -> list[str]:
     """Runs here (downloads or reads the mirror); the prepared folder is what `ns eval --data_dir` reads."""
     import os
 
-    if not benchmarks:
+    if not spec.benchmarks:
         raise UserError("prepare_data: name at least one benchmark")
-    mirror = data_dir or os.environ.get(MIRROR_ENV)
-    target = Path(output_dir) if output_dir else default_output_dir()
+    mirror = spec.data_dir or os.environ.get(MIRROR_ENV)
+    target = Path(spec.output_dir) if spec.output_dir else default_output_dir()
     lines = []
-    for name in benchmarks:
-        lines += prepare(name, target, Path(mirror) if mirror else None, split)
+    for name in spec.benchmarks:
+        lines += prepare(name, target, Path(mirror) if mirror else None, spec.split)
     return lines
 
 
@@ -74,56 +94,74 @@ PREPARE_DATA = CommandSpec(
     "prepare_data",
     "Prepare benchmark data: download from the public source, read a local mirror (--data_dir or "
     "$SKILLS_BENCHMARKS_DIR), or generate (arith). Idempotent.",
-    (
-        Option("benchmarks", list[str], ..., "Benchmark names.", positional=True),
-        Option("data_dir", str | None, None, "Local mirror with <benchmark>/<split>.jsonl files."),
-        Option(
-            "output_dir",
-            str | None,
-            None,
-            "Where prepared data goes (default $SKILLS_CLI_DATA_DIR or ~/.skills_cli/data).",
-        ),  # fmt: skip
-        Option("split", str | None, None, "Only this split (default: all the benchmark's splits)."),
-    ),
-    prepare_data_impl,
+    spec_type=PrepareDataSpec,
+    impl=prepare_data_impl,
 )
 
 
 # -- ns eval ----------------------------------------------------------------------------------------------
-EVAL_OPTIONS = (
-    Option("benchmarks", str, ..., "Comma-separated NAME[:SAMPLES], e.g. gsm8k,math500:4,aime24:8."),
-    Option("output_dir", str, ..., "Results go to OUTPUT_DIR/eval-results/<benchmark>/."),
-    Option("data_dir", str | None, None, "Prepared data folder on the machine that runs the jobs "
-           "(default $SKILLS_CLI_DATA_DIR or ~/.skills_cli/data)."),  # fmt: skip
-    Option("split", str | None, None, "Split to evaluate (default: each benchmark's default)."),
-    Option("max_samples", int, -1, "Only the first N problems of each benchmark (-1: all).",
-           bounds=Bounds(ge=1, also=(-1,), why="-1: all problems")),
-    *(o for o in GENERATE_OPTIONS if o.name not in ("input_file", "output_dir", "num_random_seeds", "random_seeds",
-                                                     "starting_seed", "log_samples", "samples_backend",
-                                                     "wandb_project", "wandb_group", "wandb_name")),
-    Option("judge_model", str | None, None, "Also judge answers with this model (judge/math prompt); exact "
-           "matches and empty answers are decided without it.", panel="Judge"),
-    Option("judge_server_type", str, "hf", "Server type of the judge.", choices=SERVER_TYPES, panel="Judge"),
-    Option("judge_server_gpus", int, 0, "GPUs of the judge's server.", panel="Judge", bounds=Bounds(ge=0)),
-    Option("judge_server_args", str, "", "Extra arguments of the judge's server.", panel="Judge"),
-    Option("judge_server_address", str | None, None, "A running judge server instead of hosting one.", panel="Judge"),
-)  # fmt: skip
+# the judge's generation: its prompt, greedy, and an input that may be empty (every answer decided without it)
+JUDGE_OVERRIDES = ["++prompt_config=judge/math", "++inference.temperature=0.0", "++allow_empty_input=true"]
 
 
-def data_file(values: dict, name: str) -> str:
-    split = values["split"] or get_benchmark(name).default_split
-    root = values["data_dir"] or str(default_output_dir())
-    return f"{root}/{name}/{split}.jsonl"
+@dataclass(frozen=True, kw_only=True)
+class JudgeOptions:
+    """An LLM judge for the answers grading cannot decide."""
+
+    judge_model: str | None = option(None, "Also judge answers with this model (judge/math prompt); exact "
+                                     "matches and empty answers are decided without it.", panel="Judge")  # fmt: skip
+    judge_server_type: str = option("hf", "Server type of the judge.", choices=server_kind_choices, panel="Judge")
+    judge_server_gpus: int = option(0, "GPUs of the judge's server.", panel="Judge", bounds=Bounds(ge=0))
+    judge_server_args: str = option("", "Extra arguments of the judge's server.", panel="Judge")
+    judge_server_address: str | None = option(None, "A running judge server instead of hosting one.", panel="Judge")
+
+    @property
+    def judged(self) -> bool:
+        return bool(self.judge_model or self.judge_server_address)
+
+    def judge_server(self) -> ServerOptions:
+        return ServerOptions(model=self.judge_model, server_type=self.judge_server_type,
+                             server_gpus=self.judge_server_gpus, server_args=self.judge_server_args,
+                             server_address=self.judge_server_address)  # fmt: skip
 
 
-def check_prepared(values: dict, cluster: ClusterConfig, names: list[str]) -> None:
-    if cluster.executor is not ExecutorKind.NONE or values["run_after"]:
+@dataclass(frozen=True, kw_only=True)
+class EvalSpec(GenerationOptions, JudgeOptions, QueuedSpec):
+    """`ns eval`: every generation option of ns generate; benchmarks instead of an input file."""
+
+    benchmarks: str = option(..., "Comma-separated NAME[:SAMPLES], e.g. gsm8k,math500:4,aime24:8.")
+    output_dir: str = option(..., "Results go to OUTPUT_DIR/eval-results/<benchmark>/.")
+    data_dir: str | None = option(None, "Prepared data folder on the machine that runs the jobs "
+                                  "(default $SKILLS_CLI_DATA_DIR or ~/.skills_cli/data).")  # fmt: skip
+    split: str | None = option(None, "Split to evaluate (default: each benchmark's default).")
+    max_samples: int = option(-1, "Only the first N problems of each benchmark (-1: all).",
+                              bounds=Bounds(ge=1, also=(-1,), why="-1: all problems"))  # fmt: skip
+
+    def data_file(self, name: str) -> str:
+        split = self.split or get_benchmark(name).default_split
+        root = self.data_dir or str(default_output_dir())
+        return f"{root}/{name}/{split}.jsonl"
+
+    def results_dir(self, name: str) -> str:
+        return f"{self.output_dir}/eval-results/{name}"
+
+
+def check_seeds(spec: EvalSpec, benchmarks: list[tuple[str, int]]) -> None:
+    """NAME:SAMPLES and --random_seeds both say which seeds a benchmark gets: refuse the ambiguity."""
+    sampled = [f"{name}:{samples}" for name, samples in benchmarks if samples]
+    if spec.random_seeds and sampled:
+        raise UserError(f"--random_seeds and --benchmarks {sampled[0]} both choose the seeds of "
+                        f"{sampled[0].split(':')[0]}; give one or the other")  # fmt: skip
+
+
+def check_prepared(spec: EvalSpec, cluster: ClusterConfig, names: list[str]) -> None:
+    if not cluster.jobs_see_local_paths or spec.run_after:
         return  # the data lives where the jobs run, or a --run_after upstream prepares it: the jobs read it
     for name in names:
-        path = Path(data_file(values, name))
+        path = Path(spec.data_file(name))
         if not path.is_file():
             raise UserError(f"no prepared data for {name} at {path}; run `ns prepare_data {name}` first"
-                            + (f" with --output_dir {values['data_dir']}" if values["data_dir"] else ""))  # fmt: skip
+                            + (f" with --output_dir {spec.data_dir}" if spec.data_dir else ""))  # fmt: skip
 
 
 def prefixed(jobs: list[Job], prefix: str) -> list[Job]:
@@ -132,86 +170,117 @@ def prefixed(jobs: list[Job], prefix: str) -> list[Job]:
                                 after_any=tuple(rename[n] for n in job.after_any)) for job in jobs]  # fmt: skip
 
 
-def cpu_job(name: str, script: str, values: dict, after: list[str]) -> Job:
-    command = Command(argv=("bash", "-c", script), container=values["container"])
-    resources = Resources(time_limit=values["time"], partition=values["partition"])
+def cpu_job(name: str, script: str, spec: EvalSpec, after: list[str]) -> Job:
+    command = Command(argv=("bash", "-c", script), container=spec.container)
+    resources = Resources(time_limit=spec.time, partition=spec.partition)
     return Job(name=name, commands=(command,), resources=resources, after=tuple(after))
 
 
-def judge_job(values: dict, cluster: ClusterConfig, results: str, name: str, after: str) -> Job:
+def benchmark_generation(spec: EvalSpec, name: str, samples: int) -> GenerateSpec:
+    """ns generate's spec for one benchmark: its prepared data into its results folder, SAMPLES seeds if given."""
+    seeds = {"num_random_seeds": samples, "random_seeds": []} if samples else {}
+    samples_run = (spec.wandb_name or spec.expname or "eval") + f"-{name}"  # one --log_samples run per benchmark
+    return spec_from(GenerateSpec, spec, input_file=spec.data_file(name), output_dir=spec.results_dir(name),
+                     wandb_name=samples_run, **seeds)  # fmt: skip
+
+
+def benchmark_overrides(spec: EvalSpec, overrides: list[str], name: str) -> list[str]:
+    """The user's overrides, after the benchmark's prompt config (unless one is given) and --max_samples."""
+    result = list(overrides)
+    if not any(o.lstrip("+").startswith("prompt_config=") for o in overrides):
+        result.insert(0, f"++prompt_config={get_benchmark(name).prompt_config}")
+    if spec.max_samples >= 0:
+        result.append(f"++max_samples={spec.max_samples}")
+    return result
+
+
+def judge_job(spec: EvalSpec, generation: GenerateSpec, cluster: ClusterConfig, name: str, after: str) -> Job:
     """prepare (no-judge decisions) -> judge generation -> apply verdicts, in one job after the grading."""
+    results = generation.output_dir
     python = cluster.python_executable
     step = lambda *args: quote_argv([python, "-m", "skills_cli.evaluation.judge", *args, "--results_dir", results])  # noqa: E731
-    judge = {**values, "model": values["judge_model"], "server_type": values["judge_server_type"],
-             "server_gpus": values["judge_server_gpus"], "server_nodes": 1, "server_args": values["judge_server_args"],
-             "server_address": values["judge_server_address"], "input_file": f"{results}/judge/input.jsonl",
-             "preprocess_cmd": step("prepare"), "rerun_done": True, "config": None}  # fmt: skip
+    judge = dataclasses.replace(generation, **dataclasses.asdict(spec.judge_server()), config=None, rerun_done=True,
+                                input_file=f"{results}/judge/input.jsonl", preprocess_cmd=step("prepare"))  # fmt: skip
     out = Outputs(f"{results}/judge/output.jsonl", None, None)
-    job = generation_job(
-        judge, cluster, out, ["++prompt_config=judge/math", "++inference.temperature=0.0", "++allow_empty_input=true"],
-        step("apply"),
-    )
+    job = generation_job(judge, cluster, out, JUDGE_OVERRIDES, step("apply"))
     return dataclasses.replace(job, name=f"{name}-judge", after=(after,))
 
 
-def compile_eval(values: dict, overrides: list[str], cluster: ClusterConfig) -> list[Job]:
-    python = cluster.python_executable
-    jobs, grade_jobs = [], []
-    for name, samples in parse_benchmarks(values["benchmarks"]):
-        benchmark = get_benchmark(name)
-        results = f"{values['output_dir']}/eval-results/{name}"
-        bench_overrides = list(overrides)
-        if not any(o.lstrip("+").startswith("prompt_config=") for o in overrides):
-            bench_overrides.insert(0, f"++prompt_config={benchmark.prompt_config}")
-        if values["max_samples"] >= 0:
-            bench_overrides.append(f"++max_samples={values['max_samples']}")
-        generation = {**values, "input_file": data_file(values, name), "output_dir": results,
-                      "num_random_seeds": samples, "random_seeds": [], "starting_seed": 0, "log_samples": False}  # fmt: skip
-        validate_overrides(bench_overrides, generation)
-        generated = prefixed(compile_generate(generation, bench_overrides, cluster), name)
-        finals = [j.name for j in generated if not any(j.name in other.after for other in generated)]
-        grade = quote_argv([python, "-m", "skills_cli.evaluation.grade", "--results_dir", results])
-        jobs += generated
-        jobs.append(cpu_job(f"{name}-grade", grade, values, finals))
-        if values["judge_model"] or values["judge_server_address"]:
-            jobs.append(judge_job(values, cluster, results, name, jobs[-1].name))
-        grade_jobs.append(jobs[-1].name)
-    summarize = quote_argv([python, "-m", "skills_cli.evaluation.summarize", values["output_dir"]])
-    jobs.append(cpu_job("summarize", summarize, values, grade_jobs))
+def benchmark_jobs(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig, name: str, samples: int) -> list[Job]:
+    """Generation (ns generate's jobs) -> grading -> the judge, for one benchmark; the last job ends it."""
+    generation = benchmark_generation(spec, name, samples)
+    generation_overrides = benchmark_overrides(spec, overrides, name)
+    validate_overrides(generation_overrides, generation)
+    generated = prefixed(compile_generate(generation, generation_overrides, cluster), name)
+    finals = [j.name for j in generated if not any(j.name in other.after for other in generated)]
+    grade = quote_argv([cluster.python_executable, "-m", "skills_cli.evaluation.grade", "--results_dir",
+                        generation.output_dir])  # fmt: skip
+    jobs = [*generated, cpu_job(f"{name}-grade", grade, spec, finals)]
+    if spec.judged:
+        jobs.append(judge_job(spec, generation, cluster, name, jobs[-1].name))
     return jobs
 
 
-def eval_impl(extra: WrappedArguments, **values) -> Submission:
-    ensure_log_dir_is_absolute(values["log_dir"])
-    names = [name for name, _ in parse_benchmarks(values["benchmarks"])]
-    check_server_options(values)
-    check_server_options(values, prefix="judge_")
-    if values["server_address"] is None and not values["model"]:
-        raise UserError("eval: give --model (a self-hosted server) or --server_address (a running one)")
-    cluster = load_cluster_config(values["cluster"], values["config_dir"])
-    check_prepared(values, cluster, names)
-    if cluster.executor is ExecutorKind.NONE:
-        check_output_dir(values["output_dir"], "--output_dir")
-        if values["model"] and not values["server_address"]:
-            check_model_dir(values["model"], "--model")
-    if values["server_address"]:
-        check_server_address(values["server_address"], cluster)
-    jobs = compile_eval(values, list(extra.args), cluster)
-    from skills_cli.pipeline.commands.run_cmd import log_change
+def compile_eval(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig) -> list[Job]:
+    jobs, ends = [], []
+    for name, samples in parse_benchmarks(spec.benchmarks):
+        jobs += benchmark_jobs(spec, overrides, cluster, name, samples)
+        ends.append(jobs[-1].name)
+    summarize = quote_argv([cluster.python_executable, "-m", "skills_cli.evaluation.summarize", spec.output_dir])
+    jobs.append(cpu_job("summarize", summarize, spec, ends))
+    return jobs
 
-    return submit_jobs(jobs, cluster, submit_options(values, default_expname="eval"), on_change=log_change)
+
+def check_local_paths(spec: EvalSpec, cluster: ClusterConfig) -> None:
+    """Bare local jobs write and read this machine's paths: unusable ones are errors now."""
+    if not cluster.jobs_see_local_paths:
+        return
+    check_output_dir(spec.output_dir, "--output_dir")
+    if spec.model and not spec.server_address:
+        check_model_dir(spec.model, "--model")
+
+
+def eval_impl(extra: WrappedArguments, spec: EvalSpec) -> Submission:
+    ensure_log_dir_is_absolute(spec.log_dir)
+    benchmarks = parse_benchmarks(spec.benchmarks)
+    check_seeds(spec, benchmarks)
+    check_server_options(spec)
+    check_server_options(spec.judge_server(), prefix="judge_")
+    require_a_server(spec, "eval")
+    cluster = load_cluster_config(spec.cluster, spec.config_dir)
+    check_prepared(spec, cluster, [name for name, _ in benchmarks])
+    check_local_paths(spec, cluster)
+    if spec.server_address:
+        check_server_address(spec.server_address, cluster)
+    jobs = compile_eval(spec, list(extra.args), cluster)
+    options = submit_options(spec.submit_fields(), default_expname="eval")
+    return submit_jobs(jobs, cluster, options)
 
 
 EVAL = CommandSpec(
     "eval",
     "Evaluate a model on benchmarks: generation (seeds, chunks) -> grading -> summary, as dependent jobs.",
-    EVAL_OPTIONS,
-    eval_impl,
+    spec_type=EvalSpec,
+    impl=eval_impl,
     extra_args="++key=value overrides of the generation program",
 )
 
 
 # -- ns summarize_results ---------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class SummarizeResultsSpec:
+    results_dir: str = option(..., "The --output_dir of ns eval (on the cluster when --cluster is remote).",
+                              positional=True)  # fmt: skip
+    cluster: str | None = option(None, CLUSTER.help, panel=CLUSTER.panel)
+    config_dir: str | None = option(None, CONFIG_DIR.help, panel=CONFIG_DIR.panel)
+    max_k: int | None = option(None, "Largest k in the tables (default: the number of samples).")
+    wandb_name: str | None = option(None, "Log the metrics to a wandb run of this name (WANDB_MODE applies).")
+    wandb_project: str = option("skills-cli", "wandb project.")
+    wandb_group: str | None = option(None, "wandb group.")
+    swanlab_project: str | None = option(None, "Log the metrics to this SwanLab project (SWANLAB_MODE applies).")
+    no_plot: bool = option(False, "Skip the PNG plot.")
+
+
 def fetch_results(cluster: ClusterConfig, remote_dir: str) -> Path:
     """The result files (without chunk and side files) packed on the cluster and fetched in one transfer."""
     from skills_cli.pipeline.executors.tunnel import ClusterTunnel
@@ -230,18 +299,17 @@ def fetch_results(cluster: ClusterConfig, remote_dir: str) -> Path:
     return local
 
 
-def summarize_results_impl(extra: WrappedArguments, results_dir: str, cluster: str | None, config_dir: str | None,
-                           max_k: int | None, wandb_name: str | None, wandb_project: str, wandb_group: str | None,
-                           swanlab_project: str | None, no_plot: bool) -> dict:  # fmt: skip
+def summarize_results_impl(extra: WrappedArguments, spec: SummarizeResultsSpec) -> dict:
     from skills_cli.evaluation.summarize import log_scalars, metrics_json, summarize
 
-    directory = Path(results_dir)
-    if cluster:
-        config = load_cluster_config(cluster, config_dir)
-        if config.executor is ExecutorKind.SLURM and config.ssh_tunnel is not None:
-            directory = fetch_results(config, results_dir)
-    results, written = summarize(directory, max_k, not no_plot)
-    logged = log_scalars(metrics_json(results), wandb_name, wandb_project, wandb_group, swanlab_project)
+    directory = Path(spec.results_dir)
+    if spec.cluster:
+        config = load_cluster_config(spec.cluster, spec.config_dir)
+        if config.runs_remotely and config.ssh_tunnel is not None:
+            directory = fetch_results(config, spec.results_dir)
+    results, written = summarize(directory, spec.max_k, not spec.no_plot)
+    logged = log_scalars(metrics_json(results), spec.wandb_name, spec.wandb_project, spec.wandb_group,
+                         spec.swanlab_project)  # fmt: skip
     return {"results": results, "metrics_file": written, "logged": logged,
             "plot": directory / "pass_at_k.png" if (directory / "pass_at_k.png").exists() else None}  # fmt: skip
 
@@ -249,22 +317,6 @@ def summarize_results_impl(extra: WrappedArguments, results_dir: str, cluster: s
 SUMMARIZE_RESULTS = CommandSpec(
     "summarize_results",
     "Print one table per benchmark, write metrics.json and a pass@k/majority@k plot, log to wandb/swanlab.",
-    (
-        Option(
-            "results_dir",
-            str,
-            ...,
-            "The --output_dir of ns eval (on the cluster when --cluster is remote).",
-            positional=True,
-        ),  # fmt: skip
-        CLUSTER,
-        CONFIG_DIR,
-        Option("max_k", int | None, None, "Largest k in the tables (default: the number of samples)."),
-        Option("wandb_name", str | None, None, "Log the metrics to a wandb run of this name (WANDB_MODE applies)."),
-        Option("wandb_project", str, "skills-cli", "wandb project."),
-        Option("wandb_group", str | None, None, "wandb group."),
-        Option("swanlab_project", str | None, None, "Log the metrics to this SwanLab project (SWANLAB_MODE applies)."),
-        Option("no_plot", bool, False, "Skip the PNG plot."),
-    ),
-    summarize_results_impl,
+    spec_type=SummarizeResultsSpec,
+    impl=summarize_results_impl,
 )

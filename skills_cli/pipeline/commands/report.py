@@ -1,5 +1,5 @@
 """`ns report EXPNAME`: one file describing an experiment and everything it ran after (jobs, states, times,
-logs, metrics, curves, plots); see skills_cli/pipeline/report.py for what is read."""
+logs, metrics, curves, plots); see skills_cli/pipeline/reporting/ for what is read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from skills_cli.pipeline.options import CommandSpec, Option, WrappedArguments
 
 
 def report_impl(extra: WrappedArguments, expname: str, output: str | None, format: str | None) -> Path:  # noqa: A002
-    from skills_cli.pipeline.report import write_report
+    from skills_cli.pipeline.reporting import write_report
 
     return write_report(expname, output, format)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 
 from skills_cli.common.errors import UserError
@@ -12,10 +11,6 @@ from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolut
 from skills_cli.pipeline.jobs import Command, Job, Mount, Resources
 from skills_cli.pipeline.options import CommandSpec, ResourcedSpec, WrappedArguments, option
 from skills_cli.pipeline.shell import bash_c, quote_argv
-from skills_cli.pipeline.store import JobRecord
-
-log = logging.getLogger("skills_cli")
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +43,6 @@ def resolve_container(cluster: ClusterConfig, container: str) -> tuple[ClusterCo
     return cluster, container
 
 
-def log_change(record: JobRecord) -> None:
-    reason = f" ({record.reason})" if record.reason else ""
-    log.info("%s/%s: %s%s", record.expname, record.name, record.state.value, reason)
-
-
 def build_job(text: str, spec: RunCmdSpec, container: str) -> Job:
     resources = Resources(
         nodes=spec.num_nodes, gpus_per_node=spec.num_gpus, tasks_per_node=spec.num_tasks,
@@ -76,7 +66,7 @@ def run_cmd_impl(extra: WrappedArguments, spec: RunCmdSpec) -> Submission:
     cluster = load_cluster_config(spec.cluster, spec.config_dir)
     cluster, container = resolve_container(cluster, spec.container)
     options = submit_options(spec.submit_fields(), default_expname="run_cmd")
-    return submit_jobs([build_job(text, spec, container)], cluster, options, on_change=log_change)
+    return submit_jobs([build_job(text, spec, container)], cluster, options)
 
 
 RUN_CMD = CommandSpec(

@@ -10,17 +10,16 @@ and other nodes reach it there); `--server_host` chooses otherwise.
 from __future__ import annotations
 
 import logging
-import shlex
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.inference.config import PORT_ENV
 from skills_cli.inference.server.auth import ALL_INTERFACES, API_KEY_ENV, LOOPBACK
-from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
-from skills_cli.pipeline.commands.generate import SERVER_OPTIONS
+from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
+from skills_cli.pipeline.commands.generate import ServerOptions
 from skills_cli.pipeline.executors import executor_for
 from skills_cli.pipeline.experiment import (
     Submission,
@@ -31,8 +30,8 @@ from skills_cli.pipeline.experiment import (
     submit_options,
 )
 from skills_cli.pipeline.jobs import Job, Resources
-from skills_cli.pipeline.options import PARTITION, SUBMIT_OPTIONS, TIME, CommandSpec, Option, WrappedArguments
-from skills_cli.pipeline.servers import ServerSpec, server_command
+from skills_cli.pipeline.options import CommandSpec, QueuedSpec, WrappedArguments, option
+from skills_cli.pipeline.servers import server_command
 from skills_cli.pipeline.shell import quote
 from skills_cli.pipeline.store import JobState, Store
 
@@ -40,23 +39,21 @@ log = logging.getLogger("skills_cli")
 ADDRESS_FILE = "server.address"
 KEY_FILE = "server.key"  # the server's API key, owner-only, in the job's run dir
 
-START_SERVER_OPTIONS = (
-    *(option for option in SERVER_OPTIONS if option.name != "server_address"),
-    Option(
-        "server_host",
-        str | None,
-        None,
-        "Address the server listens on (default: 127.0.0.1 on executors none/local, 0.0.0.0 on Slurm). "
-        "It always requires the job's API key.",
-        panel="Server",
-    ),
-    Option("create_tunnel", bool, False, "Slurm: forward a local port to the server over SSH and keep it open."),
-    Option("tunnel_port", int, 0, "Local port of the tunnel (0: the server's port)."),
-    Option("startup_timeout", float, 900.0, "Seconds to wait for the server to start."),
-    *(option for option in SUBMIT_OPTIONS if option.name != "detach"),
-    PARTITION,
-    TIME,
-)
+
+@dataclass(frozen=True, kw_only=True)
+class StartServerSpec(ServerOptions, QueuedSpec):
+    """`ns start_server`: ns generate's server options, hosted on their own."""
+
+    server_host: str | None = option(None, "Address the server listens on (default: 127.0.0.1 on executors "
+                                     "none/local, 0.0.0.0 on Slurm). It always requires the job's API key.",
+                                     panel="Server")  # fmt: skip
+    create_tunnel: bool = option(False, "Slurm: forward a local port to the server over SSH and keep it open.")
+    tunnel_port: int = option(0, "Local port of the tunnel (0: the server's port).")
+    startup_timeout: float = option(900.0, "Seconds to wait for the server to start.")
+    # fixed, not options: the server is what is started (no running one to use), and this command waits for
+    # its address itself instead of for the job
+    server_address: str | None = field(default=None, init=False)
+    detach: bool = field(default=True, init=False)
 
 
 @dataclass
@@ -73,26 +70,24 @@ class ServerHandle:
 
 def default_host(cluster: ClusterConfig) -> str:
     """Local servers are used from this machine; Slurm ones through a tunnel or from other nodes."""
-    return ALL_INTERFACES if cluster.executor is ExecutorKind.SLURM else LOOPBACK
+    return ALL_INTERFACES if cluster.runs_remotely else LOOPBACK
 
 
-def server_job(values: dict, cluster: ClusterConfig) -> Job:
-    spec = ServerSpec(values["server_type"], values["model"], values["server_gpus"], values["server_nodes"],
-                      tuple(shlex.split(values["server_args"])), host=values["server_host"] or default_host(cluster))  # fmt: skip
-    command = server_command(spec, cluster)
+def server_job(spec: StartServerSpec, cluster: ClusterConfig) -> Job:
+    command = server_command(spec.hosted_server(host=spec.server_host or default_host(cluster)), cluster)
     # record the key (owner-only) and where it listens (first task only), then serve until cancelled
     announce = (f'[ "${{SLURM_PROCID:-0}}" = 0 ] && mkdir -p "$SKILLS_CLI_RUN_DIR" && '
                 f'(umask 077 && printf \'%s\\n\' "${API_KEY_ENV}" > "$SKILLS_CLI_RUN_DIR/{KEY_FILE}") && '
                 f'echo "$(hostname) ${PORT_ENV}" > "$SKILLS_CLI_RUN_DIR/{ADDRESS_FILE}"; ')  # fmt: skip
     command = replace(command, argv=("bash", "-c", announce + command.argv[2]), background=False)
-    resources = Resources(nodes=values["server_nodes"], gpus_per_node=values["server_gpus"], time_limit=values["time"],
-                          partition=values["partition"])  # fmt: skip
+    resources = Resources(nodes=spec.server_nodes, gpus_per_node=spec.server_gpus, time_limit=spec.time,
+                          partition=spec.partition)  # fmt: skip
     return Job(name="server", commands=(command,), resources=resources, ports=(PORT_ENV,))
 
 
 def read_address(cluster: ClusterConfig, run_dir: str) -> str | None:
     path = f"{run_dir}/{ADDRESS_FILE}"
-    if cluster.executor is not ExecutorKind.SLURM:
+    if not cluster.runs_remotely:
         return Path(path).read_text() if Path(path).exists() else None
     from skills_cli.pipeline.executors.tunnel import ClusterTunnel
 
@@ -111,7 +106,7 @@ def wait_for_address(handle: ServerHandle, cluster: ClusterConfig, run_dir: str,
         text = read_address(cluster, run_dir) if record.state is JobState.RUNNING else None
         if text and len(text.split()) == 2:
             host, port = text.split()
-            handle.host = "127.0.0.1" if cluster.executor is not ExecutorKind.SLURM else host
+            handle.host = host if cluster.runs_remotely else "127.0.0.1"
             handle.port = int(port)
             return
         time.sleep(2.0)
@@ -136,30 +131,30 @@ def open_tunnel(cluster: ClusterConfig, handle: ServerHandle, local_port: int) -
         pass
 
 
-def start_server_impl(extra: WrappedArguments, **values) -> ServerHandle:
-    ensure_log_dir_is_absolute(values["log_dir"])
-    if not values["model"]:
+def start_server_impl(extra: WrappedArguments, spec: StartServerSpec) -> ServerHandle:
+    ensure_log_dir_is_absolute(spec.log_dir)
+    if not spec.model:
         raise UserError("start_server: --model is required")
-    if values["server_type"] == "openai":
+    if spec.server_type == "openai":
         raise UserError("start_server: server_type openai is an external API, nothing to host")
-    cluster = load_cluster_config(values["cluster"], values["config_dir"])
-    options = replace(submit_options({**values, "detach": True}, default_expname="server"))
-    submission = submit_jobs([server_job(values, cluster)], cluster, options)
+    cluster = load_cluster_config(spec.cluster, spec.config_dir)
+    options = submit_options(spec.submit_fields(), default_expname="server")
+    submission = submit_jobs([server_job(spec, cluster)], cluster, options)
     handle = ServerHandle(submission)
     if submission.dry_run_text is not None:
         return handle
     (record,) = submission.records
     run_dir = run_dir_for(cluster, record.expname, record.name, record.uid)
     handle.key_file = f"{run_dir}/{KEY_FILE}"
-    wait_for_address(handle, cluster, run_dir, values["startup_timeout"])
-    if cluster.executor is not ExecutorKind.SLURM:
-        wait_until_answering(handle, values["startup_timeout"])
-    log.info("server %s is up at %s (stop it with `ns cancel %s`)", values["model"], handle.address, submission.expname)
-    where = " on the cluster" if cluster.executor is ExecutorKind.SLURM else ""
+    wait_for_address(handle, cluster, run_dir, spec.startup_timeout)
+    if not cluster.runs_remotely:
+        wait_until_answering(handle, spec.startup_timeout)
+    log.info("server %s is up at %s (stop it with `ns cancel %s`)", spec.model, handle.address, submission.expname)
+    where = " on the cluster" if cluster.runs_remotely else ""
     log.info("it requires its API key, in %s%s (readable by you only): export OPENAI_API_KEY=$(cat %s)",
              handle.key_file, where, quote(handle.key_file))  # fmt: skip
-    if values["create_tunnel"]:
-        open_tunnel(cluster, handle, values["tunnel_port"] or handle.port)
+    if spec.create_tunnel:
+        open_tunnel(cluster, handle, spec.tunnel_port or handle.port)
     return handle
 
 
@@ -196,6 +191,6 @@ def wait_until_answering(handle: ServerHandle, timeout: float) -> None:
 START_SERVER = CommandSpec(
     name="start_server",
     help="Host a model on its own and print its OpenAI-compatible address (stop it with ns cancel).",
-    options=START_SERVER_OPTIONS,
+    spec_type=StartServerSpec,
     impl=start_server_impl,
 )

@@ -1,178 +1,204 @@
-"""`ns train sft` and `ns train grpo` (also `ns nemo_rl sft|grpo`, seed 003's spelling) as torchrun jobs.
+"""`ns train <algorithm>` (also `ns nemo_rl <algorithm>`, the NeMo-Skills OpenMathReasoning tutorial's spelling) as torchrun jobs, one command per
+registered training algorithm (`skills_cli/training/algorithms`: sft, grpo, and any a plugin adds).
 
     ns train sft --backend dtensor --hf_model /workspace/Qwen2.5-14B-Instruct --training_data /workspace/sft.jsonl \
         --output_dir /workspace/training --num_nodes 1 --num_gpus 8 --final_hf_path /workspace/improved-hf \
         ++sft.max_num_epochs=4 ++policy.train_global_batch_size=32 ++policy.max_total_sequence_length=8192 \
         ++policy.optimizer.kwargs.lr=1e-5 ++policy.dtensor_cfg.tensor_parallel_size=8
 
-The `++` overrides are checked against the trainer's typed config before submission, together with the
-parallel layout (global batch vs micro-batch x data-parallel size, tensor parallel vs attention heads when the
-model's config is readable here). Multi-node jobs start one torchrun per node with a c10d rendezvous on the
-first node. With `--dependent_jobs N` each copy resumes from the latest checkpoint.
+The `++` overrides are checked against the algorithm's typed config before submission, together with its
+parallel layout (global batch vs micro-batch x data-parallel size; for GRPO the rollout batch too), and
+tensor parallel vs attention heads when the model's config is readable here (when it is not, one info line
+says it was not checked). Multi-node jobs start one torchrun per node with a c10d rendezvous on the first
+node. With `--dependent_jobs N` each copy resumes from the latest checkpoint.
 
 GRPO takes the same options; its `++` keys are NeMo-RL's grpo_math names (`++grpo.num_prompts_per_step=32
-++grpo.num_generations_per_prompt=16 ++loss_fn.use_importance_sampling_correction=true`), and the rollout
-batch is checked against the global batch and the data-parallel size before submission.
+++grpo.num_generations_per_prompt=16 ++loss_fn.use_importance_sampling_correction=true`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config
 from skills_cli.common.typed_config import Bounds
 from skills_cli.inference.model_files import tokenizer_problem
-from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind, load_cluster_config
+from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Resources
 from skills_cli.pipeline.local_files import check_jsonl_file, check_output_dir
-from skills_cli.pipeline.options import PARTITION, SUBMIT_OPTIONS, TIME, CommandSpec, Option, WrappedArguments
+from skills_cli.pipeline.options import CommandSpec, QueuedSpec, WrappedArguments, option
 from skills_cli.pipeline.render import HEAD_NODE_ENV
 from skills_cli.pipeline.shell import Raw, quote_argv
-from skills_cli.training.config import SFTConfig, check_parallel_layout
-from skills_cli.training.grpo_config import GRPOConfig, check_grpo_layout
+from skills_cli.training.algorithms import ALGORITHMS, Algorithm
 
+log = logging.getLogger("skills_cli")
 RENDEZVOUS_PORT = 29500
 
-TRAIN_SFT_OPTIONS = (
-    Option("backend", str, "dtensor", "Policy backend.", choices=("dtensor", "megatron")),
-    Option("hf_model", str, ..., "Hugging Face model folder (weights + tokenizer) to start from."),
-    Option("training_data", str, ..., "JSONL: SFT rows with `messages` or `input`/`output`; GRPO problems with "
-           "`problem` and `expected_answer`."),
-    Option("validation_data", str | None, None, "Validation JSONL (validation loss every ++sft.val_period steps)."),
-    Option("output_dir", str, ..., "Checkpoints, logs and metrics go here."),
-    Option("final_hf_path", str | None, None, "Export the final model (safetensors + tokenizer) here."),
-    Option("num_nodes", int, 1, "Nodes.", panel="Resources", bounds=Bounds(ge=1)),
-    Option("num_gpus", int, 0, "GPUs per node (0: one CPU process).", panel="Resources", bounds=Bounds(ge=0)),
-    Option("container", str, "main", "Container role.", panel="Resources"),
-    Option("cache_dir", str | None, None, "HF cache folder for the job (sets HF_HOME)."),
-    Option("wandb_project", str | None, None, "Log to wandb (WANDB_MODE applies) in this project."),
-    Option("wandb_name", str | None, None, "wandb/swanlab run name (default: the experiment name)."),
-    Option("swanlab_project", str | None, None, "Log to SwanLab (SWANLAB_MODE applies) in this project."),
-    Option("disable_wandb", bool, False, "Never log to wandb, whatever the overrides say."),
-    *SUBMIT_OPTIONS,
-    PARTITION,
-    TIME,
-)
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSpec(QueuedSpec):
+    backend: str = option("dtensor", "Policy backend.", choices=("dtensor", "megatron"))
+    hf_model: str = option(..., "Hugging Face model folder (weights + tokenizer) to start from.")
+    training_data: str = option(..., "JSONL: SFT rows with `messages` or `input`/`output`; GRPO problems with "
+                                "`problem` and `expected_answer`.")  # fmt: skip
+    validation_data: str | None = option(None, "Validation JSONL (validation loss every ++sft.val_period steps).")
+    output_dir: str = option(..., "Checkpoints, logs and metrics go here.")
+    final_hf_path: str | None = option(None, "Export the final model (safetensors + tokenizer) here.")
+    num_nodes: int = option(1, "Nodes.", panel="Resources", bounds=Bounds(ge=1))
+    num_gpus: int = option(0, "GPUs per node (0: one CPU process).", panel="Resources", bounds=Bounds(ge=0))
+    container: str = option("main", "Container role.", panel="Resources")
+    cache_dir: str | None = option(None, "HF cache folder for the job (sets HF_HOME).")
+    wandb_project: str | None = option(None, "Log to wandb (WANDB_MODE applies) in this project.")
+    wandb_name: str | None = option(None, "wandb/swanlab run name (default: the experiment name).")
+    swanlab_project: str | None = option(None, "Log to SwanLab (SWANLAB_MODE applies) in this project.")
+    disable_wandb: bool = option(False, "Never log to wandb, whatever the overrides say.")
+
+    @property
+    def world_size(self) -> int:
+        return self.num_nodes * max(self.num_gpus, 1)
 
 
-def launcher_overrides(values: dict) -> list[str]:
+def launcher_overrides(spec: TrainSpec, algorithm: str) -> list[str]:
     """What the launcher sets; the user's `++` overrides come after and may refine, not contradict, these."""
-    out = values["output_dir"]
-    args = [f"++backend={values['backend']}", f"++policy.model_name={values['hf_model']}",
-            f"++data.train_data={values['training_data']}", f"++output_dir={out}",
+    out = spec.output_dir
+    args = [f"++backend={spec.backend}", f"++policy.model_name={spec.hf_model}",
+            f"++data.train_data={spec.training_data}", f"++output_dir={out}",
             f"++checkpointing.checkpoint_dir={out}/checkpoints", f"++logger.log_dir={out}/logs"]  # fmt: skip
-    if values["validation_data"]:
-        args.append(f"++data.val_data={values['validation_data']}")
-    if values["final_hf_path"]:
-        args.append(f"++final_hf_path={values['final_hf_path']}")
-    name = values["wandb_name"] or values["expname"] or values.get("algorithm", "sft")
-    if values["wandb_project"] and not values["disable_wandb"]:
-        args += ["++logger.wandb_enabled=true", f"++logger.wandb.project={values['wandb_project']}",
+    if spec.validation_data:
+        args.append(f"++data.val_data={spec.validation_data}")
+    if spec.final_hf_path:
+        args.append(f"++final_hf_path={spec.final_hf_path}")
+    return args + tracker_overrides(spec, algorithm) + backend_overrides(spec.backend)
+
+
+def tracker_overrides(spec: TrainSpec, algorithm: str) -> list[str]:
+    name = spec.wandb_name or spec.expname or algorithm
+    args = []
+    if spec.wandb_project and not spec.disable_wandb:
+        args += ["++logger.wandb_enabled=true", f"++logger.wandb.project={spec.wandb_project}",
                  f"++logger.wandb.name={name}"]  # fmt: skip
-    if values["swanlab_project"]:
-        args += ["++logger.swanlab_enabled=true", f"++logger.swanlab.project={values['swanlab_project']}",
+    if spec.swanlab_project:
+        args += ["++logger.swanlab_enabled=true", f"++logger.swanlab.project={spec.swanlab_project}",
                  f"++logger.swanlab.name={name}"]  # fmt: skip
-    if values["backend"] == "megatron":
-        args += ["++policy.dtensor_cfg.enabled=false", "++policy.megatron_cfg.enabled=true"]
     return args
 
 
-def check_model(values: dict, config: SFTConfig, cluster: ClusterConfig) -> None:
-    """What this machine can see of the model: existence (bare local jobs whose inputs no --run_after upstream
-    makes) and heads vs tensor parallelism."""
-    path = Path(values["hf_model"])
-    local = cluster.executor is ExecutorKind.NONE and not values.get("run_after")
-    if local and not (path / "config.json").is_file():
-        raise UserError(f"--hf_model {path}: no Hugging Face model there (config.json missing)")
+def backend_overrides(backend: str) -> list[str]:
+    return ["++policy.dtensor_cfg.enabled=false", "++policy.megatron_cfg.enabled=true"] if backend == "megatron" else []
+
+
+def tensor_parallel_size(config) -> int:
+    policy = config.policy
+    return (
+        policy.dtensor_cfg.tensor_parallel_size
+        if config.backend == "dtensor"
+        else policy.megatron_cfg.tensor_model_parallel_size
+    )
+
+
+def check_heads(path: Path, config) -> None:
+    """Tensor parallelism must split the attention heads evenly (when this machine can read the model's config)."""
     if not (path / "config.json").is_file():
+        log.info("--hf_model %s: no config.json readable here; tensor parallel size vs attention heads not checked "
+                 "before submission", path)  # fmt: skip
         return
     model = json.loads((path / "config.json").read_text())
-    tp = (config.policy.dtensor_cfg.tensor_parallel_size if config.backend == "dtensor"
-          else config.policy.megatron_cfg.tensor_model_parallel_size)  # fmt: skip
+    tp = tensor_parallel_size(config)
     for key in ("num_attention_heads", "num_key_value_heads"):
         heads = model.get(key)
         if heads and heads % tp:
             raise UserError(f"tensor parallel size {tp} does not divide {key}={heads} of {path}")
+
+
+def check_model(spec: TrainSpec, config, cluster: ClusterConfig) -> None:
+    """What this machine can see of the model: existence (bare local jobs whose inputs no --run_after upstream
+    makes) and heads vs tensor parallelism."""
+    path = Path(spec.hf_model)
+    local = cluster.jobs_see_local_paths and not spec.run_after
+    if local and not (path / "config.json").is_file():
+        raise UserError(f"--hf_model {path}: no Hugging Face model there (config.json missing)")
+    check_heads(path, config)
+    if not (path / "config.json").is_file():
+        return
     tokenizer_dir = config.policy.tokenizer or str(path)
     problem = tokenizer_problem(tokenizer_dir) if local or tokenizer_dir == str(path) else None
     if problem:
         raise UserError(f"--hf_model {path}: {problem}; save the tokenizer with the model or set ++policy.tokenizer")
     if local:  # a folder, binary, empty or JSON-array file fails here, not in the job after submission
-        check_jsonl_file(values["training_data"], "--training_data")
-        if values["validation_data"]:
-            check_jsonl_file(values["validation_data"], "--validation_data")
-        check_output_dir(values["output_dir"], "--output_dir")
+        check_local_inputs(spec)
 
 
-def torchrun_script(values: dict, cluster: ClusterConfig, overrides: list[str], module: str = "skills_cli.training.sft") -> str:
-    nodes, gpus = values["num_nodes"], values["num_gpus"]
+def check_local_inputs(spec: TrainSpec) -> None:
+    check_jsonl_file(spec.training_data, "--training_data")
+    if spec.validation_data:
+        check_jsonl_file(spec.validation_data, "--validation_data")
+    check_output_dir(spec.output_dir, "--output_dir")
+
+
+def torchrun_script(spec: TrainSpec, cluster: ClusterConfig, module: str, arguments: list[str]) -> str:
+    nodes, gpus = spec.num_nodes, spec.num_gpus
     argv = [cluster.python_executable, "-m", "torch.distributed.run", f"--nproc_per_node={max(gpus, 1)}"]
     if nodes > 1:
         argv += [f"--nnodes={nodes}", Raw('--node_rank="$SLURM_NODEID"'), "--rdzv_backend=c10d",
                  Raw(f'--rdzv_endpoint="${HEAD_NODE_ENV}:{RENDEZVOUS_PORT}"'), Raw('--rdzv_id="$SLURM_JOB_ID"')]  # fmt: skip
     else:
         argv.append("--standalone")
-    argv += ["-m", module, *launcher_overrides(values), *overrides]
+    argv += ["-m", module, *arguments]
     return quote_argv(argv)
 
 
-def _train_impl(algorithm: str, extra: WrappedArguments, values: dict) -> Submission:
+def checked_config(algorithm: Algorithm, spec: TrainSpec, arguments: list[str]):
+    """The algorithm's typed config from the launcher's and the user's overrides, with its layout checked."""
+    config = load_config(algorithm.config_class, arguments, where=f"train {algorithm.name}")
+    if config.backend != spec.backend:
+        raise UserError(f"train {algorithm.name}: choose the backend with --backend, not ++backend")
+    algorithm.check_layout(config, spec.world_size)
+    return config
+
+
+def train_impl(name: str, extra: WrappedArguments, spec: TrainSpec) -> Submission:
     """Validate the trainer's config and layout here, then submit one torchrun job named after the algorithm."""
-    ensure_log_dir_is_absolute(values["log_dir"])
-    values = {**values, "algorithm": algorithm}
+    algorithm = ALGORITHMS.get(name)
+    ensure_log_dir_is_absolute(spec.log_dir)
     overrides = list(extra.args)
-    if values["disable_wandb"]:
+    if spec.disable_wandb:
         overrides.append("++logger.wandb_enabled=false")  # last, so it wins over the user's overrides
-    launcher = launcher_overrides(values)
-    config_class, check_layout = (SFTConfig, check_parallel_layout) if algorithm == "sft" else (GRPOConfig, check_grpo_layout)
-    config = load_config(config_class, [*launcher, *overrides], where=f"train {algorithm}")
-    if config.backend != values["backend"]:
-        raise UserError(f"train {algorithm}: choose the backend with --backend, not ++backend")
-    cluster = load_cluster_config(values["cluster"], values["config_dir"])
-    check_layout(config, values["num_nodes"] * max(values["num_gpus"], 1))
-    check_model(values, config, cluster)
-    env = {"HF_HOME": values["cache_dir"]} if values["cache_dir"] else {}
-    script = torchrun_script(values, cluster, overrides, module=f"skills_cli.training.{algorithm}")
-    container = values["container"]
-    if algorithm == "grpo" and config.policy.generation.backend == "vllm" and container == "main":
-        container = "vllm"  # colocated vLLM rollouts run in-process: the job needs the vLLM image
-    command = Command(argv=("bash", "-c", script), container=container, gpus=values["num_gpus"])
-    job = Job(name=algorithm, commands=(command,), env=env,
-              resources=Resources(nodes=values["num_nodes"], gpus_per_node=values["num_gpus"],
-                                  time_limit=values["time"], partition=values["partition"]))  # fmt: skip
-    from skills_cli.pipeline.commands.run_cmd import log_change
-
-    return submit_jobs([job], cluster, submit_options(values, default_expname=algorithm), on_change=log_change)
+    arguments = [*launcher_overrides(spec, name), *overrides]
+    config = checked_config(algorithm, spec, arguments)
+    cluster = load_cluster_config(spec.cluster, spec.config_dir)
+    check_model(spec, config, cluster)
+    command = Command(argv=("bash", "-c", torchrun_script(spec, cluster, algorithm.module, arguments)),
+                      container=algorithm.container(config, spec.container), gpus=spec.num_gpus)  # fmt: skip
+    job = Job(name=name, commands=(command,), env={"HF_HOME": spec.cache_dir} if spec.cache_dir else {},
+              resources=Resources(nodes=spec.num_nodes, gpus_per_node=spec.num_gpus, time_limit=spec.time,
+                                  partition=spec.partition))  # fmt: skip
+    return submit_jobs([job], cluster, submit_options(spec.submit_fields(), default_expname=name))
 
 
-def train_sft_impl(extra: WrappedArguments, **values) -> Submission:
-    return _train_impl("sft", extra, values)
+def train_command(algorithm: Algorithm) -> CommandSpec:
+    """`ns train <name>` / `ns nemo_rl <name>` of a registered algorithm."""
+    return CommandSpec(
+        name=algorithm.name,
+        help=algorithm.help,
+        spec_type=TrainSpec,
+        impl=functools.partial(train_impl, algorithm.name),
+        extra_args=f"++key=value overrides of the {algorithm.name.upper()} trainer",
+        groups=("train", "nemo_rl"),
+    )
 
 
-def train_grpo_impl(extra: WrappedArguments, **values) -> Submission:
-    return _train_impl("grpo", extra, values)
+TRAIN_SFT = train_command(ALGORITHMS.get("sft"))
+TRAIN_GRPO = train_command(ALGORITHMS.get("grpo"))
 
 
-TRAIN_SFT = CommandSpec(
-    name="sft",
-    help="Supervised fine-tuning (dtensor/FSDP2 or megatron) as a torchrun job; ++key=value configure the trainer "
-    "with NeMo-RL's key names (++sft.max_num_epochs, ++policy.train_global_batch_size, ...).",
-    options=TRAIN_SFT_OPTIONS,
-    impl=train_sft_impl,
-    extra_args="++key=value overrides of the SFT trainer",
-    groups=("train", "nemo_rl"),
-)
-
-
-TRAIN_GRPO = CommandSpec(
-    name="grpo",
-    help="GRPO on math problems (rollouts from our torch engine or colocated vLLM, math-grader reward) as a torchrun "
-    "job; ++key=value use NeMo-RL's grpo_math key names (++grpo.num_prompts_per_step, ++loss_fn.*, ...).",
-    options=TRAIN_SFT_OPTIONS,
-    impl=train_grpo_impl,
-    extra_args="++key=value overrides of the GRPO trainer",
-    groups=("train", "nemo_rl"),
-)
+def train_commands() -> tuple[CommandSpec, ...]:
+    """One command per registered algorithm: the built-in ones first, then those plugins add, by name."""
+    built_in = (TRAIN_SFT, TRAIN_GRPO)
+    known = {spec.name for spec in built_in}
+    return built_in + tuple(train_command(algorithm) for algorithm in ALGORITHMS if algorithm.name not in known)

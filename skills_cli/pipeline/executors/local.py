@@ -19,7 +19,8 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline import render, secrets
-from skills_cli.pipeline.cluster import ClusterConfig, ExecutorKind
+from skills_cli.pipeline.cluster import ClusterConfig
+from skills_cli.pipeline.executors.base import EXECUTORS, ExecutorEntry
 from skills_cli.pipeline.packaging import materialize
 from skills_cli.pipeline.plan import Plan, PlannedJob, safe_name
 from skills_cli.pipeline.store import JobRecord, JobState, Store, home_dir, private_files
@@ -39,6 +40,12 @@ def detect_gpus(cluster: ClusterConfig) -> list[int]:
     except (subprocess.SubprocessError, OSError):
         return []
     return [int(line) for line in out.split() if line.strip().isdigit()]
+
+
+def with_submitter_path(code_dir: str) -> str:
+    """The snapshot first, then the submitting shell's PYTHONPATH: plugins ($SKILLS_CLI_PLUGINS) importable
+    where `ns` runs stay importable in the supervisor and in its bare-process commands."""
+    return os.pathsep.join([code_dir, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def supervisor_alive(record: JobRecord) -> bool:
@@ -85,7 +92,7 @@ class LocalExecutor:
                     f"job {planned.job.name!r} asks for {resources.gpus_per_node} GPUs; this machine offers "
                     f"{len(available)} (set `gpus:` in the cluster config to choose them)"
                 )
-        if self.cluster.executor is ExecutorKind.LOCAL:
+        if self.cluster.uses_containers:
             self._check_docker(plan)
 
     def _check_docker(self, plan: Plan) -> None:
@@ -166,7 +173,7 @@ class LocalExecutor:
             spec_path.write_text(json.dumps(spec, indent=1))
             record = JobRecord(
                 uid=planned.uid, expname=plan.expname, name=planned.job.name, cluster=plan.cluster.name,
-                executor=plan.cluster.executor.value, work_dir=str(job_dir),
+                executor=plan.cluster.executor, work_dir=str(job_dir),
                 log_path=f"{planned.log_dir}/{planned.file_stem}-{planned.uid}.log",  # + -<command>.log siblings
                 depends_on=[d["uid"] for d in spec["dependencies"]],
                 dependency_types=[d["type"] for d in spec["dependencies"]], submitted_at=time.time(),
@@ -190,7 +197,7 @@ class LocalExecutor:
             process = subprocess.Popen(
                 [sys.executable, "-m", "skills_cli.pipeline.executors.local_runner", str(spec_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, **cluster_env, "PYTHONPATH": code_dir}, umask=0o077,
+                env={**os.environ, **cluster_env, "PYTHONPATH": with_submitter_path(code_dir)}, umask=0o077,
             )  # fmt: skip
         return process.pid
 
@@ -242,3 +249,15 @@ def read_log_files(main_log: str | None, tail: int | None) -> str:
             lines = lines[-tail:]
         chunks.append(f"==> {path} <==\n" + "\n".join(lines))
     return "\n".join(chunks) if chunks else f"(no log yet at {main_log})"
+
+
+_LOCAL_CHECKS = ("no job asks for more than one node", "no job asks for more GPUs than this machine offers")
+EXECUTORS.register(ExecutorEntry(
+    "none", LocalExecutor, "bare processes on this machine, no containers", jobs_see_local_paths=True,
+    preflight_checks=_LOCAL_CHECKS,
+))  # fmt: skip
+EXECUTORS.register(ExecutorEntry(
+    "local", LocalExecutor, "Docker containers on this machine", uses_containers=True,
+    preflight_checks=(*_LOCAL_CHECKS, "the Docker daemon answers", "every container image is present locally",
+                      "every mount source exists"),
+))  # fmt: skip

@@ -99,6 +99,8 @@ def reservation(spec: dict, store: Store, pool_name: str, pool: list[int], neede
 
 def start_command(command: dict, gpus: list[int], pool: list[int], cwd: str, extra_env: dict) -> subprocess.Popen:
     env = {**os.environ, **command["env"], **extra_env}
+    if not command.get("container_name"):  # a bare process: the snapshot + the submitter's path, as we have
+        env["PYTHONPATH"] = os.environ.get("PYTHONPATH", env.get("PYTHONPATH", ""))
     visible = ",".join(str(g) for g in gpus[command["gpu_offset"] : command["gpu_offset"] + command["gpu_count"]])
     if pool:  # a command without a GPU share must not see the machine's GPUs
         env["CUDA_VISIBLE_DEVICES"] = visible

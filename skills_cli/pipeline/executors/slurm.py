@@ -10,12 +10,15 @@ States come from `sacct` (accounting) with `squeue` for jobs accounting has not 
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 import time
+from dataclasses import dataclass
 
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline import render, secrets
 from skills_cli.pipeline.cluster import ClusterConfig, ContainerRuntime
+from skills_cli.pipeline.executors.base import EXECUTORS, ExecutorEntry
 from skills_cli.pipeline.executors.tunnel import ClusterTunnel, check_identity
 from skills_cli.pipeline.packaging import tarball
 from skills_cli.pipeline.plan import Plan, safe_name
@@ -29,6 +32,32 @@ SACCT_STATES = {
     "NODE_FAIL": JobState.FAILED, "BOOT_FAIL": JobState.FAILED, "DEADLINE": JobState.TIMEOUT,
     "PREEMPTED": JobState.FAILED, "CANCELLED": JobState.CANCELLED, "TIMEOUT": JobState.TIMEOUT,
 }  # fmt: skip
+
+
+SINFO_PREFIX = "SINFO "
+_GPU_GRES = re.compile(r"gpu(?::[^:,(]+)?:(\d+)")
+
+
+@dataclass(frozen=True)
+class PartitionGpus:
+    """What `sinfo` says about GPUs: the most one node of each partition has, and the default partition."""
+
+    per_node: dict[str, int]
+    default: str | None = None
+
+
+def partition_gpus(lines: list[str]) -> PartitionGpus:
+    """From `SINFO <partition>|<gres>` lines (gres: `gpu:8`, `gpu:a100:4(S:0-1),gpu:v100:2`, `(null)`);
+    sinfo marks the default partition with `*`."""
+    per_node: dict[str, int] = {}
+    default = None
+    for line in lines:
+        partition, _, gres = line[len(SINFO_PREFIX) :].partition("|")
+        if partition.endswith("*"):
+            partition = default = partition[:-1]
+        gpus = sum(int(count) for count in _GPU_GRES.findall(gres))
+        per_node[partition] = max(per_node.get(partition, 0), gpus)
+    return PartitionGpus(per_node, default)
 
 
 def parse_state(text: str) -> JobState:
@@ -65,6 +94,8 @@ class SlurmExecutor:
         checks = ["command -v sbatch >/dev/null || echo 'MISSING_SBATCH'"]
         checks += [f"test -e {quote(s)} || echo MISSING_MOUNT {quote(s)}" for s in self._mount_sources(plan)]
         checks.append(f"test -d {quote(self.code_dir(plan))} || echo NEED_CODE")
+        if any(planned.job.resources.gpus_per_node for planned in plan.jobs):
+            checks.append(f"sinfo -h -o {quote(SINFO_PREFIX + '%P|%G')} 2>/dev/null; true")
         checks.append(self._private_folders(plan))
         result = tunnel.run("; ".join(checks))
         lines = result.stdout.splitlines()
@@ -73,7 +104,19 @@ class SlurmExecutor:
         missing = [line.split(" ", 1)[1] for line in lines if line.startswith("MISSING_MOUNT ")]
         if missing:
             raise UserError(f"mount source does not exist on cluster {self.cluster.name!r}: {', '.join(missing)}")
+        self._check_gpus(plan, partition_gpus([line for line in lines if line.startswith(SINFO_PREFIX)]))
         return "NEED_CODE" in lines
+
+    def _check_gpus(self, plan: Plan, offered: PartitionGpus) -> None:
+        """Refuse a job that asks for more GPUs per node than its partition's nodes have (as `sinfo` lists
+        them); a partition sinfo does not list is left to sbatch."""
+        for planned in plan.jobs:
+            wanted = planned.job.resources.gpus_per_node
+            partition = self.cluster.partition_for(planned.job.resources) or offered.default
+            most = offered.per_node.get(partition or "")
+            if wanted and most is not None and wanted > most:
+                raise UserError(f"job {planned.job.name!r} asks for {wanted} GPUs per node; partition {partition!r} "
+                                f"of cluster {self.cluster.name!r} has at most {most} per node (sinfo)")  # fmt: skip
 
     def _private_folders(self, plan: Plan) -> str:
         """Shell text that creates job_dir's folders owner-only and makes existing ones so (older versions
@@ -193,3 +236,11 @@ class SlurmExecutor:
         with ClusterTunnel(self.cluster) as tunnel:
             output = tunnel.run(command).stdout
         return self._masker()(output.rstrip()) or f"(no log yet at {record.log_path})"
+
+
+EXECUTORS.register(ExecutorEntry(
+    "slurm", SlurmExecutor, "sbatch on a Slurm cluster, over SSH or on its login node", runs_remotely=True,
+    preflight_checks=("the SSH identity file exists", "sbatch is on the cluster's PATH (first round trip)",
+                      "every mount source exists on the cluster when jobs run in containers (first round trip)",
+                      "no job asks for more GPUs per node than its partition's nodes have, per sinfo (first round trip)"),
+))  # fmt: skip

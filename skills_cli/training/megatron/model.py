@@ -116,7 +116,7 @@ def varlen_core_attention_class():
     from megatron.core.transformer.dot_product_attention import DotProductAttention
     from megatron.core.transformer.module import MegatronModule
 
-    from skills_cli.training.model import varlen_attention
+    from skills_cli.training.components.model import varlen_attention
 
     class VarlenCoreAttention(MegatronModule):
         """Packed THD inputs (`packed_seq_params`): query (tokens, heads, head_dim), key/value (tokens, query

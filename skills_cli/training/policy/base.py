@@ -50,6 +50,8 @@ class Policy(ABC):
     compute_dtype: Any  # torch.bfloat16 on GPUs with precision=bfloat16, else torch.float32
     attn_implementation: str
     model: Any  # the backend's (wrapped) module
+    config: Any  # the policy section of the trainer's config (training.config.PolicyConfig)
+    dist: Any  # this rank's components.parallel.Distributed
 
     # ---- compute ------------------------------------------------------------------------------------------
 
@@ -67,13 +69,13 @@ class Policy(ABC):
     @abstractmethod
     def zero_grad(self) -> None: ...
 
-    @abstractmethod
     def train(self) -> None:
         """Training mode (dropout on, if the model has any)."""
+        self.model.train()
 
-    @abstractmethod
     def eval(self) -> None:
         """Evaluation mode."""
+        self.model.eval()
 
     # ---- learning rate -------------------------------------------------------------------------------------
 
@@ -107,9 +109,17 @@ class Policy(ABC):
         exhaust the iterator. This default gathers the full state dict on rank 0 (CPU) and broadcasts it."""
         yield from broadcast_state_dict(self.full_hf_state_dict(), self.device).items()
 
-    @abstractmethod
     def export_hf(self, path: str | Path, tokenizer_dir: str | Path) -> Path:
         """Write the current weights as an HF model directory (rank 0 writes); returns the path. Collective."""
+        import torch
+
+        from skills_cli.training.components.export import save_hf_model
+
+        state_dict = self.full_hf_state_dict()
+        if self.dist.is_main:
+            save_hf_model(state_dict, self.config.model_name, path, self.compute_dtype, tokenizer_dir=tokenizer_dir)
+        torch.distributed.barrier()
+        return Path(path)
 
 
 def broadcast_state_dict(state_dict: dict, device) -> dict:
@@ -125,7 +135,11 @@ def broadcast_state_dict(state_dict: dict, device) -> dict:
     transport = device if device.type == "cuda" else torch.device("cpu")
     result = {}
     for name, shape, dtype in layout[0]:
-        tensor = state_dict[name].to(transport) if dist.get_rank() == 0 else torch.empty(shape, dtype=dtype, device=transport)
+        tensor = (
+            state_dict[name].to(transport)
+            if dist.get_rank() == 0
+            else torch.empty(shape, dtype=dtype, device=transport)
+        )
         dist.broadcast(tensor, src=0)
         result[name] = tensor.cpu()
     return result

@@ -11,14 +11,13 @@ import logging
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
-from skills_cli.training import checkpoint as ckpt
-from skills_cli.training.batching import dummy_micro_batch
-from skills_cli.training.config import PolicyConfig
-from skills_cli.training.export import gather_full_state_dict, save_hf_model
-from skills_cli.training.meta_init import broadcast_object, empty_model, materialize
-from skills_cli.training.model import count_parameters, load_model, model_fingerprint
-from skills_cli.training.optim import build_optimizer, build_scheduler
-from skills_cli.training.parallel import (
+from skills_cli.training.components import checkpoint as ckpt
+from skills_cli.training.components.batching import dummy_micro_batch
+from skills_cli.training.components.export import gather_full_state_dict
+from skills_cli.training.components.meta_init import broadcast_object, empty_model, materialize
+from skills_cli.training.components.model import count_parameters, load_model, model_fingerprint
+from skills_cli.training.components.optim import build_optimizer, build_scheduler
+from skills_cli.training.components.parallel import (
     Distributed,
     all_reduce,
     apply_fsdp,
@@ -27,8 +26,9 @@ from skills_cli.training.parallel import (
     check_tensor_parallel,
     clip_grad_norm_,
 )
+from skills_cli.training.components.sequence_parallel import apply_sequence_parallel, sequence_parallel_inputs
+from skills_cli.training.config import PolicyConfig
 from skills_cli.training.policy.base import LossFn, Policy
-from skills_cli.training.sequence_parallel import apply_sequence_parallel, sequence_parallel_inputs
 
 log = logging.getLogger("skills_cli.sft")
 
@@ -67,7 +67,7 @@ class DTensorPolicy(Policy):
             if tp > 1:
                 raise UserError("policy.lora_cfg.enabled=true with tensor_parallel_size > 1 is not supported; use TP=1 "
                                 "(LoRA keeps the trained state small enough for FSDP alone)")  # fmt: skip
-            from skills_cli.training.lora import apply_lora
+            from skills_cli.training.components.lora import apply_lora
 
             model = apply_lora(model, config.lora_cfg)
             loaded = apply_lora(loaded, config.lora_cfg) if loaded is not None else None  # rank 0's adapter init wins
@@ -138,12 +138,6 @@ class DTensorPolicy(Policy):
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
-    def train(self) -> None:
-        self.model.train()
-
-    def eval(self) -> None:
-        self.model.eval()
-
     def scheduler_step(self) -> None:
         self.scheduler.step()
 
@@ -169,7 +163,7 @@ class DTensorPolicy(Policy):
     def full_hf_state_dict(self) -> dict:
         state_dict = gather_full_state_dict(self.model)
         if self.config.lora_cfg.enabled and state_dict:
-            from skills_cli.training.lora import merged_state_dict
+            from skills_cli.training.components.lora import merged_state_dict
 
             lora = self.config.lora_cfg
             state_dict = merged_state_dict(state_dict, lora.alpha / lora.dim)
@@ -187,15 +181,6 @@ class DTensorPolicy(Policy):
         for name, parameter in self.model.named_parameters():
             tensor = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter
             yield name, tensor.detach()
-
-    def export_hf(self, path: str | Path, tokenizer_dir: str | Path) -> Path:
-        import torch
-
-        state_dict = self.full_hf_state_dict()
-        if self.dist.is_main:
-            save_hf_model(state_dict, self.config.model_name, path, self.compute_dtype, tokenizer_dir=tokenizer_dir)
-        torch.distributed.barrier()
-        return Path(path)
 
 
 def check_backend(path: Path, state: dict, backend: str) -> None:

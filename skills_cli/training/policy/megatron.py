@@ -26,15 +26,14 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from skills_cli.training import checkpoint as ckpt
-from skills_cli.training.batching import dummy_micro_batch
+from skills_cli.training.components import checkpoint as ckpt
+from skills_cli.training.components.batching import dummy_micro_batch
+from skills_cli.training.components.model import count_parameters, load_model, model_fingerprint
+from skills_cli.training.components.optim import StepSchedule
+from skills_cli.training.components.parallel import Distributed, all_reduce
 from skills_cli.training.config import PolicyConfig
-from skills_cli.training.export import save_hf_model
 from skills_cli.training.megatron import bridge, dist_ckpt
 from skills_cli.training.megatron import model as mcore
-from skills_cli.training.model import count_parameters, load_model, model_fingerprint
-from skills_cli.training.optim import StepSchedule
-from skills_cli.training.parallel import Distributed, all_reduce
 from skills_cli.training.policy import policy_backend
 from skills_cli.training.policy.base import LossFn, Policy
 from skills_cli.training.policy.dtensor import check_backend
@@ -237,12 +236,6 @@ class MegatronPolicy(Policy):
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
 
-    def train(self) -> None:
-        self.model.train()
-
-    def eval(self) -> None:
-        self.model.eval()
-
     def scheduler_step(self) -> None:
         self.schedule.step()
 
@@ -275,15 +268,6 @@ class MegatronPolicy(Policy):
     def full_hf_state_dict(self) -> dict:
         full = mcore.gather_megatron_weights(self.gpt, self.shape.tie_word_embeddings)
         return bridge.megatron_to_hf(full, self.shape, te=self.te) if full else {}
-
-    def export_hf(self, path: str | Path, tokenizer_dir: str | Path) -> Path:
-        import torch
-
-        state_dict = self.full_hf_state_dict()
-        if self.dist.is_main:
-            save_hf_model(state_dict, self.config.model_name, path, self.compute_dtype, tokenizer_dir=tokenizer_dir)
-        torch.distributed.barrier()
-        return Path(path)
 
 
 def _loss(loss_fn: LossFn, micro_batch, labels, vocab: int, scale: float, output):

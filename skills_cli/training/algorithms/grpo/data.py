@@ -1,0 +1,109 @@
+"""GRPO data: math problems -> prompt token ids through a prompt config and the chat template; the math reward.
+
+A row needs the problem fields its prompt config uses (`{problem}` for `generic/math`) and the expected answer
+(`data.answer_key`, default `expected_answer`, the field our benchmarks and `prepare_data` write). The prompt
+is the chat template rendered with the generation prompt, tokenized once without special tokens (the template
+writes any BOS itself), exactly what the rollout engine continues.
+
+The reward of a response is 1.0 when the last `\\boxed{}` answer equals the expected answer under our math
+grader, else 0.0; a grader error or timeout is 0 (the grader never raises). A response cut at max_new_tokens
+is 0 unless `env.math.truncated_reward=grade` (NeMo-RL's accuracy also counts truncated answers as wrong).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.jsonl import iter_numbered_jsonl
+from skills_cli.training.algorithms.grpo.config import GRPODataConfig, MathEnvConfig
+
+log = logging.getLogger("skills_cli.grpo")
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt_ids: tuple[int, ...]
+    expected_answer: str
+    text: str  # the rendered prompt (for logs and validation tables)
+
+
+def load_problems(path: str, tokenizer, config: GRPODataConfig, max_prompt_tokens: int) -> list[Problem]:
+    """The problems of a JSONL file; a row without an answer or a needed field is an error naming the row.
+
+    Prompts longer than `max_prompt_tokens` (the sequence length minus the generation budget) are skipped and
+    counted: they could not be answered in full anyway."""
+    from skills_cli.prompts.prompt_config import load_prompt_config
+    from skills_cli.training.components.data import render
+
+    if not path:
+        raise UserError("data.train_data is required (a JSONL with problems and expected answers)")
+    if not Path(path).is_file():
+        raise UserError(f"no data file at {path}")
+    prompt = load_prompt_config(config.prompt_config)
+    problems, too_long = [], 0
+    for number, row in iter_numbered_jsonl(path, kind="data"):
+        where = f"{path} line {number}"
+        answer = row.get(config.answer_key)
+        if answer is None or (isinstance(answer, str) and not answer.strip()):
+            raise UserError(f"{where}: no expected answer in field {config.answer_key!r} (GRPO rewards need one; "
+                            f"row fields: {', '.join(sorted(row))}; set data.answer_key to the right field)")  # fmt: skip
+        values = dict(row)
+        if config.problem_key != "problem" and config.problem_key in row:
+            values["problem"] = row[config.problem_key]
+        text = render(tokenizer, prompt.messages(values, number), add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if len(ids) > max_prompt_tokens:
+            too_long += 1
+            continue
+        problems.append(Problem(tuple(ids), str(answer), text))
+    if too_long:
+        log.warning("%s: skipped %d prompts longer than %d tokens", path, too_long, max_prompt_tokens)
+    if not problems:
+        raise UserError(f"{path}: no usable problems" + (f" ({too_long} prompts too long)" if too_long else ""))
+    return problems
+
+
+def stop_token_ids(tokenizer, model_dir: str) -> tuple[int, ...]:
+    """End-of-sequence ids: the tokenizer's eos and the model's generation config eos (int or list)."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    if (Path(model_dir) / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+        ids.update([eos] if isinstance(eos, int) else list(eos or []))
+    if not ids:
+        raise UserError(f"{model_dir}: the tokenizer and generation config define no end-of-sequence token")
+    return tuple(sorted(ids))
+
+
+def load_reward_function(spec: str):
+    """The user's reward function from "package.module:function"; a module that fails to import is an error
+    that says why (the trainer checks this before loading the model)."""
+    import importlib
+
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise UserError(f"env.reward_function={spec!r}: expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # any import-time failure of user code
+        raise UserError(
+            f"env.reward_function: cannot import {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise UserError(f"env.reward_function: {module_name!r} has no function {function_name!r}")
+    return function
+
+
+def math_reward(response: str, expected_answer: str, truncated: bool, config: MathEnvConfig) -> float:
+    from skills_cli.evaluation.graders.math import grade
+
+    if truncated and config.truncated_reward == "zero":
+        return 0.0
+    return 1.0 if grade(response, expected_answer, timeout=config.grader_timeout).correct else 0.0

@@ -103,7 +103,7 @@ def test_unknown_nested_ssh_tunnel_key_lists_its_valid_keys(config_dir):
         ("executor: none\ngpus: [0, true]\n", ["gpus[1]", "expected int"]),
         (SLURM_BASE.format(port="abc", extra=""), ["ssh_tunnel.port", "'abc'"]),
         (SLURM_BASE.format(port=22, extra="  connect_timeout: soon\n"), ["connect_timeout", "'soon'"]),
-        ("executor: sometimes\n", ["executor", "'sometimes'", "'slurm'"]),
+        ("executor: sometimes\n", ["executor", "'sometimes'", "known: local, none, slurm"]),
         ("executor: none\nmounts: /a:/b\n", ["mounts", "expected a list"]),
     ],
     ids=["gpus-yes", "gpus-bool-item", "port-abc", "timeout-word", "executor-enum", "mounts-not-list"],

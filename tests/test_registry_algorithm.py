@@ -140,3 +140,16 @@ def test_a_typo_in_a_toy_key_fails_before_submission(tmp_path, toy_plugin):
     assert len(errors) == 1 and "stpes" in errors[0] and "did you mean 'steps'" in errors[0], result.stderr
     assert not out.exists()  # nothing ran
     assert "toy" in run_ns("train", "--help").stdout
+
+
+def test_a_plugin_algorithm_has_a_python_api_function(tmp_path, toy_plugin, isolated_home):
+    import skills_cli.pipeline as api
+    from skills_cli.common.errors import UserError
+
+    train_toy = api.train_toy  # built from the registry on first use, like `ns train toy`
+    assert train_toy.__name__ == "train_toy"
+    with pytest.raises(UserError, match="stpes"):  # the same validation as the CLI, before anything is queued
+        train_toy(ctx=api.wrap_arguments("++toy.stpes=3"), hf_model=str(tmp_path), training_data=str(tmp_path / "x"),
+                  output_dir=str(tmp_path / "out"), expname="toy-api")  # fmt: skip
+    with pytest.raises(AttributeError):
+        api.train_nope  # noqa: B018

@@ -41,6 +41,18 @@ logs = LOGS.python_api
 cancel = CANCEL.python_api
 report = REPORT.python_api
 
+
+def __getattr__(name: str):
+    """`train_<algorithm>` for algorithms that plugins register (the built-in ones are defined above)."""
+    if name.startswith("train_"):
+        from skills_cli.pipeline.commands.train import train_command
+        from skills_cli.training.algorithms import ALGORITHMS
+
+        if name[len("train_") :] in ALGORITHMS:
+            return train_command(ALGORITHMS.get(name[len("train_") :])).python_api
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "cancel", "convert", "eval", "generate", "logs", "prepare_data", "report", "run_cmd", "setup", "start_server", "status",
     "summarize_results", "train_grpo", "train_sft", "wrap_arguments",

@@ -213,8 +213,9 @@ def benchmark_jobs(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig,
     validate_overrides(generation_overrides, generation)
     generated = prefixed(compile_generate(generation, generation_overrides, cluster), name)
     finals = [j.name for j in generated if not any(j.name in other.after for other in generated)]
-    grade = quote_argv([cluster.python_executable, "-m", "skills_cli.evaluation.grade", "--results_dir",
-                        generation.output_dir])  # fmt: skip
+    # the benchmark names its grader (the in-job registry, plugins included, resolves it)
+    grade = quote_argv([cluster.python_executable, "-m", "skills_cli.evaluation.grade", "--benchmark", name,
+                        "--results_dir", generation.output_dir])  # fmt: skip
     jobs = [*generated, cpu_job(f"{name}-grade", grade, spec, finals)]
     if spec.judged:
         jobs.append(judge_job(spec, generation, cluster, name, jobs[-1].name))

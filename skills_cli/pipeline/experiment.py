@@ -32,7 +32,7 @@ log = logging.getLogger("skills_cli")
 
 @dataclass(frozen=True)
 class SubmitOptions:
-    """The shared submission options (see options.SUBMIT_OPTIONS), validated."""
+    """The shared submission options (options.SubmitSpec), validated."""
 
     expname: str
     run_after: tuple[str, ...] = ()

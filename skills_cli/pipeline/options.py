@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import shlex
 import typing
 from collections.abc import Callable, Sequence
@@ -93,38 +94,6 @@ class Option:
         return value
 
 
-# -- options shared by every command that submits jobs: declared here once ------------------------------
-CLUSTER = Option("cluster", str | None, None, "Cluster config name (a YAML in --config_dir, "
-                 "$SKILLS_CLI_CONFIG_DIR, ./cluster_configs or the packaged examples). Default: local.", panel="Cluster")  # fmt: skip
-CONFIG_DIR = Option("config_dir", str | None, None, "Directory searched first for cluster configs.", panel="Cluster")
-EXPNAME = Option("expname", str | None, None, "Experiment name; other commands can --run_after it.", panel="Experiment")
-RUN_AFTER = Option("run_after", list[str], [], "Wait for every job of this experiment (repeatable). "
-                   "Unknown names are an error.", panel="Experiment")  # fmt: skip
-DEPENDENCY_TYPE = Option("dependency_type", str | None, None, "afterok (default: run only if upstream "
-                         "succeeded) or afterany.", choices=("afterok", "afterany"), panel="Experiment")  # fmt: skip
-DEPENDENT_JOBS = Option("dependent_jobs", int, 0, "Chain N more copies of each job, each waiting for the "
-                        "previous one (for work longer than the time limit).", panel="Experiment",
-                        bounds=Bounds(ge=0))  # fmt: skip
-DRY_RUN = Option("dry_run", bool, False, "Print exactly what would run (scripts, command lines) and submit nothing.",
-                 panel="Experiment")  # fmt: skip
-LOG_DIR = Option("log_dir", str | None, None, "Where job logs go (a path on the machine that runs the jobs).",
-                 panel="Experiment")  # fmt: skip
-DETACH = Option("detach", bool, False, "Local executors: return once the jobs are started instead of waiting "
-                "for them (Slurm submissions always return once queued).", panel="Experiment")  # fmt: skip
-NUM_GPUS = Option("num_gpus", int, 0, "GPUs per node.", panel="Resources", bounds=Bounds(ge=0))
-NUM_NODES = Option("num_nodes", int, 1, "Number of nodes.", panel="Resources", bounds=Bounds(ge=1))
-NUM_TASKS = Option("num_tasks", int, 1, "Tasks (processes) per node.", panel="Resources", bounds=Bounds(ge=1))
-PARTITION = Option("partition", str | None, None, "Slurm partition (default: the cluster config's).", panel="Resources")
-TIME = Option("time", str | None, None, "Time limit, e.g. 4:00:00 or 1-00:00:00 (default: the cluster config's "
-              "timeout for the partition).", panel="Resources")  # fmt: skip
-CONTAINER = Option("container", str, "main", "Container role (a key of `containers` in the cluster config) "
-                   "or, on container executors, an image name.", panel="Resources")  # fmt: skip
-MOUNTS = Option("mounts", list[str], [], "Extra mount /src:/dst[:ro] for this job (repeatable).", panel="Resources")
-
-SUBMIT_OPTIONS = (CLUSTER, CONFIG_DIR, EXPNAME, RUN_AFTER, DEPENDENCY_TYPE, DEPENDENT_JOBS, DRY_RUN, LOG_DIR, DETACH)
-RESOURCE_OPTIONS = (NUM_GPUS, NUM_NODES, NUM_TASKS, PARTITION, TIME, CONTAINER, MOUNTS)
-
-
 # -- typed stage specs: a command's options declared once, as the fields of a frozen dataclass ---------------
 def option(default: Any, help: str, *, choices: Any = None, panel: str = "Options", positional: bool = False,
            bounds: Bounds = FINITE) -> Any:  # fmt: skip
@@ -149,6 +118,7 @@ def _option_fields(spec_type: type) -> list[dataclasses.Field]:
     return ordered
 
 
+@functools.cache
 def options_of(spec_type: type) -> tuple[Option, ...]:
     """The `Option`s of a spec dataclass, from its fields: the CLI, the Python API and the spec share them."""
     hints = typing.get_type_hints(spec_type)
@@ -168,23 +138,35 @@ def spec_from(spec_type: type[T], source: object, **changes: Any) -> T:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SubmitSpec:
+class ClusterSpec:
+    """The options of every command that talks to a cluster."""
+
+    cluster: str | None = option(None, "Cluster config name (a YAML in --config_dir, $SKILLS_CLI_CONFIG_DIR, "
+                                 "./cluster_configs or the packaged examples). Default: local.", panel="Cluster")  # fmt: skip
+    config_dir: str | None = option(None, "Directory searched first for cluster configs.", panel="Cluster")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitSpec(ClusterSpec):
     """The options every submitting command takes (cluster, experiment); stage specs extend it."""
 
-    cluster: str | None = option(None, CLUSTER.help, panel="Cluster")
-    config_dir: str | None = option(None, CONFIG_DIR.help, panel="Cluster")
-    expname: str | None = option(None, EXPNAME.help, panel="Experiment")
-    run_after: list[str] = option([], RUN_AFTER.help, panel="Experiment")
-    dependency_type: str | None = option(None, DEPENDENCY_TYPE.help, choices=DEPENDENCY_TYPE.choices,
-                                         panel="Experiment")  # fmt: skip
-    dependent_jobs: int = option(0, DEPENDENT_JOBS.help, panel="Experiment", bounds=DEPENDENT_JOBS.bounds)
-    dry_run: bool = option(False, DRY_RUN.help, panel="Experiment")
-    log_dir: str | None = option(None, LOG_DIR.help, panel="Experiment")
-    detach: bool = option(False, DETACH.help, panel="Experiment")
+    expname: str | None = option(None, "Experiment name; other commands can --run_after it.", panel="Experiment")
+    run_after: list[str] = option([], "Wait for every job of this experiment (repeatable). Unknown names are an "
+                                  "error.", panel="Experiment")  # fmt: skip
+    dependency_type: str | None = option(None, "afterok (default: run only if upstream succeeded) or afterany.",
+                                         choices=("afterok", "afterany"), panel="Experiment")  # fmt: skip
+    dependent_jobs: int = option(0, "Chain N more copies of each job, each waiting for the previous one (for work "
+                                 "longer than the time limit).", panel="Experiment", bounds=Bounds(ge=0))  # fmt: skip
+    dry_run: bool = option(False, "Print exactly what would run (scripts, command lines) and submit nothing.",
+                           panel="Experiment")  # fmt: skip
+    log_dir: str | None = option(None, "Where job logs go (a path on the machine that runs the jobs).",
+                                 panel="Experiment")  # fmt: skip
+    detach: bool = option(False, "Local executors: return once the jobs are started instead of waiting for them "
+                          "(Slurm submissions always return once queued).", panel="Experiment")  # fmt: skip
 
     def submit_fields(self) -> dict[str, Any]:
         """The experiment-level values `experiment.submit_options` reads (plus `output_dir` when the spec has one)."""
-        names = [option.name for option in SUBMIT_OPTIONS] + ["output_dir"]
+        names = [item.name for item in dataclasses.fields(SubmitSpec)] + ["output_dir"]
         return {name: getattr(self, name) for name in names if hasattr(self, name)}
 
 
@@ -192,21 +174,21 @@ class SubmitSpec:
 class QueuedSpec(SubmitSpec):
     """A submitting command that also picks the partition and the time limit."""
 
-    partition: str | None = option(None, PARTITION.help, panel="Resources")
-    time: str | None = option(None, TIME.help, panel="Resources")
+    partition: str | None = option(None, "Slurm partition (default: the cluster config's).", panel="Resources")
+    time: str | None = option(None, "Time limit, e.g. 4:00:00 or 1-00:00:00 (default: the cluster config's timeout "
+                              "for the partition).", panel="Resources")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
-class ResourcedSpec(SubmitSpec):
-    """A submitting command that takes every resource option (GPUs, nodes, tasks, partition, time, container)."""
+class ResourcedSpec(QueuedSpec):
+    """A submitting command that takes every resource option (GPUs, nodes, tasks, container, mounts too)."""
 
-    num_gpus: int = option(0, NUM_GPUS.help, panel="Resources", bounds=NUM_GPUS.bounds)
-    num_nodes: int = option(1, NUM_NODES.help, panel="Resources", bounds=NUM_NODES.bounds)
-    num_tasks: int = option(1, NUM_TASKS.help, panel="Resources", bounds=NUM_TASKS.bounds)
-    partition: str | None = option(None, PARTITION.help, panel="Resources")
-    time: str | None = option(None, TIME.help, panel="Resources")
-    container: str = option("main", CONTAINER.help, panel="Resources")
-    mounts: list[str] = option([], MOUNTS.help, panel="Resources")
+    num_gpus: int = option(0, "GPUs per node.", panel="Resources", bounds=Bounds(ge=0))
+    num_nodes: int = option(1, "Number of nodes.", panel="Resources", bounds=Bounds(ge=1))
+    num_tasks: int = option(1, "Tasks (processes) per node.", panel="Resources", bounds=Bounds(ge=1))
+    container: str = option("main", "Container role (a key of `containers` in the cluster config) or, on container "
+                            "executors, an image name.", panel="Resources")  # fmt: skip
+    mounts: list[str] = option([], "Extra mount /src:/dst[:ro] for this job (repeatable).", panel="Resources")
 
 
 @dataclass
@@ -233,21 +215,20 @@ def wrap_arguments(text: str | Sequence[str] = "") -> WrappedArguments:
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """A command: its options and implementation. With `spec_type` (a frozen dataclass of `option` fields) the
-    options come from the spec's fields and `impl(extra, spec)` receives the validated spec object."""
+    """A command: a frozen stage-spec dataclass whose `option` fields are its options, and the implementation
+    that receives the validated spec, `impl(extra, spec)`."""
 
     name: str
     help: str
-    options: tuple[Option, ...] = ()
-    impl: Callable[..., Any] = lambda *args, **kwargs: None
-    spec_type: type | None = None
+    spec_type: type
+    impl: Callable[[WrappedArguments, Any], Any]
     extra_args: str | None = None  # how the command uses extra arguments (None: it takes none)
     groups: tuple[str, ...] = ()  # sub-command groups it lives under, e.g. ("train", "nemo_rl") for `ns train sft`
     panel_order: tuple[str, ...] = ("Options", "Cluster", "Experiment", "Resources")
 
-    def __post_init__(self) -> None:
-        if self.spec_type is not None:
-            object.__setattr__(self, "options", options_of(self.spec_type))
+    @property
+    def options(self) -> tuple[Option, ...]:
+        return options_of(self.spec_type)
 
     @property
     def api_name(self) -> str:
@@ -270,9 +251,7 @@ class CommandSpec:
             )
         checked = {name: option.validate(values.get(name, option.default)) for name, option in known.items()}
         check_extra_args(self, extra.args)
-        if self.spec_type is not None:
-            return self.impl(extra, self.spec_type(**checked))
-        return self.impl(extra, **checked)
+        return self.impl(extra, self.spec_type(**checked))
 
     @property
     def python_api(self) -> Callable[..., Any]:

@@ -35,8 +35,7 @@ from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolut
 from skills_cli.pipeline.jobs import Command, Job, Resources
 from skills_cli.pipeline.local_files import check_model_dir, check_output_dir
 from skills_cli.pipeline.options import (
-    CLUSTER,
-    CONFIG_DIR,
+    ClusterSpec,
     CommandSpec,
     QueuedSpec,
     WrappedArguments,
@@ -269,11 +268,9 @@ EVAL = CommandSpec(
 
 # -- ns summarize_results ---------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
-class SummarizeResultsSpec:
+class SummarizeResultsSpec(ClusterSpec):
     results_dir: str = option(..., "The --output_dir of ns eval (on the cluster when --cluster is remote).",
                               positional=True)  # fmt: skip
-    cluster: str | None = option(None, CLUSTER.help, panel=CLUSTER.panel)
-    config_dir: str | None = option(None, CONFIG_DIR.help, panel=CONFIG_DIR.panel)
     max_k: int | None = option(None, "Largest k in the tables (default: the number of samples).")
     wandb_name: str | None = option(None, "Log the metrics to a wandb run of this name (WANDB_MODE applies).")
     wandb_project: str = option("skills-cli", "wandb project.")

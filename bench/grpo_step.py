@@ -254,7 +254,7 @@ def trl_worker(spec_path: str) -> None:
     import accelerate
     import datasets
 
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer
     from skills_cli.prompts.prompt_config import load_prompt_config
     from skills_cli.training.algorithms.grpo.config import MathEnvConfig
     from skills_cli.training.algorithms.grpo.data import math_reward, stop_token_ids

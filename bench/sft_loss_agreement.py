@@ -81,7 +81,7 @@ def main() -> None:
     import torch
     from sft_throughput import build_model, synthetic_rows
 
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = build_model(args.workdir / "model", SMALL, seed=0)

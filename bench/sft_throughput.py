@@ -208,7 +208,7 @@ def synthetic_rows(count: int, tokenizer, seed: int = 0, shortest: int = 200, lo
 
 
 def prepare(workdir: Path, shape: dict, num_rows: int, sequence_length: int) -> tuple[Path, Path]:
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer
 
     workdir.mkdir(parents=True, exist_ok=True)
     model = build_model(workdir / "model", shape)
@@ -307,7 +307,7 @@ def baseline_worker(args) -> dict:
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
 
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer
     from skills_cli.training.components.batching import make_micro_batches
     from skills_cli.training.components.data import IGNORE_INDEX, DataPosition, load_sft_dataset, next_global_batch
     from skills_cli.training.config import DataConfig
@@ -394,7 +394,7 @@ def check_worker(args) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer
     from skills_cli.training.components.batching import make_micro_batches
     from skills_cli.training.components.data import IGNORE_INDEX, load_sft_dataset
     from skills_cli.training.components.loss import normalized_loss
@@ -485,7 +485,7 @@ def profile_worker(args) -> dict:
 def attention_flops_per_token(data: Path, model: Path, shape: dict, sequence_length: int) -> float:
     """Causal attention FLOPs per token (forward + backward) of the actual sequences: 2 matmuls of 2 x s^2/2 x
     hidden per layer forward, x3 with backward, averaged over tokens (sum of s^2 / sum of s)."""
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer
     from skills_cli.training.components.data import load_sft_dataset
     from skills_cli.training.config import DataConfig
 

@@ -36,7 +36,7 @@ def test_hf_to_megatron_to_hf_is_lossless(arch, model_type, tmp_path):
                          "--convert_from", "megatron", "--convert_to", "hf"]) == 0  # fmt: skip
     assert same_tensors(tmp_path / "hf", Path(source))
     text = "<|im_start|>user\nWhat is 12+7?<|im_end|>\n"
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer
 
     assert load_tokenizer(tmp_path / "hf").encode(text) == load_tokenizer(source).encode(text)
 

@@ -23,7 +23,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("aiohttp")
 
-from skills_cli.inference.tiny_model import build_tiny_model, load_tokenizer  # noqa: E402
+from skills_cli.inference.model_loading import load_tokenizer  # noqa: E402
+from skills_cli.inference.tiny_model import build_tiny_model  # noqa: E402
 
 SERVER = [sys.executable, "-m", "skills_cli.inference.server.hf_server"]
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import pytest
 from test_sft_support import tiny_model, write_jsonl
 
 from skills_cli.common.errors import UserError
-from skills_cli.inference.tiny_model import load_tokenizer
+from skills_cli.inference.model_loading import load_tokenizer
 from skills_cli.training.components.batching import (
     block_causal_mask,
     first_fit_decreasing,

@@ -35,7 +35,7 @@ def reference_loss(model: str, train_file: str) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer
     from skills_cli.training.components.data import load_sft_dataset
     from skills_cli.training.config import DataConfig
 

@@ -266,7 +266,7 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
 
 
 def test_input_output_with_a_tokenizer_chat_template_wins_over_prompt_template(graded, tmp_path, tiny_tokenizer_dir):
-    from skills_cli.inference.tiny_model import load_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer
 
     _, rows = run_prepare(
         f"++input_files={graded}", f"++output_path={tmp_path / 'o.jsonl'}", "++filters.remove_contaminated=false",

@@ -10,7 +10,7 @@ import pytest
 from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
 
 from skills_cli.common.artifacts import TRAINING_SERIES, TRAINING_SUMMARY, read_json_artifact
-from skills_cli.inference.tiny_model import load_tokenizer
+from skills_cli.inference.model_loading import load_tokenizer
 from skills_cli.training.algorithms.sft.trainer import SFTTrainer, main
 from skills_cli.training.components.parallel import distributed_session
 

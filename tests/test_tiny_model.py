@@ -10,7 +10,8 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from skills_cli.inference import tiny_model  # noqa: E402
-from skills_cli.inference.tiny_model import build_tiny_model, load_tokenizer  # noqa: E402
+from skills_cli.inference.model_loading import load_tokenizer  # noqa: E402
+from skills_cli.inference.tiny_model import build_tiny_model  # noqa: E402
 
 TEXTS = [
     "What is 12+7?",

@@ -11,7 +11,8 @@ two split differently (e.g. multi-digit merges when numbers were kept whole). Tw
   * for arch "qwen2" we train with exactly the normalizer and pre-tokenizer that transformers' own
     `Qwen2Tokenizer` imposes (read from the installed library, not copied), so AutoTokenizer's rebuild is a
     no-op; Qwen's regex already isolates single digits, which is what arithmetic needs;
-  * `load_tokenizer` reads `tokenizer.json` verbatim (`PreTrainedTokenizerFast`), whatever the model type.
+  * `model_loading.load_tokenizer`, the loader every consumer uses, reads `tokenizer.json` verbatim
+    (`PreTrainedTokenizerFast`), whatever the model type.
 `build_tiny_model` checks that both loaders reproduce the trained ids and refuses to return otherwise.
 
 Heavy imports (torch, transformers, tokenizers) happen inside functions: importing this module is cheap.
@@ -24,6 +25,8 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from skills_cli.inference.model_loading import load_tokenizer
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -185,21 +188,6 @@ def generation_config_for(config):
         pad_token_id=config.pad_token_id,
         do_sample=False,
     )
-
-
-def load_tokenizer(path: str | Path):
-    """The tokenizer saved in `path`, with exactly the ids it was trained with.
-
-    Reads tokenizer.json verbatim through `PreTrainedTokenizerFast`, so model-type specific classes (e.g.
-    transformers 5.x swapping in Qwen2Tokenizer and its own pre-tokenizer for qwen2 configs) never apply.
-    Directories without a tokenizer.json (sentencepiece-only checkpoints) fall back to AutoTokenizer.
-    """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    path = Path(path)
-    if (path / "tokenizer.json").is_file():
-        return PreTrainedTokenizerFast.from_pretrained(str(path))
-    return AutoTokenizer.from_pretrained(str(path))
 
 
 def check_round_trip(path: Path, trained_tokenizer) -> None:

@@ -388,7 +388,7 @@ def prompt_renderer(config: PrepareSFTConfig) -> Callable[[list[dict]], str] | N
 
 
 def tokenizer_renderer(path: str) -> Callable[[list[dict]], str]:
-    from skills_cli.inference.tiny_model import load_tokenizer  # transformers stays out of import time
+    from skills_cli.inference.model_loading import load_tokenizer  # transformers stays out of import time
 
     if not Path(path).is_dir():
         raise UserError(f"tokenizer: no directory {path}")

@@ -104,8 +104,8 @@ def load_engine(model: str, device: str, dtype: str, max_batch_size: int, num_th
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as transformers_logging
 
+    from skills_cli.inference.model_loading import load_tokenizer
     from skills_cli.inference.server.batching import Engine
-    from skills_cli.inference.tiny_model import load_tokenizer
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()

@@ -6,9 +6,9 @@ from skills_cli.common.errors import UserError
 
 
 def load_tokenizer(path: str):
-    """The tokenizer exactly as saved (tokenizer.json read verbatim, see inference.tiny_model.load_tokenizer)."""
+    """The tokenizer exactly as saved (tokenizer.json read verbatim, see inference.model_loading.load_tokenizer)."""
     from skills_cli.inference.model_files import tokenizer_problem
-    from skills_cli.inference.tiny_model import load_tokenizer as load_saved_tokenizer
+    from skills_cli.inference.model_loading import load_tokenizer as load_saved_tokenizer
 
     problem = tokenizer_problem(path)
     if problem:

@@ -23,7 +23,9 @@ mounts: ["/lustre/me/workspace:/workspace"]
 """
 
 
-@pytest.mark.parametrize("server_type,gpus,nodes", [("vllm", 8, 2), ("sglang", 8, 2), ("trtllm", 8, 1), ("hf", 1, 1)])
+@pytest.mark.parametrize(
+    "server_type,gpus,nodes", [("vllm", 8, 2), ("vllm", 0, 1), ("sglang", 8, 2), ("trtllm", 8, 1), ("hf", 1, 1)]
+)
 def test_server_job_golden(server_type, gpus, nodes, config_dir, isolated_home):
     write_config(config_dir, "cluster", SLURM)
     submission = generate(
@@ -34,7 +36,7 @@ def test_server_job_golden(server_type, gpus, nodes, config_dir, isolated_home):
         expname=f"gen-{server_type}", dry_run=True,
     )  # fmt: skip
     text = normalise(submission.dry_run_text, isolated_home)
-    check_golden(f"server_{server_type}.txt", text)
+    check_golden(f"server_{server_type}{'_cpu' if gpus == 0 else ''}.txt", text)
     assert "SKILLS_SERVER_PORT=$(python3 -m skills_cli.common.ports" in text  # a free port per job
     assert "--ntasks=1" in text  # the client runs once, even on multi-node jobs
     if nodes > 1:

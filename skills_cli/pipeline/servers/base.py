@@ -49,6 +49,8 @@ class ServerKind:
     loopback_only: str | None = None
     # how a multi-node server starts on every node (e.g. a Ray cluster first); None: its argv on every node
     multi_node_bootstrap: Callable[[list[str], int], str] | None = None
+    # rules of this kind beyond the ones above (raise UserError)
+    extra_check: Callable[[ServerSpec], None] | None = None
 
     @property
     def self_hosted(self) -> bool:
@@ -65,6 +67,8 @@ class ServerKind:
         if spec.nodes > 1 and not self.multi_node:
             spanning = " or ".join(kind.name for kind in SERVER_KINDS if kind.multi_node)
             raise UserError(f"server_type {self.name} runs on one node; use {spanning} for --server_nodes > 1")
+        if self.extra_check is not None:
+            self.extra_check(spec)
 
     def script(self, spec: ServerSpec, python: str) -> str:
         """The shell script every task of the server's job runs."""

@@ -22,6 +22,7 @@ from skills_cli.pipeline.cluster import (
 from skills_cli.pipeline.executors import executor_for
 from skills_cli.pipeline.executors.base import Executor
 from skills_cli.pipeline.jobs import Job, JobGraph, check_name, with_dependent_jobs
+from skills_cli.pipeline.options import SubmitSpec
 from skills_cli.pipeline.packaging import snapshot
 from skills_cli.pipeline.plan import ExternalDependency, Plan, PlannedJob, internal_edges, roots, safe_name
 from skills_cli.pipeline.progress import Progress
@@ -58,20 +59,21 @@ class Submission:
         return all(r.state is JobState.SUCCEEDED for r in self.records)
 
 
-def submit_options(values: dict, default_expname: str) -> SubmitOptions:
-    given = values.get("expname")
+def submit_options(spec: SubmitSpec, default_expname: str) -> SubmitOptions:
+    """The experiment-level settings of a stage spec, checked (its `output_dir`, when it has one, is recorded)."""
+    given = spec.expname
     if given is not None and not given.strip():  # `--expname ''` must not quietly become the default name
         raise UserError(f"--expname {given!r} is empty: give a name, or leave --expname out for {default_expname!r}")
     expname = given or default_expname
     check_name("experiment", expname)
-    for name in values.get("run_after") or []:
+    for name in spec.run_after:
         check_name("run_after experiment", name)
-    kind = values.get("dependency_type")
+    output_dir = getattr(spec, "output_dir", None)
     return SubmitOptions(
-        expname=expname, run_after=tuple(values.get("run_after") or ()),
-        dependency_type=DependencyType(kind) if kind else None, dependent_jobs=values.get("dependent_jobs", 0),
-        dry_run=values.get("dry_run", False), log_dir=values.get("log_dir"), detach=values.get("detach", False),
-        outputs=(values["output_dir"],) if isinstance(values.get("output_dir"), str) else (),
+        expname=expname, run_after=tuple(spec.run_after),
+        dependency_type=DependencyType(spec.dependency_type) if spec.dependency_type else None,
+        dependent_jobs=spec.dependent_jobs, dry_run=spec.dry_run, log_dir=spec.log_dir, detach=spec.detach,
+        outputs=(output_dir,) if isinstance(output_dir, str) else (),
     )  # fmt: skip
 
 

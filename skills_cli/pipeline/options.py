@@ -62,11 +62,6 @@ class Option:
             object.__setattr__(self, "choices", RegistryNames(self.choices))
 
     @property
-    def choice_names(self) -> tuple[str, ...] | None:
-        """The allowed values (a registry's names are asked for now)."""
-        return None if self.choices is None else tuple(self.choices)
-
-    @property
     def is_list(self) -> bool:
         return get_origin(self.type) is list
 
@@ -88,9 +83,8 @@ class Option:
             self.bounds.check(value, f"--{self.name}")
         except ConfigError as error:
             raise UserError(str(error)) from None
-        choices = self.choice_names
-        if choices and value is not None and value not in choices:
-            raise UserError(f"--{self.name}: {value!r} is not one of {', '.join(choices)}")
+        if self.choices and value is not None and value not in self.choices:
+            raise UserError(f"--{self.name}: {value!r} is not one of {', '.join(self.choices)}")
         return value
 
 
@@ -163,11 +157,6 @@ class SubmitSpec(ClusterSpec):
                                  panel="Experiment")  # fmt: skip
     detach: bool = option(False, "Local executors: return once the jobs are started instead of waiting for them "
                           "(Slurm submissions always return once queued).", panel="Experiment")  # fmt: skip
-
-    def submit_fields(self) -> dict[str, Any]:
-        """The experiment-level values `experiment.submit_options` reads (plus `output_dir` when the spec has one)."""
-        names = [item.name for item in dataclasses.fields(SubmitSpec)] + ["output_dir"]
-        return {name: getattr(self, name) for name in names if hasattr(self, name)}
 
 
 @dataclass(frozen=True, kw_only=True)

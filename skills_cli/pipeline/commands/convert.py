@@ -188,7 +188,7 @@ def convert_impl(_extra: WrappedArguments, spec: ConvertSpec) -> Submission:
     job = Job(name="convert", commands=(command,),
               resources=Resources(nodes=1, gpus_per_node=spec.num_gpus, time_limit=spec.time,
                                   partition=spec.partition))  # fmt: skip
-    return submit_jobs([job], cluster, submit_options(spec.submit_fields(), default_expname="convert"))  # fmt: skip
+    return submit_jobs([job], cluster, submit_options(spec, default_expname="convert"))  # fmt: skip
 
 
 CONVERT = CommandSpec(

@@ -253,7 +253,7 @@ def eval_impl(extra: WrappedArguments, spec: EvalSpec) -> Submission:
     if spec.server_address:
         check_server_address(spec.server_address, cluster)
     jobs = compile_eval(spec, list(extra.args), cluster)
-    options = submit_options(spec.submit_fields(), default_expname="eval")
+    options = submit_options(spec, default_expname="eval")
     return submit_jobs(jobs, cluster, options)
 
 

@@ -340,7 +340,7 @@ def generate_impl(extra: WrappedArguments, spec: GenerateSpec) -> Submission:
     if spec.server_address:
         check_server_address(spec.server_address, cluster)
     jobs = compile_generate(spec, overrides, cluster)
-    options = submit_options(spec.submit_fields(), default_expname="generate")
+    options = submit_options(spec, default_expname="generate")
     if not jobs:
         log.info("every output of %s is already complete; nothing submitted", options.expname)
         return Submission(expname=options.expname, cluster=cluster.name)

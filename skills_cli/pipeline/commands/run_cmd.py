@@ -65,7 +65,7 @@ def run_cmd_impl(extra: WrappedArguments, spec: RunCmdSpec) -> Submission:
         raise UserError(f"--job_name {spec.job_name!r} is empty: give a name, or leave --job_name out")
     cluster = load_cluster_config(spec.cluster, spec.config_dir)
     cluster, container = resolve_container(cluster, spec.container)
-    options = submit_options(spec.submit_fields(), default_expname="run_cmd")
+    options = submit_options(spec, default_expname="run_cmd")
     return submit_jobs([build_job(text, spec, container)], cluster, options)
 
 

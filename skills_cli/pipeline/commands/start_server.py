@@ -138,7 +138,7 @@ def start_server_impl(extra: WrappedArguments, spec: StartServerSpec) -> ServerH
     if spec.server_type == "openai":
         raise UserError("start_server: server_type openai is an external API, nothing to host")
     cluster = load_cluster_config(spec.cluster, spec.config_dir)
-    options = submit_options(spec.submit_fields(), default_expname="server")
+    options = submit_options(spec, default_expname="server")
     submission = submit_jobs([server_job(spec, cluster)], cluster, options)
     handle = ServerHandle(submission)
     if submission.dry_run_text is not None:

@@ -178,7 +178,7 @@ def train_impl(name: str, extra: WrappedArguments, spec: TrainSpec) -> Submissio
     job = Job(name=name, commands=(command,), env={"HF_HOME": spec.cache_dir} if spec.cache_dir else {},
               resources=Resources(nodes=spec.num_nodes, gpus_per_node=spec.num_gpus, time_limit=spec.time,
                                   partition=spec.partition))  # fmt: skip
-    return submit_jobs([job], cluster, submit_options(spec.submit_fields(), default_expname=name))
+    return submit_jobs([job], cluster, submit_options(spec, default_expname=name))
 
 
 def train_command(algorithm: Algorithm) -> CommandSpec:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,67 @@ def fill_disk(directory: Path, leave_bytes: int = 0) -> None:
                 handle.flush()
             except OSError:
                 break
+
+
+def vllm_python() -> str:
+    """The interpreter of the vLLM server environment (scripts/server_env.sh vllm, built by the test command).
+
+    Missing, the vLLM tests fail under SKILLS_REQUIRE_INFRA=1 (CI) and are skipped elsewhere."""
+    path = os.environ.get("SKILLS_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
+    if not Path(path).is_file():
+        message = f"no vLLM environment at {path} (bash scripts/server_env.sh vllm builds it)"
+        if os.environ.get("SKILLS_REQUIRE_INFRA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+# vLLM's CPU build takes a quarter of the available memory for its KV cache by default; tests run several
+# servers beside each other, and a tiny model needs little
+SMALL_KV_CACHE = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """An OpenAI-compatible server started by `ns start_server` for a whole test session."""
+
+    base_url: str  # http://127.0.0.1:PORT/v1
+    api_key: str
+    model: str  # the served model name
+    model_dir: str
+    home: str  # the SKILLS_CLI_HOME it was started with (`ns cancel` needs it)
+    expname: str
+    run_dir: str  # the job's run dir: server.log, server.exit
+
+
+def local_vllm_config(directory: Path) -> Path:
+    """executor none, with the vLLM environment of this test run as the `vllm` role's interpreter."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_config(directory, "local_vllm", f"executor: none\ninterpreters:\n  vllm: {vllm_python()}\n")
+
+
+def start_shared_server(root: Path, model_dir: str, *server_args: str) -> RunningServer:
+    """`ns start_server` in its own store under `root`; its address, key and run dir."""
+    home = root / "home"
+    config = local_vllm_config(root / "configs")
+    env = {"SKILLS_CLI_HOME": str(home), **SMALL_KV_CACHE}
+    result = run_ns("start_server", "--cluster", "local_vllm", "--config_dir", str(config.parent), "--model",
+                    model_dir, "--expname", "shared-server", *server_args, timeout=900, env=env, check=True)  # fmt: skip
+    address = result.stdout.strip().splitlines()[-1]
+    key_file = Path(re.search(r"export OPENAI_API_KEY=\$\(cat (\S+)\)", result.stderr).group(1))
+    return RunningServer(base_url=address, api_key=key_file.read_text().strip(), model=model_dir,
+                         model_dir=model_dir, home=str(home), expname="shared-server", run_dir=str(key_file.parent))  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory) -> RunningServer:
+    """One real vLLM (CPU build) for the session, started as a user does (`ns start_server --server_type vllm
+    --server_gpus 0`), on a tiny model (head size 32: vLLM's CPU attention serves no smaller one)."""
+    from skills_cli.inference.tiny_model import build_tiny_model
+
+    vllm_python()
+    root = tmp_path_factory.mktemp("vllm_server")
+    model_dir = str(build_tiny_model(root / "tiny"))
+    server = start_shared_server(root, model_dir, "--server_type", "vllm", "--server_gpus", "0")
+    yield server
+    run_ns("cancel", server.expname, env={"SKILLS_CLI_HOME": server.home}, timeout=120)

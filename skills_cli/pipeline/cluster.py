@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from skills_cli.pipeline.executors.base import ExecutorEntry
 
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "cluster_configs"
+# the checkout that `scripts/server_env.sh KIND` builds `.venv-KIND` environments in (a source checkout only)
+CHECKOUT_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_CLUSTER = "local"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SLURM_WORD = re.compile(r"^[\w.\-]+$")
@@ -85,6 +87,9 @@ class ClusterConfig:
     sbatch_args: dict[str, str] = field(default_factory=dict)
     job_name_prefix: str = ""
     python: str | None = None
+    # jobs without containers: the interpreter of each container role other than `main` (e.g. vllm: a venv
+    # with vLLM), as `containers` gives each role its image; see `python_for`
+    interpreters: dict[str, str] = field(default_factory=dict)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -162,6 +167,22 @@ class ClusterConfig:
         if self.python:
             return self.python
         return sys.executable if self.jobs_see_local_paths else "python3"
+
+    def python_for(self, role: str = "main") -> str:
+        """The interpreter of in-job programs of a container role (`main`: our own programs).
+
+        In containers every role's image has its own `python3`. Without containers a role other than `main`
+        runs with `interpreters.<role>`, else (jobs on this machine) the `.venv-<role>` that
+        `scripts/server_env.sh <role>` builds in the checkout, else the main interpreter.
+        """
+        if role == "main":
+            return self.python_executable
+        if self.uses_containers:
+            return "python3"
+        if role in self.interpreters:
+            return self.interpreters[role]
+        built = CHECKOUT_DIR / f".venv-{role}" / "bin" / "python"
+        return str(built) if self.jobs_see_local_paths and built.is_file() else self.python_executable
 
     @property
     def remote_job_dir(self) -> str:
@@ -262,6 +283,9 @@ def parse_cluster_config(data: object, name: str, source: str = "") -> ClusterCo
         tunnel = dict(tunnel)
         tunnel["identity"] = expand_vars(tunnel["identity"], f"{where}: ssh_tunnel.identity")
         data["ssh_tunnel"] = tunnel
+    if isinstance(data.get("interpreters"), dict):
+        data["interpreters"] = {role: expand_vars(str(path), f"{where}: interpreters.{role}")
+                                for role, path in data["interpreters"].items()}  # fmt: skip
     if isinstance(data.get("job_dir"), str):
         data["job_dir"] = expand_vars(data["job_dir"], f"{where}: job_dir")
     data.setdefault("name", name)

@@ -141,7 +141,7 @@ def check_heads(config: dict, tp: int) -> None:
 
 def convert_script(spec: ConvertSpec, cluster: ClusterConfig, model_type: str | None) -> str:
     """hf/megatron/checkpoint conversions: our in-job program (under torchrun with several GPUs)."""
-    launcher = [cluster.python_executable]
+    launcher = [cluster.python_for(spec.container or "main")]
     if spec.num_gpus > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={spec.num_gpus}"]
     argv = [*launcher, "-m", "skills_cli.training.convert", "--input_model", spec.input_model,

@@ -141,9 +141,9 @@ def check_local_inputs(spec: TrainSpec) -> None:
     check_output_dir(spec.output_dir, "--output_dir")
 
 
-def torchrun_script(spec: TrainSpec, cluster: ClusterConfig, module: str, arguments: list[str]) -> str:
+def torchrun_script(spec: TrainSpec, python: str, module: str, arguments: list[str]) -> str:
     nodes, gpus = spec.num_nodes, spec.num_gpus
-    argv = [cluster.python_executable, "-m", "torch.distributed.run", f"--nproc_per_node={max(gpus, 1)}"]
+    argv = [python, "-m", "torch.distributed.run", f"--nproc_per_node={max(gpus, 1)}"]
     if nodes > 1:
         argv += [f"--nnodes={nodes}", Raw('--node_rank="$SLURM_NODEID"'), "--rdzv_backend=c10d",
                  Raw(f'--rdzv_endpoint="${HEAD_NODE_ENV}:{RENDEZVOUS_PORT}"'), Raw('--rdzv_id="$SLURM_JOB_ID"')]  # fmt: skip
@@ -173,8 +173,9 @@ def train_impl(name: str, extra: WrappedArguments, spec: TrainSpec) -> Submissio
     config = checked_config(algorithm, spec, arguments)
     cluster = load_cluster_config(spec.cluster, spec.config_dir)
     check_model(spec, config, cluster)
-    command = Command(argv=("bash", "-c", torchrun_script(spec, cluster, algorithm.module, arguments)),
-                      container=algorithm.container(config, spec.container), gpus=spec.num_gpus)  # fmt: skip
+    role = algorithm.container(config, spec.container)
+    script = torchrun_script(spec, cluster.python_for(role), algorithm.module, arguments)
+    command = Command(argv=("bash", "-c", script), container=role, gpus=spec.num_gpus)
     job = Job(name=name, commands=(command,), env={"HF_HOME": spec.cache_dir} if spec.cache_dir else {},
               resources=Resources(nodes=spec.num_nodes, gpus_per_node=spec.num_gpus, time_limit=spec.time,
                                   partition=spec.partition))  # fmt: skip

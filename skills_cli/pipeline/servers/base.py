@@ -51,6 +51,8 @@ class ServerKind:
     multi_node_bootstrap: Callable[[list[str], int], str] | None = None
     # rules of this kind beyond the ones above (raise UserError)
     extra_check: Callable[[ServerSpec], None] | None = None
+    # for jobs that run as processes on this machine: is the server's interpreter able to run it (raise UserError)
+    environment_check: Callable[[ServerSpec, str], None] | None = None
 
     @property
     def self_hosted(self) -> bool:
@@ -78,8 +80,9 @@ class ServerKind:
         return logged(argv)
 
     def container(self, cluster: ClusterConfig) -> str:
-        """The container role the server runs in: a role named after the kind if the cluster has one."""
-        if self.name in cluster.containers:
+        """The container role the server runs in: a role named after the kind if the cluster has one, and always
+        on clusters without containers, where the role picks the interpreter (`ClusterConfig.python_for`)."""
+        if self.name in cluster.containers or (self.own_image and not cluster.uses_containers):
             return self.name
         if cluster.uses_containers and self.own_image:
             raise UserError(f"cluster {cluster.name!r} has no container for server_type {self.name!r} "
@@ -87,8 +90,8 @@ class ServerKind:
         return "main"
 
     def python(self, cluster: ClusterConfig) -> str:
-        # a server image has its own python3; bare jobs and our image use the cluster's interpreter
-        return "python3" if cluster.uses_containers and self.own_image else cluster.python_executable
+        """The interpreter of the server's role: its image's python3, or the role's environment on bare jobs."""
+        return cluster.python_for(self.container(cluster))
 
 
 SERVER_KINDS: Registry[ServerKind] = Registry("server kind", package="skills_cli.pipeline.servers")
@@ -148,6 +151,9 @@ def logged(argv: list[str]) -> str:
 def server_command(spec: ServerSpec, cluster: ClusterConfig) -> Command:
     """The background command that hosts the model for the rest of the job."""
     kind = spec.kind
-    script = kind.script(spec, kind.python(cluster))
+    python = kind.python(cluster)
+    if cluster.jobs_see_local_paths and kind.environment_check is not None:
+        kind.environment_check(spec, python)
+    script = kind.script(spec, python)
     return Command(argv=("bash", "-c", script), name="server", container=kind.container(cluster), gpus=spec.gpus,
                    background=True)  # fmt: skip

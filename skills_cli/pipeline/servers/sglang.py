@@ -16,7 +16,7 @@ SGLANG_DIST_PORT = 5757
 
 def sglang_argv(spec: ServerSpec, python: str) -> list[str]:
     argv = [python, "-m", "sglang.launch_server", "--model-path", spec.model, "--host", spec.bind_host,
-            "--port", PORT, "--tp", str(spec.tensor_parallel), "--trust-remote-code", "--api-key", API_KEY]  # fmt: skip
+            "--port", PORT, "--tp-size", str(spec.tensor_parallel), "--trust-remote-code", "--api-key", API_KEY]  # fmt: skip
     if spec.nodes > 1:
         argv += ["--nnodes", str(spec.nodes), "--node-rank", Raw('"$SLURM_PROCID"'),
                  "--dist-init-addr", Raw(f'"${HEAD_NODE_ENV}:{SGLANG_DIST_PORT}"')]  # fmt: skip

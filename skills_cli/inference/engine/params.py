@@ -13,6 +13,10 @@ Semantics shared by every engine:
     the stop token is the last element of `token_ids` and `finish_reason` is "stop"; otherwise it ends
     after `max_new_tokens` tokens (or at the engine's `max_seq_len`) with `finish_reason` "length";
   * min_p drops tokens less likely than min_p times the most likely one (with top_k / top_p, a filter);
+  * penalties follow vLLM (engine/penalties.py): `logit_bias` is added first, then `repetition_penalty`
+    divides the positive logits (multiplies the negative ones) of every token seen in the prompt or the
+    output, then `frequency_penalty` x (count in the output) and `presence_penalty` x (seen in the output)
+    are subtracted; the neutral values (1, 0, 0, no bias) leave the logits untouched;
   * `stop` strings and `logprobs` need a tokenizer / the raw distribution, so only the hf server's engine
     takes them; the token-only rollout engines refuse them (`check_token_only`);
   * request i of a call draws its random numbers from a stream determined by (seed, i) alone, so the same
@@ -55,6 +59,10 @@ class SamplingParams:
     stop: tuple[str, ...] = ()  # stop strings, checked on the decoded text (servers only)
     logprobs: bool = False  # record each token's raw logprob and its `top_logprobs` best alternatives
     top_logprobs: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit) pairs
 
     def __post_init__(self) -> None:
         check_sampling_params(self)
@@ -117,6 +125,25 @@ def check_sampling_params(params: SamplingParams) -> None:
     if params.seed is not None and not _is_int(params.seed):
         raise UserError(f"seed must be an integer or None, got {params.seed!r}")
     _check_text_fields(params)
+    _check_penalties(params)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_penalties(params: SamplingParams) -> None:
+    """vLLM's ranges: presence and frequency penalties in [-2, 2], a repetition penalty > 0."""
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(params, name)
+        if not _is_number(value) or not -2 <= value <= 2:
+            raise UserError(f"{name} must be a number in [-2, 2] (0 = none), got {value!r}")
+    if not _is_number(params.repetition_penalty) or params.repetition_penalty <= 0:
+        raise UserError(f"repetition_penalty must be a number > 0 (1 = none), got {params.repetition_penalty!r}")
+    bias = params.logit_bias
+    pairs_ok = isinstance(bias, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in bias)
+    if not pairs_ok or not all(_is_int(token) and token >= 0 and _is_number(value) for token, value in bias):
+        raise UserError(f"logit_bias must be a tuple of (token id >= 0, finite bias) pairs, got {bias!r}")
 
 
 def _check_text_fields(params: SamplingParams) -> None:

@@ -1,8 +1,9 @@
 """The HTTP face of the hf server: aiohttp handlers for the OpenAI endpoints, the API-key and error
 middlewares, and `serve`, which runs them next to the engine's worker thread.
 
-Handlers validate and tokenize (openai_requests), submit one job per prompt to the engine and await the
-worker's answers, then shape the response (responses). With `handler_cancellation`, a client that goes
+Handlers validate and tokenize (openai_requests), submit one engine request per generated sequence (each
+prompt best_of or n times) and await the worker's answers, then shape the response (responses) or stream
+it (streaming). With `handler_cancellation`, a client that goes
 away cancels its handler, which cancels its requests, so their rows leave the batch at the next step.
 """
 
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from skills_cli.inference.engine.params import Generation, SamplingParams
@@ -23,17 +25,25 @@ from skills_cli.inference.server.auth import bearer_matches
 from skills_cli.inference.server.openai_requests import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,
-    RequestError,
+    ModelLimits,
+    ParsedRequest,
     chat_request,
-    check_model_name,
     completion_request,
-    reject_unknown_fields,
-    reject_unsupported_options,
 )
-from skills_cli.inference.server.responses import chat_response, completion_response
+from skills_cli.inference.server.request_fields import RequestError, check_model_name, reject_unknown_fields
+from skills_cli.inference.server.responses import Choice, chat_response, completion_response, stop_reason, usage
+from skills_cli.inference.server.streaming import ChunkShapes, StreamWriter, pump
 
 if TYPE_CHECKING:
     from skills_cli.inference.server.batching import Engine
+
+
+def best_choices(group: list[Generation], n: int) -> list[Generation]:
+    """The n of a prompt's best_of generations with the highest mean token logprob (all of them, in order,
+    when best_of == n)."""
+    if len(group) == n:
+        return group
+    return sorted(group, key=lambda g: -sum(g.logprobs) / max(1, len(g.logprobs)))[:n]
 
 
 class OpenAIServer:
@@ -139,15 +149,17 @@ class OpenAIServer:
             raise RequestError("request body must be a JSON object")
         reject_unknown_fields(body, allowed)
         check_model_name(body, self.served_model_name, self.aliases)
-        reject_unsupported_options(body)
         return body
 
-    async def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        """Submit one request per prompt and wait; a client that goes away cancels them."""
-        from skills_cli.inference.engine.scheduler import requests_for
+    @property
+    def limits(self) -> ModelLimits:
+        return ModelLimits(self.engine.max_context, self.engine.vocab_size)
 
+    async def _run(self, submissions: list) -> list:
+        """Submit engine jobs (each built around its completion callback) and await their results; a client
+        that goes away, or one job that fails, cancels the rest."""
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in prompts]
+        futures = [loop.create_future() for _ in submissions]
 
         def resolver(future):
             def resolve(result):
@@ -156,29 +168,119 @@ class OpenAIServer:
 
             return lambda result: loop.call_soon_threadsafe(resolve, result)
 
-        requests = requests_for(prompts, params, [resolver(future) for future in futures])
-        for request in requests:
-            self.engine.submit(request)
+        jobs = [make(resolver(future)) for make, future in zip(submissions, futures, strict=True)]
+        for job in jobs:
+            self.engine.submit(job)
         try:
-            results = await asyncio.gather(*futures)
-        except BaseException:  # cancelled (client gone) or one prompt failed: the others need not run on
-            for request in requests:
-                request.cancelled = True
+            return await asyncio.gather(*futures)
+        except BaseException:
+            for job in jobs:
+                job.cancelled = True
             raise
+
+    async def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        from skills_cli.inference.engine.scheduler import requests_for
+
+        # requests_for gives prompt i the random stream (seed, i); built once so every prompt keeps its index
+        requests = requests_for(prompts, params, [None] * len(prompts))
+
+        def submission(request):
+            def make(on_done):
+                request.on_done = on_done
+                return request
+
+            return make
+
+        results = await self._run([submission(r) for r in requests])
         self.engine.count(requests_served=1)
         return results
 
+    async def _echoes(self, parsed: ParsedRequest) -> list[Choice | None]:
+        """Per prompt, the echoed prompt (text, and its logprobs when asked for); None without echo."""
+        if not parsed.echo:
+            return [None] * len(parsed.prompts)
+        scores = [None] * len(parsed.prompts)
+        if parsed.params.logprobs:
+            from skills_cli.inference.server.batching import ScoreJob
+
+            jobs = [lambda done, p=p: ScoreJob(list(p), parsed.params.top_logprobs, done) for p in parsed.prompts]
+            scores = await self._run(jobs)
+        texts = [self.tokenizer.decode(list(p), skip_special_tokens=True) for p in parsed.prompts]
+        return [
+            Choice(Generation(), None, p, text, score)
+            for p, text, score in zip(parsed.prompts, texts, scores, strict=True)
+        ]
+
+    def _finish(self, generation: Generation, params: SamplingParams) -> tuple[str, str | int | None]:
+        return generation.finish_reason, stop_reason(self.tokenizer, generation, params, self.engine.eos_ids)
+
+    async def _choices(self, parsed: ParsedRequest) -> tuple[list[Choice], dict]:
+        """Every returned choice (prompt-major: prompt i's choices are i*n .. i*n+n-1) and the usage."""
+        expanded = [list(prompt) for prompt in parsed.prompts for _ in range(parsed.best_of)]
+        echoes = await self._echoes(parsed)
+        generations = await self._generate(expanded, parsed.params)
+        choices = []
+        for i, echo in enumerate(echoes):
+            for generation in best_choices(generations[i * parsed.best_of : (i + 1) * parsed.best_of], parsed.n):
+                reason = self._finish(generation, parsed.params)[1]
+                choices.append(
+                    replace(echo, generation=generation, stop_reason=reason) if echo else Choice(generation, reason)
+                )
+        prompt_tokens = sum(map(len, parsed.prompts))
+        return choices, usage(prompt_tokens, sum(len(g.token_ids) for g in generations))
+
     async def chat_completions(self, request):
         body = await self._body(request, CHAT_FIELDS)
-        prompt_ids, params = chat_request(body, self.tokenizer, self.engine.max_context)
-        (generation,) = await self._generate([prompt_ids], params)
-        return self._json(chat_response(self.tokenizer, self.served_model_name, generation))
+        parsed = chat_request(body, self.tokenizer, self.limits)
+        top_n = parsed.params.top_logprobs
+        if parsed.stream:
+            return await self._stream(request, parsed, ChunkShapes(True, self.tokenizer, self.served_model_name, top_n))
+        choices, counts = await self._choices(parsed)
+        return self._json(chat_response(self.tokenizer, self.served_model_name, choices, counts, top_n))
 
     async def completions(self, request):
         body = await self._body(request, COMPLETION_FIELDS)
-        prompts, params = completion_request(body, self.tokenizer, self.engine.max_context)
-        generations = await self._generate(prompts, params)
-        return self._json(completion_response(self.tokenizer, self.served_model_name, generations))
+        parsed = completion_request(body, self.tokenizer, self.limits)
+        if parsed.stream:
+            return await self._stream(request, parsed, ChunkShapes(False, self.tokenizer, self.served_model_name, 0))
+        choices, counts = await self._choices(parsed)
+        return self._json(completion_response(self.tokenizer, self.served_model_name, choices, counts))
+
+    async def _stream(self, request, parsed: ParsedRequest, shapes: ChunkShapes):
+        """Answer with server-sent events (streaming.py); errors found before the first byte stay plain 400s."""
+        from aiohttp import web
+
+        from skills_cli.inference.engine.scheduler import requests_for
+
+        echoes = await self._echoes(parsed)
+        prompts = [list(prompt) for prompt in parsed.prompts for _ in range(parsed.n)]
+        events: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def reporter(kind: str, index: int):
+            return lambda *payload: loop.call_soon_threadsafe(events.put_nowait, (kind, index, *payload))
+
+        callbacks = [reporter("done", i) for i in range(len(prompts))]
+        requests = requests_for(prompts, parsed.params, callbacks)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        writer = StreamWriter(response, shapes, parsed, lambda g: self._finish(g, parsed.params))
+        await writer.open(echoes)
+        for index, engine_request in enumerate(requests):
+            self.engine.watch(engine_request, reporter("progress", index))
+            self.engine.submit(engine_request)
+        try:
+            await pump(writer, events, len(requests))
+            await writer.close(sum(map(len, parsed.prompts)))
+        except Exception as error:  # after the first byte the status is sent: report in the stream itself
+            await writer.fail(error)
+        finally:  # whether finished, failed, or cancelled by a client that went away
+            for engine_request in requests:
+                engine_request.cancelled = True
+                self.engine.unwatch(engine_request)
+        self.engine.count(requests_served=1)
+        await response.write_eof()
+        return response
 
 
 async def serve(

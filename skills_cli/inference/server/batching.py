@@ -5,6 +5,10 @@ HTTP handlers submit requests (`submit`, thread safe); the worker moves them int
 same core GRPO rollouts use) and steps it while anything runs, so new requests join while others are
 mid-generation. Cancelled requests (a client went away) leave the batch at the next step.
 
+Two services beside generation, both on the worker thread (it owns the model): `watch` reports a streamed
+request's tokens so far after every step (read from the scheduler's per-slot buffers), and `ScoreJob` runs
+one forward over a prompt for its own logprobs (the `echo` of /v1/completions with logprobs).
+
 The decode backend is the compact one (engine/compact_backend.py: our forward, a static slot KV cache, CUDA
 graphs on a GPU), as GRPO rollouts use, when it reproduces the model and a cache of max_batch_size slots of
 the full context fits in KV_CACHE_BUDGET of the memory; otherwise the general one (engine/hf_backend.py: the
@@ -23,10 +27,11 @@ from typing import Any
 import torch
 
 from skills_cli.common.errors import UserError
+from skills_cli.inference.engine import sampling
 from skills_cli.inference.engine.compact_backend import CompactBackend
 from skills_cli.inference.engine.forward import KVCache, check_supported
 from skills_cli.inference.engine.hf_backend import HFBackend
-from skills_cli.inference.engine.params import Generation, SamplingParams
+from skills_cli.inference.engine.params import Generation, SamplingParams, TokenLogprob
 from skills_cli.inference.engine.scheduler import Request, Scheduler, requests_for
 from skills_cli.inference.engine.stopping import eos_token_ids
 
@@ -67,6 +72,32 @@ def vocabulary_size(model) -> int:
     return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
 
 
+@dataclass
+class ScoreJob:
+    """The logprob of each prompt token after the first under the model, with the `top_n` best alternatives
+    (TokenLogprob per position); `on_done` gets the list or the exception."""
+
+    prompt: list[int]
+    top_n: int
+    on_done: Any
+    cancelled: bool = False
+
+
+def score_prompt(model, prompt: list[int], top_n: int) -> list[TokenLogprob]:
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt], device=device)
+    logits = model(input_ids=ids).logits[0, :-1].float()
+    chosen, top = sampling.raw_logprobs(logits, ids[0, 1:], top_n)
+    if top is None:
+        top_values = top_ids = [[] for _ in prompt[1:]]
+    else:
+        top_values, top_ids = top.values.tolist(), top.indices.tolist()
+    return [
+        TokenLogprob(token, logprob, tuple(zip(ids_, values, strict=True)))
+        for token, logprob, ids_, values in zip(prompt[1:], chosen.tolist(), top_ids, top_values, strict=True)
+    ]
+
+
 KV_CACHE_BUDGET = 0.25  # of the free GPU memory, or of the machine's memory on CPU
 PREFILL_TOKENS = 16384  # padded prompt tokens per prefill forward at most
 
@@ -101,20 +132,31 @@ class Engine:
         self.device = next(model.parameters()).device
         self.max_batch_size = max_batch_size
         self.max_context = max_context_length(model, tokenizer)
-        eos_ids = eos_token_ids(model, tokenizer)
+        eos_ids = self.eos_ids = eos_token_ids(model, tokenizer)
+        self.vocab_size = vocabulary_size(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
         backend = decode_backend(model, max_batch_size, self.max_context, self.pad_id)
-        self.scheduler = Scheduler(backend, vocabulary_size(model), self.device, eos_ids, tokenizer)
+        self.scheduler = Scheduler(backend, self.vocab_size, self.device, eos_ids, tokenizer)
         self.metrics = EngineMetrics()
         self.started = time.time()
-        self.incoming: queue.Queue[Request | None] = queue.Queue()
+        self.incoming: queue.Queue[Request | ScoreJob | None] = queue.Queue()
+        self.watchers: dict[int, Any] = {}  # id(request) -> progress callback, for streamed requests
         self.metrics_lock = threading.Lock()
         self._stopping = False
 
     # -- public, thread safe --------------------------------------------------------------------------------
 
-    def submit(self, request: Request) -> None:
+    def submit(self, request: Request | ScoreJob) -> None:
         self.incoming.put(request)
+
+    def watch(self, request: Request, on_progress) -> None:
+        """Before submitting `request`: after each step that it is still running, call
+        on_progress(token ids so far, their TokenLogprobs or None) on the worker thread."""
+        self.watchers[id(request)] = on_progress
+
+    def unwatch(self, request: Request) -> None:
+        """Forget a watched request that was cancelled (a finished one is forgotten by the worker)."""
+        self.watchers.pop(id(request), None)
 
     def stop(self) -> None:
         self._stopping = True
@@ -161,6 +203,8 @@ class Engine:
                 self.scheduler.step()
             except Exception as error:  # a failed forward must not kill the server: fail these requests, carry on
                 self.scheduler.fail_all(RuntimeError(f"generation failed: {type(error).__name__}: {error}"))
+            if self.watchers:
+                self._report_progress()
         with self.metrics_lock:
             self.metrics.busy_seconds += time.perf_counter() - started
             self.metrics.max_batch_size_seen = max(self.metrics.max_batch_size_seen, self.scheduler.max_rows_seen)
@@ -176,16 +220,39 @@ class Engine:
                 return
             if request is None:  # stop() wake-up
                 return
+            if isinstance(request, ScoreJob):
+                if not request.cancelled:
+                    self._score(request)
+                continue
             if not request.cancelled:
                 self.count(prompt_tokens=len(request.prompt))
                 self.scheduler.submit(self._counted(request))
             block = False
+
+    def _score(self, job: ScoreJob) -> None:
+        try:
+            with torch.inference_mode():
+                result = score_prompt(self.model, job.prompt, job.top_n)
+        except Exception as error:  # as a failed generation: this request fails, the server carries on
+            result = RuntimeError(f"prompt scoring failed: {type(error).__name__}: {error}")
+        job.on_done(result)
+
+    def _report_progress(self) -> None:
+        """Each watched running request's tokens so far (the scheduler's slot buffers) to its watcher."""
+        scheduler = self.scheduler
+        for slot, request in enumerate(scheduler.requests):
+            watcher = self.watchers.get(id(request)) if request is not None else None
+            if watcher is not None:
+                count = int(scheduler.count[slot])
+                entries = list(scheduler.token_logprobs[slot]) if request.params.logprobs else None
+                watcher(scheduler.tokens[slot, :count].tolist(), entries)
 
     def _counted(self, request: Request) -> Request:
         """The request with its completion counted in the metrics before its submitter hears of it."""
         notify = request.on_done
 
         def on_done(result) -> None:
+            self.watchers.pop(id(request), None)
             if isinstance(result, Generation):
                 self.count(sequences_finished=1, tokens_generated=len(result.token_ids))
             notify(result)

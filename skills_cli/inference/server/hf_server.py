@@ -5,7 +5,10 @@
         [--served_model_name NAME] [--num_threads N]
 
 Endpoints: `GET /health`, `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`,
-`GET /metrics` (JSON counters). No streaming, n=1 only.
+`GET /metrics` (JSON counters). OpenAI's request fields as vLLM implements them (n, best_of, streaming with
+`stream_options`, stop strings and `stop_reason`, seeds, logprobs, penalties, logit_bias, echo, token-id
+prompts), checked against a real vLLM by tests/test_openai_conformance.py; docs/commands/start_server.md
+lists the differences.
 
 Access: with `$SKILLS_SERVER_API_KEY` set, every endpoint but `/health` requires `Authorization: Bearer <key>`
 (else 401 with an OpenAI-style error body). The key is read from the environment, never from argv (which
@@ -29,15 +32,17 @@ request's `seed`, else the OS's, and the prompt's index) and samples by inverse 
 gets the same tokens again whatever else shares its batch (up to float rounding of differently shaped
 batches).
 
-Modules: openai_requests (bodies into prompts and SamplingParams), responses (OpenAI answers and logprobs),
-app (aiohttp handlers, API key), startup (checks, loading, warm-up), batching (the worker thread).
+Modules: request_fields (typed field access, OpenAI errors), openai_requests (bodies into prompts and
+SamplingParams), responses (OpenAI answers and logprobs), streaming (server-sent events), app (aiohttp
+handlers, API key), startup (checks, loading, warm-up), batching (the worker thread).
 
 Semantics: temperature 0 is greedy. `logprobs` are of the model's raw distribution (log-softmax of the
 logits before temperature and filtering), as vLLM reports them by default. Generation stops at any eos id of
 the model (finish_reason "stop", the eos text is not returned), at a stop string (removed from the text,
 "stop"), or after max_tokens ("length"). `completion_tokens` counts every generated token, eos included.
-Unknown fields, wrong types and unsupported options (stream, n>1, penalties, logit_bias, echo, best_of,
-suffix) get HTTP 400 with an OpenAI-style error body; so does a prompt plus max_tokens over the context size.
+Unknown fields, wrong types and what this server does not implement (`response_format` guided decoding,
+`suffix`) get HTTP 400 with an OpenAI-style error body naming the field; so does max_tokens above the context
+size (below it, the room the prompt leaves caps max_tokens, as in vLLM).
 
 Start-up failures (bad model path, unloadable model, busy port) exit with status 1 and one line on stderr:
 `hf_server: cannot load model from /x: ...`.

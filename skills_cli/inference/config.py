@@ -7,6 +7,7 @@ is submitted, and the in-job program loads the same classes.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +18,10 @@ from skills_cli.common.typed_config import bounded
 # cannot import: the launcher checks `--server_type` against it, and here the one kind that changes what the
 # client does is the external API (no job key, only parameters the official API accepts).
 EXTERNAL_API_KIND = "openai"
+# The variable the official OpenAI SDK reads its key from: an external API's key unless ++server.api_key_env
+# names another. Unlike a named one it may be unset (an API that needs no key).
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PORT_ENV = "SKILLS_SERVER_PORT"  # set per job by the launcher: the self-hosted server's free port
 # No model has a context anywhere near 10M tokens: a larger generation budget is a typo (an extra digit or two).
 MAX_TOKENS_TO_GENERATE = 10_000_000
@@ -70,6 +75,10 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not self.server_type.strip():
             raise UserError("server.server_type must not be empty (it names a server kind)")
+        if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
+            # never echo the value: a key pasted here by mistake must not reach a log or a terminal
+            raise UserError("server.api_key_env must be the NAME of an environment variable (letters, digits "
+                            "and _, e.g. OPENAI_API_KEY) that holds the key, not the key itself")  # fmt: skip
 
     @property
     def is_external_api(self) -> bool:
@@ -85,12 +94,23 @@ class ServerConfig:
         port = self.port or int(os.environ.get(PORT_ENV) or 5000)
         return f"http://{host}:{port}/v1"
 
+    @property
+    def key_variable(self) -> str | None:
+        """The environment variable holding the key sent to the server: `api_key_env`, else OPENAI_API_KEY
+        for an external API; None for a self-hosted server (the client sends the job's own key)."""
+        return self.api_key_env or (DEFAULT_API_KEY_ENV if self.is_external_api else None)
+
     def api_key(self) -> str | None:
-        if not self.api_key_env:
-            return None
-        if self.api_key_env not in os.environ:
-            raise UserError(f"server.api_key_env: environment variable {self.api_key_env} is not set")
-        return os.environ[self.api_key_env]
+        """The key from this process's environment. A variable named by `api_key_env` must be set (checked
+        before any request); the default OPENAI_API_KEY may be unset (then no key is sent)."""
+        name = self.key_variable
+        value = os.environ.get(name, "").strip() if name else ""
+        if value:
+            return value
+        if self.api_key_env:
+            raise UserError(f"server.api_key_env={name}: environment variable {name} is not set (or is empty) "
+                            "in this job's environment; export it where you run ns")  # fmt: skip
+        return None
 
 
 @dataclass(frozen=True)

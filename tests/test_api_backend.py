@@ -11,7 +11,6 @@ variable fails before any request, at submission and in the job. `ns eval`'s jud
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import subprocess
@@ -31,15 +30,8 @@ from skills_cli.inference.client import KeyRejected, OpenAIClient, ServerError
 from skills_cli.inference.config import InferenceConfig, ServerConfig
 from skills_cli.pipeline import prepare_data
 from skills_cli.pipeline.cluster import load_cluster_config
-from skills_cli.pipeline.commands.evaluate import EvalSpec
 from skills_cli.pipeline.store import JobState, Store
 
-# TEMPORARY until the lead merges the launcher half (generate.py/evaluate.py call forward_key_variable, and
-# --judge_api_key_env): the tests that need it are skipped before. Remove this marker with that merge.
-needs_launcher = pytest.mark.skipif(
-    "judge_api_key_env" not in {f.name for f in dataclasses.fields(EvalSpec)},
-    reason="needs the launcher change of issue 16 deliverable 6 (forward_key_variable in generate/eval)",
-)
 FAST = ["++prompt_config=generic/math", "++inference.tokens_to_generate=4", "++inference.temperature=0.0"]
 
 
@@ -156,7 +148,6 @@ def test_a_rejected_key_is_one_error_line_after_one_request(proxy, vllm_server, 
     assert files_holding(wrong, isolated_home, out) == [] and wrong not in result.stderr + job_log
 
 
-@needs_launcher
 def test_an_unset_key_variable_fails_before_any_request(proxy, vllm_server, tmp_path, monkeypatch):
     data, out = problems(tmp_path / "in.jsonl", 2), tmp_path / "out"
     monkeypatch.delenv("MY_KEY", raising=False)
@@ -186,7 +177,6 @@ def test_a_key_given_in_place_of_its_variable_name_is_never_echoed(tmp_path):
     assert result.returncode == 2 and "api_key_env" in line and key_like not in result.stdout + result.stderr
 
 
-@needs_launcher
 def test_eval_judge_calls_the_api_with_the_same_key_variable(proxy, vllm_server, isolated_home, tmp_path):
     """The generation goes to vLLM directly, the judge through the proxy: its requests are the proxy's.
 
@@ -215,7 +205,6 @@ def test_eval_judge_calls_the_api_with_the_same_key_variable(proxy, vllm_server,
 
 
 @pytest.mark.infra
-@needs_launcher
 def test_on_slurm_the_default_openai_api_key_reaches_the_job_and_no_file(vllm_server, slurm_config, isolated_home,
                                                                           tmp_path):  # fmt: skip
     """No ++server.api_key_env: an external API's key is $OPENAI_API_KEY, which travels to the Slurm job like

@@ -4,7 +4,10 @@ that skip finished parts; and the bad inputs of the evaluation commands."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +19,12 @@ from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import read_jsonl
 from skills_cli.pipeline import eval as evaluate
 from skills_cli.pipeline import prepare_data, summarize_results, wrap_arguments
+from skills_cli.pipeline.cluster import parse_cluster_config
+from skills_cli.pipeline.commands.eval_jobs import pack_programs
+from skills_cli.pipeline.commands.evaluate import EvalSpec, compile_eval
+from skills_cli.pipeline.commands.generate import CLIENT
 from skills_cli.pipeline.experiment import wait
+from skills_cli.pipeline.jobs import Command, Job
 from skills_cli.pipeline.store import JobState, Store
 
 MIRROR = benchmarks_dir()
@@ -84,13 +92,31 @@ def check_results(output: Path) -> None:
     assert all("symbolic_correct" in row and "predicted_answer" in row for row in graded)
 
 
-def test_eval_locally_then_summarize_and_rerun(tiny_model, data_dir, tmp_path):
+def server_starts(home: Path, expname: str) -> int:
+    """Model servers the experiment's jobs started (each writes one ready line to its job's server log)."""
+    return sum(path.read_text().count("hf_server: ready:") for path in (home / "logs" / expname).glob("*-server.log"))
+
+
+def generations(output: Path) -> dict[str, list[str]]:
+    results = output / "eval-results"
+    return {str(path.relative_to(results)): [row["generation"] for row in read_jsonl(path)]
+            for path in sorted(results.glob("*/output*.jsonl"))}  # fmt: skip
+
+
+def without_timings(metrics: dict) -> dict:
+    return {name: value if not isinstance(value, dict) else without_timings(value)
+            for name, value in metrics.items() if name != "gen_seconds"}  # fmt: skip
+
+
+def test_eval_locally_then_summarize_and_rerun(tiny_model, data_dir, tmp_path, isolated_home):
     output = tmp_path / "evals"
     records = run_eval(tiny_model, data_dir, output, "eval-local")
     assert [r.state for r in records] == [JobState.SUCCEEDED] * len(records), run_ns("logs", "eval-local").stdout[
         -4000:
     ]
-    assert {r.name for r in records} >= {"gsm8k-generate", "math500-generate-rs1", "arith-grade", "summarize"}
+    # locally the five generation programs share one job and one server by default
+    assert sorted(r.name for r in records) == ["arith-grade", "generate", "gsm8k-grade", "math500-grade", "summarize"]
+    assert server_starts(isolated_home, "eval-local") == 1
     check_results(output)
     shown = run_ns("summarize_results", str(output), check=True).stdout
     for header in ("evaluation_mode", "num_entries", "avg_tokens", "symbolic_correct", "no_answer"):
@@ -100,6 +126,78 @@ def test_eval_locally_then_summarize_and_rerun(tiny_model, data_dir, tmp_path):
     again = run_eval(tiny_model, data_dir, output, "eval-again")
     assert sorted(r.name for r in again) == ["arith-grade", "gsm8k-grade", "math500-grade", "summarize"]
     assert "already graded" in run_ns("logs", "eval-again", "math500-grade", check=True).stdout
+    # one job (and server) per program, as before packing: the same generations and metrics
+    apart = tmp_path / "apart"
+    records = run_eval(tiny_model, data_dir, apart, "eval-apart", num_jobs=5)
+    assert {"gsm8k-generate", "math500-generate-rs1", "arith-generate-rs0"} <= {r.name for r in records}
+    assert all(r.state is JobState.SUCCEEDED for r in records) and server_starts(isolated_home, "eval-apart") == 5
+    assert generations(apart) == generations(output)
+    metrics = [without_timings(read_json_artifact(path / "metrics.json", EVALUATION)[1]) for path in (apart, output)]
+    assert metrics[0] == metrics[1]
+
+
+def fake_program(name: str, script: str) -> Job:
+    """A generation job's shape (a background server, a client) with a stand-in client script."""
+    server = Command(argv=("bash", "-c", "sleep 60"), name="server", background=True)
+    return Job(name=name, commands=(server, Command(argv=("bash", "-c", script), name=CLIENT)))
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_a_packed_job_runs_every_program_and_fails_if_one_failed(at_once):
+    programs = [fake_program("p0", "echo zero"), fake_program("p1", "echo one; exit 3"),
+                fake_program("p2", "echo two")]  # fmt: skip
+    (job,), renamed = pack_programs(programs, 1, at_once)
+    assert job.name == "generate" and renamed == {"p0": "generate", "p1": "generate", "p2": "generate"}
+    assert job.commands[0] == programs[0].commands[0]  # the one shared server, as it was
+    ran = subprocess.run(job.commands[1].argv, capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 1  # p1 failed: the job fails, after running the programs after it
+    assert sorted(ran.stdout.split()) == sorted("starting p0 zero starting p1 one starting p2 two".split())
+    # programs that would need different servers cannot share a job
+    other_server = Command(argv=("bash", "-c", "sleep 30"), name="server", background=True)
+    other = dataclasses.replace(programs[2], commands=(other_server, programs[2].commands[1]))
+    with pytest.raises(ValueError, match="differ in more than their client command"):
+        pack_programs([programs[0], other], 1, at_once)
+
+
+def eval_graph(cluster: dict | None = None, **values) -> list[Job]:
+    """The jobs ns eval compiles, for Slurm unless `cluster` says otherwise (nothing in /ev is done yet)."""
+    cluster = parse_cluster_config(cluster or {"executor": "slurm", "job_dir": "/jobs"}, name="c")
+    spec = EvalSpec(output_dir="/ev", data_dir="/data", model="/m", **values)
+    return compile_eval(spec, [FAST], cluster)
+
+
+def test_eval_packs_chunks_and_clamps_num_jobs_to_the_programs():
+    jobs = {job.name: job for job in eval_graph(benchmarks="arith:2", num_chunks=2, num_jobs=1)}
+    assert list(jobs) == ["generate", "arith-merge-rs0", "arith-merge-rs1", "arith-grade", "summarize"]
+    client = jobs["generate"].commands[-1].argv[2]
+    assert [c.name for c in jobs["generate"].commands] == ["server", CLIENT]
+    assert re.findall(r"output-rs(\d)_chunk_(\d)", client) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert jobs["arith-merge-rs1"].after == ("generate",) and jobs["arith-grade"].after == (
+        "arith-merge-rs0", "arith-merge-rs1")  # fmt: skip
+    # more jobs than programs: one job each, as ns generate makes them (a rerun may have fewer left)
+    spread = eval_graph(benchmarks="arith:2,gsm8k", num_jobs=10)
+    assert [job.name for job in spread] == ["arith-generate-rs0", "arith-generate-rs1", "gsm8k-generate",
+                                            "arith-grade", "gsm8k-grade", "summarize"]  # fmt: skip
+    # with a running server there is no server to share, but the clients can still share jobs
+    client = eval_graph(benchmarks="arith:2", server_address="http://127.0.0.1:9/v1", num_jobs=1)[0]
+    assert client.name == "generate" and [c.name for c in client.commands] == [CLIENT] and not client.ports
+    assert client.commands[0].argv[2].count("++server.base_url=http://127.0.0.1:9/v1") == 2
+    # on Slurm the default is one job per program too: separate allocations run side by side
+    assert [job.name for job in eval_graph(benchmarks="arith:2,gsm8k")] == [job.name for job in spread]
+    # locally, one job per server that fits: 4 GPUs hold two 2-GPU servers
+    local = eval_graph({"executor": "none", "gpus": [0, 1, 2, 3]}, benchmarks="arith:5", server_gpus=2)
+    assert [(job.name, job.resources.gpus_per_node) for job in local[:2]] == [("generate-0", 2), ("generate-1", 2)]
+    assert [job.commands[-1].argv[2].count("skills_cli.inference.generate") for job in local[:2]] == [3, 2]
+
+
+def test_eval_num_jobs_must_be_positive(tmp_path):
+    for flag, value in (("--num_jobs", "0"), ("--programs_at_once", "0")):
+        result = run_ns("eval", "--benchmarks", "arith", "--output_dir", str(tmp_path / "o"), "--model", "/m",
+                        flag, value, "--expname", "bad")  # fmt: skip
+        assert result.returncode == 2 and result.stderr == f"error: {flag}: 0 is out of range: must be >= 1\n", (
+            result.stderr
+        )
+    assert not Store().has_experiment("bad")
 
 
 @pytest.mark.infra

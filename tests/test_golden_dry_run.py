@@ -131,3 +131,47 @@ def test_dry_runs_hide_credentials_but_jobs_get_them(isolated_home, monkeypatch)
     script = sbatch_script(plan, plan.jobs[0], "/jobs/code/x")
     # the job gets the value through the submission's environment (tests/test_secrets.py), never the script
     assert "s3cr3t-value" not in script and ': "${WANDB_API_KEY?' in script
+
+
+# -- ns eval: one server per job ---------------------------------------------------------------------------
+EVAL_SLURM = """
+executor: slurm
+ssh_tunnel: {host: login.example.com, user: me, job_dir: /lustre/me/jobs}
+partition: batch
+container_runtime: pyxis
+containers: {main: /lustre/images/skills.sqsh, vllm: vllm/vllm-openai:v0.10.1.1}
+mounts: ["/lustre/me/workspace:/workspace"]
+"""
+
+
+def sbatch_scripts(text: str) -> dict[str, str]:
+    """{job name: its sbatch script} of a Slurm dry run."""
+    sections = re.split(r"^# ---- \S+/([^/\s]+)-<uid>\.sbatch$", text, flags=re.M)
+    return dict(zip(sections[1::2], sections[2::2], strict=True))
+
+
+def test_eval_num_jobs_packs_programs_under_one_server_per_job_golden(config_dir, isolated_home):
+    from conftest import write_config
+
+    from skills_cli.pipeline import eval as evaluate
+    from skills_cli.pipeline import wrap_arguments
+
+    write_config(config_dir, "cluster", EVAL_SLURM)
+    submission = evaluate(
+        ctx=wrap_arguments("++inference.tokens_to_generate=1024"), cluster="cluster", config_dir=str(config_dir),
+        benchmarks="arith:3,gsm8k:2", data_dir="/workspace/data", output_dir="/workspace/evals",
+        model="/workspace/model", server_type="vllm", server_gpus=1, num_jobs=2, expname="packed", dry_run=True,
+    )  # fmt: skip
+    text = normalise(submission.dry_run_text, isolated_home)
+    check_golden("eval_num_jobs.txt", text)
+    scripts = sbatch_scripts(text)
+    assert list(scripts) == ["generate-0", "generate-1", "arith-grade", "gsm8k-grade", "summarize"]
+    programs = {"generate-0": ["arith/output-rs0", "arith/output-rs1", "arith/output-rs2"],
+                "generate-1": ["gsm8k/output-rs0", "gsm8k/output-rs1"]}  # fmt: skip
+    for name, outputs in programs.items():
+        assert scripts[name].count("vllm.entrypoints.openai.api_server") == 1  # one server for all its programs
+        written = re.findall(r"\+\+output_file=/workspace/evals/eval-results/(\S+)\.jsonl", scripts[name])
+        assert written == outputs  # run one after another, in order, to the same paths as one job each
+    # each grading job waits for the one job that holds its benchmark's programs
+    assert re.search(r"--job-name=arith-grade \S+ --dependency=afterok:\$_skills_job_0 ", text)
+    assert re.search(r"--job-name=gsm8k-grade \S+ --dependency=afterok:\$_skills_job_1 ", text)

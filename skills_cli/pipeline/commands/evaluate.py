@@ -1,13 +1,15 @@
 """`ns prepare_data`, `ns eval` and `ns summarize_results`.
 
-`ns eval --benchmarks gsm8k,math500:4,aime24:8` compiles, per benchmark: generation jobs (one per seed, and
-per chunk with a merge) -> one grading job -> one summarize job over every benchmark, with afterok edges.
+`ns eval --benchmarks gsm8k,math500:4,aime24:8` compiles generation programs (one per benchmark, seed and
+chunk) packed into --num_jobs jobs with one server each (`eval_jobs.py`), then per benchmark (merges with
+chunks) -> one grading job, and one summarize job over every benchmark, with afterok edges.
 Reruns skip what is finished: complete generations are not resubmitted and graded files are not regraded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import subprocess
 import tempfile
@@ -19,6 +21,7 @@ from skills_cli.common.typed_config import Bounds
 from skills_cli.evaluation.benchmarks import get_benchmark
 from skills_cli.evaluation.prepare_data import MIRROR_ENV, default_output_dir, prepare
 from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
+from skills_cli.pipeline.commands.eval_jobs import default_num_jobs, is_program, pack_programs, redirected
 from skills_cli.pipeline.commands.generate import (
     GenerateSpec,
     GenerationOptions,
@@ -43,8 +46,10 @@ from skills_cli.pipeline.options import (
     spec_from,
 )
 from skills_cli.pipeline.servers import server_kind_choices
+from skills_cli.pipeline.servers.openai import forward_key_variable
 from skills_cli.pipeline.shell import quote, quote_argv
 
+log = logging.getLogger("skills_cli")
 _BENCH = re.compile(r"^([A-Za-z0-9_.\-]+)(?::(\d+))?$")
 
 
@@ -113,10 +118,17 @@ class JudgeOptions:
     judge_server_gpus: int = option(0, "GPUs of the judge's server.", panel="Judge", bounds=Bounds(ge=0))
     judge_server_args: str = option("", "Extra arguments of the judge's server.", panel="Judge")
     judge_server_address: str | None = option(None, "A running judge server instead of hosting one.", panel="Judge")
+    judge_api_key_env: str | None = option(None, "Environment variable holding the key of the judge's API "
+                                           "(default for --judge_server_type openai: OPENAI_API_KEY).", panel="Judge")  # fmt: skip
 
     @property
     def judged(self) -> bool:
         return bool(self.judge_model or self.judge_server_address)
+
+    def judge_overrides(self) -> list[str]:
+        """The judge's generation settings, with the variable of its API key if one is named."""
+        key = [f"++server.api_key_env={self.judge_api_key_env}"] if self.judge_api_key_env else []
+        return [*JUDGE_OVERRIDES, *key]
 
     def judge_server(self) -> ServerOptions:
         return ServerOptions(model=self.judge_model, server_type=self.judge_server_type,
@@ -135,6 +147,15 @@ class EvalSpec(GenerationOptions, JudgeOptions, QueuedSpec):
     split: str | None = option(None, "Split to evaluate (default: each benchmark's default).")
     max_samples: int = option(-1, "Only the first N problems of each benchmark (-1: all).",
                               bounds=Bounds(ge=1, also=(-1,), why="-1: all problems"))  # fmt: skip
+    num_jobs: int | None = option(None, "Pack the generation programs (one per benchmark, seed and chunk) into N "
+                                  "jobs, each starting one model server for its programs (more than there are "
+                                  "programs: one job each). Default on local executors: as many jobs as servers fit "
+                                  "on this machine at once (its GPUs / --server_gpus; 1 for a CPU server); one job "
+                                  "per program on Slurm (separate allocations run side by side) or with "
+                                  "--server_address (no server to start).",
+                                  panel="Resources", bounds=Bounds(ge=1))  # fmt: skip
+    programs_at_once: int = option(1, "Generation programs a job runs at the same time against its server (the "
+                                   "others wait their turn).", panel="Resources", bounds=Bounds(ge=1))  # fmt: skip
 
     def data_file(self, name: str) -> str:
         split = self.split or get_benchmark(name).default_split
@@ -201,12 +222,14 @@ def judge_job(spec: EvalSpec, generation: GenerateSpec, cluster: ClusterConfig, 
     judge = dataclasses.replace(generation, **dataclasses.asdict(spec.judge_server()), config=None, rerun_done=True,
                                 input_file=f"{results}/judge/input.jsonl", preprocess_cmd=step("prepare"))  # fmt: skip
     out = Outputs(f"{results}/judge/output.jsonl", None, None)
-    job = generation_job(judge, cluster, out, JUDGE_OVERRIDES, step("apply"))
+    job = generation_job(judge, cluster, out, spec.judge_overrides(), step("apply"))
     return dataclasses.replace(job, name=f"{name}-judge", after=(after,))
 
 
-def benchmark_jobs(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig, name: str, samples: int) -> list[Job]:
-    """Generation (ns generate's jobs) -> grading -> the judge, for one benchmark; the last job ends it."""
+def benchmark_jobs(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig, name: str,
+                   samples: int) -> tuple[list[Job], list[Job]]:  # fmt: skip
+    """One benchmark's generation programs (ns generate's jobs), and the jobs after them: the merges of
+    chunks, the grading, the judge; the last of these ends the benchmark."""
     generation = benchmark_generation(spec, name, samples)
     generation_overrides = benchmark_overrides(spec, overrides, name)
     validate_overrides(generation_overrides, generation)
@@ -215,20 +238,32 @@ def benchmark_jobs(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig,
     # the benchmark names its grader (the in-job registry, plugins included, resolves it)
     grade = quote_argv([cluster.python_executable, "-m", "skills_cli.evaluation.grade", "--benchmark", name,
                         "--results_dir", generation.output_dir])  # fmt: skip
-    jobs = [*generated, cpu_job(f"{name}-grade", grade, spec, finals)]
+    after = [*(job for job in generated if not is_program(job)), cpu_job(f"{name}-grade", grade, spec, finals)]
     if spec.judged:
-        jobs.append(judge_job(spec, generation, cluster, name, jobs[-1].name))
-    return jobs
+        after.append(judge_job(spec, generation, cluster, name, after[-1].name))
+    return [job for job in generated if is_program(job)], after
+
+
+def packed_programs(spec: EvalSpec, cluster: ClusterConfig, programs: list[Job]) -> tuple[list[Job], dict[str, str]]:
+    """The programs in --num_jobs jobs (or the default's), each job with one server."""
+    if spec.num_jobs and spec.num_jobs > len(programs):
+        log.info("--num_jobs %d: only %d generation programs to run, one job each", spec.num_jobs, len(programs))
+    num_jobs = spec.num_jobs or default_num_jobs(spec, cluster, len(programs))
+    return pack_programs(programs, num_jobs, spec.programs_at_once)
 
 
 def compile_eval(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig) -> list[Job]:
-    jobs, ends = [], []
+    """Every benchmark's programs packed into jobs, then (waiting for those jobs) its merges, grading and
+    judge, then one summary after every benchmark."""
+    programs, downstream, ends = [], [], []
     for name, samples in parse_benchmarks(spec.benchmarks):
-        jobs += benchmark_jobs(spec, overrides, cluster, name, samples)
-        ends.append(jobs[-1].name)
+        generated, after = benchmark_jobs(spec, overrides, cluster, name, samples)
+        programs += generated
+        downstream += after
+        ends.append(after[-1].name)
+    packed, renamed = packed_programs(spec, cluster, programs)
     summarize = quote_argv([cluster.python_executable, "-m", "skills_cli.evaluation.summarize", spec.output_dir])
-    jobs.append(cpu_job("summarize", summarize, spec, ends))
-    return jobs
+    return [*packed, *(redirected(job, renamed) for job in downstream), cpu_job("summarize", summarize, spec, ends)]
 
 
 def check_local_paths(spec: EvalSpec, cluster: ClusterConfig) -> None:
@@ -248,6 +283,11 @@ def eval_impl(extra: WrappedArguments, spec: EvalSpec) -> Submission:
     check_server_options(spec.judge_server(), prefix="judge_")
     require_a_server(spec, "eval")
     cluster = load_cluster_config(spec.cluster, spec.config_dir)
+    # the API keys' variables travel to the jobs like the cluster's env_vars (never in a file)
+    cluster = forward_key_variable(cluster, spec.server_type, extra.args)
+    if spec.judged:
+        cluster = forward_key_variable(cluster, spec.judge_server_type, spec.judge_overrides(),
+                                       option="--judge_api_key_env")  # fmt: skip
     check_prepared(spec, cluster, [name for name, _ in benchmarks])
     check_local_paths(spec, cluster)
     if spec.server_address:

@@ -28,6 +28,7 @@ from skills_cli.pipeline.jobs import Command, Job, Resources
 from skills_cli.pipeline.local_files import check_jsonl_file, check_model_dir, check_output_dir
 from skills_cli.pipeline.options import CommandSpec, QueuedSpec, WrappedArguments, option
 from skills_cli.pipeline.servers import SERVER_KINDS, ServerSpec, server_command, server_kind_choices
+from skills_cli.pipeline.servers.openai import forward_key_variable
 from skills_cli.pipeline.shell import quote_argv
 
 log = logging.getLogger("skills_cli")
@@ -35,6 +36,7 @@ log = logging.getLogger("skills_cli")
 # what sampling with seeds means unless the user overrides it
 SEED_DEFAULTS = ("++inference.temperature=0.7", "++inference.top_p=0.95", "++inference.top_k=-1")
 LAUNCHER_KEYS = {"input_file", "output_file", "num_chunks", "chunk_id"}
+CLIENT = "client"  # the command of a generation job that runs the generation program
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,7 +209,7 @@ def generation_job(
     """The client (after --preprocess_cmd, before `last_step`), with its own server unless --server_address."""
     client = chained(spec.preprocess_cmd, quote_argv(client_argv(cluster.python_executable, spec, out, overrides)),
                      last_step)  # fmt: skip
-    commands = [Command(argv=("bash", "-c", client), name="client", container=spec.container, single_task=True)]
+    commands = [Command(argv=("bash", "-c", client), name=CLIENT, container=spec.container, single_task=True)]
     ports: tuple[str, ...] = ()
     if not spec.server_address:
         commands.insert(0, server_command(spec.hosted_server(), cluster))
@@ -336,6 +338,8 @@ def generate_impl(extra: WrappedArguments, spec: GenerateSpec) -> Submission:
     if spec.server_type == "openai" and not spec.server_address:
         raise UserError("generate: --server_type openai needs --server_address")
     cluster = load_cluster_config(spec.cluster, spec.config_dir)
+    # the API key's variable travels to the jobs like the cluster's env_vars (never in a file)
+    cluster = forward_key_variable(cluster, spec.server_type, overrides, base_config(spec))
     check_local_inputs(spec, cluster, config)
     if spec.server_address:
         check_server_address(spec.server_address, cluster)

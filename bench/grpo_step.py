@@ -2,7 +2,7 @@
 
     python bench/grpo_step.py [--out bench/results/grpo_step.json] [--logs_dir DIR] [--tiny] [--skip_trl]
         [--sft_steps 500] [--grpo_steps 20] [--trl_steps 6] [--prompts 32] [--generations 8]
-        [--max_new_tokens 128] [--kl 0.01] [--device_kind nvidia-h100-x1]
+        [--max_new_tokens 128] [--kl 0.01] [--device_kind nvidia-h100-x1] [--long]
 
 What it does, all offline, each phase a separate process (the real entry points, as users run them):
   1. builds a Qwen2.5-0.5B-shaped Qwen2 (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocabulary
@@ -40,6 +40,19 @@ sequence packing (32 rows of 256 tokens a micro-batch; TRL keeps 32 rollouts a m
   the gain. Also new since the H100 run below: the engine keeps its small KV cache and decode graphs between steps
   (generation 0.16 s a step here, 0.82 s there, where each step re-allocated and re-captured them), the loss
   diagnostics are read back once a step instead of after every forward, refit streams weights on the device.
+
+Long responses (--long): the SFT answers restate the equation 100 times ("Check i: a op b = c. ") before the
+boxed answer, so the SFT model samples long rollouts (~1.4k tokens) for both trainers; 8 x 8 rollouts, max_new_tokens
+1536, 8 packed rows (ours) / micro-batches of 8 (TRL), SFT 150 steps, 6 GRPO steps, 2 TRL steps. Measured
+2026-12-04 on one H200 (TRL 1.13.0, datasets 5.0.1 carried as wheels):
+    python3 bench/grpo_step.py --long --out $OUT/grpo_long.json --logs_dir $OUT/glogs --device_kind nvidia-h200 \
+        --timeouts 170,170,220
+  ours, median of steps 2-6: total 5.97 s = refit 0.04 + generation 4.04 (68%) + reward 0.02 + reference
+  logprobs 0.56 (9%) + training 1.30 (22%); responses 1,414-1,456 tokens on average (16-27% ended by EOS, the
+  rest cut at 1536), ~95k tokens a step, 15,751 tokens/s/GPU (generation 22,850); token_mult_prob_error median
+  1.0008. Rewards are 0 (the long answers rarely finish): a speed run, not a learning one.
+  TRL GRPOTrainer, step 2: 45.2 s (generate 41.6 s), completions 1,485 tokens on average, 2,158 tokens/s/GPU.
+  Ratio TRL step time / ours: 7.58.
 
 Step times are medians over steps 2..N (step 1 holds the warm-ups: CUDA-graph capture, allocator growth). The
 ratio ours/TRL is TRL's median step time over ours (target >= 2). tokens/s/GPU counts prompt + response tokens of
@@ -96,11 +109,19 @@ def arith_rows(split: str) -> list[dict]:
     return generate(split)
 
 
-def sft_rows(rows: list[dict]) -> list[dict]:
+def sft_rows(rows: list[dict], checks: int = 0) -> list[dict]:
     from skills_cli.prompts.prompt_config import load_prompt_config
 
     prompt = load_prompt_config(PROMPT_CONFIG)
-    return [{"messages": prompt.messages(row) + [{"role": "assistant", "content": row["solution"]}]} for row in rows]
+    return [{"messages": prompt.messages(row) + [{"role": "assistant", "content": long_solution(row, checks)}]}
+            for row in rows]  # fmt: skip
+
+
+def long_solution(row: dict, checks: int) -> str:
+    """The row's solution after `checks` numbered restatements of its equation (about 10 tokens each): with
+    --long the SFT model learns long answers, so both trainers sample long rollouts from the same policy."""
+    equation = row["solution"].split(". The answer")[0]
+    return "".join(f"Check {index}: {equation}. " for index in range(checks)) + row["solution"]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:
@@ -416,8 +437,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device_kind", default=None, help="the device tool's kind, recorded in the JSON")
     parser.add_argument("--timeouts", default="200,200,150", help="seconds for the SFT, GRPO and TRL processes")
+    parser.add_argument("--long", action="store_true",
+                        help="long responses: SFT answers of ~1k tokens (100 checks), max_new_tokens 1536, 8 x 8 "
+                             "rollouts, 8 packed rows / micro-batches of 8, SFT 150 steps, 6 GRPO and 2 TRL steps")  # fmt: skip
     parser.add_argument("--trl_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.checks, args.sft_length, args.val_samples = 0, 256, None
+    if args.long:
+        args.checks, args.sft_length, args.val_samples, args.max_new_tokens = 100, 2048, 64, 1536
+        args.prompts, args.generations, args.micro_batch, args.pack_rows = 8, 8, 8, 8
+        args.sft_steps, args.grpo_steps, args.trl_steps = 150, 6, 2
     if args.tiny:
         args.sft_steps, args.grpo_steps, args.trl_steps = min(args.sft_steps, 8), min(args.grpo_steps, 2), \
             min(args.trl_steps, 2)  # fmt: skip
@@ -444,13 +473,13 @@ def main(argv: list[str] | None = None) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     sft_timeout, grpo_timeout, trl_timeout = (float(t) for t in args.timeouts.split(","))
     train, test = arith_rows("train"), arith_rows("test")
-    sft_data = sft_rows(train)
+    sft_data = sft_rows(train, args.checks)
     train_path, test_path = write_jsonl(work / "train.jsonl", train), write_jsonl(work / "test.jsonl", test)
     sft_path = write_jsonl(work / "sft.jsonl", sft_data)
     report: dict = {
         "benchmark": "grpo_step", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "device_kind": args.device_kind, "commit": snapshot_commit(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "python": platform.python_version(), "tiny": args.tiny,
+        "transformers": transformers.__version__, "python": platform.python_version(), "tiny": args.tiny, "long_responses": args.long,
         "target_ratio_ours_over_trl": TARGET_RATIO,
     }  # fmt: skip
     started = time.perf_counter()
@@ -463,8 +492,8 @@ def main(argv: list[str] | None = None) -> None:
     sft_overrides = [
         f"++policy.model_name={work / 'base'}", f"++data.train_data={sft_path}", f"++output_dir={work / 'sft'}",
         "++sft.max_num_epochs=1000", f"++sft.max_num_steps={args.sft_steps}", f"++sft.seed={args.seed}",
-        "++policy.train_global_batch_size=32", "++policy.train_micro_batch_size=32",
-        "++policy.max_total_sequence_length=256", "++policy.precision=bfloat16",
+        "++policy.train_global_batch_size=32", f"++policy.train_micro_batch_size={min(32, 8192 // args.sft_length)}",
+        f"++policy.max_total_sequence_length={args.sft_length}", "++policy.precision=bfloat16",
         f"++policy.optimizer.kwargs.lr={args.sft_lr}", "++policy.optimizer.kwargs.weight_decay=0.0",
         "++policy.scheduler.name=cosine", f"++policy.scheduler.warmup_steps={max(args.sft_steps // 20, 1)}",
         "++policy.scheduler.min_lr_ratio=0.1", "++checkpointing.enabled=false",
@@ -526,7 +555,7 @@ def run_ours(report: dict, args, variant: str, sft_model: Path, train_path, test
         f"++output_dir={work / name}", f"++data.prompt_config={PROMPT_CONFIG}",
         f"++grpo.num_prompts_per_step={args.prompts}", f"++grpo.num_generations_per_prompt={args.generations}",
         f"++grpo.max_num_steps={args.grpo_steps}", f"++grpo.seed={args.seed}", "++grpo.val_at_start=true",
-        f"++grpo.val_period={args.grpo_steps}", f"++grpo.max_val_samples={num_test}",
+        f"++grpo.val_period={args.grpo_steps}", f"++grpo.max_val_samples={args.val_samples or num_test}",
         f"++policy.train_global_batch_size={rollouts}", *batching,
         f"++policy.generation.max_new_tokens={args.max_new_tokens}", "++policy.generation.temperature=1.0",
         f"++policy.max_total_sequence_length={args.max_new_tokens + 128}", "++policy.precision=bfloat16",

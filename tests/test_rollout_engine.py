@@ -5,6 +5,7 @@ the vLLM adapter's pure parameter mapping and its error when vLLM is missing."""
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import pytest
 
@@ -20,7 +21,8 @@ from skills_cli.inference.engine import (  # noqa: E402
 )
 from skills_cli.inference.engine.hf_backend import HFBackend  # noqa: E402
 from skills_cli.inference.engine.params import row_key  # noqa: E402
-from skills_cli.inference.engine.scheduler import Scheduler, requests_for  # noqa: E402
+from skills_cli.inference.engine.penalties import apply_penalties  # noqa: E402
+from skills_cli.inference.engine.scheduler import Request, Scheduler, requests_for  # noqa: E402
 from skills_cli.inference.engine.stopping import eos_token_ids  # noqa: E402
 from skills_cli.inference.engine.vllm_engine import VllmEngine, vllm_request_kwargs  # noqa: E402
 from skills_cli.inference.tiny_model import build_tiny_model  # noqa: E402
@@ -158,6 +160,50 @@ def test_seeds_reproduce_across_capacities_and_differ_between_seeds(models):
     # the same prompt repeated (a GRPO group) gets a different sample per copy
     group = [r.token_ids for r in large.generate([PROMPTS[0]] * 4, params)]
     assert len({tuple(g) for g in group}) == 4
+
+
+def run_requests(scheduler, prompts, params_list) -> list:
+    """Each prompt with its own parameters through one scheduler (a mixed batch), stepped until done."""
+    results = [None] * len(prompts)
+    for index, (prompt, params) in enumerate(zip(prompts, params_list, strict=True)):
+        done = lambda result, i=index: results.__setitem__(i, result)  # noqa: E731
+        scheduler.submit(Request(list(prompt), params, row_key(0, index), done))
+    with torch.inference_mode():
+        while scheduler.has_work:
+            scheduler.step()
+    return results
+
+
+def penalised_greedy(model, prompt: list[int], params: SamplingParams) -> tuple[list[int], list[float]]:
+    """The reference: HF forward, penalties over the prompt and the tokens so far, argmax, log_softmax."""
+    ids, logprobs = [], []
+    with torch.no_grad():
+        for _ in range(params.max_new_tokens):
+            logits = model(torch.tensor([prompt + ids])).logits[0, -1:].float()
+            logits = apply_penalties(logits, [prompt], [ids], [params])
+            ids.append(int(logits.argmax()))
+            logprobs.append(logits.log_softmax(-1)[0, ids[-1]].item())
+    return ids, logprobs
+
+
+def test_penalties_apply_before_sampling_only_to_the_rows_that_ask(models):
+    model = models["qwen2"]
+    plain = SamplingParams(max_new_tokens=12, temperature=0, ignore_eos=True)
+    penalised = replace(plain, repetition_penalty=1.8, frequency_penalty=0.7, presence_penalty=0.4)
+    params_list = [penalised, plain, penalised, plain, penalised]
+    compact = TorchEngine(model, max_batch_size=3, max_seq_len=64).scheduler
+    general = Scheduler(HFBackend(model, 3, 64, pad_id=3), model.config.vocab_size, torch.device("cpu"),
+                        eos_token_ids(model))  # fmt: skip
+    for scheduler in (compact, general):
+        results = run_requests(scheduler, PROMPTS, params_list)
+        for prompt, params, result in zip(PROMPTS, params_list, results, strict=True):
+            if params is plain:
+                assert result.token_ids == hf_greedy(model, prompt, 12)
+                continue
+            ids, logprobs = penalised_greedy(model, prompt, params)
+            assert result.token_ids == ids
+            torch.testing.assert_close(torch.tensor(result.logprobs), torch.tensor(logprobs), atol=1e-4, rtol=0)
+    assert any(penalised_greedy(model, p, penalised)[0] != hf_greedy(model, p, 12) for p in PROMPTS)
 
 
 def test_stop_tokens_and_max_new_tokens(models):

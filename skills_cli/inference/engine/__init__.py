@@ -7,7 +7,8 @@
 One core serves every in-process use: `scheduler.Scheduler` (continuous batching over cache slots) with
 the one sampler (sampling.py), parameters and results (params.py) and stop rule (stopping.py), over a
 decode backend: `compact_backend` (our forward, static slot KV cache, CUDA graphs) or `hf_backend` (any HF
-causal LM through its own forward). `TorchEngine` (torch_engine.py, GRPO rollouts) drives it with the
+causal LM through its own forward); on CUDA the compact decode step runs Triton kernels (cuda_kernels.py:
+attention over each row's own length, streaming sampling, RMSNorm, RoPE + cache write). `TorchEngine` (torch_engine.py, GRPO rollouts) drives it with the
 compact backend; the hf server (inference/server) drives it from its worker thread. `VllmEngine`
 (vllm_engine.py) adapts a colocated vLLM `LLM` to TorchEngine's interface. Engines are imported lazily,
 so importing this package (e.g. for `SamplingParams`) pulls in neither torch nor vLLM.

@@ -7,7 +7,8 @@ every busy slot, and attends over the first `length` cache positions, `length` t
 
 CUDA graphs. Each (sampling modes, rows, length) step is captured once, lazily, and replayed afterwards:
 embedding, all layers, LM head, the random draw, sampling and the state update (next input token, position,
-counter) run as one graph launch; the host then reads back one small [rows, 2] tensor (tokens, logprobs).
+counter) run as one graph launch (a step with no modes stops at the logits: the scheduler applies penalties and
+samples); the host then reads back one small [rows, 2] tensor (tokens, logprobs).
 Graphs share one memory pool and read the parameters in place, so a weight refit needs no re-capture;
 `free` drops them.
 """
@@ -82,7 +83,7 @@ class CompactBackend:
     # ----- the backend interface -------------------------------------------------------------------------------
 
     def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
-        """Run right-padded prompts into `slots`; float32 logits [len(slots), vocab] at each last token."""
+        """Run right-padded prompts into `slots`; logits [len(slots), vocab] (model dtype) at each last token."""
         lengths = [len(prompt) for prompt in prompts]
         width = max(lengths)
         padded = [prompt + [0] * (width - len(prompt)) for prompt in prompts]
@@ -94,7 +95,8 @@ class CompactBackend:
         return logits
 
     def decode(self, busy: np.ndarray, positions: np.ndarray, state: SlotState, modes: tuple[str, ...]):
-        """One sampled step of the lowest slots covering `busy`; (logits [rows, vocab], each busy slot's row)."""
+        """One sampled step of the lowest slots covering `busy`; (logits [rows, vocab], each busy slot's row).
+        With no `modes` the step only computes the logits and the caller samples (penalties)."""
         rows = bucket_for(self.row_buckets, int(busy[-1]) + 1)
         length = bucket_for(self.length_buckets, int(positions.max()) + 1)
         if self.use_cuda_graphs:
@@ -114,7 +116,8 @@ class CompactBackend:
     def _step(self, state: SlotState, modes: tuple[str, ...], rows: int, length: int) -> torch.Tensor:
         """One decode step of the first `rows` slots, state updated in place (what a graph captures)."""
         logits = self.decoder.decode(self.cache, self.rope, state.input_ids[:rows], self.positions[:rows], length)
-        state.sample(logits, slice(0, rows), modes)
+        if modes:
+            state.sample(logits, slice(0, rows), modes)
         self.positions[:rows].add_(1)
         return logits
 

@@ -12,19 +12,25 @@ Qwen3), projections with their biases (Qwen2's q/k/v bias, Llama's optional atte
 and the LM head are called as they are; RoPE uses cos/sin tables computed once by the model's own
 `rotary_emb` (so rope scaling variants apply) and cast to the model dtype, as HF does. Only attention is
 ours: prefill uses `scaled_dot_product_attention` (causal, prompts right-padded, so padding never reaches a
-real token), decode uses grouped-query matmuls over the slot's cache with positions > the row's masked out,
-softmax in float32. Weights are read from the modules at every call and never copied, so an in-place update
-of the parameters (`load_weights`) reaches captured graphs too.
+real token); decode, on CUDA, a Triton kernel that reads each row's cache up to its own position
+(cuda_kernels.decode_attention), elsewhere grouped-query matmuls over the slot's cache with positions > the
+row's masked out; softmax in float32 either way. On CUDA the decode step also runs the RMSNorms (the HF
+module's formula, its weight) and RoPE + cache write as one Triton launch each. Weights are read from the
+modules at every call and never copied, so an in-place update of the parameters (`load_weights`) reaches
+captured graphs too.
 
 Supported: decoder-only Llama, Qwen2 and Qwen3 checkpoints without sliding-window attention.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
 from skills_cli.common.errors import UserError
+from skills_cli.inference.engine.sampling import cuda_kernels_for
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
 
@@ -50,6 +56,27 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return x * cos + _rotate_half(x) * sin
+
+
+def _rms_norm(kernels, module, hidden: torch.Tensor) -> torch.Tensor:
+    """The HF RMSNorm `module` on hidden: one Triton launch on CUDA (same formula), the module elsewhere."""
+    if kernels is not None and hasattr(module, "variance_epsilon") and module.weight.dtype == hidden.dtype:
+        return kernels.rms_norm(module, hidden)
+    return module(hidden)
+
+
+def _rope_and_store(kernels, cache, index: int, rope, qkv, positions: torch.Tensor) -> torch.Tensor:
+    """RoPE on a decode step's query and key [rows, heads, head_dim] at each row's position, key and value
+    written into layer `index`'s cache row i at positions[i]; returns the rotated query."""
+    query, key, value = qkv
+    if kernels is not None:
+        return kernels.rope_and_store(query, key, value, *rope, positions, cache.keys[index], cache.values[index])
+    cos, sin = rope[0][positions].unsqueeze(1), rope[1][positions].unsqueeze(1)
+    query, key = _rope(query, cos, sin), _rope(key, cos, sin)
+    rows = torch.arange(query.shape[0], device=query.device)
+    cache.keys[index][rows, :, positions] = key
+    cache.values[index][rows, :, positions] = value
+    return query
 
 
 class KVCache:
@@ -106,10 +133,11 @@ class CompactDecoder:
         return query, key, value
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(self.model.model.norm(hidden)).float()
+        # model-dtype logits: the sampler upcasts as it reads (a float32 copy is 0.6 GB at batch 1024)
+        return self.model.lm_head(self.model.model.norm(hidden))
 
     def prefill(self, cache: KVCache, rope, slots: torch.Tensor, input_ids: torch.Tensor, lengths: torch.Tensor):
-        """Run right-padded prompts [rows, width] into cache `slots` from position 0; float32 logits [rows, vocab] at each last token."""
+        """Run right-padded prompts [rows, width] into cache `slots` from position 0; logits [rows, vocab] (model dtype) at each last token."""
         rows, width = input_ids.shape
         cos, sin = rope[0][:width], rope[1][:width]
         hidden = self.model.model.embed_tokens(input_ids)
@@ -131,30 +159,42 @@ class CompactDecoder:
         return self._head(last)
 
     def decode(self, cache: KVCache, rope, input_ids: torch.Tensor, positions: torch.Tensor, length: int):
-        """One token for each of the first `rows` slots at its own position; float32 logits [rows, vocab].
+        """One token for each of the first `rows` slots at its own position; logits [rows, vocab] (model dtype).
 
-        Attention reads cache positions 0..length-1 only; positions are clamped to length-1, so idle slots
-        (whose positions run on) write inside their own row and stay harmless.
+        Attention reads each row's cache positions 0..position only (the step's `length` bucket bounds them);
+        positions are clamped to length-1, so idle slots (whose positions run on) write inside their own row
+        and stay harmless.
         """
         rows = input_ids.shape[0]
         positions = positions.clamp(max=length - 1)
-        cos, sin = rope[0][positions].unsqueeze(1), rope[1][positions].unsqueeze(1)
-        row_index = torch.arange(rows, device=input_ids.device)
-        future = torch.arange(length, device=input_ids.device).unsqueeze(0) > positions.unsqueeze(1)
-        future = future.view(rows, 1, 1, length)
+        kernels = cuda_kernels_for(input_ids.device)
+        attend = self._attention_for(positions, length)
         hidden = self.model.model.embed_tokens(input_ids)
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
-            query, key, value = self._project(attention, layer.input_layernorm(hidden), (rows,))
-            query, key = _rope(query, cos, sin), _rope(key, cos, sin)
-            cache.keys[index][row_index, :, positions] = key
-            cache.values[index][row_index, :, positions] = value
-            keys = cache.keys[index][:rows, :, :length]
-            values = cache.values[index][:rows, :, :length]
-            grouped = query.view(rows, self.num_kv_heads, self.group, self.head_dim)
-            scores = torch.matmul(grouped, keys.transpose(-1, -2)).float() * self.scaling
-            weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1).to(values.dtype)
-            mixed = torch.matmul(weights, values).reshape(rows, self.num_heads * self.head_dim)
+            normed = _rms_norm(kernels, layer.input_layernorm, hidden)
+            query, key, value = self._project(attention, normed, (rows,))
+            query = _rope_and_store(kernels, cache, index, rope, (query, key, value), positions)
+            mixed = attend(query, cache.keys[index], cache.values[index])
             hidden = hidden + attention.o_proj(mixed)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = hidden + layer.mlp(_rms_norm(kernels, layer.post_attention_layernorm, hidden))
         return self._head(hidden)
+
+    def _attention_for(self, positions: torch.Tensor, length: int):
+        """attend(query, keys, values) -> [rows, heads * head_dim] for one decode step: the Triton kernel on
+        CUDA (each row's own length), masked matmuls over the `length` bucket elsewhere (the reference)."""
+        kernels = cuda_kernels_for(positions.device)
+        if kernels is not None:
+            return partial(kernels.decode_attention, lengths=positions + 1, scale=self.scaling, length=length)
+        future = torch.arange(length, device=positions.device).unsqueeze(0) > positions.unsqueeze(1)
+        return partial(self._attend_masked, future=future.view(-1, 1, 1, length))
+
+    def _attend_masked(self, query, keys, values, future: torch.Tensor) -> torch.Tensor:
+        """Grouped-query attention over the first `length` cache positions with `future` ones masked out,
+        scores and softmax in float32."""
+        rows, length = query.shape[0], future.shape[-1]
+        keys, values = keys[:rows, :, :length], values[:rows, :, :length]
+        grouped = query.view(rows, self.num_kv_heads, self.group, self.head_dim)
+        scores = torch.matmul(grouped, keys.transpose(-1, -2)).float() * self.scaling
+        weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1).to(values.dtype)
+        return torch.matmul(weights, values).reshape(rows, self.num_heads * self.head_dim)

@@ -81,7 +81,8 @@ class HFBackend:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
         logits = self._forward(state.input_ids[rows][:, None], self.mask, self.positions[:, None], self.cache)
         self.positions = self.positions + 1
-        state.sample(logits, rows, modes, parameters)
+        if modes:  # none: the caller samples (after penalties)
+            state.sample(logits, rows, modes, parameters)
         return logits, busy_rows
 
     def release(self, slots: list[int]) -> None:

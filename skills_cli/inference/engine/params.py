@@ -19,6 +19,9 @@ Semantics shared by every engine:
     are subtracted; the neutral values (1, 0, 0, no bias) leave the logits untouched;
   * `stop` strings and `logprobs` need a tokenizer / the raw distribution, so only the hf server's engine
     takes them; the token-only rollout engines refuse them (`check_token_only`);
+  * with penalties, `logprobs[i]` is log_softmax(penalised logits / T) of the token, the distribution it was
+    drawn from; the requested `logprobs` / `top_logprobs` stay those of the raw logits, before penalties and
+    temperature (vLLM's default `logprobs_mode="raw_logprobs"`);
   * request i of a call draws its random numbers from a stream determined by (seed, i) alone, so the same
     call gives the same tokens again whatever the batch capacity, and different seeds give different ones.
 """

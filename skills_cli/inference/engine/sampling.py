@@ -14,13 +14,17 @@ u times the total mass (inverse CDF). Without top_k / top_p the CDF runs over th
 sort: one softmax and one cumsum per step); with filtering the probabilities are sorted in descending order,
 masked to the top_k tokens, to the shortest prefix whose mass reaches top_p (the first token always
 stays) and to the tokens at least min_p times as likely as the first, and the CDF runs over the kept ones.
-Greedy is argmax (first index on ties, as HF does).
+Greedy is argmax (first index on ties, as HF does). On CUDA, greedy and unfiltered rows go through one
+streaming Triton kernel (cuda_kernels.sample_plain: the same rule over the model-dtype logits, no float32
+[rows, vocab] intermediates); the torch code here is the CPU path and that kernel's reference.
 
 Logprobs are log_softmax(logits / T) of the chosen token, T = 1 when greedy; see params.py. `raw_logprobs`
 gives what the OpenAI API reports instead: log_softmax(logits), and the most likely alternatives.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -31,6 +35,18 @@ _UNIFORM_SCALE = 2.0**-24
 
 GREEDY, SAMPLE, FILTERED = "greedy", "sample", "filtered"
 MODES = (GREEDY, SAMPLE, FILTERED)  # a row's mode on the device is its index here
+
+
+@functools.cache
+def cuda_kernels_for(device: torch.device):
+    """The Triton kernels module on a CUDA device where Triton imports, else None (the torch paths run)."""
+    if device.type != "cuda":
+        return None
+    try:
+        from skills_cli.inference.engine import cuda_kernels
+    except ImportError:
+        return None
+    return cuda_kernels
 
 
 def mode_of(params: SamplingParams) -> str:
@@ -117,7 +133,7 @@ def sample(
     (one value for the batch) or [rows, 1]; all are tensors so that a captured CUDA graph reads their
     current values.
     """
-    scaled = logits / temperature
+    scaled = logits.float() / temperature
     normaliser = torch.logsumexp(scaled, dim=-1, keepdim=True)
     if mode == GREEDY:
         tokens = torch.argmax(logits, dim=-1)
@@ -153,7 +169,11 @@ def sample_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`sample` for rows of several modes: `modes` those present, `row_modes` each row's (an index into
     MODES). Every present mode runs over the batch and each row keeps its own mode's result, so a row's token
-    never depends on its batch-mates; with one mode this is `sample` itself. No host sync (graph-safe)."""
+    never depends on its batch-mates; with one mode this is `sample` itself. No host sync (graph-safe).
+    On CUDA, greedy and full-softmax rows take the streaming Triton kernel (cuda_kernels.sample_plain)."""
+    kernels = cuda_kernels_for(logits.device)
+    if kernels is not None and FILTERED not in modes:
+        return kernels.sample_plain(logits, u, temperature, row_modes)
     tokens, logprobs = sample(logits, u, modes[0], temperature, top_k, top_p, min_p)
     for mode in modes[1:]:
         mine = row_modes == MODES.index(mode)
@@ -225,6 +245,6 @@ class SlotState:
 
 def raw_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top_n: int):
     """log_softmax(logits) of `tokens` ([rows]) and the `top_n` best (values, ids) per row (None when 0)."""
-    logprobs = logits.log_softmax(dim=-1)
+    logprobs = logits.float().log_softmax(dim=-1)
     chosen = logprobs.gather(1, tokens[:, None]).squeeze(1)
     return chosen, (logprobs.topk(top_n, dim=-1) if top_n else None)

@@ -11,6 +11,9 @@ families our own forward reproduces, hf_backend.HFBackend for any HF causal LM) 
 forward; everything else is here and in the modules it uses, once: sampling (sampling.SlotState),
 parameters and results (params), and when a request ends (stopping).
 
+A request with penalties (penalties.py) is sampled by the scheduler from its penalised logits (the backend's
+step then stops at the logits); a batch without any costs nothing extra.
+
 Each step admits waiting requests into free slots (lowest first, grouped by length, at most the backend's
 `prefill_tokens` padded tokens per prefill) and samples their first tokens, then runs one decode step over
 every busy slot, so a request that ends hands its slot to the next one at once. Request i of a call samples
@@ -37,6 +40,7 @@ from skills_cli.inference.engine.params import (
     resolve_seed,
     row_key,
 )
+from skills_cli.inference.engine.penalties import apply_penalties, needs_penalties
 from skills_cli.inference.engine.stopping import final_text, stop_ids, text_before_stop
 
 
@@ -76,6 +80,7 @@ class Scheduler:
         self.mode = np.zeros(slots, dtype=np.int64)
         self.occupied = np.zeros(slots, dtype=bool)
         self.wants_logprobs = np.zeros(slots, dtype=bool)
+        self.penalised = np.zeros(slots, dtype=bool)
         self.has_stop_strings = np.zeros(slots, dtype=bool)
         self.stop_table = np.full((slots, 1), -1, dtype=np.int64)  # each slot's stop ids, padded with -1
         self.tokens = np.zeros((slots, length), dtype=np.int64)
@@ -151,6 +156,7 @@ class Scheduler:
         self.requests[slot] = request
         self.occupied[slot] = True
         self.wants_logprobs[slot] = params.logprobs
+        self.penalised[slot] = needs_penalties(params)
         self.has_stop_strings[slot] = bool(params.stop)
         self.prompt_length[slot] = len(request.prompt)
         self.count[slot] = 0
@@ -173,10 +179,13 @@ class Scheduler:
         self.max_rows_seen = max(self.max_rows_seen, self.active)
         logits = self.backend.prefill(slots, [r.prompt for _, r in group])
         index = torch.tensor(slots, dtype=torch.long, device=logits.device)
-        self.state.sample(logits, index, self._modes(np.array(slots)))
+        slots_np, rows = np.array(slots, dtype=np.int64), np.arange(len(slots))
+        if self.penalised[slots_np].any():
+            logits = self._sample_penalised(slots_np, logits, rows)
+        else:
+            self.state.sample(logits, index, self._modes(slots_np))
         out = self.state.step_out[index].cpu().numpy()
-        slots_np = np.array(slots, dtype=np.int64)
-        self._record(slots_np, out, logits, np.arange(len(slots)))
+        self._record(slots_np, out, logits, rows)
 
     # -- decoding and results ---------------------------------------------------------------------------------
 
@@ -185,9 +194,24 @@ class Scheduler:
 
     def _decode(self, busy: np.ndarray) -> None:
         positions = self.prompt_length[busy] + self.count[busy] - 1  # where each slot's input token goes
-        logits, rows = self.backend.decode(busy, positions, self.state, self._modes(busy))
+        penalised = bool(self.penalised[busy].any())  # then the backend stops at the logits and we sample
+        logits, rows = self.backend.decode(busy, positions, self.state, () if penalised else self._modes(busy))
+        if penalised:
+            logits, rows = self._sample_penalised(busy, logits, rows), np.arange(busy.size)
         out = self.state.step_out[: int(busy[-1]) + 1].cpu().numpy()[busy]
         self._record(busy, out, logits, rows)
+
+    def _sample_penalised(self, slots: np.ndarray, logits: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """Sample `slots` (logits row rows[i] is slots[i]'s) from their logits after penalties; returns the raw
+        rows in slot order: reported logprobs are of the logits before penalties (vLLM's default
+        `raw_logprobs`), sampling logprobs of the penalised ones the token was drawn from."""
+        raw = logits[torch.as_tensor(rows, device=logits.device)]
+        requests = [self.requests[slot] for slot in slots.tolist()]
+        outputs = [self.tokens[slot, : self.count[slot]].tolist() for slot in slots.tolist()]
+        penalised = apply_penalties(raw.to(torch.float32, copy=True), [r.prompt for r in requests], outputs,
+                                    [r.params for r in requests])  # fmt: skip
+        self.state.sample(penalised, torch.as_tensor(slots, device=logits.device), self._modes(slots))
+        return raw
 
     def _record(self, slots: np.ndarray, out: np.ndarray, logits: torch.Tensor, rows: np.ndarray) -> None:
         """Append each slot's new token (out[i] = (token, logprob); logits row rows[i]), then end the done ones."""

@@ -240,3 +240,10 @@ def vllm_server(tmp_path_factory) -> RunningServer:
     server = start_shared_server(root, model_dir, "--server_type", "vllm", "--server_gpus", "0")
     yield server
     run_ns("cancel", server.expname, env={"SKILLS_CLI_HOME": server.home}, timeout=120)
+
+
+def pytest_collection_modifyitems(items):
+    """A test that shares the session's vLLM server may be the one that pays its start (minutes on busy cores)."""
+    for item in items:
+        if "vllm_server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(1500))

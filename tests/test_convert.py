@@ -165,7 +165,7 @@ def test_megatron_conversion_compiles_to_torchrun_on_several_gpus(config_dir, is
     (["--convert_from", "hf", "--convert_to", "trtllm", "--num_gpus", "0"], "--num_gpus must be >= 1"),
     (["--convert_from", "hf", "--convert_to", "megatron", "--model_type", "qwen"], "--model_type qwen does not match"),
     (["--convert_from", "hf", "--convert_to", "megatron", "--num_gpus", "3"], "--num_gpus 3 (tensor parallelism) "
-     "does not divide num_attention_heads=4"),
+     "does not divide num_attention_heads=2"),
     (["--convert_from", "megatron", "--convert_to", "hf"], "is not a megatron model (metadata.json missing)"),
     (["--convert_from", "hf", "--convert_to", "hf"], "converting hf->hf is not supported"),
     (["--convert_from", "hf", "--convert_to", "megatron", "--build_args", "--x 1"], "apply to --convert_to trtllm"),

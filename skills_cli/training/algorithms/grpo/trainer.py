@@ -143,30 +143,42 @@ class GRPOTrainer(Trainer):
         return model
 
     def _build_engine(self):
-        generation = self.config.policy.generation
+        generation, on_gpu = self.config.policy.generation, self.dist.device.type == "cuda"
+        # the engine samples in the policy's compute dtype on a GPU, in fp32 on a CPU (as the policy computes
+        # there), so generation and training logprobs agree
+        dtype = self.policy.compute_dtype if on_gpu else None
         if generation.backend == "vllm":
             from skills_cli.inference.engine.vllm_engine import VllmEngine
 
+            # a rank never decodes more than its share of a step's rollouts at once: no KV cache beyond that
+            rollouts_per_rank = self.config.rollouts_per_step // self.dp_size
             return VllmEngine.from_pretrained(self.config.policy.model_name,
-                                              gpu_memory_utilization=generation.vllm_cfg.gpu_memory_utilization,
+                                              max_batch_size=min(generation.max_batch_size, rollouts_per_rank),
                                               max_seq_len=self.config.policy.max_total_sequence_length,
-                                              enforce_eager=generation.vllm_cfg.enforce_eager)  # fmt: skip
+                                              dtype=str(dtype).removeprefix("torch.") if dtype else "float32",
+                                              gpu_memory_utilization=generation.vllm_cfg.gpu_memory_utilization,
+                                              enforce_eager=generation.vllm_cfg.enforce_eager,
+                                              seed=self.config.grpo.seed, tokenizer=str(self.tokenizer_dir))  # fmt: skip
         import torch
 
         from skills_cli.inference.engine import TorchEngine
 
-        # the engine samples in the policy's compute dtype: fp32 on CPU, so generation and training logprobs agree
         return TorchEngine.from_pretrained(self.config.policy.model_name, device=self.dist.device,
-                                           dtype=self.policy.compute_dtype if self.dist.device.type == "cuda" else torch.float32,
-                                           max_batch_size=generation.max_batch_size,
+                                           dtype=dtype or torch.float32, max_batch_size=generation.max_batch_size,
                                            max_seq_len=self.config.policy.max_total_sequence_length)  # fmt: skip
 
     # ---- generation -----------------------------------------------------------------------------------------
 
     def refit(self) -> None:
-        """Copy the policy's current weights into the rollout engine (collective)."""
-        for bucket in rollouts_lib.buckets(self.policy.rollout_weights()):
-            self.engine.load_weights(bucket)
+        """Copy the policy's current weights into the rollout engine (collective). vLLM takes them as one stream
+        (its reload re-processes a layer once all of its weights arrived: one call is one whole refit); the
+        torch engine copies them in buckets."""
+        weights = self.policy.rollout_weights()
+        if self.config.policy.generation.backend == "vllm":
+            self.engine.load_weights(weights)
+        else:
+            for bucket in rollouts_lib.buckets(weights):
+                self.engine.load_weights(bucket)
         self.engine_is_stale = False
 
     def generate(self, problems: list[Problem], samples_per_problem: int, seed: int, greedy: bool) -> list[Rollout]:
@@ -458,6 +470,11 @@ class GRPOTrainer(Trainer):
     def summary_fields(self) -> dict:
         return {"num_train_problems": len(self.problems), "num_val_problems": len(self.val_problems),
                 "optimizer_steps_per_step": self.optimizer_steps_per_step}  # fmt: skip
+
+    def finish(self, summary: dict) -> None:
+        super().finish(summary)
+        if self.config.policy.generation.backend == "vllm":
+            self.engine.close()  # the run is over: vLLM's teardown may take the process group with it now
 
     def checkpoint_extras(self) -> dict:
         return {"model_name": self.config.policy.model_name}

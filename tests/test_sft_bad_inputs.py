@@ -70,8 +70,11 @@ def test_global_batch_not_divisible_by_micro_batch_times_data_parallel(capsys, t
 def test_tensor_parallel_size_must_divide_the_heads(capsys, train_file, tmp_path):
     from transformers import AutoConfig
 
-    model_config = AutoConfig.from_pretrained(tiny_model())  # 4 attention heads, 2 KV heads
+    model_config = AutoConfig.from_pretrained(tiny_model())  # 2 attention heads, 2 KV heads
     check_tensor_parallel(model_config, 2)
+    with pytest.raises(UserError, match="tensor_parallel_size=4 does not divide the model's num_attention_heads=2"):
+        check_tensor_parallel(model_config, 4)
+    model_config.num_attention_heads = 4  # grouped-query attention: 4 heads share 2 KV heads
     with pytest.raises(UserError, match="tensor_parallel_size=4 does not divide the model's num_key_value_heads=2"):
         check_tensor_parallel(model_config, 4)
     message = fails(capsys, *base_args(tiny_model(), train_file, tmp_path),

@@ -208,7 +208,7 @@ def build_tiny_model(
     hidden_size: int = 64,
     num_layers: int = 2,
     num_heads: int = 2,
-    num_kv_heads: int = 1,
+    num_kv_heads: int = 2,
     vocab_size: int = 512,
     corpus: Iterable[str] | None = None,
     seed: int = 0,
@@ -259,7 +259,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden_size", type=int, default=64)
     parser.add_argument("--num_layers", type=int, default=2)
     parser.add_argument("--num_heads", type=int, default=2)
-    parser.add_argument("--num_kv_heads", type=int, default=1)
+    parser.add_argument("--num_kv_heads", type=int, default=2)
     parser.add_argument("--vocab_size", type=int, default=512, help="BPE training target")
     parser.add_argument("--max_position_embeddings", type=int, default=2048)
     parser.add_argument("--corpus_file", help="text file, one training document per line (default: arithmetic)")

@@ -33,8 +33,9 @@ PIDS=$STATE/pids LOG=$STATE/log RUN=$STATE/run SSHDIR=$STATE/ssh IMAGES=$STATE/i
 DOCKER_EXEC_ROOT=/run/skills-infra-docker   # short: containerd's unix sockets live under it (108-byte limit)
 MARK="# managed by skills-cli tests/infra/local_cluster.sh"
 
+# libnuma1: vLLM's CPU build links it (its server environment, scripts/server_env.sh vllm, and image)
 PACKAGES=(munge slurm-wlm slurmctld slurmd slurm-client slurmdbd mariadb-server openssh-server openssh-client
-          rsync docker.io podman debootstrap)
+          rsync docker.io podman debootstrap libnuma1)
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd sshd dockerd)   # start order; `down` stops in reverse
 declare -A BIN=([munged]=/usr/sbin/munged [mariadbd]=/usr/sbin/mariadbd [slurmdbd]=/usr/sbin/slurmdbd
                 [slurmctld]=/usr/sbin/slurmctld [slurmd]=/usr/sbin/slurmd [sshd]=/usr/sbin/sshd

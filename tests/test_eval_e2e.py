@@ -68,7 +68,7 @@ def test_prepare_data_bad_inputs(tmp_path):
     with pytest.raises(UserError, match=r"test\.jsonl:2: malformed JSON line"):
         prepare_data(benchmarks=["gsm8k"], data_dir=str(tmp_path / "mirror"), output_dir=str(tmp_path / "o"))
     (broken / "test.jsonl").write_text('{"id": "a", "problem": "p", "expected_answer": ""}\n')
-    with pytest.raises(UserError, match="row 1 has no non-empty string 'expected_answer'"):
+    with pytest.raises(UserError, match="row 1 has no non-empty 'expected_answer'"):
         prepare_data(benchmarks=["gsm8k"], data_dir=str(tmp_path / "mirror"), output_dir=str(tmp_path / "o"))
 
 

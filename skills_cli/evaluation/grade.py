@@ -46,13 +46,18 @@ def result_files(results_dir: str | Path) -> list[Path]:
 
 def grade_rows(rows: list[dict], grader: Grader, generation_key: str, options: GradeOptions) -> tuple[list[dict], int]:
     """The rows with the grader's fields added, and how many of them carry a grading error."""
-    graded, errors = [], 0
-    for number, row in enumerate(rows, 1):
-        if "expected_answer" not in row:
-            raise UserError(f"row {number} has no 'expected_answer' to grade against")
-        fields = grader.grade(row.get(generation_key), str(row["expected_answer"]), options)
-        errors += fields.get(GRADING_ERROR_KEY) is not None
-        graded.append({**row, **fields})
+    if grader.grade_rows is not None:
+        added = grader.grade_rows(rows, generation_key, options)
+        if len(added) != len(rows):
+            raise RuntimeError(f"grader {grader.name} returned {len(added)} results for {len(rows)} rows")
+    else:
+        added = []
+        for number, row in enumerate(rows, 1):
+            if "expected_answer" not in row:
+                raise UserError(f"row {number} has no 'expected_answer' to grade against")
+            added.append(grader.grade(row.get(generation_key), str(row["expected_answer"]), options))
+    graded = [{**row, **fields} for row, fields in zip(rows, added, strict=True)]
+    errors = sum(fields.get(GRADING_ERROR_KEY) is not None for fields in added)
     return graded, errors
 
 

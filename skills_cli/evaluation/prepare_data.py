@@ -30,12 +30,18 @@ def default_output_dir() -> Path:
     return Path(os.environ.get("SKILLS_CLI_HOME") or Path.home() / ".skills_cli") / "data"
 
 
-def validate_rows(rows: list[dict], where: str) -> list[dict]:
+def validate_rows(
+    rows: list[dict], where: str, fields: tuple[str, ...] = ("id", "problem", "expected_answer")
+) -> list[dict]:
+    """Every row has the benchmark's fields (strings non-empty) and a unique id."""
     seen: set[str] = set()
     for number, row in enumerate(rows, 1):
-        for key in ("id", "problem", "expected_answer"):
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise UserError(f"{where}: row {number} has no non-empty string {key!r}")
+        for key in fields:
+            value = row.get(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                raise UserError(f"{where}: row {number} has no non-empty {key!r}")
+        if not isinstance(row.get("id"), str) or not row["id"].strip():
+            raise UserError(f"{where}: row {number} has no non-empty string 'id'")
         if row["id"] in seen:
             raise UserError(f"{where}: row {number} repeats id {row['id']!r}")
         seen.add(row["id"])
@@ -92,7 +98,7 @@ def prepare(name: str, output_dir: Path, mirror: Path | None = None, split: str 
     report = []
     for each in splits:
         rows, origin = source_rows(benchmark, each, mirror)
-        rows = validate_rows(rows, f"{name}/{each} from {origin}")
+        rows = validate_rows(rows, f"{name}/{each} from {origin}", benchmark.row_fields)
         target = output_dir / name / f"{each}.jsonl"
         if target.is_file() and digest(read_jsonl(target)) == digest(rows):
             report.append(f"{name}/{each}: {len(rows)} rows, up to date ({target})")

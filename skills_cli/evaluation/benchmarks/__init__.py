@@ -30,6 +30,10 @@ class Benchmark:
     convert: Callable[[list[dict]], list[dict]] | None = None  # source rows -> our rows
     generate: Callable[[str], list[dict]] | None = None  # split -> rows, for locally generated benchmarks
     subset_keys: tuple[str, ...] = ()  # row fields the summary breaks down by (e.g. level, subject)
+    # fields every prepared row must have (non-empty when strings): an answer benchmark's problem and answer;
+    # a code or instruction benchmark names what its prompt and grader read (tests, instruction ids, ...)
+    row_fields: tuple[str, ...] = ("id", "problem", "expected_answer")
+    needs_sandbox: bool = False  # its grading runs code: `ns eval` starts the sandbox service beside it
 
     def get_grader(self) -> Grader:
         """The registered grader (imported on first use: the pipeline never needs it)."""

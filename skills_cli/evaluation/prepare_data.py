@@ -50,17 +50,22 @@ def validate_rows(
     return rows
 
 
-def download_rows(url: str) -> list[dict]:
+def download_bytes(url: str, headers: dict[str, str] | None = None, timeout: float = 60) -> bytes:
+    """The body at `url` (http(s) or file://); an unreachable source is one error line naming the mirror option."""
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            text = response.read().decode("utf-8")
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
+            return response.read()
     except (urllib.error.URLError, OSError) as error:
         raise UserError(
             f"cannot download {url} ({getattr(error, 'reason', error)}); offline? use --data_dir MIRROR"
         ) from None
+
+
+def download_rows(url: str) -> list[dict]:
+    text = download_bytes(url).decode("utf-8")
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -81,7 +86,9 @@ def source_rows(benchmark: Benchmark, split: str, mirror: Path | None) -> tuple[
         return read_jsonl(path), str(path)
     if split not in benchmark.urls:
         raise UserError(f"{benchmark.name} has no source for split {split!r}")
-    return benchmark.convert(download_rows(benchmark.urls[split])), benchmark.urls[split]
+    url = benchmark.urls[split]
+    rows = benchmark.fetch(split) if benchmark.fetch is not None else download_rows(url)
+    return benchmark.convert(rows), url
 
 
 def digest(rows: list[dict]) -> str:

@@ -28,6 +28,9 @@ class Benchmark:
     splits: tuple[str, ...] = ("test",)
     urls: dict[str, str] = field(default_factory=dict)  # split -> canonical public source
     convert: Callable[[list[dict]], list[dict]] | None = None  # source rows -> our rows
+    # split -> source rows, for sources that are not one JSONL file (gzip, a JSON array, CSV in a tar, an API);
+    # None: the split's url is read as JSONL. Either way `convert` then makes our rows.
+    fetch: Callable[[str], list[dict]] | None = None
     generate: Callable[[str], list[dict]] | None = None  # split -> rows, for locally generated benchmarks
     subset_keys: tuple[str, ...] = ()  # row fields the summary breaks down by (e.g. level, subject)
     # fields every prepared row must have (non-empty when strings): an answer benchmark's problem and answer;

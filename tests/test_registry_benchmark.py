@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 
 import pytest
@@ -50,17 +49,6 @@ GRADERS.register(Grader("echo", "The last word equals the expected word.", ("exa
 BENCHMARKS.register(Benchmark(name="toy", description="Echo a word.", prompt_config=str(PROMPT), grader="echo",
                               generate=generate))
 """
-
-
-@pytest.fixture
-def plugin_dir(tmp_path, monkeypatch):
-    """The plugin module on PYTHONPATH and in $SKILLS_CLI_PLUGINS: seen by every `ns` and the jobs it starts."""
-    folder = tmp_path / "plugins"
-    folder.mkdir()
-    (folder / f"{PLUGIN_NAME}.py").write_text(PLUGIN)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("SKILLS_CLI_PLUGINS", PLUGIN_NAME)
-    return folder
 
 
 @pytest.fixture
@@ -130,12 +118,18 @@ def test_summary_of_a_plugin_benchmark_uses_its_metric_key(toy_registered, tmp_p
     assert read_json_artifact(written, EVALUATION)[1] == {"toy": result.metrics}
 
 
-def test_ns_prepares_evaluates_and_summarizes_a_plugin_benchmark(plugin_dir, tiny_model, tmp_path):  # noqa: F811
+def test_ns_prepares_evaluates_and_summarizes_a_benchmark_from_a_folder(tmp_path, tiny_model):  # noqa: F811
+    """--benchmarks_dir: a folder of benchmark modules outside the package, seen by `ns` and by every job."""
+    folder = tmp_path / "my_benchmarks"
+    folder.mkdir()
+    (folder / "toy_echo.py").write_text(PLUGIN)
     data, output = tmp_path / "data", tmp_path / "evals"
-    prepared = run_ns("prepare_data", "toy", "--output_dir", str(data), check=True).stdout
+    prepared = run_ns("prepare_data", "toy", "--output_dir", str(data), "--benchmarks_dir", str(folder),
+                      check=True).stdout  # fmt: skip
     assert "toy/test: 4 rows from generated locally" in prepared
     run_ns("eval", "--benchmarks", "toy", "--data_dir", str(data), "--output_dir", str(output), "--model", tiny_model,
-           "--server_type", "hf", "--expname", "toy-eval", *FAST.split(), check=True)  # fmt: skip
+           "--server_type", "hf", "--expname", "toy-eval", "--benchmarks_dir", str(folder), *FAST.split(),
+           check=True)  # fmt: skip
     store = Store()
     records = wait(store.jobs("toy-eval"), store, timeout=900, poll=1.0)
     assert [r.state for r in records] == [JobState.SUCCEEDED] * len(records), run_ns("logs", "toy-eval").stdout[-3000:]
@@ -148,3 +142,24 @@ def test_ns_prepares_evaluates_and_summarizes_a_plugin_benchmark(plugin_dir, tin
     assert greedy["num_entries"] == 4 and 0.0 <= greedy["exact_match"] <= 100.0 and "symbolic_correct" not in greedy
     summary_log = run_ns("logs", "toy-eval", "summarize", check=True).stdout
     assert "evaluation_mode | num_entries | avg_tokens | exact_match | no_answer" in summary_log
+
+
+def test_a_benchmarks_folder_names_itself_in_errors(tmp_path, monkeypatch):
+    from skills_cli.evaluation.benchmarks import BENCHMARKS_DIR_ENV
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "oops.py").write_text("raise RuntimeError('my typo')\n")
+    monkeypatch.setenv(BENCHMARKS_DIR_ENV, str(broken))
+    with pytest.raises(UserError, match=r"benchmark plug-in .*oops.py cannot be loaded: RuntimeError: my typo"):
+        get_benchmark("gsm8k")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(BENCHMARKS_DIR_ENV, str(empty))
+    with pytest.raises(
+        UserError, match=rf"unknown benchmark 'nope'; known: aime24, .*; plug-in folders searched: {empty}"
+    ):
+        get_benchmark("nope")
+    result = run_ns("eval", "--benchmarks", "nope", "--benchmarks_dir", str(empty), "--output_dir", str(tmp_path / "o"),
+                    "--server_address", "http://127.0.0.1:1/v1", "--dry_run")  # fmt: skip
+    assert result.returncode == 2 and f"plug-in folders searched: {empty}" in result.stderr, result.stderr

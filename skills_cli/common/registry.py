@@ -58,10 +58,14 @@ def load_plugins() -> None:
 class Registry(Generic[T]):
     """Named entries of one kind. `package` is the folder whose modules are imported to find built-in entries."""
 
-    def __init__(self, what: str, package: str | None = None, key: Callable[[T], str] = lambda entry: entry.name):
+    def __init__(self, what: str, package: str | None = None, key: Callable[[T], str] = lambda entry: entry.name,
+                 more: Callable[[], None] | None = None):  # fmt: skip
         self.what = what  # "benchmark", "server kind", ... (for messages)
         self.package = package
         self._key = key
+        # called at every lookup after the built-in entries are found: registers entries from places that may
+        # be named late (a folder given by an option or an environment variable); must be cheap when repeated
+        self._more = more
         self._entries: dict[str, T] = {}
         self._discovered = False
 
@@ -85,6 +89,8 @@ class Registry(Generic[T]):
                     if not module.name.startswith("_"):
                         importlib.import_module(f"{self.package}.{module.name}")
         load_plugins()
+        if self._more is not None:
+            self._more()
 
     def names(self) -> tuple[str, ...]:
         self._discover()

@@ -3,15 +3,22 @@
 A benchmark owns its data preparation (a canonical public URL and a converter to our row format, or a local
 generator), its prompt config, its grader (by name, from `skills_cli.evaluation.graders`, which also gives the
 metric keys it reports), how to summarize it (subset keys) and its default split. Adding one is adding a file
-here, or registering it from a plugin (see `skills_cli.common.registry`).
+here, registering it from a plugin (see `skills_cli.common.registry`), or putting a module in a benchmarks
+folder outside the package: `ns eval --benchmarks_dir DIR` or `$SKILLS_CLI_BENCHMARKS_DIR` (folders separated
+by `:`), whose modules are imported like this folder's, so a lab keeps private benchmarks without a fork.
 
 This module stays free of the graders' code: the pipeline imports it to compile jobs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.registry import Registry
@@ -47,12 +54,50 @@ class Benchmark:
         return self.get_grader().metric_keys
 
 
-BENCHMARKS: Registry[Benchmark] = Registry("benchmark", package=__name__)
+BENCHMARKS_DIR_ENV = "SKILLS_CLI_BENCHMARKS_DIR"
+_loaded_files: set[Path] = set()
+
+
+def benchmark_dirs() -> list[Path]:
+    """The benchmark plug-in folders named in `$SKILLS_CLI_BENCHMARKS_DIR` (read on every call)."""
+    return [Path(part).expanduser() for part in os.environ.get(BENCHMARKS_DIR_ENV, "").split(os.pathsep) if part]
+
+
+def load_benchmark_dirs() -> None:
+    """Import every module of every plug-in folder once (`_name.py` files are helpers, as in this package)."""
+    for folder in benchmark_dirs():
+        if not folder.is_dir():
+            raise UserError(f"benchmarks folder {folder} (--benchmarks_dir or ${BENCHMARKS_DIR_ENV}) is not a folder")
+        for path in sorted(folder.glob("*.py")):
+            if not path.name.startswith("_") and path.resolve() not in _loaded_files:
+                _loaded_files.add(path.resolve())
+                import_benchmark_file(path)
+
+
+def import_benchmark_file(path: Path) -> None:
+    """One plug-in module, under a name of its own (two folders may both hold a `code.py`)."""
+    tag = hashlib.sha256(str(path.resolve().parent).encode()).hexdigest()[:10]
+    name = f"skills_cli_benchmark_plugins.d{tag}.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # a plug-in's own bug: one line naming the file, not a traceback of ours
+        del sys.modules[name]
+        raise UserError(f"benchmark plug-in {path} cannot be loaded: {type(error).__name__}: {error}") from None
+
+
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark", package=__name__, more=load_benchmark_dirs)
 
 
 def get_benchmark(name: str) -> Benchmark:
     if name not in BENCHMARKS:
-        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS.names())}")
+        searched = (
+            ", ".join(str(folder) for folder in benchmark_dirs()) or f"none (--benchmarks_dir or ${BENCHMARKS_DIR_ENV})"
+        )
+        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS.names())}; "
+                        f"plug-in folders searched: {searched}")  # fmt: skip
     return BENCHMARKS.get(name)
 
 

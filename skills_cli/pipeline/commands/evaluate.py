@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import Bounds
-from skills_cli.evaluation.benchmarks import get_benchmark
+from skills_cli.evaluation.benchmarks import BENCHMARKS_DIR_ENV, benchmark_dirs, get_benchmark
 from skills_cli.evaluation.prepare_data import MIRROR_ENV, default_output_dir, prepare
 from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
 from skills_cli.pipeline.commands.eval_jobs import default_num_jobs, is_program, pack_programs, redirected
@@ -53,6 +54,29 @@ log = logging.getLogger("skills_cli")
 _BENCH = re.compile(r"^([A-Za-z0-9_.\-]+)(?::(\d+))?$")
 
 
+BENCHMARKS_DIR_HELP = ("A folder of benchmark modules outside the package (like skills_cli/evaluation/benchmarks), "
+                       "added to $SKILLS_CLI_BENCHMARKS_DIR; the jobs read it at the same path.")  # fmt: skip
+
+
+def use_benchmarks_dir(folder: str | None) -> None:
+    """Put --benchmarks_dir first in $SKILLS_CLI_BENCHMARKS_DIR, where the registry and the jobs look."""
+    if folder is None:
+        return
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise UserError(f"--benchmarks_dir {folder}: no such folder")
+    known = [str(p) for p in benchmark_dirs() if str(p) != str(path)]
+    os.environ[BENCHMARKS_DIR_ENV] = os.pathsep.join([str(path), *known])
+
+
+def with_benchmark_dirs(jobs: list[Job]) -> list[Job]:
+    """Every job sees the plug-in folders the launcher used (Slurm jobs do not inherit this shell's variables)."""
+    if not os.environ.get(BENCHMARKS_DIR_ENV):
+        return jobs
+    value = os.environ[BENCHMARKS_DIR_ENV]
+    return [dataclasses.replace(job, env={**job.env, BENCHMARKS_DIR_ENV: value}) for job in jobs]
+
+
 def parse_benchmarks(text: str) -> list[tuple[str, int]]:
     """`gsm8k,math500:4` -> [("gsm8k", 0), ("math500", 4)]; 0: no SAMPLES given."""
     specs = []
@@ -78,12 +102,12 @@ class PrepareDataSpec:
     output_dir: str | None = option(None, "Where prepared data goes (default $SKILLS_CLI_DATA_DIR or "
                                     "~/.skills_cli/data).")  # fmt: skip
     split: str | None = option(None, "Only this split (default: all the benchmark's splits).")
+    benchmarks_dir: str | None = option(None, BENCHMARKS_DIR_HELP)
 
 
 def prepare_data_impl(extra: WrappedArguments, spec: PrepareDataSpec) -> list[str]:
     """Runs here (downloads or reads the mirror); the prepared folder is what `ns eval --data_dir` reads."""
-    import os
-
+    use_benchmarks_dir(spec.benchmarks_dir)
     if not spec.benchmarks:
         raise UserError("prepare_data: name at least one benchmark")
     mirror = spec.data_dir or os.environ.get(MIRROR_ENV)
@@ -145,6 +169,7 @@ class EvalSpec(GenerationOptions, JudgeOptions, QueuedSpec):
     data_dir: str | None = option(None, "Prepared data folder on the machine that runs the jobs "
                                   "(default $SKILLS_CLI_DATA_DIR or ~/.skills_cli/data).")  # fmt: skip
     split: str | None = option(None, "Split to evaluate (default: each benchmark's default).")
+    benchmarks_dir: str | None = option(None, BENCHMARKS_DIR_HELP)
     max_samples: int = option(-1, "Only the first N problems of each benchmark (-1: all).",
                               bounds=Bounds(ge=1, also=(-1,), why="-1: all problems"))  # fmt: skip
     num_jobs: int | None = option(None, "Pack the generation programs (one per benchmark, seed and chunk) into N "
@@ -263,7 +288,8 @@ def compile_eval(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig) -
         ends.append(after[-1].name)
     packed, renamed = packed_programs(spec, cluster, programs)
     summarize = quote_argv([cluster.python_executable, "-m", "skills_cli.evaluation.summarize", spec.output_dir])
-    return [*packed, *(redirected(job, renamed) for job in downstream), cpu_job("summarize", summarize, spec, ends)]
+    jobs = [*packed, *(redirected(job, renamed) for job in downstream), cpu_job("summarize", summarize, spec, ends)]
+    return with_benchmark_dirs(jobs)
 
 
 def check_local_paths(spec: EvalSpec, cluster: ClusterConfig) -> None:
@@ -277,6 +303,7 @@ def check_local_paths(spec: EvalSpec, cluster: ClusterConfig) -> None:
 
 def eval_impl(extra: WrappedArguments, spec: EvalSpec) -> Submission:
     ensure_log_dir_is_absolute(spec.log_dir)
+    use_benchmarks_dir(spec.benchmarks_dir)
     benchmarks = parse_benchmarks(spec.benchmarks)
     check_seeds(spec, benchmarks)
     check_server_options(spec)

@@ -46,6 +46,7 @@ from skills_cli.pipeline.options import (
     option,
     spec_from,
 )
+from skills_cli.pipeline.sandbox import with_sandbox
 from skills_cli.pipeline.servers import server_kind_choices
 from skills_cli.pipeline.servers.openai import forward_key_variable
 from skills_cli.pipeline.shell import quote, quote_argv
@@ -128,8 +129,8 @@ PREPARE_DATA = CommandSpec(
 
 
 # -- ns eval ----------------------------------------------------------------------------------------------
-# the judge's generation: its prompt, greedy, and an input that may be empty (every answer decided without it)
-JUDGE_OVERRIDES = ["++prompt_config=judge/math", "++inference.temperature=0.0", "++allow_empty_input=true"]
+# the judge's generation: greedy, and an input that may be empty (every answer decided without it)
+JUDGE_OVERRIDES = ["++inference.temperature=0.0", "++allow_empty_input=true"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,6 +145,12 @@ class JudgeOptions:
     judge_server_address: str | None = option(None, "A running judge server instead of hosting one.", panel="Judge")
     judge_api_key_env: str | None = option(None, "Environment variable holding the key of the judge's API "
                                            "(default for --judge_server_type openai: OPENAI_API_KEY).", panel="Judge")  # fmt: skip
+    judge_prompt_config: str = option("judge/math", "The judge's prompt config (a packaged name or a YAML file); "
+                                      "its fields are the result row's (problem, expected_answer, "
+                                      "predicted_answer, generation, ...).", panel="Judge")  # fmt: skip
+    judge_module: str | None = option(None, "MODULE::FUNCTION(row, judgement_text) -> True/False/None reading the "
+                                      "judge's verdict (default: its last `Judgement: Yes|No` line); a module "
+                                      "the jobs can import or a .py file they can read.", panel="Judge")  # fmt: skip
 
     @property
     def judged(self) -> bool:
@@ -152,7 +159,20 @@ class JudgeOptions:
     def judge_overrides(self) -> list[str]:
         """The judge's generation settings, with the variable of its API key if one is named."""
         key = [f"++server.api_key_env={self.judge_api_key_env}"] if self.judge_api_key_env else []
-        return [*JUDGE_OVERRIDES, *key]
+        return [f"++prompt_config={self.judge_prompt_config}", *JUDGE_OVERRIDES, *key]
+
+    def check_judge(self, jobs_see_local_paths: bool) -> None:
+        """A judge prompt or module that cannot be found fails now, not after the generations."""
+        from skills_cli.common.functions import is_file_reference, parse_reference
+
+        if jobs_see_local_paths or not Path(self.judge_prompt_config).suffix:
+            from skills_cli.prompts.prompt_config import load_prompt_config
+
+            load_prompt_config(self.judge_prompt_config)
+        if self.judge_module:
+            module, _ = parse_reference(self.judge_module, "--judge_module")
+            if jobs_see_local_paths and is_file_reference(module) and not Path(module).is_file():
+                raise UserError(f"--judge_module {self.judge_module!r}: no such file {module}")
 
     def judge_server(self) -> ServerOptions:
         return ServerOptions(model=self.judge_model, server_type=self.judge_server_type,
@@ -247,7 +267,8 @@ def judge_job(spec: EvalSpec, generation: GenerateSpec, cluster: ClusterConfig, 
     judge = dataclasses.replace(generation, **dataclasses.asdict(spec.judge_server()), config=None, rerun_done=True,
                                 input_file=f"{results}/judge/input.jsonl", preprocess_cmd=step("prepare"))  # fmt: skip
     out = Outputs(f"{results}/judge/output.jsonl", None, None)
-    job = generation_job(judge, cluster, out, spec.judge_overrides(), step("apply"))
+    verdict = ("--verdict", spec.judge_module) if spec.judge_module else ()
+    job = generation_job(judge, cluster, out, spec.judge_overrides(), step("apply", *verdict))
     return dataclasses.replace(job, name=f"{name}-judge", after=(after,))
 
 
@@ -263,7 +284,10 @@ def benchmark_jobs(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig,
     # the benchmark names its grader (the in-job registry, plugins included, resolves it)
     grade = quote_argv([cluster.python_executable, "-m", "skills_cli.evaluation.grade", "--benchmark", name,
                         "--results_dir", generation.output_dir])  # fmt: skip
-    after = [*(job for job in generated if not is_program(job)), cpu_job(f"{name}-grade", grade, spec, finals)]
+    grading = cpu_job(f"{name}-grade", grade, spec, finals)
+    if get_benchmark(name).needs_sandbox:
+        grading = with_sandbox(grading, cluster, f"grading {name}")
+    after = [*(job for job in generated if not is_program(job)), grading]
     if spec.judged:
         after.append(judge_job(spec, generation, cluster, name, after[-1].name))
     return [job for job in generated if is_program(job)], after
@@ -313,6 +337,7 @@ def eval_impl(extra: WrappedArguments, spec: EvalSpec) -> Submission:
     # the API keys' variables travel to the jobs like the cluster's env_vars (never in a file)
     cluster = forward_key_variable(cluster, spec.server_type, extra.args)
     if spec.judged:
+        spec.check_judge(cluster.jobs_see_local_paths)
         cluster = forward_key_variable(cluster, spec.judge_server_type, spec.judge_overrides(),
                                        option="--judge_api_key_env")  # fmt: skip
     check_prepared(spec, cluster, [name for name, _ in benchmarks])

@@ -27,6 +27,7 @@ from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolut
 from skills_cli.pipeline.jobs import Command, Job, Resources
 from skills_cli.pipeline.local_files import check_jsonl_file, check_model_dir, check_output_dir
 from skills_cli.pipeline.options import CommandSpec, QueuedSpec, WrappedArguments, option
+from skills_cli.pipeline.sandbox import with_sandbox
 from skills_cli.pipeline.servers import SERVER_KINDS, ServerSpec, server_command, server_kind_choices
 from skills_cli.pipeline.servers.openai import forward_key_variable
 from skills_cli.pipeline.shell import quote_argv
@@ -216,7 +217,15 @@ def generation_job(
         ports = (PORT_ENV,)
     resources = Resources(nodes=spec.server_nodes, gpus_per_node=spec.server_gpus, time_limit=spec.time,
                           partition=spec.partition)  # fmt: skip
-    return Job(name=job_name("generate", out), commands=tuple(commands), resources=resources, ports=ports)
+    job = Job(name=job_name("generate", out), commands=tuple(commands), resources=resources, ports=ports)
+    return with_sandbox(job, cluster, "++code_execution") if executes_code(spec, overrides) else job
+
+
+def executes_code(spec: GenerateSpec, overrides: list[str]) -> bool:
+    """Tool-integrated reasoning (`++code_execution=true`, in the overrides or the --config file): the
+    generation program runs the model's code in a sandbox, which the job then hosts."""
+    value = overrides_to_dict(overrides).get("code_execution", (base_config(spec) or {}).get("code_execution"))
+    return str(value).lower() == "true"  # the typed config rejects anything but a boolean later
 
 
 def merge_job(spec: GenerateSpec, cluster: ClusterConfig, output_file: str, seed: int | None, after: list[str]) -> Job:

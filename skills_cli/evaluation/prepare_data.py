@@ -55,8 +55,12 @@ def download_bytes(url: str, headers: dict[str, str] | None = None, timeout: flo
     import urllib.error
     import urllib.request
 
+    request = urllib.request.Request(url)
+    for name, value in (headers or {}).items():
+        # not re-sent on a redirect: a token for the hub must never reach the storage host it redirects to
+        request.add_unredirected_header(name, value)
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read()
     except (urllib.error.URLError, OSError) as error:
         raise UserError(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import parse_cluster_config
 from skills_cli.pipeline.experiment import SubmitOptions, submit_jobs
 from skills_cli.pipeline.jobs import Command, Job, Mount, Resources
@@ -175,3 +176,53 @@ def test_eval_num_jobs_packs_programs_under_one_server_per_job_golden(config_dir
     # each grading job waits for the one job that holds its benchmark's programs
     assert re.search(r"--job-name=arith-grade \S+ --dependency=afterok:\$_skills_job_0 ", text)
     assert re.search(r"--job-name=gsm8k-grade \S+ --dependency=afterok:\$_skills_job_1 ", text)
+
+
+# -- ns eval: the code sandbox beside the programs that run code -------------------------------------------
+SANDBOX_SLURM = EVAL_SLURM.replace("vllm: vllm/vllm-openai:v0.10.1.1}", "sandbox: /lustre/images/skills.sqsh}")
+
+
+def sandboxed_eval(cluster: str, config_dir, overrides="++code_execution=true", **extra):
+    from skills_cli.pipeline import eval as evaluate
+    from skills_cli.pipeline import wrap_arguments
+
+    values = {"benchmarks": "humaneval,gsm8k", "data_dir": "/workspace/data", "output_dir": "/workspace/evals",
+              "model": "/workspace/model", **extra}  # fmt: skip
+    return evaluate(ctx=wrap_arguments(f"++inference.tokens_to_generate=512 {overrides}"), cluster=cluster,
+                    config_dir=str(config_dir), server_type="hf", expname="sandboxed", dry_run=True, **values)  # fmt: skip
+
+
+def test_eval_with_code_runs_the_sandbox_in_the_jobs_that_need_it_golden(config_dir, isolated_home, tmp_path):
+    """Slurm: the sandbox is the `sandbox` container role's command in the grading job of a benchmark that runs
+    code and in generation jobs with ++code_execution; with bare processes, a local process with the same rules."""
+    from conftest import write_config
+
+    write_config(config_dir, "cluster", SANDBOX_SLURM)
+    text = normalise(sandboxed_eval("cluster", config_dir).dry_run_text, isolated_home)
+    check_golden("eval_sandbox_slurm.txt", text)
+    scripts = sbatch_scripts(text)
+    assert list(scripts) == ["humaneval-generate", "gsm8k-generate", "humaneval-grade", "gsm8k-grade", "summarize"]
+    for name in ("humaneval-generate", "gsm8k-generate", "humaneval-grade"):  # code runs there: a sandbox each
+        assert scripts[name].count("skills_cli.sandbox.server") == 1, name
+        assert "--container-image=/lustre/images/skills.sqsh" in scripts[name]
+        assert "export SKILLS_SANDBOX_PORT=" in scripts[name] and "export SKILLS_SANDBOX_API_KEY=" in scripts[name]
+    assert "skills_cli.sandbox.server" not in scripts["gsm8k-grade"] + scripts["summarize"]
+    data = tmp_path / "data"
+    for name in ("humaneval", "gsm8k"):
+        (data / name).mkdir(parents=True)
+        (data / name / "test.jsonl").write_text('{"id": "1"}\n')
+    local = sandboxed_eval("local", config_dir, data_dir=str(data), output_dir=str(tmp_path / "evals"),
+                           model=str(tmp_path))  # fmt: skip
+    text = normalise(local.dry_run_text, isolated_home).replace(str(tmp_path), "<tmp>")
+    check_golden("eval_sandbox_local.txt", text)
+    assert text.count("command 'sandbox' (background)") == 2  # the packed generation job and humaneval's grading
+
+
+def test_a_cluster_with_containers_but_no_sandbox_image_fails_before_submission(config_dir, isolated_home):
+    from conftest import write_config
+
+    write_config(config_dir, "cluster", EVAL_SLURM)
+    with pytest.raises(UserError, match=r"grading humaneval needs the code sandbox, but cluster 'cluster' has no "
+                                        r"sandbox container: add containers.sandbox"):  # fmt: skip
+        sandboxed_eval("cluster", config_dir, overrides="", benchmarks="humaneval")
+    assert not Store().has_experiment("sandboxed")

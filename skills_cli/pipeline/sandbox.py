@@ -19,6 +19,7 @@ from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import ClusterConfig
 from skills_cli.pipeline.jobs import Command, Job
 from skills_cli.pipeline.shell import Raw, quote_argv
+from skills_cli.sandbox.client import SANDBOX_PORT_ENV
 
 SANDBOX_ROLE = "sandbox"  # the container role, and the command's name in the job
 SANDBOX_LOG = "sandbox.log"  # in the job's run dir
@@ -34,20 +35,17 @@ def sandbox_role(cluster: ClusterConfig, why: str) -> str:
 
 def sandbox_command(cluster: ClusterConfig, why: str) -> Command:
     """The background command that serves the sandbox for the rest of the job (first node only)."""
-    from skills_cli.sandbox.client import SANDBOX_PORT_ENV
-
     role = sandbox_role(cluster, why)
     argv = [cluster.python_for(role), "-m", "skills_cli.sandbox.server", "--host", "127.0.0.1",
             "--port", Raw(f'"${SANDBOX_PORT_ENV}"')]  # fmt: skip
-    script = f'mkdir -p "$SKILLS_CLI_RUN_DIR"; exec {quote_argv(argv)} >> "$SKILLS_CLI_RUN_DIR/{SANDBOX_LOG}" 2>&1'
+    # also in the run dir, where the client's bounded wait reads its last lines if it never answers
+    script = f'mkdir -p "$SKILLS_CLI_RUN_DIR"; {quote_argv(argv)} 2>&1 | tee -a "$SKILLS_CLI_RUN_DIR/{SANDBOX_LOG}"'
     return Command(argv=("bash", "-c", script), name=SANDBOX_ROLE, container=role, background=True,
                    single_task=True)  # fmt: skip
 
 
 def with_sandbox(job: Job, cluster: ClusterConfig, why: str) -> Job:
     """`job` with the sandbox started before its commands and its port chosen when the job starts."""
-    from skills_cli.sandbox.client import SANDBOX_PORT_ENV
-
     if any(command.name == SANDBOX_ROLE for command in job.commands):
         return job
     return dataclasses.replace(job, commands=(sandbox_command(cluster, why), *job.commands),

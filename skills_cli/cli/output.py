@@ -32,8 +32,9 @@ def jobs_table(title: str, records: list[JobRecord]):
     return table
 
 
-def summary_table(name: str, metrics: dict, metric_key: str):
-    """evaluation_mode | num_entries | avg_tokens | <the grader's key> [| judge_correct] | no_answer."""
+def summary_table(name: str, metrics: dict, metric_key: str, extra_keys: tuple[str, ...] = ()):
+    """evaluation_mode | num_entries | avg_tokens | <the grader's key> [| judge_correct] | no_answer [| extra keys:
+    the grader's other verdicts and summary figures, empty where a mode lacks one]."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -46,6 +47,7 @@ def summary_table(name: str, metrics: dict, metric_key: str):
         metric_key,
         *(["judge_correct"] if judged else []),
         "no_answer",
+        *extra_keys,
     ]
     for column in columns:
         table.add_column(column, justify="left" if column == "evaluation_mode" else "right")
@@ -54,14 +56,15 @@ def summary_table(name: str, metrics: dict, metric_key: str):
         if f"{metric_key}_std" in values:
             correct += f" ± {values[f'{metric_key}_std']:.2f}"
         judge = [f"{values['judge_correct']:.2f}%"] if judged else []
+        extra = [f"{values[key]:.2f}%" if key in values else "" for key in extra_keys]
         table.add_row(escape(mode), str(int(values["num_entries"])), str(round(values["avg_tokens"])), correct, *judge,
-                      f"{values['no_answer']:.2f}%")  # fmt: skip
+                      f"{values['no_answer']:.2f}%", *extra)  # fmt: skip
     return table
 
 
 def show_summary(console, result: dict) -> None:
     for benchmark in result["results"]:
-        console.print(summary_table(benchmark.name, benchmark.metrics, benchmark.metric_key))
+        console.print(summary_table(benchmark.name, benchmark.metrics, benchmark.metric_key, benchmark.extra_keys))
     console.print(f"wrote {result['metrics_file']}" + (f" and {result['plot']}" if result["plot"] else ""))
     for line in result["logged"]:
         console.print(f"logged to {line}")

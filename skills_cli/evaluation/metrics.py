@@ -242,13 +242,15 @@ def _std_key(metric_key: str) -> str:
     return f"{metric_key}_std"
 
 
-def table_columns(metric_key: str) -> tuple[str, ...]:
-    return ("evaluation_mode", "num_entries", "avg_tokens", metric_key, "no_answer")
+def table_columns(metric_key: str, extra_keys: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return ("evaluation_mode", "num_entries", "avg_tokens", metric_key, "no_answer", *extra_keys)
 
 
 def _format_cell(column: str, mode: str, values: dict[str, float], metric_key: str) -> str:
     if column == "evaluation_mode":
         return mode
+    if column not in values:
+        return ""  # a further figure that only some modes have (IFEval's instruction-level accuracy)
     if column == "num_entries":
         return str(int(values[column]))
     if column == "avg_tokens":
@@ -273,14 +275,18 @@ def _title_line(name: str, width: int) -> str:
     return "-" * left + title + "-" * right
 
 
-def format_table(name: str, metrics: dict[str, dict[str, float]], *, metric_key: str) -> str:
+def format_table(
+    name: str, metrics: dict[str, dict[str, float]], *, metric_key: str, extra_keys: tuple[str, ...] = ()
+) -> str:
     """The plain-text table of one benchmark (or subset): a dashed title, a header and one row per mode.
 
     Columns are left-aligned to their widest cell and joined by " | "; trailing spaces are stripped so the
     text diffs cleanly. Percentages print as `11.67%`, `avg_tokens` as a rounded integer, and the
-    `pass@1[avg-of-n]` accuracy as `11.67% ± 2.10` (sample std in percentage points).
+    `pass@1[avg-of-n]` accuracy as `11.67% ± 2.10` (sample std in percentage points). `extra_keys` are further
+    percentage columns after `no_answer` (a grader's other verdicts and summary figures); a mode without one
+    leaves its cell empty.
     """
-    columns = table_columns(metric_key)
+    columns = table_columns(metric_key, extra_keys)
     rows = [list(columns)]
     rows += [[_format_cell(column, mode, values, metric_key) for column in columns] for mode, values in metrics.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]

@@ -22,7 +22,7 @@ from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import read_jsonl
 from skills_cli.evaluation.benchmarks import BENCHMARKS, grader_for_results
 from skills_cli.evaluation.grade import result_files
-from skills_cli.evaluation.graders import PREDICTED_ANSWER_KEY
+from skills_cli.evaluation.graders import PREDICTED_ANSWER_KEY, Grader
 from skills_cli.evaluation.judge import JUDGE_KEY
 from skills_cli.evaluation.metrics import Sample, compute_metrics, compute_subset_metrics, format_table
 
@@ -33,6 +33,8 @@ class BenchmarkResults:
     metric_key: str  # the headline accuracy of its grader (the table's column, the plot's y axis)
     metrics: dict[str, dict[str, float]]
     subsets: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # further columns of its table: the grader's other verdict keys, then its summary figures
+    extra_keys: tuple[str, ...] = ()
 
 
 def benchmark_dirs(results_dir: Path) -> list[Path]:
@@ -86,14 +88,24 @@ def with_more_keys(metrics: dict, problem_rows: list[list[dict]], keys: tuple[st
     return metrics
 
 
+def summary_figures(grader: Grader, problem_rows: list[list[dict]]) -> dict[str, float]:
+    """The grader's figures that are not accuracies over rows (IFEval's instruction-level accuracy)."""
+    return grader.summary_metrics(problem_rows) if grader.summary_metrics is not None else {}
+
+
 def summarize_benchmark(directory: Path, max_k: int | None) -> BenchmarkResults:
-    key, *other_keys = grader_for_results(directory.name).metric_keys
+    grader = grader_for_results(directory.name)
+    key, *other_keys = grader.metric_keys
     problem_rows = load_problems(directory, key)
     problems = [[to_sample(row, key) for row in rows] for rows in problem_rows]
-    metrics = compute_metrics(problems, max_k, metric_key=key)
-    results = BenchmarkResults(
-        directory.name, key, with_more_keys(metrics, problem_rows, (*other_keys, JUDGE_KEY), max_k)
-    )
+    metrics = with_more_keys(compute_metrics(problems, max_k, metric_key=key), problem_rows,
+                             (*other_keys, JUDGE_KEY), max_k)  # fmt: skip
+    # the figures average over every sample, as the first mode (greedy or pass@1[avg-of-n]) does: they join it
+    first_mode = next(iter(metrics))
+    figures = summary_figures(grader, problem_rows)
+    metrics[first_mode] = {**metrics[first_mode], **figures}
+    shown = tuple(other for other in other_keys if other in metrics[first_mode])
+    results = BenchmarkResults(directory.name, key, metrics, extra_keys=shown + tuple(figures))
     first_rows = [rows[0] for rows in problem_rows]
     for subset_key in subset_keys(directory.name):
         if all(subset_key in row for row in first_rows):
@@ -200,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for result in results:
-        print(format_table(result.name, result.metrics, metric_key=result.metric_key))
+        print(format_table(result.name, result.metrics, metric_key=result.metric_key, extra_keys=result.extra_keys))
     print(f"wrote {written}")
     for line in log_scalars(metrics_json(results), args.wandb_name, args.wandb_project, args.wandb_group,
                             args.swanlab_project):  # fmt: skip

@@ -247,3 +247,77 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "vllm_server" in getattr(item, "fixturenames", ()) and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(1500))
+
+
+# ---- sandbox service (skills_cli/sandbox) -------------------------------------------------------------------------
+# One real service for the session, started as a job starts it (`python -m skills_cli.sandbox.server`, a random key
+# in its environment), plus a secret variable in that environment that no sandboxed code may ever see.
+
+SANDBOX_SECRET_ENV = "SKILLS_SANDBOX_TEST_SECRET"
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    url: str
+    api_key: str
+    secret: str  # the value of SANDBOX_SECRET_ENV in the service's environment
+    log_file: Path
+    process: subprocess.Popen
+
+
+def start_sandbox(log_file: Path, *args: str, api_key: str | None = None) -> RunningSandbox:
+    """Start the sandbox service on a free port (its key and a secret in its environment only); waits until it
+    answers. The caller stops it (stop_sandbox)."""
+    import secrets
+
+    from skills_cli.common.ports import free_port
+    from skills_cli.sandbox.client import SANDBOX_KEY_ENV, SandboxClient
+
+    port, key, secret = free_port(), api_key or secrets.token_hex(16), secrets.token_hex(16)
+    env = {**os.environ, SANDBOX_KEY_ENV: key, SANDBOX_SECRET_ENV: secret}
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "skills_cli.sandbox.server", "--port", str(port), *args],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    sandbox = RunningSandbox(f"http://127.0.0.1:{port}", key, secret, log_file, process)
+    try:
+        SandboxClient(sandbox.url, key).wait_until_ready(timeout=60, log_file=str(log_file))
+    except BaseException:
+        stop_sandbox(sandbox)
+        raise
+    return sandbox
+
+
+def stop_sandbox(sandbox: RunningSandbox, timeout: float = 30) -> int:
+    """SIGTERM (as a job's end sends it) and wait; the exit status."""
+    sandbox.process.terminate()
+    try:
+        return sandbox.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        sandbox.process.kill()
+        return sandbox.process.wait()
+
+
+@pytest.fixture(scope="session")
+def sandbox_service(tmp_path_factory) -> RunningSandbox:
+    """The session's sandbox service (4 workers)."""
+    sandbox = start_sandbox(tmp_path_factory.mktemp("sandbox") / "sandbox.log", "--workers", "4")
+    yield sandbox
+    stop_sandbox(sandbox)
+
+
+@pytest.fixture
+def sandbox_url(sandbox_service, monkeypatch) -> str:
+    """http://127.0.0.1:PORT of the session's sandbox; for the test's duration its key is in
+    $SKILLS_SANDBOX_API_KEY, as in a job, so SandboxClient(url) and in-job programs find it."""
+    from skills_cli.sandbox.client import SANDBOX_KEY_ENV
+
+    monkeypatch.setenv(SANDBOX_KEY_ENV, sandbox_service.api_key)
+    return sandbox_service.url
+
+
+@pytest.fixture(scope="session")
+def sandbox_client(sandbox_service):
+    """A SandboxClient of the session's sandbox, with its key."""
+    from skills_cli.sandbox.client import SandboxClient
+
+    return SandboxClient(sandbox_service.url, sandbox_service.api_key)

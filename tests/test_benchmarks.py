@@ -4,14 +4,22 @@ deterministic with disjoint splits. (Downloads themselves need the internet, whi
 from __future__ import annotations
 
 from skills_cli.evaluation.benchmarks import BENCHMARKS, get_benchmark
+from skills_cli.evaluation.graders import GRADERS
 from skills_cli.evaluation.prepare_data import validate_rows
+
+# benchmark -> its grader: math for answers, code for executed tests, ifeval for instructions, mcq for letters
+GRADED_BY = {"aime24": "math", "aime25": "math", "amc23": "math", "arith": "math", "gsm8k": "math", "math500": "math",
+             "humaneval": "code", "mbpp": "code", "mbpp_sanitized": "code", "ifeval": "ifeval",
+             "gpqa_diamond": "mcq", "mmlu": "mcq", "mmlu_pro": "mcq"}  # fmt: skip
 
 
 def test_registry_lists_the_benchmarks_with_sources():
-    assert BENCHMARKS.names() == ("aime24", "aime25", "amc23", "arith", "gsm8k", "math500")
+    assert BENCHMARKS.names() == tuple(sorted(GRADED_BY))
     for benchmark in BENCHMARKS:
         name = benchmark.name
-        assert benchmark.grader == "math" and benchmark.metric_keys == ("symbolic_correct",), name
+        assert benchmark.grader == GRADED_BY[name], name
+        assert benchmark.metric_keys == GRADERS.get(benchmark.grader).metric_keys and benchmark.metric_keys, name
+        assert benchmark.needs_sandbox == GRADERS.get(benchmark.grader).needs_sandbox, name
         assert benchmark.generate is not None or set(benchmark.urls) == set(benchmark.splits), name
         assert benchmark.urls.get("test", "https://").startswith("https://"), name
 

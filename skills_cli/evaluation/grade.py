@@ -5,6 +5,7 @@ The math grader adds `predicted_answer`, `symbolic_correct` and `grading_error`;
     python -m skills_cli.evaluation.grade --results_dir DIR [--regex R] [--timeout S]
     python -m skills_cli.evaluation.grade DIR/output-rs0.jsonl DIR/output-rs1.jsonl
     python -m skills_cli.evaluation.grade --results_dir DIR --benchmark NAME | --grader NAME
+    python -m skills_cli.evaluation.grade --results_dir DIR --benchmark humaneval [--sandbox_url URL]
 
 The grader is `--grader`, else the one of `--benchmark`, else that of the benchmark `--results_dir` is named
 after (`eval-results/<benchmark>`), else math. Each file is rewritten atomically. Files already graded are left
@@ -93,12 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regex", default=None, help="fallback answer pattern when there is no \\boxed{}")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per symbolic check")
     parser.add_argument("--regrade", action="store_true")
+    parser.add_argument("--sandbox_url", default=None, help="graders that run code: the sandbox service "
+                        "(default: the job's, from $SKILLS_SANDBOX_HOST/$SKILLS_SANDBOX_PORT)")  # fmt: skip
+    parser.add_argument("--sandbox_workers", type=int, default=8, help="sandbox runs in flight at once")
     args = parser.parse_args(argv)
+    if args.sandbox_workers < 1:
+        raise UserError("--sandbox_workers must be >= 1")
     names = list(args.files) + ([str(p) for p in result_files(args.results_dir)] if args.results_dir else [])
     if not names:
         raise UserError("give result files or --results_dir")
     grader = choose_grader(args.grader, args.benchmark, args.results_dir)
-    options = GradeOptions(regex=args.regex, timeout=args.timeout)
+    options = GradeOptions(regex=args.regex, timeout=args.timeout, sandbox_url=args.sandbox_url,
+                           sandbox_workers=args.sandbox_workers)  # fmt: skip
     for name in names:
         print(grade_file(Path(name), grader, args.generation_key, options, args.regrade), flush=True)
     return 0

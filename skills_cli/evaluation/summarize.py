@@ -93,12 +93,18 @@ def summary_figures(grader: Grader, problem_rows: list[list[dict]]) -> dict[str,
     return grader.summary_metrics(problem_rows) if grader.summary_metrics is not None else {}
 
 
+def voted(metrics: dict, grader: Grader) -> dict:
+    """The metrics without majority@k modes when the grader's answers cannot be voted on (code, free text)."""
+    return {mode: values for mode, values in metrics.items()
+            if grader.majority_voting or not mode.startswith("majority@")}  # fmt: skip
+
+
 def summarize_benchmark(directory: Path, max_k: int | None) -> BenchmarkResults:
     grader = grader_for_results(directory.name)
     key, *other_keys = grader.metric_keys
     problem_rows = load_problems(directory, key)
     problems = [[to_sample(row, key) for row in rows] for rows in problem_rows]
-    metrics = with_more_keys(compute_metrics(problems, max_k, metric_key=key), problem_rows,
+    metrics = with_more_keys(voted(compute_metrics(problems, max_k, metric_key=key), grader), problem_rows,
                              (*other_keys, JUDGE_KEY), max_k)  # fmt: skip
     # the figures average over every sample, as the first mode (greedy or pass@1[avg-of-n]) does: they join it
     first_mode = next(iter(metrics))
@@ -111,7 +117,7 @@ def summarize_benchmark(directory: Path, max_k: int | None) -> BenchmarkResults:
         if all(subset_key in row for row in first_rows):
             labels = [f"{subset_key}={row[subset_key]}" for row in first_rows]
             subsets = compute_subset_metrics(problems, labels, max_k, metric_key=key)
-            results.subsets.update({label: value for label, value in subsets.items() if label != "all"})
+            results.subsets.update({label: voted(value, grader) for label, value in subsets.items() if label != "all"})
     return results
 
 

@@ -8,6 +8,18 @@
       suffix: ""
       examples: [{problem: "1+1?", solution: "\\boxed{2}"}]
 
+Few-shot examples may instead be rows of a prepared split of the benchmark, named by id, so that benchmark data
+never has to be copied into a config (MBPP's paper prompt uses its tasks 2, 3 and 4):
+
+    few_shot_examples:
+      template: "Task: {text}\n```python\n{code}\n```\n\n"
+      split: prompt
+      ids: [mbpp-2, mbpp-3, mbpp-4]
+
+They are read from `<data_dir>/<split>.jsonl` when the config is loaded with `data_dir` (the folder of the
+prepared input file, `<data>/<benchmark>/`); a config loaded without it still validates, and says what is
+missing if asked for messages.
+
 Templates use Python `str.format` fields filled from each input row; literal braces are doubled (`{{}}`).
 A config is named by a path to a YAML file or by a packaged name such as `generic/math`.
 """
@@ -15,10 +27,11 @@ A config is named by a path to a YAML file or by a packaged name such as `generi
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.jsonl import read_jsonl
 from skills_cli.common.typed_config import from_dict
 
 PACKAGED = Path(__file__).resolve().parent / "configs"
@@ -30,6 +43,9 @@ class FewShotConfig:
     examples: list[dict] = field(default_factory=list)
     prefix: str = ""
     suffix: str = ""
+    # instead of `examples`: the rows of this prepared split with these ids, in this order (see the docstring)
+    split: str | None = None
+    ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -56,8 +72,20 @@ class PromptConfig:
         if self.few_shot_examples is None:
             return ""
         shots = self.few_shot_examples
-        body = "".join(shots.template.format(**example) for example in shots.examples)
+        if shots.split is not None and not shots.examples:
+            raise UserError(f"prompt config {self.source}: its few-shot examples are rows of the prepared split "
+                            f"{shots.split!r}, which are read only when it is loaded with the data folder "
+                            "(load_prompt_config(name, data_dir=...))")  # fmt: skip
+        body = "".join(self.example_text(number, example) for number, example in enumerate(shots.examples, 1))
         return shots.prefix + body + shots.suffix
+
+    def example_text(self, number: int, example: dict) -> str:
+        try:
+            return self.few_shot_examples.template.format(**example)
+        except (KeyError, IndexError) as error:
+            name = example.get("id", f"number {number}")
+            raise UserError(f"prompt config {self.source}: few-shot example {name} has no {error} "
+                            "for the template") from None  # fmt: skip
 
     def messages(self, row: dict, row_number: int | None = None, system_message: str | None = None) -> list[dict]:
         """Chat messages for one input row; a missing field names the field and the row."""
@@ -96,11 +124,41 @@ def resolve_prompt_path(name: str) -> Path:
     raise UserError(f"prompt config {name!r} not found (a .yaml path, or one of: {', '.join(known)})")
 
 
-def load_prompt_config(name: str) -> PromptConfig:
+def load_prompt_config(name: str, data_dir: str | Path | None = None) -> PromptConfig:
+    """The config; with `data_dir` (the prepared benchmark folder), few-shot examples named by split and ids
+    are read from it."""
     from skills_cli.common.yaml_files import read_yaml_file
 
     path = resolve_prompt_path(name)
     data = read_yaml_file(path, "prompt config")  # a binary file or a duplicate key: one line
     if not isinstance(data, dict):
         raise UserError(f"prompt config {path}: expected a mapping")
-    return from_dict(PromptConfig, {**data, "source": str(path)}, f"prompt config {path}")
+    config = from_dict(PromptConfig, {**data, "source": str(path)}, f"prompt config {path}")
+    check_example_source(config.few_shot_examples, str(path))
+    return with_data_examples(config, Path(data_dir)) if data_dir is not None else config
+
+
+def check_example_source(shots: FewShotConfig | None, source: str) -> None:
+    """Examples are written in the config or named by split and ids, not both."""
+    if shots is None or (shots.split is None and not shots.ids):
+        return
+    if shots.split is None or not shots.ids:
+        raise UserError(f"prompt config {source}: few_shot_examples needs both split and ids (or neither)")
+    if shots.examples:
+        raise UserError(f"prompt config {source}: few_shot_examples has both examples and split; give one")
+
+
+def with_data_examples(config: PromptConfig, data_dir: Path) -> PromptConfig:
+    """The config with its few-shot examples read from `data_dir/<split>.jsonl` (unchanged without a split)."""
+    shots = config.few_shot_examples
+    if shots is None or shots.split is None:
+        return config
+    path = data_dir / f"{shots.split}.jsonl"
+    if not path.is_file():
+        raise UserError(f"prompt config {config.source}: few-shot split {shots.split!r} is not prepared "
+                        f"(no {path}); prepare every split of the benchmark: ns prepare_data {data_dir.name}")  # fmt: skip
+    rows = {row.get("id"): row for row in read_jsonl(path)}
+    missing = [row_id for row_id in shots.ids if row_id not in rows]
+    if missing:
+        raise UserError(f"prompt config {config.source}: {path} has no row with id {missing[0]!r} (few-shot ids)")
+    return replace(config, few_shot_examples=replace(shots, examples=[rows[row_id] for row_id in shots.ids]))

@@ -55,6 +55,9 @@ class Grader:
     needs_sandbox: bool = False  # grade_rows executes code in the sandbox service
     # figures that are not an accuracy over rows (IFEval's instruction-level accuracy), shown beside the table
     summary_metrics: SummaryMetrics | None = None
+    # whether a vote over predicted answers means anything (numbers, letters: yes; code, free text: no, since
+    # two right programs or two compliant responses rarely match as text): majority@k modes or none
+    majority_voting: bool = True
 
     def __post_init__(self) -> None:
         if (self.grade is None) == (self.grade_rows is None):

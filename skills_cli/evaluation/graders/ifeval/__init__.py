@@ -36,5 +36,6 @@ IFEVAL_GRADER = GRADERS.register(
         metric_keys=(PROMPT_STRICT_KEY, PROMPT_LOOSE_KEY),
         grade_rows=grade_rows,
         summary_metrics=instruction_accuracies,
+        majority_voting=False,  # responses are free text
     )
 )

@@ -37,7 +37,12 @@ _NON_OPENAI = ("top_k", "min_p")
 
 
 class ServerError(Exception):
-    """The server refused or failed a request in a way retrying will not fix."""
+    """The server refused or failed a request in a way retrying will not fix (`status`: its HTTP status, if
+    it answered one)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class KeyRejected(UserError):
@@ -50,6 +55,7 @@ class Completion:
     finish_reason: str | None
     num_generated_tokens: int | None
     logprobs: Any = None
+    stop_reason: Any = None  # vLLM's extension: the stop string (or token id) that ended it, where a server says
 
 
 def server_exit_status() -> tuple[int, str] | None:
@@ -152,7 +158,7 @@ class OpenAIClient:
                         f"its log says:\n{log_tail}")  # fmt: skip
 
     # -- requests ----------------------------------------------------------------------------------
-    def request_body(self, prompt: list[dict] | str) -> dict:
+    def request_body(self, prompt: list[dict] | str, overrides: dict | None = None) -> dict:
         inference = self.inference
         body: dict[str, Any] = {"model": self.server.model, "temperature": inference.temperature,
                                 "top_p": inference.top_p}  # fmt: skip
@@ -172,18 +178,19 @@ class OpenAIClient:
             else:
                 body["logprobs"] = inference.top_logprobs or 1
         body.update(inference.extra_body)
+        body.update(overrides or {})
         return body
 
-    async def complete(self, prompt: list[dict] | str) -> Completion:
-        """One completion; chat when `prompt` is a message list, text completion when it is a string."""
+    async def complete(self, prompt: list[dict] | str, overrides: dict | None = None) -> Completion:
+        """One completion; chat when `prompt` is a message list, text completion when it is a string.
+        `overrides` replace body fields for this request only (code execution's stop strings and budget)."""
         endpoint = "chat/completions" if isinstance(prompt, list) else "completions"
-        data = await self._post(endpoint, self.request_body(prompt))
+        data = await self._post(endpoint, self.request_body(prompt, overrides))
         choice = data["choices"][0]
         text = choice["message"]["content"] if isinstance(prompt, list) else choice["text"]
         usage = data.get("usage") or {}
-        return Completion(
-            text or "", choice.get("finish_reason"), usage.get("completion_tokens"), choice.get("logprobs")
-        )
+        return Completion(text or "", choice.get("finish_reason"), usage.get("completion_tokens"),
+                          choice.get("logprobs"), choice.get("stop_reason"))  # fmt: skip
 
     async def _post(self, endpoint: str, body: dict) -> dict:
         import aiohttp
@@ -201,7 +208,8 @@ class OpenAIClient:
                         raise self._rejected(response.status, payload)
                     message = self._hide(payload.decode(errors="replace"))[:500]  # hidden before cut: no partial key
                     if response.status not in RETRY_STATUSES or b"insufficient_quota" in payload:
-                        raise ServerError(f"HTTP {response.status} from {url}: {message}")  # no retry can fix it
+                        # no retry can fix it
+                        raise ServerError(f"HTTP {response.status} from {url}: {message}", response.status)
                     reason, retry_after = f"HTTP {response.status}", response.headers.get("Retry-After")
             except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError, ConnectionResetError) as error:
                 reason = type(error).__name__

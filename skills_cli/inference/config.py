@@ -30,6 +30,9 @@ MAX_TOKENS_TO_GENERATE = 10_000_000
 MAX_CONCURRENT_REQUESTS = 100_000
 HOST_ENV = "SKILLS_CLI_HEAD_NODE"  # set by the launcher in multi-node jobs: where the server's head runs
 RUN_DIR_ENV = "SKILLS_CLI_RUN_DIR"  # per-job scratch dir; a self-hosted server leaves server.log/.exit there
+# Server kinds whose chat endpoint continues a final assistant message (`continue_final_message`), which code
+# execution needs on the chat endpoint; any kind can continue on the text endpoint.
+CHAT_CONTINUATION_KINDS = ("vllm", "sglang", "hf")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,33 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class CodeExecutionConfig:
+    """Tool-integrated reasoning (`++code_execution=true`): the model's code blocks run in the sandbox and their
+    output is fed back before it goes on (see `code_execution.py`)."""
+
+    code_begin: str = "```python\n"
+    code_end: str = "```\n"  # also the stop string that hands a finished block to the sandbox
+    output_begin: str = "```output\n"
+    output_end: str = "```\n"
+    max_code_executions: int = bounded(8, ge=0)  # per sample; then one last turn without execution
+    timeout: float = bounded(10.0, gt=0)  # seconds per execution
+    memory_mb: int = bounded(1024, ge=16)
+    max_output_characters: int = bounded(1000, ge=1)  # longer output is cut, with a marker saying so
+    sandbox_url: str | None = None  # None: the job's sandbox ($SKILLS_SANDBOX_HOST/PORT)
+    sandbox_startup_timeout: float = bounded(120.0, gt=0)
+    # how long a sample waits for a free sandbox session (the service caps how many are open at once)
+    session_wait: float = bounded(600.0, gt=0)
+
+    def __post_init__(self) -> None:
+        for name in ("code_begin", "code_end", "output_begin", "output_end"):
+            if not getattr(self, name):
+                raise UserError(f"code_execution_config.{name} must not be empty")
+        if self.code_end in self.code_begin:
+            raise UserError("code_execution_config.code_end must not occur in code_begin (it is the stop string "
+                            "that ends a block)")  # fmt: skip
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     input_file: str
     output_file: str
@@ -138,6 +168,8 @@ class GenerateConfig:
     allow_empty_input: bool = False
     dry_run: bool = False
     progress: bool | None = None
+    code_execution: bool = False
+    code_execution_config: CodeExecutionConfig = field(default_factory=CodeExecutionConfig)
 
     def __post_init__(self) -> None:
         if self.max_concurrent_requests < 1:
@@ -150,6 +182,20 @@ class GenerateConfig:
         if self.prompt_template and self.inference.endpoint_type == "chat":
             # a named template means the client renders the conversation: use the text endpoint
             object.__setattr__(self, "inference", _with(self.inference, endpoint_type="text"))
+
+
+def check_code_execution(config: GenerateConfig) -> None:
+    """Code execution continues the model's own text after each output block: on the text endpoint any server
+    can, on the chat endpoint only those that continue a final assistant message."""
+    if not config.code_execution:
+        return
+    if config.inference.logprobs:
+        raise UserError("++code_execution=true cannot return logprobs (a generation is several requests)")
+    kind = config.server.server_type
+    if config.inference.endpoint_type == "chat" and kind not in CHAT_CONTINUATION_KINDS:
+        raise UserError(f"++code_execution=true on the chat endpoint needs a server that continues an assistant "
+                        f"message ({', '.join(CHAT_CONTINUATION_KINDS)}); server_type {kind} does not: use the "
+                        "text endpoint (++prompt_template=NAME or ++server.tokenizer=PATH)")  # fmt: skip
 
 
 def _with(config: InferenceConfig, **changes: Any) -> InferenceConfig:

@@ -10,6 +10,9 @@ problem); a SIGKILL can at worst leave a partial last line, which is dropped and
 lost or duplicated. The final output is written atomically in input order, then `<output>.done` (with a
 fingerprint of the input and settings) marks the job finished: a rerun with the same input and settings
 does nothing unless `++rerun_done=true`; with changed ones it reuses the matching rows and redoes the rest.
+
+With `++code_execution=true` the model's python blocks run in the job's sandbox and their output is fed back
+before it continues (tool-integrated reasoning, `code_execution.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from skills_cli.common.jsonl import DiskFull, DurableAppender, read_jsonl, touch
 from skills_cli.common.overrides import load_config_from_argv
 from skills_cli.inference import resume
 from skills_cli.inference.client import OpenAIClient, ServerError
-from skills_cli.inference.config import GenerateConfig, async_side_file, done_marker
+from skills_cli.inference.code_execution import Sandbox, SandboxFailed, generate_with_code
+from skills_cli.inference.config import GenerateConfig, async_side_file, check_code_execution, done_marker
 from skills_cli.inference.merge_chunks import merged_file
 from skills_cli.prompts import load_prompt_config
 
@@ -56,7 +60,7 @@ def load_rows(config: GenerateConfig) -> list[dict]:
 
 def build_prompts(config: GenerateConfig, rows: list[dict]) -> list[list[dict] | str]:
     """Every prompt is built before the first request, so a missing field fails at once, naming its row."""
-    prompt_config = load_prompt_config(config.prompt_config)
+    prompt_config = load_prompt_config(config.prompt_config, data_dir=Path(config.input_file).parent)
     messages = [prompt_config.messages(row, number, config.system_message) for number, row in enumerate(rows, 1)]
     if config.inference.endpoint_type == "chat":
         return messages
@@ -143,6 +147,19 @@ class Progress:
             self._bar.stop()
 
 
+async def generate_one(
+    config: GenerateConfig, client: OpenAIClient, sandbox: Sandbox | None, prompt: list[dict] | str
+) -> dict:
+    """One sample's result fields: one completion, or with code execution a loop of turns and executions."""
+    if sandbox is not None:
+        run = await generate_with_code(client, sandbox, prompt, config.inference)
+        return run.fields(config.generation_key)
+    completion = await client.complete(prompt)
+    return {config.generation_key: completion.text, "num_generated_tokens": completion.num_generated_tokens,
+            "finish_reason": completion.finish_reason,
+            **({"logprobs": completion.logprobs} if config.inference.logprobs else {})}  # fmt: skip
+
+
 async def generate_all(
     config: GenerateConfig, prompts: list, keys: list[str], pending: list[int], side_file: Path
 ) -> None:
@@ -151,9 +168,13 @@ async def generate_all(
     for position in pending:
         queue.put_nowait(position)
     workers = min(config.max_concurrent_requests, max(len(pending), 1))
+    sandbox = Sandbox(config.code_execution_config) if config.code_execution else None
     async with OpenAIClient(config.server, config.inference, workers, config.max_retries) as client:
         waited = await client.wait_until_ready()
         log.info("server %s ready after %.1f s; %d samples to generate", config.server.url, waited, len(pending))
+        if sandbox is not None:
+            waited = await sandbox.wait_until_ready()
+            log.info("sandbox %s ready after %.1f s", sandbox.client.url, waited)
         with (
             DurableAppender(side_file) as appender,
             Progress(len(prompts), len(prompts) - len(pending), config.progress) as progress,
@@ -163,14 +184,9 @@ async def generate_all(
                 while not queue.empty():
                     position = queue.get_nowait()
                     started = time.time()
-                    completion = await client.complete(prompts[position])
-                    appender.append({
-                        resume.KEY: keys[position], config.generation_key: completion.text,
-                        "num_generated_tokens": completion.num_generated_tokens,
-                        "finish_reason": completion.finish_reason, "generation_start_time": started,
-                        "generation_time": round(time.time() - started, 4),
-                        **({"logprobs": completion.logprobs} if config.inference.logprobs else {}),
-                    })  # fmt: skip
+                    fields = await generate_one(config, client, sandbox, prompts[position])
+                    appender.append({resume.KEY: keys[position], **fields, "generation_start_time": started,
+                                     "generation_time": round(time.time() - started, 4)})  # fmt: skip
                     progress.advance()
 
             tasks = [asyncio.create_task(worker()) for _ in range(workers)]
@@ -226,6 +242,7 @@ def run(config: GenerateConfig, stamp: str | None = None) -> int:
         Path(async_side_file(config.output_file)),
         Path(done_marker(config.output_file)),
     )
+    check_code_execution(config)
     rows = load_rows(config)
     prompts = build_prompts(config, rows)
     if config.dry_run:
@@ -259,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFull as error:  # before UserError (which it is): exit 1, as for any failure a rerun resumes
         print(f"error: {error}; finished samples are kept and a rerun continues from them", file=sys.stderr)
         return 1
-    except ServerError as error:  # finished samples are kept: a rerun resumes after them
+    except (ServerError, SandboxFailed) as error:  # finished samples are kept: a rerun resumes after them
         print(f"error: {error}", file=sys.stderr)
         return 1
     except UserError as error:

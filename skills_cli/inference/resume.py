@@ -3,11 +3,11 @@
 Every finished sample is recorded (in `<output>-async`, and in the order of `<output>.done`) with the key of
 the sample it was made for: a hash of the input row (its `id` when it has one), of the prompt actually sent
 (which covers the prompt config, template and system message) and of the settings that shape the output
-(sampling parameters, seed, endpoint, model). Identical rows get one key each through an occurrence index.
-A record is reused only for the sample with its key, wherever that sample now sits in the input, so an
-edited input or changed settings regenerate exactly the samples they touch and never hand a generation to
-another problem. `.done` holds a fingerprint of all keys: a finished output is complete only for the input
-and settings it was made with.
+(sampling parameters, seed, endpoint, model; code execution's settings when it is on). Identical rows get one
+key each through an occurrence index. A record is reused only for the sample with its key, wherever that
+sample now sits in the input, so an edited input or changed settings regenerate exactly the samples they touch
+and never hand a generation to another problem. `.done` holds a fingerprint of all keys: a finished output is
+complete only for the input and settings it was made with.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ FORMATTED = "_formatted"  # a record taken from a finished output: its fields ar
 MARKER_VERSION = 1
 # Client-side knobs that never change what the model generates.
 NOT_SHAPING_OUTPUT = {"timeout"}
+# Code execution's knobs that say where the sandbox is and how long to wait for it, not what it runs.
+NOT_SHAPING_EXECUTION = {"sandbox_url", "sandbox_startup_timeout", "session_wait"}
+CODE_EXECUTION_FIELDS = ["num_code_executions", "code_execution_errors", "code_execution_time", "generation_error"]
 
 
 def canonical(value: object) -> str:
@@ -39,13 +42,18 @@ def canonical(value: object) -> str:
 def generation_settings(config: GenerateConfig) -> dict:
     """The settings a generation depends on, besides its prompt."""
     inference = {k: v for k, v in dataclasses.asdict(config.inference).items() if k not in NOT_SHAPING_OUTPUT}
-    return {"inference": inference, "server_type": config.server.server_type, "model": config.server.model}
+    settings = {"inference": inference, "server_type": config.server.server_type, "model": config.server.model}
+    if config.code_execution:  # only then: the keys of runs without it stay what they were
+        execution = dataclasses.asdict(config.code_execution_config)
+        settings["code_execution"] = {k: v for k, v in execution.items() if k not in NOT_SHAPING_EXECUTION}
+    return settings
 
 
 def output_layout(config: GenerateConfig) -> dict:
     """How raw results become output fields: a finished output is reusable only under the same layout."""
     return {"generation_key": config.generation_key, "parse_reasoning": config.parse_reasoning,
-            "thinking_begin": config.thinking_begin, "thinking_end": config.thinking_end}  # fmt: skip
+            "thinking_begin": config.thinking_begin, "thinking_end": config.thinking_end,
+            **({"code_execution": True} if config.code_execution else {})}  # fmt: skip
 
 
 def sample_keys(rows: list[dict], prompts: list, settings: dict) -> list[str]:
@@ -120,6 +128,8 @@ def result_fields(layout: dict, logprobs: bool) -> list[str]:
               "generation_time"]  # fmt: skip
     if layout["parse_reasoning"]:
         fields += ["reasoning", "finished_thinking"]
+    if layout.get("code_execution"):
+        fields += CODE_EXECUTION_FIELDS
     return fields + (["logprobs"] if logprobs else [])
 
 

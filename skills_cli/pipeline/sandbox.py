@@ -19,10 +19,9 @@ from skills_cli.common.errors import UserError
 from skills_cli.pipeline.cluster import ClusterConfig
 from skills_cli.pipeline.jobs import Command, Job
 from skills_cli.pipeline.shell import Raw, quote_argv
-from skills_cli.sandbox.client import SANDBOX_PORT_ENV
+from skills_cli.sandbox.client import SANDBOX_LOG, SANDBOX_PORT_ENV
 
 SANDBOX_ROLE = "sandbox"  # the container role, and the command's name in the job
-SANDBOX_LOG = "sandbox.log"  # in the job's run dir
 
 
 def sandbox_role(cluster: ClusterConfig, why: str) -> str:
@@ -38,8 +37,10 @@ def sandbox_command(cluster: ClusterConfig, why: str) -> Command:
     role = sandbox_role(cluster, why)
     argv = [cluster.python_for(role), "-m", "skills_cli.sandbox.server", "--host", "127.0.0.1",
             "--port", Raw(f'"${SANDBOX_PORT_ENV}"')]  # fmt: skip
-    # also in the run dir, where the client's bounded wait reads its last lines if it never answers
-    script = f'mkdir -p "$SKILLS_CLI_RUN_DIR"; {quote_argv(argv)} 2>&1 | tee -a "$SKILLS_CLI_RUN_DIR/{SANDBOX_LOG}"'
+    # its output also goes to the run dir, where the client's bounded wait reads its last lines; exec: the
+    # service itself gets the job's SIGTERM (and kills the code it runs), not a shell in front of it
+    script = (f'mkdir -p "$SKILLS_CLI_RUN_DIR"; exec > >(tee -a "$SKILLS_CLI_RUN_DIR/{SANDBOX_LOG}") 2>&1; '
+              f"exec {quote_argv(argv)}")  # fmt: skip
     return Command(argv=("bash", "-c", script), name=SANDBOX_ROLE, container=role, background=True,
                    single_task=True)  # fmt: skip
 

@@ -49,7 +49,8 @@ COMMON_FIELDS = {
     "ignore_eos",
     "response_format",
 }
-CHAT_FIELDS = COMMON_FIELDS | {"messages", "logprobs", "top_logprobs", "max_completion_tokens", "chat_template_kwargs"}
+CHAT_FIELDS = COMMON_FIELDS | {"messages", "logprobs", "top_logprobs", "max_completion_tokens", "chat_template_kwargs",
+                               "add_generation_prompt", "continue_final_message"}  # fmt: skip
 COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "logprobs", "echo", "best_of", "suffix"}
 
 
@@ -242,9 +243,21 @@ def _template_kwargs(body: dict, tokenizer) -> dict:
     return template_kwargs
 
 
+def _continuation(body: dict, messages: list[dict[str, Any]]) -> dict[str, bool]:
+    """vLLM's extension, which tool-integrated reasoning uses: `continue_final_message` renders the last
+    (assistant) message open, so the model goes on writing it; `add_generation_prompt` false adds no new turn."""
+    add = get_bool(body, "add_generation_prompt", True)
+    continue_final = get_bool(body, "continue_final_message", False)
+    if add and continue_final:
+        raise RequestError("'continue_final_message' needs 'add_generation_prompt': false", "continue_final_message")
+    if continue_final and messages[-1].get("role") != "assistant":
+        raise RequestError("'continue_final_message' needs the last message to be the assistant's", "messages")
+    return {"add_generation_prompt": add, "continue_final_message": continue_final}
+
+
 def _render_chat(tokenizer, messages: list[dict[str, Any]], template_kwargs: dict) -> str:
     try:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_kwargs)
+        return tokenizer.apply_chat_template(messages, tokenize=False, **template_kwargs)
     except Exception as error:  # the template itself rejected the conversation (e.g. roles out of order)
         raise RequestError(f"cannot apply the chat template: {error}", "messages") from None
 
@@ -253,7 +266,7 @@ def chat_request(body: dict, tokenizer, limits: ModelLimits) -> ParsedRequest:
     """A validated /v1/chat/completions body."""
     reject_unsupported_options(body)
     messages = chat_messages(body)
-    template_kwargs = _template_kwargs(body, tokenizer)
+    template_kwargs = {**_template_kwargs(body, tokenizer), **_continuation(body, messages)}
     top_logprobs = _chat_top_logprobs(body)
     text = _render_chat(tokenizer, messages, template_kwargs)
     prompt_ids = tokenizer.encode(text, add_special_tokens=False)

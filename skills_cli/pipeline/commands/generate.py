@@ -20,7 +20,7 @@ from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config, overrides_to_dict
 from skills_cli.common.typed_config import Bounds
 from skills_cli.inference import resume
-from skills_cli.inference.config import PORT_ENV, GenerateConfig, done_marker
+from skills_cli.inference.config import PORT_ENV, GenerateConfig, check_code_execution, done_marker
 from skills_cli.inference.merge_chunks import chunk_file
 from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
@@ -158,9 +158,12 @@ def validate_overrides(overrides: list[str], spec: GenerateSpec) -> GenerateConf
         return None  # the config file lives on the cluster: the job validates the merged settings
     if "prompt_config" not in given and "prompt_config" not in base:
         raise UserError("generate: ++prompt_config=NAME_OR_PATH is required (e.g. ++prompt_config=generic/math)")
-    base = {**base, "input_file": spec.input_file, "output_file": "-"}
+    # the launcher's --server_type is what the job gets (client_argv), unless ++server.server_type overrides it
+    server = {**base.get("server", {}), "server_type": spec.server_type}
+    base = {**base, "input_file": spec.input_file, "output_file": "-", "server": server}
     config = load_config(GenerateConfig, overrides, base, where="generate")
     SERVER_KINDS.get(config.server.server_type)  # ++server.server_type must name a registered kind too
+    check_code_execution(config)
     return config
 
 
@@ -296,7 +299,8 @@ def check_local_inputs(spec: GenerateSpec, cluster: ClusterConfig, config: Gener
     if config is not None and (Path(config.prompt_config).exists() or not spec.run_after):
         from skills_cli.prompts.prompt_config import load_prompt_config
 
-        load_prompt_config(config.prompt_config)  # a packaged name, or a YAML file here (not a folder, not binary)
+        # a packaged name, or a YAML file here (not a folder, not binary); few-shot rows from the input's folder
+        load_prompt_config(config.prompt_config, data_dir=Path(spec.input_file).parent)
     if spec.run_after:
         return  # the input may be produced by an upstream experiment: the job checks it when it starts
     rows = check_jsonl_file(spec.input_file, "--input_file")

@@ -2,6 +2,7 @@
 equivalence suite, as JSON.
 
     .venv/bin/python bench/grading.py [--data_dir DIR] [--out FILE] [--min_seconds 3] [--cpu 0]
+                                      [--only math|graders|sandbox] [--sandbox_workers N]
 
 (a) realistic: answers/s of `grade()` on one core (sched_setaffinity) over model-like outputs built from the
     benchmark files (gsm8k, math500, aime24/25, amc23): the expected answer boxed with formatting noise, ~30% wrong.
@@ -12,6 +13,12 @@ equivalence suite, as JSON.
     Also the symbolic fallback's own rate, on pairs only sympy can settle (sums, floors, integrals).
 (c) accuracy: ours and math-verify against the expected verdicts of tests/grader_cases.py (public graders' cases,
     our own, MATH-500 self/neighbour pairs), with the cases each gets wrong.
+(d) per grader, answers/s through the registry (`GRADERS`): math on the gsm8k + math500 expected answers used as
+    generations (boxed; bare, the answer alone; prose, "The answer is $X$.") and on a fixed set of prose and
+    non-math answers (times, ratios, words, sentences: the slowest input and how many reached sympy); mcq and
+    ifeval on generated responses, each only if its module exists (else a note in the JSON).
+(e) sandbox: executions/s of MBPP canonical solutions with their tests (the code grader's program builder when it
+    exists) through `SandboxClient`, against a service this script starts (`python -m skills_cli.sandbox.server`).
 
 math-verify gets answers wrapped in `$...$` (as NeMo-Skills passes them) and whole outputs as they are; it runs in
 the main thread so its own signal timeouts work. Our grader keeps no caches, so repeated passes redo all the work.
@@ -28,6 +35,7 @@ import random
 import re
 import sys
 import time
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,6 +45,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from grader_cases import CASES, load_expected_answers, math500_cases  # noqa: E402
 
+from skills_cli.evaluation.graders import GRADERS, GradeOptions  # noqa: E402
+from skills_cli.evaluation.graders.math import compare as math_compare  # noqa: E402
 from skills_cli.evaluation.graders.math import grade, math_equal  # noqa: E402
 
 BENCHMARKS = ("gsm8k", "math500", "aime24", "aime25", "amc23")
@@ -394,6 +404,163 @@ def measure_suite(data_dir: Path) -> dict:
     }
 
 
+# -- (d) per grader ----------------------------------------------------------------------------------------------
+# Answers that are not mathematics: graded against each other (all pairs); none may wait for sympy.
+NON_MATH_ANSWERS = [
+    "1:00", "12:00", "3:2", "2:3", "10:30 a.m.", "3:15 PM", "12:30:15", "a:b", "3 to 2", "yes", "no", "Monday",
+    "\\text{Tuesday}", "north-east", "red and blue", "It is impossible to determine the value from the information",
+    "The function is increasing on the whole real line", "I, II, and III", "(A) and (C)", "no solution",
+    "\\emptyset", "all real numbers", "2^{nd}", "3rd", "DNE", "N/A", "e.g. 5", "C++", "5 m/s", "3 hours 20 minutes",
+    "Saturday, June 5", "\\text{even}", "odd", "True", "\\text{1:00 PM}", "q.e.d.", "7-11", "50:50", "5",
+    "\\frac{1}{2}",
+]  # fmt: skip
+
+
+def grader_rate(name: str, rows: list[dict], options: GradeOptions, min_seconds: float) -> tuple[dict, list]:
+    """answers/s of one registered grader over `rows` (generation key `generation`), and its last fields."""
+    grader = GRADERS.get(name)
+    fields: list = []
+
+    def run_once():
+        if grader.grade_rows is not None:
+            fields[:] = grader.grade_rows(rows, "generation", options)
+        else:
+            fields[:] = [grader.grade(row["generation"], row["expected_answer"], options) for row in rows]
+
+    return answers_per_second(run_once, len(rows), min_seconds), fields
+
+
+def measure_math_grader(data_dir: Path, min_seconds: float) -> dict:
+    answers = [a for name in ("gsm8k", "math500") for a in load_expected_answers(data_dir / name / "test.jsonl")]
+    report = {}
+    variants = {"boxed": lambda a: f"{REASONING}So the answer is $\\boxed{{{a}}}$.", "bare": str,
+                "prose": lambda a: f"{REASONING}The answer is ${a}$."}  # fmt: skip
+    for variant, make in variants.items():
+        rows = [{"generation": make(answer), "expected_answer": answer} for answer in answers]
+        rate, fields = grader_rate("math", rows, GradeOptions(), min_seconds)
+        paths = Counter(row_fields["extraction"] for row_fields in fields)
+        correct = sum(row_fields["symbolic_correct"] for row_fields in fields)
+        report[f"expected_answers_{variant}"] = {**rate, "graded_correct_fraction": round(correct / len(rows), 4),
+                                                 "extraction_paths": paths}  # fmt: skip
+    report["non_math"] = measure_non_math(min_seconds)
+    return report
+
+
+def measure_non_math(min_seconds: float) -> dict:
+    """All pairs of NON_MATH_ANSWERS: rate, slowest pair, and how many reached the symbolic stage (a spy)."""
+    pairs = [(p, e) for p in NON_MATH_ANSWERS for e in NON_MATH_ANSWERS]
+    symbolic_calls = []
+    real_symbolic = math_compare.symbolic_equal
+
+    def spy(predicted, expected, timeout):
+        symbolic_calls.append((predicted, expected))
+        return real_symbolic(predicted, expected, timeout)
+
+    math_equal("\\lfloor 1.5 \\rfloor", "1")  # starts the symbolic worker: its start-up is not a grading cost
+    math_compare.symbolic_equal = spy
+    try:
+        timings = []
+        for predicted, expected in pairs:
+            start = time.perf_counter()
+            math_equal(predicted, expected)
+            timings.append((time.perf_counter() - start, predicted, expected))
+        rate = answers_per_second(lambda: [math_equal(p, e) for p, e in pairs], len(pairs), min_seconds)
+    finally:
+        math_compare.symbolic_equal = real_symbolic
+    slowest = max(timings)
+    return {**rate, "pairs": len(pairs), "reached_symbolic": len(symbolic_calls) // (rate["passes"] + 2),
+            "reached_symbolic_examples": symbolic_calls[:5],
+            "slowest_pair": {"seconds": round(slowest[0], 4), "predicted": slowest[1],
+                             "expected": slowest[2]}}  # fmt: skip
+
+
+def mcq_rows(count: int, rng: random.Random) -> list[dict]:
+    templates = ["The answer is ({}).", "**Answer:** {}", "After comparing the options, I pick \\boxed{{{}}}.",
+                 "Reasoning about each option in turn...\n{})", "Final answer: {}"]  # fmt: skip
+    rows = []
+    for index in range(count):
+        letter = "ABCD"[index % 4]
+        chosen = letter if rng.random() < 0.7 else rng.choice("ABCD")
+        rows.append({"id": str(index), "options": ["1", "2", "3", "4"], "expected_answer": letter,
+                     "generation": REASONING + rng.choice(templates).format(chosen)})  # fmt: skip
+    return rows
+
+
+def ifeval_rows(data_dir: Path) -> list[dict]:
+    with open(data_dir / "ifeval" / "test.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    response = (REASONING * 3).upper() + "\n\n*highlighted section*\n\n* one\n* two\n\nP.S. that is all."
+    return [{**row, "generation": response} for row in rows]
+
+
+def measure_graders(data_dir: Path, min_seconds: float) -> dict:
+    report: dict = {"math": measure_math_grader(data_dir, min_seconds)}
+    makers = {"mcq": lambda: mcq_rows(1000, random.Random(1)), "ifeval": lambda: ifeval_rows(data_dir)}
+    for name, make_rows in makers.items():
+        if name not in GRADERS:
+            report[name] = {"skipped": f"no grader named {name!r} in skills_cli/evaluation/graders/ yet"}
+            continue
+        rate, fields = grader_rate(name, make_rows(), GradeOptions(), min_seconds)
+        headline = GRADERS.get(name).headline_key
+        errors = sum(1 for row_fields in fields if row_fields.get("grading_error"))
+        report[name] = {**rate, "headline_fraction": round(sum(bool(f.get(headline)) for f in fields) / len(fields), 4),
+                        "grading_errors": errors}  # fmt: skip
+    return report
+
+
+# -- (e) sandbox --------------------------------------------------------------------------------------------------
+def mbpp_programs(data_dir: Path) -> tuple[list[str], str, object]:
+    """MBPP canonical solutions with their tests as programs, the builder's name, and `passed(execution)`."""
+    with open(data_dir / "mbpp" / "test.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    try:  # the code grader's builder and verdict, when they exist
+        from skills_cli.evaluation.graders.code.programs import build_program
+        from skills_cli.evaluation.graders.code.verdict import verdict_of_run
+    except ImportError:
+        programs = [f"{r['code']}\n{r.get('test_setup_code') or ''}\n" + "\n".join(r["test_list"]) for r in rows]
+        return programs, "bench: solution + setup + test_list (no code grader yet)", lambda e: e.status == "ok"
+    programs = [build_program(row, row["code"]).source for row in rows]
+    return programs, "graders.code build_program + verdict_of_run", lambda e: verdict_of_run("", e).passed
+
+
+def measure_sandbox(data_dir: Path, workers: int) -> dict:
+    import socket
+    import subprocess
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        from skills_cli.sandbox.client import SandboxClient
+    except ImportError as error:
+        return {"skipped": f"skills_cli.sandbox.client is not there yet ({error})"}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tempfile.NamedTemporaryFile(prefix="sandbox-bench-", suffix=".log", delete=False)
+    command = [sys.executable, "-m", "skills_cli.sandbox.server", "--port", str(port), "--workers", str(workers)]
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        client = SandboxClient(f"http://127.0.0.1:{port}", api_key="")
+        ready_s = client.wait_until_ready(timeout=120, log_file=log.name)
+        health = client.health()
+        programs, builder, passed_run = mbpp_programs(data_dir)
+        client.run("print(1)")  # warm-up
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            executions = list(pool.map(client.run, programs))
+        wall = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    statuses = Counter(execution.status for execution in executions)
+    failed = [(i, e.status, (e.message or e.stderr)[-200:]) for i, e in enumerate(executions) if not passed_run(e)]
+    return {"programs": len(programs), "program_builder": builder, "server_workers": workers,
+            "client_threads": workers, "ready_s": round(ready_s, 2), "wall_s": round(wall, 2),
+            "executions_per_s": round(len(programs) / wall, 2), "statuses": statuses,
+            "tests_passed": len(programs) - len(failed), "failed_examples": failed[:5],
+            "isolation": health.get("isolation", health)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", type=Path, default=default_data_dir())
@@ -403,18 +570,25 @@ def main() -> None:
     parser.add_argument("--hard_per_kind", type=int, default=50)
     parser.add_argument("--math_verify_limit", type=int, default=400, help="hard-suite pairs timed for math-verify")
     parser.add_argument("--skip_suite", action="store_true", help="skip (c), the slowest part (math-verify)")
+    parser.add_argument("--only", choices=["math", "graders", "sandbox"], help="run only (a)-(c), (d) or (e)")
+    parser.add_argument("--sandbox_workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
-    cpus = pin_to_one_cpu(args.cpu)
-    rng = random.Random(0)
-    report = {
-        "machine": {"python": platform.python_version(), "cpus_pinned": cpus, "cpu_count": os.cpu_count()},
-        "realistic": measure_realistic(realistic_pairs(args.data_dir, rng), args.min_seconds),
-        "hard_suite": measure_hard(hard_pairs(rng, args.hard_per_kind), args.min_seconds, args.math_verify_limit),
-        "symbolic_fallback": measure_symbolic_fallback(args.min_seconds),
-    }
-    if not args.skip_suite:
-        report["case_suite"] = measure_suite(args.data_dir)
+    report: dict = {"machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
+                                "platform": platform.platform()}}  # fmt: skip
+    if args.only in (None, "sandbox"):  # before pinning: the service and its programs use every core
+        report["sandbox"] = measure_sandbox(args.data_dir, args.sandbox_workers)
+    report["machine"]["cpus_pinned"] = pin_to_one_cpu(args.cpu)
+    if args.only in (None, "math"):
+        rng = random.Random(0)
+        report["realistic"] = measure_realistic(realistic_pairs(args.data_dir, rng), args.min_seconds)
+        report["hard_suite"] = measure_hard(hard_pairs(rng, args.hard_per_kind), args.min_seconds,
+                                            args.math_verify_limit)  # fmt: skip
+        report["symbolic_fallback"] = measure_symbolic_fallback(args.min_seconds)
+        if not args.skip_suite:
+            report["case_suite"] = measure_suite(args.data_dir)
+    if args.only in (None, "graders"):
+        report["graders"] = measure_graders(args.data_dir, args.min_seconds)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -895,6 +895,8 @@ MODEL_SPELLINGS = _group(
         ("-1 \\leq x \\leq 2", "(-1, 2]", False),
         ("\\{3\\}", "3", True),
         ("\\{3, 4\\}", "3", False),
+        ("3, 3", "3", True),  # a value listed twice is still one value
+        ("3, 4", "3", False),
         ("\\frac{x}{2}+3", "y = \\frac{x}{2} + 3", True),
         ("y=\\frac{1}{2}x+3", "y = \\frac{x}{2} + 3", True),
         ("45^{\\circ}", "\\frac{\\pi}{4}", False),
@@ -930,6 +932,111 @@ MODEL_SPELLINGS = _group(
     ],
 )
 
+# The traps a careful human decides one way (policy in the package docstring); both directions are checked.
+POLICY_TRAPS = _group(
+    "own:policy-traps",
+    [
+        ("0.5", "\\frac{1}{2}", True),
+        ("\\frac12", "0.5", True),
+        ("\\dfrac{1}{2}", "1/2", True),
+        ("1/2", "2", False),
+        ("\\frac{1}{2}", "\\frac{2}{1}", False),
+        ("10\\%", "0.1", True),  # a percent matches its fraction and its number
+        ("10\\%", "10", True),
+        ("10\\%", "1", False),
+        ("0.1", "10", False),
+        ("[1,2]", "(1,2)", False),
+        ("[1,2)", "[1,2]", False),
+        ("(1,2]", "(1,2]", True),
+        ("(-\\infty,1]", "(-\\infty,1)", False),
+        ("\\{1,2\\}", "\\{2,1\\}", True),
+        ("(1,2)", "(2,1)", False),  # a point, ordered
+        ("5\\text{ cm}", "5", True),
+        ("5 \\text{cm}^2", "5", True),
+        ("6\\text{ cm}", "5", False),
+        ("5cm", "5 \\text{ cm}", True),
+        ("5m", "5", False),  # m may be a variable: only common unit names are dropped when glued
+        ("5 \\text{ cm}", "5 \\text{ m}", False),  # units differ (both sides name one)
+        ("3 dollars", "3 cents", False),
+        ("4 hrs", "4 \\text{ hours}", True),
+        ("15\\mbox{ cm}^2", "15 \\text{ square centimeters}", True),
+        ("90 degrees", "90 \\text{ radians}", False),
+        ("12 million", "12000000", True),  # a scale word multiplies; it is not a unit
+        ("12 million", "12", False),
+        ("1.5 billion dollars", "1500000000", True),
+        ("\\varnothing", "\\emptyset", True),
+        ("\\emptyset", "0", False),
+        ("1,000", "1000", True),
+        ("1{,}000", "1000", True),
+        ("(1,000)", "1000", False),  # a tuple, not a number
+        ("1,000", "1", False),
+        ("1,000,000", "10^6", True),
+        ("90^\\circ", "90", True),
+        ("90^\\circ", "\\frac{\\pi}{2}", False),  # degrees are not radians
+        ("x=5", "5", True),
+        ("x = 5", "x = 6", False),
+        ("5", "x = 6", False),
+        ("\\pi/2", "\\frac{\\pi}{2}", True),
+        ("2\\pi", "\\pi \\cdot 2", True),
+        ("6.28", "2\\pi", False),
+        ("\\sqrt{8}", "2\\sqrt{2}", True),
+        ("\\sqrt{8}", "2\\sqrt{3}", False),
+        ("\\sqrt2/2", "\\frac{1}{\\sqrt{2}}", True),
+        ("1.2 \\times 10^{3}", "1200", True),
+        ("1.2e3", "1200", True),
+        ("1.2 \\times 10^{-3}", "1200", False),
+        ("-0", "0", True),
+        ("-0.0", "0", True),
+        ("-1", "1", False),
+        ("2, 3", "3, 2", True),  # a bare list of solutions is a set
+        ("2, 3", "2, 3, 4", False),
+        ("(2, 3)", "(3, 2)", False),
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}", False),
+        ("\\begin{bmatrix} 1 & 0 \\\\ 0 & 1 \\end{bmatrix}", "\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", True),
+        ("x \\geq 5", "x \\ge 5", True),
+        ("x \\geq 5", "[5, \\infty)", True),
+        ("x > 5", "[5, \\infty)", False),
+        ("x \\geq 5", "x \\leq 5", False),
+        ("\\frac{1}{3}", "0.33", False),  # a rounded decimal is not the fraction
+        ("\\frac{1}{3}", "0.333333333", True),
+    ],
+    both_ways=True,
+)
+
+# Answers that are not mathematics: compared as text, never symbolically (times, ratios, words, sentences).
+NON_MATH = _group(
+    "own:non-math",
+    [
+        ("1:00", "1:00", True),
+        ("01:00", "1:00", True),
+        ("1:00", "12:00", False),
+        ("1:00", "1", False),
+        ("1:30", "1.5", False),
+        ("3:15 PM", "3:15 \\text{ p.m.}", True),
+        ("3:15 AM", "3:15 PM", False),
+        ("3:15 \\text{ a.m.}", "3:15 \\text{ p.m.}", False),
+        ("3:2", "3:2", True),
+        ("3 : 2", "3:2", True),
+        ("3:2", "2:3", False),
+        ("6:4", "3:2", False),  # ratios are asked in simplest form
+        ("3:2", "1.5", False),  # a ratio is not its quotient
+        ("1:2:3", "1:2:3", True),
+        ("1:2:3", "1:2", False),
+        ("a:b", "3:2", False),
+        ("\\text{yes}", "Yes", True),
+        ("yes", "no", False),
+        ("\\text{Monday}", "monday", True),
+        ("Monday", "Tuesday", False),
+        ("\\text{north}", "\\text{south}", False),
+        ("\\text{The sequence diverges}", "\\text{converges}", False),
+        ("It is impossible to determine the value", "5", False),
+        ("2^{nd}", "2", False),
+        ("3 to 2", "3:2", False),
+        ("\\text{no solution}", "\\emptyset", False),
+    ],
+    both_ways=True,
+)
+
 # Boxed-extraction cases: `predicted` is a model output, graded through `grade()`.
 OUTPUTS = [
     GraderCase(text, expected, equal, "own:outputs", is_output=True)
@@ -942,9 +1049,49 @@ OUTPUTS = [
         ("Final: \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
         ("Answer: \\boxed 5.", "5", True),
         ("Answer: \\fbox{42}", "42", True),
-        ("No box at all, the answer is 42.", "42", False),
+        ("No box at all, the answer is 42.", "42", True),
         ("Truncated \\boxed{\\frac{1}{2}", "\\frac{1}{2}", False),
         ("\\boxed{}", "0", False),
+        # no box: the answer phrase, the last math span, the last number (extract.py)
+        ("The answer is 9.", "9", True),
+        ("The answer is 9.", "8", False),
+        ("The final answer is $\\frac{1}{2}$.", "0.5", True),
+        ("Final Answer: The final answer is 34. I hope it is correct.", "34", True),
+        ("Final Answer: The final answer is 34. I hope it is correct. Note: earlier we had 35.", "35", False),
+        ("**Answer:** 12", "12", True),
+        ("**Answer:** 12", "21", False),
+        ("The answer is 12 apples, since 4 + 8 = 12.", "12", True),
+        ("So we need $x = 5$ and $y = 7$.", "7", True),
+        ("So we need $x = 5$ and $y = 7$.", "5", False),  # the last span, not a middle one
+        ("Therefore \\(\\frac{\\sqrt{3}}{2}\\)", "\\frac{\\sqrt3}{2}", True),
+        ("Therefore \\[ 2\\sqrt{2} \\]", "\\sqrt{8}", True),
+        ("The solution set is $x \\geq 5$.", "[5, \\infty)", True),
+        ("The solution set is $x > 5$.", "[5, \\infty)", False),
+        (
+            "The rotation matrix is \\begin{pmatrix} 0 & -1 \\\\ 1 & 0 \\end{pmatrix}.",
+            "\\begin{pmatrix}0&-1\\\\1&0\\end{pmatrix}",
+            True,
+        ),
+        (
+            "The rotation matrix is \\begin{pmatrix} 0 & 1 \\\\ -1 & 0 \\end{pmatrix}.",
+            "\\begin{pmatrix}0&-1\\\\1&0\\end{pmatrix}",
+            False,
+        ),
+        ("The answer is 5. Check: 5 + 3 = 8 and 8 > 7, so 5 works.", "5", True),
+        ("The answer is 5. Check: 5 + 3 = 8 and 8 > 7, so 5 works.", "7", False),  # the phrase beats later numbers
+        ("She has 3 apples left, so she pays 18 dollars in total.", "18", True),
+        ("AZYUK2A", "2", False),
+        ("$\\boxed{255}$ then. Final Answer: The final answer is $10,455$.", "10455", True),
+        ("$\\boxed{255}$ then. Final Answer: The final answer is $10,455$.", "255", False),
+        ("\\boxed{2}, \\boxed{3}", "\\{2, 3\\}", True),
+        ("\\boxed{2} is wrong, so it must be \\boxed{3}", "2, 3", False),
+        ("so $\\boxed{15\\frac{39}{40}}$ or $\\boxed{\\frac{639}{40}}$ inches.", "\\frac{639}{40}", True),
+        ("so $\\boxed{15}$ or $\\boxed{16}$", "15", False),  # two different answers: a hedge
+        ("The meeting starts at 1:00 PM.", "1:00", True),
+        ("The answer is Monday.", "\\text{Monday}", True),
+        ("The answer is Tuesday.", "\\text{Monday}", False),
+        ("The answer is yes.", "\\text{Yes}", True),
+        ("The answer is no.", "\\text{Yes}", False),
     ]
 ]
 
@@ -974,6 +1121,8 @@ CASES: list[GraderCase] = (
     + COMPLEX_NUMBERS
     + CLEAR_NEGATIVES
     + MODEL_SPELLINGS
+    + POLICY_TRAPS
+    + NON_MATH
     + OUTPUTS
 )
 

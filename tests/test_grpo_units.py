@@ -259,3 +259,16 @@ def test_check_metrics_script_exit_statuses(tmp_path):
     assert run('max(data["train/reward"]) > 0.9').returncode == 1
     failed = run('max(data["nope"]) > 0')
     assert failed.returncode == 2 and failed.stderr.startswith("error: no metric 'nope'")
+
+
+def test_the_math_reward_pays_only_boxed_answers_unless_told_otherwise():
+    """Evaluation reads prose answers and last numbers too; a reward that did would pay a policy for dropping
+    the format the prompt asks for (and for ending on any number)."""
+    from skills_cli.training.algorithms.grpo.config import MathEnvConfig
+    from skills_cli.training.algorithms.grpo.data import math_reward
+
+    boxed, prose = "So the total is \\boxed{12}.", "So the total is 12."
+    assert math_reward(boxed, "12", truncated=False, config=MathEnvConfig()) == 1.0
+    assert math_reward(prose, "12", truncated=False, config=MathEnvConfig()) == 0.0
+    assert math_reward(prose, "12", truncated=False, config=MathEnvConfig(answer_format="any")) == 1.0
+    assert math_reward("\\boxed{13}", "12", truncated=False, config=MathEnvConfig(answer_format="any")) == 0.0

@@ -13,7 +13,9 @@ import time
 import pytest
 from grader_cases import CASES, GraderCase, math500_cases
 
+from skills_cli.evaluation.graders import GRADERS, GradeOptions
 from skills_cli.evaluation.graders.math import GradeResult, extract_answer, grade, math_equal
+from skills_cli.evaluation.graders.math.extract import Extraction, extract_with_path
 
 MATH500_CASES = math500_cases()
 
@@ -67,10 +69,78 @@ def test_extract_boxed(text, expected):
 
 @pytest.mark.parametrize(
     "text",
-    [None, "", "no box here", "truncated \\boxed{\\frac{1}{2}", "\\boxedsomething{3}", 42, b"\\boxed{1}"],
-)
+    [None, "", "no box here", "truncated \\boxed{\\frac{1}{2}", "the answer is 5, wait \\boxed{", 42, b"\\boxed{1}",
+     "AZYUK2A", "The answer is that the sequence diverges as the terms grow without bound."],
+)  # fmt: skip
 def test_extract_returns_none_without_an_answer(text):
+    assert extract_with_path(text) == extract_with_path(None)
     assert extract_answer(text) is None
+
+
+# Without a box: the path that decided, and the answer it found.
+@pytest.mark.parametrize(
+    "text, answer, path",
+    [
+        ("\\boxedsomething{3}", "\\boxedsomething{3}", "whole_output"),  # not a box command
+        ("We get \\boxed{1}, \\boxed{2} and \\boxed{3}", "1, 2, 3", "boxed"),  # adjacent boxes: one answer
+        ("\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}", "(2, 2), (6, 2)", "boxed"),
+        ("first \\boxed{1}, then we see that it is wrong: \\boxed{2}", "2", "boxed"),
+        ("\\boxed{5}\n\\boxed{5}", "5", "boxed"),
+        ("so $\\boxed{255}$. Final Answer: The final answer is $10,455$. I hope so.", "10,455", "answer_phrase"),
+        ("so \\boxed{12}; the answer is 13", "12", "boxed"),  # only a *final* answer phrase overrides a box
+        ("\\boxed{12} is the final answer, I hope it is correct.", "12", "boxed"),
+        ("the answer is 9", "9", "answer_phrase"),
+        ("The final answer is $9$.", "9", "answer_phrase"),
+        ("Final Answer: The final answer is 34. I hope it is correct.", "34", "answer_phrase"),
+        ("**Answer:** 12", "12", "answer_phrase"),
+        ("**Final Answer**\n\n$\\frac{3}{4}$", "\\frac{3}{4}", "answer_phrase"),
+        ("Final Answer: The largest $n$ is 34.", "34", "answer_phrase"),
+        ("Final Answer: Jane started growing Sphere 3 hours ago. I hope it is correct.", "3", "answer_phrase"),
+        ("The answer is 5, since 2 + 3 = 5.", "5", "answer_phrase"),
+        ("So the answer is therefore $y = 2x + 3$.", "y = 2x + 3", "answer_phrase"),
+        ("The answer is 18. Then 3 more steps give 21 in the wrong branch, 7, 8.", "18", "answer_phrase"),
+        ("Answer: (B)", "(B)", "answer_phrase"),
+        ("She pays 3 * 6 = 18 dollars.\n#### 18", "18", "answer_phrase"),
+        ("we get $9$", "9", "last_math_span"),
+        ("thus \\(9\\)", "9", "last_math_span"),
+        ("Therefore \\[ 9 \\]", "9", "last_math_span"),
+        ("So $x \\geq 5$.", "x \\geq 5", "last_math_span"),
+        ("We compute $100 - 72 = 28$.", "28", "last_math_span"),
+        ("So $7 = 11a + c$.", "7 = 11a + c", "last_math_span"),  # an equation, not a computation
+        ("It is \\begin{pmatrix} 1 & 2 \\end{pmatrix}.", "\\begin{pmatrix} 1 & 2 \\end{pmatrix}", "last_math_span"),
+        ("Answer $ \\frac{1}{2} \\$ = \\frac{10}{9} $", "\\frac{10}{9}", "last_math_span"),
+        ("He pays $5 and then $10 more, 15 in total.", "15", "last_number"),  # `$5 and then $` is not math
+        ("the number is not 10, it is 1,000.99 (rounded).", "1,000.99", "last_number"),
+        ("so x = \\sqrt{51} here", None, "none"),  # 51 is inside an expression, not a number of its own
+        ("we get 1+2i in the end", None, "none"),
+        ("\\sqrt{51}", "\\sqrt{51}", "whole_output"),
+        ("(3, 4]", "(3, 4]", "whole_output"),
+        ("\\text{Evelyn}", "\\text{Evelyn}", "whole_output"),
+        ("yes", None, "none"),  # a bare word is not taken for an answer
+        ("We have $d = 90/n$ and there are 12 such sequences.", "12", "last_number"),  # said after the last span
+        ("so the probability is 2/3 overall", "2/3", "last_number"),
+        ("so the error increases by 100%.", "100%", "last_number"),
+    ],
+)  # fmt: skip
+def test_extract_without_a_box(text, answer, path):
+    assert extract_with_path(text) == Extraction(answer, path)
+
+
+@pytest.mark.parametrize("opener", ["\\(", "\\[", "$$", "\\begin{pmatrix}", "\\boxed{"])
+def test_extraction_of_unclosed_delimiters_is_linear(opener):
+    # A regex with lazy bodies spent seconds on 20,000 characters of `\(` (quadratic); a truncated output may be long.
+    start = time.monotonic()
+    assert grade(opener * 30_000 + " 7", "7").correct in (True, False)
+    assert time.monotonic() - start < 5.0
+
+
+def test_grade_records_the_extraction_path():
+    assert grade("\\boxed{4}", "4").extraction == "boxed"
+    assert grade("The answer is 4.", "4").extraction == "answer_phrase"
+    assert grade("nothing", "4").extraction == "none"
+    assert grade("x is 4", "4", regex=r"is (\d)").extraction == "regex"
+    row_fields = GRADERS.get("math").grade("So the answer is $4$.", "4", GradeOptions())
+    assert row_fields["extraction"] == "answer_phrase" and row_fields["symbolic_correct"] is True
 
 
 def test_extract_regex_fallback_takes_last_match():
@@ -82,8 +152,9 @@ def test_extract_regex_fallback_takes_last_match():
 
 
 @pytest.mark.parametrize("regex", ["(unclosed", "[", "*"])
-def test_extract_bad_regex_returns_none(regex):
-    assert extract_answer("the answer is 4", regex=regex) is None
+def test_extract_bad_regex_falls_back(regex):
+    assert extract_answer("the answer is 4", regex=regex) == "4"
+    assert extract_answer("nothing to see", regex=regex) is None
 
 
 def test_grade_reports_answer_and_verdict():

@@ -2,19 +2,36 @@
 
 Public API (other code depends on these names):
 
-- `extract_answer(text, regex=None)`: the content of the last `\\boxed{...}` (also `\\boxed 5` and `\\fbox{...}`),
-  with nested braces matched; else group 1 of the last match of `regex`; else None. Never raises.
+- `extract_answer(text, regex=None)`: the final answer of a model output, or None; never raises. In order
+  (`extract.py`): the last `\\boxed{...}` (`\\fbox`, `\\boxed 5`; boxes separated only by `,`/`and` are one
+  answer; a later "final answer is ..." overrides it; an unclosed last box is no answer); else group 1 of the last
+  match of `regex`; else what follows the last final-answer phrase ("the answer is", "Final Answer:",
+  "**Answer:**"); else the later of the last math span (`$..$`, `\\(..\\)`, `\\[..\\]`, a bare matrix) and the
+  last number standing alone. `extract_with_path` also names the rule: boxed | regex | answer_phrase |
+  last_math_span | last_number | none.
 - `math_equal(predicted, expected, timeout=2.0)`: True when the two answers are mathematically the same.
 - `grade(text, expected, regex=None, timeout=2.0)`: both of the above, as a `GradeResult` whose `error` says when a
-  timeout, a refused input or an exception made the grade "incorrect" (graded answers never raise).
+  timeout, a refused input or an exception made the grade "incorrect" (graded answers never raise), and whose
+  `extraction` names the rule that found the answer.
 
-The `math` grader of the registry wraps `grade`: it adds `predicted_answer`, `symbolic_correct` and
-`grading_error` to a row, and reports `symbolic_correct`.
+The `math` grader of the registry wraps `grade`: it adds `predicted_answer`, `symbolic_correct`, `grading_error`
+and `extraction` to a row, and reports `symbolic_correct`.
+
+Policy (a wrong answer must never pass; when in doubt, incorrect; tests/grader_cases.py fixes each case):
+`0.5` = `\\frac12` = `1/2`; a decimal equals a fraction only to 1e-6 (`0.33` is not 1/3); `10%` equals 0.1 and 10
+(the question may ask for the percent or the fraction), not 1; interval brackets must agree; a set `\\{1,2\\}`
+and a bare list `2, 3` of solutions are unordered, a tuple `(2,3)` is ordered; `(1,000)` is a tuple, `1,000` and
+`1{,}000` are 1000; trailing units (`5\\text{ cm}`) and degrees (`90^\\circ` = 90, not pi/2) are dropped;
+`x = 5` = 5 when only one side names a variable; `-0` = 0; exact irrational forms (pi, radicals) match only
+their exact equals or decimals to 1e-8; matrices entry by entry, bracket style ignored. Answers that are not
+mathematics never reach sympy (`textual.py`): times and ratios equal only part by part (`3:2` is not 1.5 nor
+`6:4`; `3:15 AM` is not `3:15 PM`), words only as words, case-insensitively.
 
 How two answers are compared, cheapest stage first; each stage either decides or hands the pair on (one module
 per stage, `compare.py` runs them in order):
 
-1. Normalized strings (`normalize.py`). Formatting noise is removed from both sides (`$`, `\\left`/`\\right`,
+1. Normalized strings (`normalize.py`); answers that are not mathematics are compared as text (`textual.py`).
+   Formatting noise is removed from both sides (`$`, `\\left`/`\\right`,
    `\\dfrac`, spacing commands, `\\text{}` wrappers and trailing units, degrees, currency, thousands separators,
    trailing dots).
 2. Multiple-choice letters (`\\text{(C)}` vs `C`).
@@ -53,12 +70,13 @@ from skills_cli.evaluation.graders.math.extract import extract_answer
 __all__ = ["MATH_GRADER", "SYMBOLIC_CORRECT_KEY", "GradeResult", "extract_answer", "grade", "math_equal"]
 
 SYMBOLIC_CORRECT_KEY = "symbolic_correct"
+EXTRACTION_KEY = "extraction"
 
 
 def grade_fields(generation: str | None, expected: str, options: GradeOptions) -> dict[str, Any]:
     result = grade(generation, expected, regex=options.regex, timeout=options.timeout)
     return {PREDICTED_ANSWER_KEY: result.predicted_answer, SYMBOLIC_CORRECT_KEY: result.correct,
-            GRADING_ERROR_KEY: result.error}  # fmt: skip
+            GRADING_ERROR_KEY: result.error, EXTRACTION_KEY: result.extraction}  # fmt: skip
 
 
 MATH_GRADER = GRADERS.register(

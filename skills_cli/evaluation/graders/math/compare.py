@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from skills_cli.evaluation.graders.math.expression import expressions_equal, relations_proportional
-from skills_cli.evaluation.graders.math.extract import extract_answer
+from skills_cli.evaluation.graders.math.extract import NONE, extract_with_path
 from skills_cli.evaluation.graders.math.normalize import KNOWN_WORDS, normalize_answer
 from skills_cli.evaluation.graders.math.numeric import numbers_equal, parse_number
 from skills_cli.evaluation.graders.math.relations import (
@@ -20,6 +20,13 @@ from skills_cli.evaluation.graders.math.relations import (
 )
 from skills_cli.evaluation.graders.math.structures import Node, parse_structure
 from skills_cli.evaluation.graders.math.symbolic import GradingError, refusal_reason, symbolic_equal
+from skills_cli.evaluation.graders.math.textual import (
+    colon_forms_equal,
+    has_colon,
+    meridiem_conflict,
+    unit_conflict,
+    worth_symbolic_check,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,9 @@ class GradeResult:
     predicted_answer: str | None
     correct: bool
     error: str | None = None
+    # the extraction rule that found the answer (boxed, regex, answer_phrase, ...: see extract.py); not part of
+    # equality, which is about the grade
+    extraction: str = field(default=NONE, compare=False)
 
 
 def math_equal(predicted: str | None, expected: str, timeout: float = 2.0) -> bool:
@@ -38,11 +48,11 @@ def math_equal(predicted: str | None, expected: str, timeout: float = 2.0) -> bo
 
 def grade(text: str | None, expected: str, regex: str | None = None, timeout: float = 2.0) -> GradeResult:
     """Extract the answer from a model output and compare it with `expected`."""
-    predicted = extract_answer(text, regex)
-    if predicted is None:
-        return GradeResult(predicted_answer=None, correct=False)
-    correct, error = _compare(predicted, expected, timeout)
-    return GradeResult(predicted_answer=predicted, correct=correct, error=error)
+    extraction = extract_with_path(text, regex)
+    if extraction.answer is None:
+        return GradeResult(predicted_answer=None, correct=False, extraction=extraction.path)
+    correct, error = _compare(extraction.answer, expected, timeout)
+    return GradeResult(extraction.answer, correct, error, extraction.path)
 
 
 _MAX_ANSWER_LENGTH = 20_000
@@ -94,6 +104,8 @@ class _Judge:
         self.deadline = time.monotonic() + self.timeout
 
     def answers_equal(self, predicted: str, expected: str) -> bool:
+        if meridiem_conflict(predicted, expected) or unit_conflict(predicted, expected):
+            return False  # normalization drops `a.m.` / `p.m.` and units
         predicted, expected = normalize_answer(predicted), normalize_answer(expected)
         if not predicted or not expected:
             return False
@@ -140,10 +152,11 @@ class _Judge:
             return predicted.kind == expected.kind and self.unordered_equal(predicted.items, expected.items)
         if predicted.kind in _UNORDERED and expected.kind in _UNORDERED:
             return self.unordered_equal(predicted.items, expected.items)
-        singleton = next((n for n in (predicted, expected) if n.kind == "set" and len(n.items) == 1), None)
-        if singleton is not None:  # \\{3\\} vs 3: the only solution, written as a set
-            other = expected if singleton is predicted else predicted
-            return other.kind == "scalar" and self.nodes_equal(singleton.items[0], other)
+        collection, other = (predicted, expected) if expected.kind == "scalar" else (expected, predicted)
+        if other.kind == "scalar" and collection.kind in ("set", "list") and len(collection.items) <= 64:
+            # \\{3\\} vs 3: the only solution, written as a set; `15\\frac{39}{40}, \\frac{639}{40}` (two boxes, one
+            # value in two forms) vs 15.975. Every item must be that value: `3, 4` is not 3.
+            return all(self.nodes_equal(item, other) for item in collection.items)
         return False  # a single value against a collection
 
     def tuples_equal(self, predicted: Node, expected: Node) -> bool:
@@ -195,6 +208,8 @@ class _Judge:
         if _is_prose(predicted) or _is_prose(expected):
             return predicted.casefold() == expected.casefold()
         predicted, expected = self.strip_one_sided_assignment(predicted, expected)
+        if has_colon(predicted) or has_colon(expected):
+            return colon_forms_equal(predicted, expected)  # times and ratios: never symbolic
         predicted_number, expected_number = parse_number(predicted), parse_number(expected)
         if predicted_number is not None and expected_number is not None:
             return numbers_equal(predicted_number, expected_number)
@@ -227,6 +242,8 @@ class _Judge:
         )
 
     def symbolic_equal(self, predicted: str, expected: str) -> bool:
+        if not worth_symbolic_check(predicted, expected):
+            return False  # no notation beyond the evaluator's, or not mathematics: sympy cannot do better
         refusal = refusal_reason(predicted) or refusal_reason(expected)
         if refusal:
             raise GradingError(f"refused: {refusal}")

@@ -49,6 +49,7 @@ _COMMAND_ALIASES = [
     (re.compile(r">="), r"\\geq "),
     (re.compile(r"!="), r"\\neq "),
     (re.compile(r"\\(?:displaystyle|textstyle|mathstrut|!)"), ""),
+    (re.compile(r"\\varnothing(?![a-zA-Z])|^\\\{\s*\\\}$"), r"\\emptyset"),
     (re.compile(r"\\%"), "%"),
     (re.compile(r"\\?\$"), ""),
 ]
@@ -64,6 +65,11 @@ _CONNECTIVE_WORD_RE = re.compile(r"\s*\b(?:and|or)\b\s*")
 _UNIT_EXPONENT_RE = re.compile(r"\s*\^\s*\{?\s*[23]\s*\}?")
 # `137 1/2` is a mixed number; squashing the space would make it 1371/2.
 _SPACED_MIXED_NUMBER_RE = re.compile(r"^(-?\d+) (\d+)/(\d+)$")
+# `12 million` is 12 \\times 10^{6}, not 12 with a unit
+_SCALE_WORD_RE = re.compile(r"^([-+]?\d[\d,]*(?:\.\d+)?)\s*(thousand|million|billion|trillion)\b", re.IGNORECASE)
+_SCALE_EXPONENTS = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+# `5cm`: a unit glued to a number (only common unit names: `5m` could be 5 times m)
+_GLUED_UNIT_RE = re.compile(r"^([-+]?[\d.,]*\d)(?:cm|mm|km|kg|mg|ml|ft|hrs?|mins?|secs?|mph|kph)(?:\^?[23])?$")
 _PLAIN_THOUSANDS_RE = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SPACE_RE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])|\s+")
 _SINGLE_CHAR_SCRIPT_RE = re.compile(r"([\^_])\{(\w)\}")
@@ -91,6 +97,8 @@ def normalize_answer(answer: str) -> str:
     text = _keep_exact_side_of_approximation(text)
     text = " ".join(text.split())
     text = _SPACED_MIXED_NUMBER_RE.sub(r"\1\\frac{\2}{\3}", text)
+    text = _GLUED_UNIT_RE.sub(r"\1", text)
+    text = _SCALE_WORD_RE.sub(_scaled, text)
     text = _drop_trailing_unit_words(text)
     text = _CONNECTIVE_WORD_RE.sub(",", text) if (" and " in text or " or " in text) else text
     if _PLAIN_THOUSANDS_RE.fullmatch(text):
@@ -151,6 +159,10 @@ def _keep_exact_side_of_approximation(text: str) -> str:
     if not left or SIMPLE_LHS_RE.fullmatch(left.replace(" ", "")):
         return parts[-1].strip()
     return left
+
+
+def _scaled(match: re.Match) -> str:
+    return f"{match.group(1).replace(',', '')}\\times10^{{{_SCALE_EXPONENTS[match.group(2).lower()]}}}"
 
 
 def _drop_trailing_unit_words(text: str) -> str:

@@ -132,6 +132,9 @@ class GRPODataConfig:
 class MathEnvConfig:
     grader_timeout: float = bounded(2.0, gt=0)  # seconds per answer; a timeout or grader error is reward 0
     truncated_reward: Literal["grade", "zero"] = "zero"  # a response cut at max_new_tokens: graded, or 0
+    # boxed: only a \boxed{} answer earns reward (what the prompt asks for; the evaluation grader also reads
+    # prose and a last number, which a policy could learn to game); any: every rule of the evaluation grader
+    answer_format: Literal["boxed", "any"] = "boxed"
 
 
 @dataclass(frozen=True)

@@ -106,4 +106,7 @@ def math_reward(response: str, expected_answer: str, truncated: bool, config: Ma
 
     if truncated and config.truncated_reward == "zero":
         return 0.0
-    return 1.0 if grade(response, expected_answer, timeout=config.grader_timeout).correct else 0.0
+    result = grade(response, expected_answer, timeout=config.grader_timeout)
+    if config.answer_format == "boxed" and result.extraction != "boxed":
+        return 0.0
+    return 1.0 if result.correct else 0.0

@@ -101,7 +101,9 @@ def test_grade_uses_the_benchmarks_grader_on_right_and_wrong_answers(toy_registe
 def test_an_unknown_grader_is_one_error_line(toy_registered, tmp_path, capsys):
     results = write_results(tmp_path / "r", [{"id": "1", "expected_answer": "1", "generation": "1"}])
     assert grade.main(["--results_dir", str(results), "--grader", "ech"]) == 2
-    assert "unknown grader 'ech' (did you mean 'echo'?); known: code, echo, ifeval, math, mcq" in capsys.readouterr().err
+    assert (
+        "unknown grader 'ech' (did you mean 'echo'?); known: code, echo, ifeval, math, mcq" in capsys.readouterr().err
+    )
     with pytest.raises(UserError, match="unknown benchmark 'toyy'; known: aime24, .*, toy"):
         get_benchmark("toyy")
 

@@ -27,11 +27,11 @@ import threading
 from dataclasses import asdict, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from skills_cli.common.bearer import bearer_matches
 from skills_cli.sandbox.client import DEFAULT_HOST, SANDBOX_KEY_ENV, SANDBOX_PORT_ENV, Limits, sandbox_error
 from skills_cli.sandbox.isolation import LAYER_SWITCHES, UidPool, detect
 from skills_cli.sandbox.runner import Launcher
 from skills_cli.sandbox.sessions import SessionLimitReached, Sessions
-from skills_cli.sandbox.tokens import bearer_matches
 
 log = logging.getLogger("skills_cli.sandbox")
 

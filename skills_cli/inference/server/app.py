@@ -20,8 +20,8 @@ import traceback
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from skills_cli.common.bearer import bearer_matches
 from skills_cli.inference.engine.params import Generation, SamplingParams
-from skills_cli.inference.server.auth import bearer_matches
 from skills_cli.inference.server.openai_requests import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,

@@ -11,7 +11,6 @@ read (/proc/PID/environ is owner-only), never through a command line, which they
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import os
 import secrets
@@ -44,12 +43,6 @@ def api_key_names(port_names: Iterable[str]) -> list[str]:
 def job_api_key() -> str | None:
     """The key of this job's server, or None when the job hosts none (an empty value counts as none)."""
     return os.environ.get(API_KEY_ENV) or None
-
-
-def bearer_matches(authorization: str | None, key: str) -> bool:
-    """`Authorization: Bearer <key>`, compared in constant time (no timing hints about the key)."""
-    scheme, _, token = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
 def is_loopback(host: str) -> bool:

@@ -1,4 +1,5 @@
-"""The sandbox's key check: `Authorization: Bearer <key>` compared in constant time (no timing hints)."""
+"""The key check of our HTTP services (the model server, the sandbox): `Authorization: Bearer <key>`, compared
+in constant time so a wrong key's response time gives no hint about the right one."""
 
 from __future__ import annotations
 

@@ -26,7 +26,12 @@ EVAL_METRICS = {
                              "symbolic_correct_std": 3.1, "no_answer": 2.5},
         "majority@4": {"num_entries": 40, "avg_tokens": 211.6, "symbolic_correct": 70.0, "no_answer": 0.0},
         "pass@4": {"num_entries": 40, "avg_tokens": 211.6, "symbolic_correct": 85.0, "no_answer": 0.0},
-    }
+    },
+    # a grader with further verdicts and summary figures: the same columns as ns summarize_results prints
+    "ifeval": {
+        "greedy": {"num_entries": 541, "avg_tokens": 300.0, "prompt_strict_accuracy": 40.0, "no_answer": 1.0,
+                   "prompt_loose_accuracy": 45.0, "instruction_strict_accuracy": 52.5},
+    },
 }  # fmt: skip
 
 # what the jobs run: writes a training run's files or an evaluation's files into OUT
@@ -119,6 +124,11 @@ def test_markdown_report_and_format_from_the_suffix(tmp_path):
     assert text.startswith("# Experiment report: eval\n")
     assert "Run-after chain: prep → train → eval" in text
     assert "| pass@1[avg-of-4] | 40 | 212 | 62.50% ± 3.10 | 2.50% |" in text
+    assert (
+        "| evaluation_mode | num_entries | avg_tokens | prompt_strict_accuracy | no_answer | prompt_loose_accuracy | instruction_strict_accuracy |"
+        in text
+    )
+    assert "| greedy | 541 | 300 | 40.00% | 1.00% | 45.00% | 52.50% |" in text
     assert re.search(r"\| loss \| 1–8 \| 2 \| 0\.25 \| 0\.25 \| 2 \| █[▁-█]{6}▁ \|", text), text
     assert f"]({(eval_dir / 'pass_at_k.png').as_uri()})" in text
     # the default name, and --format overriding the suffix

@@ -63,19 +63,35 @@ def log_location(record: JobRecord, section: ExperimentSection) -> str:
     return f"{section.remote_host}:{record.log_path}" if section.remote_host else record.log_path
 
 
+SHARED_COLUMNS = {"num_entries", "avg_tokens", "gen_seconds", "no_answer", "judge_correct"}
+
+
+def extra_columns(key: str, modes: dict) -> list[str]:
+    """The columns after no_answer, as `ns summarize_results` shows them: the grader's other verdicts and its
+    summary figures (IFEval's instruction-level accuracy), in the order metrics.json holds them."""
+    names: list[str] = []
+    for values in modes.values():
+        names += [name for name in values if name not in SHARED_COLUMNS and name != key
+                  and not name.endswith("_std") and name not in names]  # fmt: skip
+    return names
+
+
 def eval_rows(benchmark: str, modes: dict) -> tuple[list[str], list[list[str]]]:
-    """evaluation_mode | num_entries | avg_tokens | <grader key> [| judge_correct] | no_answer, as
+    """evaluation_mode | num_entries | avg_tokens | <grader key> [| judge_correct] | no_answer [| more], as
     `ns summarize_results` prints; the key is what the benchmark's grader reports (`math500[level=1]`: math500's)."""
     key = grader_for_results(benchmark.split("[")[0]).headline_key
     judged = all("judge_correct" in m for m in modes.values())
-    header = ["evaluation_mode", "num_entries", "avg_tokens", key, *(["judge_correct"] if judged else []), "no_answer"]
+    extra = extra_columns(key, modes)
+    header = ["evaluation_mode", "num_entries", "avg_tokens", key, *(["judge_correct"] if judged else []), "no_answer",
+              *extra]  # fmt: skip
     rows = []
     for mode, m in modes.items():
         correct = _percent(m.get(key))
         if f"{key}_std" in m:
             correct += f" ± {m[f'{key}_std']:.2f}"
         rows.append([mode, fmt(_int(m.get("num_entries"))), fmt(_int(m.get("avg_tokens"))), correct,
-                     *([_percent(m.get("judge_correct"))] if judged else []), _percent(m.get("no_answer"))])  # fmt: skip
+                     *([_percent(m.get("judge_correct"))] if judged else []), _percent(m.get("no_answer")),
+                     *(_percent(m.get(name)) for name in extra)])  # fmt: skip
     return header, rows
 
 

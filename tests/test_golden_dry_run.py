@@ -208,6 +208,9 @@ def test_eval_with_code_runs_the_sandbox_in_the_jobs_that_need_it_golden(config_
         assert "--container-image=/lustre/images/skills.sqsh" in scripts[name]
         assert "export SKILLS_SANDBOX_PORT=" in scripts[name] and "export SKILLS_SANDBOX_API_KEY=" in scripts[name]
     assert "skills_cli.sandbox.server" not in scripts["gsm8k-grade"] + scripts["summarize"]
+    # the model is told its code will run: a math benchmark's prompt becomes its -tir variant
+    assert "++prompt_config=generic/math-tir" in scripts["gsm8k-generate"]
+    assert "++prompt_config=code/humaneval" in scripts["humaneval-generate"]  # no -tir variant: as it was
     data = tmp_path / "data"
     for name in ("humaneval", "gsm8k"):
         (data / name).mkdir(parents=True)

@@ -31,6 +31,7 @@ from skills_cli.pipeline.commands.generate import (
     check_server_address,
     check_server_options,
     compile_generate,
+    executes_code,
     generation_job,
     require_a_server,
     validate_overrides,
@@ -249,11 +250,21 @@ def benchmark_generation(spec: EvalSpec, name: str, samples: int) -> GenerateSpe
                      wandb_name=samples_run, **seeds)  # fmt: skip
 
 
+def default_prompt_config(spec: EvalSpec, overrides: list[str], name: str) -> str:
+    """The benchmark's prompt config; with ++code_execution=true its packaged `-tir` variant where there is one
+    (generic/math -> generic/math-tir: the model is told its code blocks will run)."""
+    from skills_cli.prompts.prompt_config import PACKAGED
+
+    prompt = get_benchmark(name).prompt_config
+    with_code = f"{prompt}-tir"
+    return with_code if executes_code(spec, overrides) and (PACKAGED / f"{with_code}.yaml").is_file() else prompt
+
+
 def benchmark_overrides(spec: EvalSpec, overrides: list[str], name: str) -> list[str]:
     """The user's overrides, after the benchmark's prompt config (unless one is given) and --max_samples."""
     result = list(overrides)
     if not any(o.lstrip("+").startswith("prompt_config=") for o in overrides):
-        result.insert(0, f"++prompt_config={get_benchmark(name).prompt_config}")
+        result.insert(0, f"++prompt_config={default_prompt_config(spec, overrides, name)}")
     if spec.max_samples >= 0:
         result.append(f"++max_samples={spec.max_samples}")
     return result

@@ -284,3 +284,17 @@ def test_hf_server_continues_the_assistant_message_on_the_chat_endpoint(tmp_path
     assert status == 0
     assert by_chat[0]["num_code_executions"] == 1 and "<out>" in by_chat[0]["generation"]
     assert by_chat[0]["generation"] == by_text[0]["generation"]
+
+
+@pytest.mark.parametrize("code_execution", [False, True])
+def test_a_prompt_longer_than_the_context_is_that_samples_error(tmp_path, hf_server, sandbox_url, code_execution):
+    """The server refuses a prompt that cannot fit (HTTP 400): that sample gets no answer and the reason, the
+    other samples are generated, and the run succeeds (one over-long problem does not sink a benchmark)."""
+    settings = {"prompt_template": "chatml", "server": {"base_url": hf_server}, "code_execution": code_execution,
+                "inference": {"tokens_to_generate": 4}, "code_execution_config": {"sandbox_url": sandbox_url}}  # fmt: skip
+    status, rows = run_generate(tmp_path, "long", ["What is 2 + 2?", "word " * 3000], settings)
+    assert status == 0
+    short, long = rows
+    assert short["num_generated_tokens"] > 0 and "generation_error" not in short
+    assert long["generation"] == "" and long["finish_reason"] == "length"
+    assert "maximum context length" in long["generation_error"]

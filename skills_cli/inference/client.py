@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,16 @@ class ServerError(Exception):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+# how servers refuse a prompt longer than the model's context (vLLM and ours: "maximum context length";
+# SGLang: "longer than the model's context length"; TensorRT-LLM: "exceeds the max sequence length")
+_CONTEXT_OVERFLOW = re.compile(r"context length|max(imum)? sequence length|too long", re.IGNORECASE)
+
+
+def is_context_overflow(error: ServerError) -> bool:
+    """A 400 saying the prompt does not fit the model's context: that sample's fault, which no retry fixes."""
+    return error.status == 400 and bool(_CONTEXT_OVERFLOW.search(str(error)))
 
 
 class KeyRejected(UserError):

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, replace
 
 from skills_cli.common.errors import UserError
-from skills_cli.inference.client import Completion, OpenAIClient, ServerError
+from skills_cli.inference.client import Completion, OpenAIClient, ServerError, is_context_overflow
 from skills_cli.inference.config import CodeExecutionConfig, InferenceConfig
 from skills_cli.sandbox.client import Execution, Limits, SandboxClient, SandboxError, SandboxUnavailable
 
@@ -253,8 +253,8 @@ async def next_turn(client: OpenAIClient, prompt: list[dict] | str, run: SampleR
     try:
         return await client.complete(request, overrides)
     except ServerError as error:
-        if not run.text or error.status != REFUSED_STATUS:
-            raise  # the first turn's refusal is the prompt's or the settings' fault, as without code execution
+        if error.status != REFUSED_STATUS or not (run.text or is_context_overflow(error)):
+            raise  # a first turn refused for anything but its length is the settings' fault: the run stops
         run.finish_reason, run.generation_error = "length", str(error)
         return None
 

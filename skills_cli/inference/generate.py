@@ -28,7 +28,7 @@ from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import DiskFull, DurableAppender, read_jsonl, touch_atomic, write_jsonl_atomic
 from skills_cli.common.overrides import load_config_from_argv
 from skills_cli.inference import resume
-from skills_cli.inference.client import OpenAIClient, ServerError
+from skills_cli.inference.client import OpenAIClient, ServerError, is_context_overflow
 from skills_cli.inference.code_execution import Sandbox, SandboxFailed, generate_with_code
 from skills_cli.inference.config import GenerateConfig, async_side_file, check_code_execution, done_marker
 from skills_cli.inference.merge_chunks import merged_file
@@ -154,7 +154,14 @@ async def generate_one(
     if sandbox is not None:
         run = await generate_with_code(client, sandbox, prompt, config.inference)
         return run.fields(config.generation_key)
-    completion = await client.complete(prompt)
+    try:
+        completion = await client.complete(prompt)
+    except ServerError as error:
+        if not is_context_overflow(error):
+            raise
+        # this prompt can never fit the model: the sample gets no answer and says why; the others go on
+        return {config.generation_key: "", "num_generated_tokens": 0, "finish_reason": "length",
+                "generation_error": str(error)}  # fmt: skip
     return {config.generation_key: completion.text, "num_generated_tokens": completion.num_generated_tokens,
             "finish_reason": completion.finish_reason,
             **({"logprobs": completion.logprobs} if config.inference.logprobs else {})}  # fmt: skip

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from conftest import run_ns, write_config
 
-from skills_cli.pipeline.store import Store
+from skills_cli.pipeline.store import JobRecord, JobState, Store
 
 SEED_003_FLAGS = [
     "++sft.max_num_epochs=4", "++policy.dtensor_cfg.tensor_parallel_size=8", "++policy.max_total_sequence_length=8192",
@@ -89,6 +90,15 @@ def test_missing_model_unknown_backend_and_heads(tmp_path, config_dir):
     untokenized = run_ns("train", "sft", "--hf_model", str(model), "--training_data", str(data), "--output_dir",
                          str(tmp_path / "o"), "--num_gpus", "0")  # fmt: skip
     assert untokenized.returncode == 2 and f"--hf_model {model}: no tokenizer files in {model}" in untokenized.stderr
+    # after an upstream that may still be writing the model (config.json first, the tokenizer last), the job
+    # checks the tokenizer when it starts: the submission must not fail on a half-written folder
+    store = Store()
+    store.add_experiment("download", "local", "none")
+    store.add_job(JobRecord(uid="20260101-000000-00000000", expname="download", name="download", cluster="local",
+                            executor="none", external_id="1", state=JobState.RUNNING, submitted_at=time.time()))  # fmt: skip
+    waiting = run_ns("train", "sft", "--hf_model", str(model), "--training_data", str(data), "--output_dir",
+                     str(tmp_path / "o"), "--num_gpus", "0", "--run_after", "download", "--dry_run")  # fmt: skip
+    assert waiting.returncode == 0, waiting.stderr
 
 
 def sft_data(tmp_path, rows: int = 16):

@@ -108,7 +108,11 @@ def check_heads(path: Path, config) -> None:
         log.info("--hf_model %s: no config.json readable here; tensor parallel size vs attention heads not checked "
                  "before submission", path)  # fmt: skip
         return
-    model = json.loads((path / "config.json").read_text())
+    try:
+        model = json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, OSError):  # being written by an upstream job: the job checks it when it starts
+        log.info("--hf_model %s: config.json not readable yet; heads not checked before submission", path)
+        return
     tp = tensor_parallel_size(config)
     for key in ("num_attention_heads", "num_key_value_heads"):
         heads = model.get(key)
@@ -127,7 +131,10 @@ def check_model(spec: TrainSpec, config, cluster: ClusterConfig) -> None:
     if not (path / "config.json").is_file():
         return
     tokenizer_dir = config.policy.tokenizer or str(path)
-    problem = tokenizer_problem(tokenizer_dir) if local or tokenizer_dir == str(path) else None
+    # with --run_after an upstream job may still be writing the model (config.json first, the tokenizer last:
+    # the OpenMath recipe's download job on Slurm was caught half way): its tokenizer is the job's to check
+    readable_now = not spec.run_after and (local or tokenizer_dir == str(path))
+    problem = tokenizer_problem(tokenizer_dir) if readable_now else None
     if problem:
         raise UserError(f"--hf_model {path}: {problem}; save the tokenizer with the model or set ++policy.tokenizer")
     if local:  # a folder, binary, empty or JSON-array file fails here, not in the job after submission

@@ -132,7 +132,7 @@ def test_few_shot_split_errors_name_what_is_missing(tmp_path):
     write_jsonl_atomic(data / "prompt.jsonl", [{"id": "t-1", "text": "task", "code": "x"}])
     with pytest.raises(UserError, match="no row with id 't-3'"):
         load_prompt_config(write_config(tmp_path), data_dir=data)
-    with pytest.raises(UserError, match="needs both split and ids"):
+    with pytest.raises(UserError, match="needs a split and either ids or match"):
         load_prompt_config(write_config(tmp_path, SHOT_CONFIG.replace("  ids: [t-3, t-1]\n", "")))
     with pytest.raises(UserError, match="both examples and split"):
         load_prompt_config(write_config(tmp_path, SHOT_CONFIG + "  examples: [{text: a, code: b}]\n"))

@@ -319,9 +319,44 @@ def test_generated_questions_grade_end_to_end_and_summarize_on_choice_correct(tm
 
 def test_the_benchmarks_declare_the_mcq_grader_prompt_and_rows():
     assert GRADERS.get("mcq").metric_keys == ("choice_correct",)
-    for name, splits in (("gpqa_diamond", ("test",)), ("mmlu_pro", ("test", "validation")),
-                         ("mmlu", ("test", "validation", "dev"))):  # fmt: skip
+    for name, prompt, splits in (("gpqa_diamond", "generic/mcq", ("test",)),
+                                 ("mmlu_pro", "mcq/mmlu_pro", ("test", "validation")),
+                                 ("mmlu", "mcq/mmlu", ("test", "validation", "dev"))):  # fmt: skip
         benchmark = get_benchmark(name)
-        assert (benchmark.grader, benchmark.prompt_config, benchmark.splits) == ("mcq", "generic/mcq", splits)
+        assert (benchmark.grader, benchmark.prompt_config, benchmark.splits) == ("mcq", prompt, splits)
         assert set(benchmark.urls) == set(splits) and benchmark.fetch is not None
         assert {"options", "options_text", "expected_answer"} <= set(benchmark.row_fields)
+
+
+def grouped_questions(split: str, field: str, groups: dict[str, int]) -> list[dict]:
+    """Questions `a + b` of each group (subject or category), in the prepared row format, with a worked answer."""
+    rows = []
+    for group, count in groups.items():
+        for i in range(count):
+            options = [str(i + k) for k in range(4)]
+            question = choice_row(f"{split}-{group}-{i}", f"{group}: what is {i} + 0?", options, 0, **{field: group})
+            rows.append({**question, "solution": f"A: Let's think step by step. {i} + 0 = {i}. The answer is (A)."})
+    return rows
+
+
+@pytest.mark.parametrize(("benchmark", "split", "field"), [("mmlu", "dev", "subject"),
+                                                          ("mmlu_pro", "validation", "category")])  # fmt: skip
+def test_the_papers_few_shot_prompts_show_five_examples_of_the_rows_own_group(tmp_path, benchmark, split, field):
+    """MMLU: the five dev questions of the row's subject; MMLU-Pro: five worked answers of its category; read
+    from the prepared split, never another group's, and in the split's order."""
+    data = tmp_path / benchmark
+    write_jsonl_atomic(data / f"{split}.jsonl", grouped_questions(split, field, {"algebra": 7, "virology": 5}))
+    prompt = load_prompt_config(get_benchmark(benchmark).prompt_config, data_dir=data)
+    row = grouped_questions("test", field, {"virology": 1})[0]
+    (message,) = prompt.messages(row)
+    text = message["content"]
+    assert [f"virology: what is {i} + 0?" in text for i in range(5)] == [True] * 5
+    assert "algebra" not in text and text.count("what is") == 6  # five examples, then the question itself
+    assert text.index("virology: what is 4 + 0?") < text.rindex("virology: what is 0 + 0?")  # the question last
+    if benchmark == "mmlu_pro":
+        assert text.count("The answer is (A).") == 5 and text.endswith("A: Let's think step by step.")
+    else:
+        assert text.count("Answer: A") == 5 and text.startswith("The following are multiple choice questions")
+    # an answer in either paper's format is read by the grader
+    for said in ("... so the answer is (A).", "Answer: A"):
+        assert grade_row({**row, "generation": said}, "generation", GradeOptions())["choice_correct"], said

@@ -20,6 +20,15 @@ They are read from `<data_dir>/<split>.jsonl` when the config is loaded with `da
 prepared input file, `<data>/<benchmark>/`); a config loaded without it still validates, and says what is
 missing if asked for messages.
 
+Or each row gets its own examples: the first `count` rows of the split whose `match` field equals the row's
+(MMLU's paper prompt: the five dev questions of the row's subject):
+
+    few_shot_examples:
+      template: "{problem}\n{options_text}\nAnswer: {expected_answer}\n\n"
+      split: dev
+      match: subject
+      count: 5
+
 Templates use Python `str.format` fields filled from each input row; literal braces are doubled (`{{}}`).
 A config is named by a path to a YAML file or by a packaged name such as `generic/math`.
 """
@@ -46,6 +55,16 @@ class FewShotConfig:
     # instead of `examples`: the rows of this prepared split with these ids, in this order (see the docstring)
     split: str | None = None
     ids: list[str] = field(default_factory=list)
+    # or, per row: the first `count` rows of the split whose field `match` equals the row's
+    match: str | None = None
+    count: int | None = None
+
+    def chosen_for(self, row: dict) -> list[dict]:
+        """The examples shown before `row`: all of them, or those of its `match` value."""
+        if self.match is None:
+            return self.examples
+        same = [example for example in self.examples if example.get(self.match) == row.get(self.match)]
+        return same[: self.count] if self.count is not None else same
 
 
 @dataclass(frozen=True)
@@ -68,7 +87,7 @@ class PromptConfig:
         """Row fields the templates need (`examples` is filled from the few-shot block)."""
         return (template_fields(self.user) | template_fields(self.system)) - {"examples"}
 
-    def examples_text(self) -> str:
+    def examples_text(self, row: dict | None = None) -> str:
         if self.few_shot_examples is None:
             return ""
         shots = self.few_shot_examples
@@ -76,7 +95,8 @@ class PromptConfig:
             raise UserError(f"prompt config {self.source}: its few-shot examples are rows of the prepared split "
                             f"{shots.split!r}, which are read only when it is loaded with the data folder "
                             "(load_prompt_config(name, data_dir=...))")  # fmt: skip
-        body = "".join(self.example_text(number, example) for number, example in enumerate(shots.examples, 1))
+        chosen = shots.chosen_for(row or {})
+        body = "".join(self.example_text(number, example) for number, example in enumerate(chosen, 1))
         return shots.prefix + body + shots.suffix
 
     def example_text(self, number: int, example: dict) -> str:
@@ -94,7 +114,7 @@ class PromptConfig:
             where = f"row {row_number}" if row_number is not None else "the row"
             raise UserError(f"prompt {self.source}: {where} has no field {missing[0]!r} "
                             f"(row fields: {', '.join(sorted(row)) or 'none'})")  # fmt: skip
-        values = {**row, "examples": self.examples_text()}
+        values = {**row, "examples": self.examples_text(row)}
         system = system_message if system_message is not None else self.system.format(**values)
         messages = [{"role": "system", "content": system}] if system else []
         return messages + [{"role": "user", "content": self.user.format(**values)}]
@@ -140,12 +160,15 @@ def load_prompt_config(name: str, data_dir: str | Path | None = None) -> PromptC
 
 def check_example_source(shots: FewShotConfig | None, source: str) -> None:
     """Examples are written in the config or named by split and ids, not both."""
-    if shots is None or (shots.split is None and not shots.ids):
+    if shots is None or (shots.split is None and not shots.ids and shots.match is None):
         return
-    if shots.split is None or not shots.ids:
-        raise UserError(f"prompt config {source}: few_shot_examples needs both split and ids (or neither)")
+    if shots.split is None or bool(shots.ids) == (shots.match is not None):
+        raise UserError(f"prompt config {source}: few_shot_examples from data needs a split and either ids or "
+                        "match (with an optional count)")  # fmt: skip
     if shots.examples:
         raise UserError(f"prompt config {source}: few_shot_examples has both examples and split; give one")
+    if shots.count is not None and (shots.match is None or shots.count < 1):
+        raise UserError(f"prompt config {source}: few_shot_examples.count needs match and must be >= 1")
 
 
 def with_data_examples(config: PromptConfig, data_dir: Path) -> PromptConfig:
@@ -157,6 +180,8 @@ def with_data_examples(config: PromptConfig, data_dir: Path) -> PromptConfig:
     if not path.is_file():
         raise UserError(f"prompt config {config.source}: few-shot split {shots.split!r} is not prepared "
                         f"(no {path}); prepare every split of the benchmark: ns prepare_data {data_dir.name}")  # fmt: skip
+    if shots.match is not None:  # every row of the split; each prompt picks those of its own match value
+        return replace(config, few_shot_examples=replace(shots, examples=read_jsonl(path)))
     rows = {row.get("id"): row for row in read_jsonl(path)}
     missing = [row_id for row_id in shots.ids if row_id not in rows]
     if missing:

@@ -72,7 +72,7 @@ def convert(rows: list[dict]) -> list[dict]:
 BENCHMARK = Benchmark(
     name="mmlu",
     description="MMLU: 14k four-option questions in 57 subjects (source order).",
-    prompt_config="generic/mcq",
+    prompt_config="mcq/mmlu",
     grader="mcq",
     splits=tuple(FOLDERS),
     urls=URLS,

@@ -72,7 +72,7 @@ def convert(rows: list[dict]) -> list[dict]:
 BENCHMARK = Benchmark(
     name="mmlu_pro",
     description="MMLU-Pro: 12k harder MMLU-style questions in 14 categories, up to 10 options (source order).",
-    prompt_config="generic/mcq",
+    prompt_config="mcq/mmlu_pro",
     grader="mcq",
     splits=("test", "validation"),
     urls=URLS,

@@ -33,19 +33,6 @@ def benchmarks_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def own_ctrl_c_handler():
-    """Each test starts with the Ctrl-C handler the one before it started with: an in-process program or a
-    library that installs its own and does not put it back must not change what the next test's Ctrl-C does
-    (the interrupt tests send themselves SIGINT; in the full suite one found a handler left behind)."""
-    import signal
-
-    before = signal.getsignal(signal.SIGINT)
-    yield
-    if before is not None and signal.getsignal(signal.SIGINT) is not before:
-        signal.signal(signal.SIGINT, before)
-
-
-@pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
     """Every test gets its own store, logs and code snapshots, and runs from a scratch directory."""
     home = tmp_path / "skills_home"

@@ -105,6 +105,9 @@ def test_ctrl_c_during_submission_lets_it_finish_then_cancels_every_queued_job(i
     monkeypatch.setattr(LocalExecutor, "_spawn_supervisor", staticmethod(spawn_then_interrupt))
     monkeypatch.setattr(interrupts, "_seen", [])
     jobs = [Job(name=f"j{i}", commands=(Command(argv=("sleep", "30")),)) for i in range(3)]
+    # as in an interactive shell: pytest started in the background of a script inherits SIGINT ignored, which
+    # `ns` rightly keeps ignoring (test_ns_started_with_ctrl_c_ignored_keeps_ignoring_it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupts.install()
     try:
         with pytest.raises(KeyboardInterrupt):

@@ -43,12 +43,20 @@ def load_function(text: str, option: str) -> Callable:
     return function
 
 
-def _import_file(path: Path):
-    if not path.is_file():
-        raise OSError(f"no such file {path}")
-    name = f"skills_cli_user_functions.{path.stem}"
+def import_file(path: Path, name: str):
+    """The module in the Python file `path`, imported under `name` (a plug-in outside any package)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
+
+
+def _import_file(path: Path):
+    if not path.is_file():
+        raise OSError(f"no such file {path}")
+    return import_file(path, f"skills_cli_user_functions.{path.stem}")

@@ -13,14 +13,13 @@ This module stays free of the graders' code: the pipeline imports it to compile 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.functions import import_file
 from skills_cli.common.registry import Registry
 from skills_cli.evaluation.graders import DEFAULT_GRADER, GRADERS, Grader
 
@@ -78,13 +77,9 @@ def import_benchmark_file(path: Path) -> None:
     """One plug-in module, under a name of its own (two folders may both hold a `code.py`)."""
     tag = hashlib.sha256(str(path.resolve().parent).encode()).hexdigest()[:10]
     name = f"skills_cli_benchmark_plugins.d{tag}.{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        import_file(path, name)
     except Exception as error:  # a plug-in's own bug: one line naming the file, not a traceback of ours
-        del sys.modules[name]
         raise UserError(f"benchmark plug-in {path} cannot be loaded: {type(error).__name__}: {error}") from None
 
 

@@ -45,8 +45,9 @@ RENDEZVOUS_PORT = 29500
 class TrainSpec(QueuedSpec):
     backend: str = option("dtensor", "Policy backend.", choices=("dtensor", "megatron"))
     hf_model: str = option(..., "Hugging Face model folder (weights + tokenizer) to start from.")
-    training_data: str = option(..., "JSONL: SFT rows with `messages` or `input`/`output`; GRPO problems with "
-                                "`problem` and `expected_answer`.")  # fmt: skip
+    training_data: str = option(..., "JSONL: SFT rows with `messages` or `input`/`output`; GRPO, PPO and distill "
+                                "problems with `problem` and `expected_answer`; DPO and RM pairs with `prompt`, "
+                                "`chosen` and `rejected`.")  # fmt: skip
     validation_data: str | None = option(None, "Validation JSONL (validation loss every ++sft.val_period steps).")
     output_dir: str = option(..., "Checkpoints, logs and metrics go here.")
     final_hf_path: str | None = option(None, "Export the final model (safetensors + tokenizer) here.")
@@ -173,13 +174,14 @@ def train_impl(name: str, extra: WrappedArguments, spec: TrainSpec) -> Submissio
     """Validate the trainer's config and layout here, then submit one torchrun job named after the algorithm."""
     algorithm = ALGORITHMS.get(name)
     ensure_log_dir_is_absolute(spec.log_dir)
-    overrides = list(extra.args)
+    overrides = algorithm.translate_overrides(list(extra.args))
     if spec.disable_wandb:
         overrides.append("++logger.wandb_enabled=false")  # last, so it wins over the user's overrides
     arguments = [*launcher_overrides(spec, name), *overrides]
     config = checked_config(algorithm, spec, arguments)
     cluster = load_cluster_config(spec.cluster, spec.config_dir)
     check_model(spec, config, cluster)
+    algorithm.check_models(config)
     role = algorithm.container(config, spec.container)
     script = torchrun_script(spec, cluster.python_for(role), algorithm.module, arguments)
     command = Command(argv=("bash", "-c", script), container=role, gpus=spec.num_gpus)

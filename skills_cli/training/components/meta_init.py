@@ -39,16 +39,17 @@ def parameters_on_meta() -> Iterator[None]:
         torch.nn.Module.register_parameter = original
 
 
-def empty_model(path: str):
+def empty_model(path: str, head: str = "lm"):
     """The model of `path` with meta parameters and real buffers, configured like `model.load_model`'s."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
+    from skills_cli.training.components.heads import from_config
     from skills_cli.training.components.model import attention_kwargs
 
     config = AutoConfig.from_pretrained(path)
     with parameters_on_meta():
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **attention_kwargs())
+        model = from_config(config, head, dtype=torch.float32, **attention_kwargs())
     model.config.use_cache = False
     return model
 

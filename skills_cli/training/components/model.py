@@ -53,16 +53,18 @@ def compile_enabled(device) -> bool:
     return getattr(device, "type", device) == "cuda" and os.environ.get(COMPILE_ENV, "1") != "0"
 
 
-def load_model(path: str, attn_implementation: str | None = None):
-    """The model in float32 on CPU: fp32 master weights, which sharding then moves to the device.
+def load_model(path: str, attn_implementation: str | None = None, head: str = "lm"):
+    """The model in float32 on CPU: fp32 master weights, which sharding then moves to the device. `head`: "lm"
+    (a causal LM) or "scalar" (a score per token: critics and reward models, `heads.py`).
 
     Attention: `attn_implementation` when given, else varlen flash attention where it runs (an NVIDIA GPU of
     compute capability >= 8.0 with PyTorch's flash kernels), else transformers' default (SDPA)."""
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from skills_cli.training.components.heads import from_pretrained
 
     check_model_path(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **attention_kwargs(attn_implementation))
+    model = from_pretrained(path, head, dtype=torch.float32, **attention_kwargs(attn_implementation))
     model.config.use_cache = False  # no KV cache in training
     return model
 

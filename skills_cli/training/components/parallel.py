@@ -95,7 +95,8 @@ def all_reduce(value: float, group, device, op: str = "sum") -> float:
     import torch.distributed as dist
 
     tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=group)
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+    dist.all_reduce(tensor, op=ops[op], group=group)
     return float(tensor.item())
 
 

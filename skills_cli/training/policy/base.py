@@ -9,7 +9,8 @@ The loss contract (`forward_backward`):
 
     loss_fn(logits, labels, micro_batch) -> (loss, metrics)
 
-  * `logits`: float tensor (rows, length, vocab) over the *full* vocabulary (a backend that splits the
+  * `logits`: float tensor (rows, length, vocab) over the *full* vocabulary (a scalar-head policy, `head="scalar"`:
+    (rows, length, 1), a score per token) (a backend that splits the
     vocabulary over tensor-parallel ranks gathers it first), in the compute dtype; `labels`: int64 tensor
     (rows, length) on the same device, IGNORE_INDEX where no loss. Both may have the rows of a packed
     micro-batch flattened into one (flash-attention packing): reshape per-token extras to `labels.shape`.
@@ -52,6 +53,7 @@ class Policy(ABC):
     model: Any  # the backend's (wrapped) module
     config: Any  # the policy section of the trainer's config (training.config.PolicyConfig)
     dist: Any  # this rank's components.parallel.Distributed
+    head: str = "lm"  # "lm": next-token logits; "scalar": a score per token (critics, reward models; heads.py)
 
     # ---- compute ------------------------------------------------------------------------------------------
 
@@ -117,7 +119,8 @@ class Policy(ABC):
 
         state_dict = self.full_hf_state_dict()
         if self.dist.is_main:
-            save_hf_model(state_dict, self.config.model_name, path, self.compute_dtype, tokenizer_dir=tokenizer_dir)
+            save_hf_model(state_dict, self.config.model_name, path, self.compute_dtype, tokenizer_dir=tokenizer_dir,
+                          head=self.head)  # fmt: skip
         torch.distributed.barrier()
         return Path(path)
 

@@ -36,10 +36,10 @@ log = logging.getLogger("skills_cli.sft")
 class DTensorPolicy(Policy):
     backend = "dtensor"
 
-    def __init__(self, config: PolicyConfig, dist: Distributed, total_steps: int):
+    def __init__(self, config: PolicyConfig, dist: Distributed, total_steps: int, head: str = "lm"):
         import torch
 
-        self.config, self.dist, self.device = config, dist, dist.device
+        self.config, self.dist, self.device, self.head = config, dist, dist.device, head
         self.mixed_precision = config.precision == "bfloat16" and dist.device.type == "cuda"
         self.compute_dtype = torch.bfloat16 if self.mixed_precision else torch.float32
         self._build_model()
@@ -55,8 +55,8 @@ class DTensorPolicy(Policy):
         self.dp_rank, self.dp_group = self.mesh["dp"].get_local_rank(), self.mesh["dp"].get_group()
         self.dp_size = self.mesh["dp"].size()
         # rank 0 alone reads the checkpoint; every rank shards a meta-initialized copy (see meta_init.py)
-        loaded = load_model(config.model_name) if self.dist.is_main else None
-        model = empty_model(config.model_name)
+        loaded = load_model(config.model_name, head=self.head) if self.dist.is_main else None
+        model = empty_model(config.model_name, head=self.head)
         check_tensor_parallel(model.config, tp)
         self.fingerprint = broadcast_object(model_fingerprint(loaded) if loaded is not None else None)
         self.num_params = count_parameters(model)

@@ -40,6 +40,8 @@ class Rollout:
     prev_logprobs: list[float] | None = None  # trainer's logprobs before the update
     reference_logprobs: list[float] | None = None
     loss_multiplier: float = 1.0  # 0 when overlong filtering drops the sample
+    # per response token, when the advantage varies along the response (PPO's GAE); else `advantage` everywhere
+    token_advantages: list[float] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -112,7 +114,8 @@ def _attach_rollout_tensors(
     the loss reshapes these to `labels.shape`, which keeps the token order."""
     shape = batch.input_ids.shape
     batch.rollouts, batch.placements = list(rollouts), list(placements)
-    batch.advantages = _per_token(rollouts, placements, shape, lambda r: [r.advantage] * len(r.response_ids))
+    batch.advantages = _per_token(rollouts, placements, shape,
+                                  lambda r: r.token_advantages or [r.advantage] * len(r.response_ids))  # fmt: skip
     batch.generation_logprobs = _per_token(rollouts, placements, shape, lambda r: r.generation_logprobs)
     batch.prev_logprobs = _per_token(rollouts, placements, shape, lambda r: r.prev_logprobs)
     batch.reference_logprobs = _per_token(rollouts, placements, shape, lambda r: r.reference_logprobs)

@@ -67,6 +67,67 @@ def test_hf_weights_give_hf_logits_and_map_back_exactly(arch, tmp_path):
     assert back.keys() == state.keys() and all(back[name].equal(state[name]) for name in state)
 
 
+def test_packed_stream_gives_each_sequences_hf_logits_and_compiled_layers_the_same_gradients():
+    """The THD path (packed.py): one flattened stream of packed rows, RoPE by position id in the varlen core
+    attention, gives every sequence HF's own logits; decoder layers compiled with dynamic token counts (the
+    GPU path; here dynamo with the aot_eager backend) give the eager outputs (exactly) and gradients, for three
+    token counts, and dynamo breaks the layer's graph only at the CPU attention's data-dependent offset check
+    (on GPUs the flash kernel is a custom op inside the graph): not at megatron's per-sequence RoPE or at its
+    row-parallel linear's deprecation warning."""
+    import torch
+    import torch._dynamo.testing
+    from transformers import AutoModelForCausalLM
+
+    from skills_cli.training.components.batching import make_micro_batches
+    from skills_cli.training.components.data import SFTSample
+    from skills_cli.training.megatron import model as mcore
+    from skills_cli.training.megatron import packed
+
+    hf = AutoModelForCausalLM.from_pretrained(tiny_model("qwen2"), dtype=torch.float32)
+    shape = bridge.model_shape(hf.config)
+    generator = torch.Generator().manual_seed(0)
+    with distributed_session() as dist:
+        mcore.initialize_parallel(1, 1, seed=0, device=dist.device)
+        config = mcore.transformer_config(shape, 1, 1, torch.float32, dist.device, activation_checkpointing=False)
+        gpt = mcore.build_gpt_model(shape, config, te=False)
+        mcore.load_megatron_weights(gpt, bridge.hf_to_megatron(hf.state_dict(), shape), shape.tie_word_embeddings)
+        batches = []
+        for lengths in ((5, 7, 12), (9, 3, 8, 20), (30, 2)):  # 2 packed rows of 32 each, 3 token counts
+            ids = [torch.randint(3, shape.vocab_size, (n,), generator=generator).tolist() for n in lengths]
+            micro_batch = make_micro_batches([SFTSample(i, i) for i in ids], 2, 0, pack_capacity=32)[0]
+            inputs = packed.thd_inputs(micro_batch, dist.device, packed.inverse_frequencies(shape, "cpu"),
+                                       torch.float32)  # fmt: skip
+            batches.append((ids, inputs))
+        eager = [_output_and_grads(gpt, inputs) for _, inputs in batches]
+        counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+        torch._dynamo.utils.counters.clear()
+        assert packed.compile_decoder_layers(gpt, backend=counter) == shape.num_layers
+        compiled = [_output_and_grads(gpt, inputs) for _, inputs in batches]
+    breaks = torch._dynamo.utils.counters["graph_break"]
+    assert (
+        counter.frame_count > 0 and breaks and all(reason.startswith("Unsupported Tensor.item()") for reason in breaks)
+    )
+    for (ids, inputs), (logits, grads), (logits_c, grads_c) in zip(batches, eager, compiled, strict=True):
+        assert torch.equal(logits, logits_c)
+        assert ((grads - grads_c).norm() / grads.norm()).item() < 1e-6  # fp32; the sums may be ordered otherwise
+        offsets = inputs["packed_seq_params"].cu_seqlens_q.tolist()
+        assert len(offsets) == len(ids) + 1  # the padding is left out of the stream
+        stream = inputs["input_ids"][0]
+        for start, end in zip(offsets[:-1], offsets[1:], strict=True):
+            with torch.no_grad():
+                expected = hf(stream[start:end][None]).logits[0]
+            assert (logits[0, start:end, : shape.vocab_size] - expected).abs().max().item() < 1e-4
+
+
+def _output_and_grads(gpt, inputs):
+    import torch
+
+    gpt.zero_grad()
+    logits = gpt(inputs["input_ids"], inputs["position_ids"], None, packed_seq_params=inputs["packed_seq_params"])
+    logits.square().mean().backward()
+    return logits.detach(), torch.cat([p.grad.reshape(-1) for p in gpt.parameters()])
+
+
 def test_tensor_parallel_shards_reassemble():
     """Every TP rank's slice of q/k/v and of gate/up holds whole heads and matching gate/up rows."""
     import torch
@@ -115,14 +176,21 @@ def train_file(tmp_path_factory):
 
 def probe_logits(policy, samples, pad_id: int):
     """The policy's full-vocabulary logits for one padded micro-batch, through the Policy interface, laid out
-    (rows, length, vocab) (a policy may hand the loss one flattened stream; labels then share its layout)."""
+    (rows, length, vocab), zero at padding (a policy may hand the loss one flattened stream, with or without the
+    padding; labels then share its layout)."""
     from skills_cli.training.components.batching import make_micro_batches
 
     captured = []
 
     def keep_logits(logits, labels, micro_batch):
+        import torch
+
         assert logits.shape[:-1] == labels.shape
-        captured.append(logits.detach().reshape(*micro_batch.input_ids.shape, -1).clone())
+        real = micro_batch.real_token_mask()
+        flat = logits.detach().reshape(-1, logits.shape[-1])
+        full = torch.zeros(*real.shape, flat.shape[-1])
+        full[real] = flat if flat.shape[0] == int(real.sum()) else flat[real.reshape(-1)]
+        captured.append(full)
         return logits.sum() * 0.0, {}
 
     policy.eval()

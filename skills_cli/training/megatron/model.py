@@ -3,11 +3,9 @@ stage and tensor-parallel rank, HF weights into its shards, and the full weights
 
 Layer spec: TransformerEngine's when `transformer_engine` imports (fused kernels, packed sequences through
 cu_seqlens), else megatron's local spec (plain PyTorch; on CPU always) with its core attention replaced by
-`VarlenCoreAttention`: megatron's own materialises (rows, heads, L, L) scores and a mask, which at 4096 tokens
-held a 0.5B model to one packed row per micro-batch and ~5% MFU on an H100; ours takes the same THD stream
-and offsets as TransformerEngine's and runs the varlen flash kernels on GPUs. The fusions that keep bf16
-intermediates (RoPE, bias-SwiGLU) stay off: NeMo-RL issue #1801 traced most logprob mismatches against vLLM
-to them.
+`packed.VarlenCoreAttention` (RoPE per token, then the varlen flash kernels on GPUs; packed.py says why), and
+no position embedding in the GPTModel itself. The fusions that keep bf16 intermediates (megatron's RoPE and
+bias-SwiGLU kernels) stay off: NeMo-RL issue #1801 traced most logprob mismatches against vLLM to them.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import logging
 import re
 
 from skills_cli.training.megatron.bridge import ModelShape, padded_vocab_size, shard, unshard
+from skills_cli.training.megatron.packed import varlen_core_attention_spec
 
 log = logging.getLogger("skills_cli.sft")
 
@@ -81,9 +80,12 @@ def build_gpt_model(shape: ModelShape, config, te: bool):
 
     if te:
         spec = get_gpt_layer_with_transformer_engine_spec()
-    else:
+    else:  # RoPE happens in the core attention (packed.py)
+        import torch
+
         spec = get_gpt_layer_local_spec(normalization="RMSNorm")
-        spec.submodules.self_attention.submodules.core_attention = varlen_core_attention_class()
+        device = "cpu" if config.use_cpu_initialization else torch.device("cuda", torch.cuda.current_device())
+        spec.submodules.self_attention.submodules.core_attention = varlen_core_attention_spec(shape, device)
     model = GPTModel(
         config=config,
         transformer_layer_spec=spec,
@@ -93,7 +95,7 @@ def build_gpt_model(shape: ModelShape, config, te: bool):
         post_process=parallel_state.is_pipeline_last_stage(),
         parallel_output=False,
         share_embeddings_and_output_weights=shape.tie_word_embeddings,
-        position_embedding_type="rope",
+        position_embedding_type="rope" if te else "none",
         rotary_base=shape.rope_theta,
         rope_scaling=shape.rope_scaling_factor is not None,
         rope_scaling_factor=shape.rope_scaling_factor or 8.0,
@@ -102,48 +104,6 @@ def build_gpt_model(shape: ModelShape, config, te: bool):
     # float32: one dtype for all (as Megatron-LM's Float16Module does), or DDP makes a second gradient buffer
     # and the norms run in float32 on bf16 activations
     return model.to(dtype=config.params_dtype)
-
-
-_VARLEN_CORE_ATTENTION = None
-
-
-def varlen_core_attention_class():
-    """megatron's core-attention module contract over packed (THD) inputs, computed by `model.varlen_attention`
-    (flash kernels on GPUs, masked SDPA on CPU). Built on first use: importing this module needs no megatron."""
-    global _VARLEN_CORE_ATTENTION
-    if _VARLEN_CORE_ATTENTION is not None:
-        return _VARLEN_CORE_ATTENTION
-    from megatron.core.transformer.dot_product_attention import DotProductAttention
-    from megatron.core.transformer.module import MegatronModule
-
-    from skills_cli.training.components.model import varlen_attention
-
-    class VarlenCoreAttention(MegatronModule):
-        """Packed THD inputs (`packed_seq_params`): query (tokens, heads, head_dim), key/value (tokens, query
-        groups, head_dim) of this TP rank, causal inside each sequence. Anything else (a plain call with a mask)
-        goes to megatron's own core attention, which holds no parameters."""
-
-        def __init__(self, config, layer_number, attn_mask_type, attention_type, attention_dropout=None,
-                     softmax_scale=None, cp_comm_type=None, pg_collection=None):  # fmt: skip
-            super().__init__(config=config)
-            self.unpacked = DotProductAttention(config, layer_number, attn_mask_type, attention_type,
-                                                attention_dropout, softmax_scale, cp_comm_type, pg_collection)  # fmt: skip
-            self.softmax_scale = self.unpacked.softmax_scale  # megatron's rule (query-key layer scaling included)
-            self.plain = not config.window_size and not (attention_dropout or config.attention_dropout)
-
-        def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
-                    packed_seq_params=None):  # fmt: skip
-            if packed_seq_params is None or packed_seq_params.qkv_format != "thd":
-                return self.unpacked(query, key, value, attention_mask, attn_mask_type=attn_mask_type,
-                                     attention_bias=attention_bias, packed_seq_params=packed_seq_params)  # fmt: skip
-            if attention_bias is not None or not self.plain:
-                raise ValueError("the varlen core attention supports no attention bias, window or dropout")
-            return varlen_attention(query.contiguous(), key.contiguous(), value.contiguous(),
-                                    packed_seq_params.cu_seqlens_q, int(packed_seq_params.max_seqlen_q),
-                                    float(self.softmax_scale))  # fmt: skip
-
-    _VARLEN_CORE_ATTENTION = VarlenCoreAttention
-    return VarlenCoreAttention
 
 
 def global_name(model, name: str) -> str:

@@ -10,11 +10,12 @@ global-batch gradient, as on the dtensor backend. Without pipeline parallelism t
 pipeline parallelism needs GPUs.
 
 Attention: packed rows must keep their sequences apart. Packed micro-batches run as one THD stream with
-cu_seqlens (PackedSeqParams; each row's trailing padding a sequence of its own), with either layer spec: the
-local spec's core attention is `megatron.model.VarlenCoreAttention` (varlen flash kernels on GPUs), and RoPE
-restarts at each offset. Padded rows run the same way without TransformerEngine (each row's real tokens and
-its padding two sequences); with it they need only the causal kernel: right padding comes after every real
-token, so no real token attends to it.
+cu_seqlens (`packed.thd_inputs`: the dtensor backend's flattened layout, padding left out where the loss
+allows, each padded row's trailing padding otherwise a sequence of its own), with either layer spec: the local
+spec's core attention is `packed.VarlenCoreAttention` (RoPE by position id, varlen flash kernels on GPUs),
+and its decoder layers are compiled on GPUs (packed.py). Padded rows run the same way without
+TransformerEngine; with it they need only the causal kernel: right padding comes after every real token, so
+no real token attends to it.
 
 Precision: bf16 parameters with fp32 main weights in the optimizer on GPUs (policy.precision=bfloat16),
 float32 everywhere on CPU.
@@ -28,11 +29,11 @@ from pathlib import Path
 
 from skills_cli.training.components import checkpoint as ckpt
 from skills_cli.training.components.batching import dummy_micro_batch
-from skills_cli.training.components.model import count_parameters, load_model, model_fingerprint
+from skills_cli.training.components.model import compile_enabled, count_parameters, load_model, model_fingerprint
 from skills_cli.training.components.optim import StepSchedule
 from skills_cli.training.components.parallel import Distributed, all_reduce
 from skills_cli.training.config import PolicyConfig
-from skills_cli.training.megatron import bridge, dist_ckpt
+from skills_cli.training.megatron import bridge, dist_ckpt, packed
 from skills_cli.training.megatron import model as mcore
 from skills_cli.training.policy import policy_backend
 from skills_cli.training.policy.base import LossFn, Policy
@@ -77,10 +78,13 @@ class MegatronPolicy(Policy):
         bridge.check_tensor_parallel(self.shape, self.tp_size)
         bridge.check_pipeline_parallel(self.shape, self.pp_size)
         self.fingerprint, self.num_params = model_fingerprint(hf), count_parameters(hf)
+        self.rope_frequencies = packed.inverse_frequencies(self.shape, self.device)
         mcore.initialize_parallel(self.tp_size, self.pp_size, seed, self.device)
         self.transformer_config = mcore.transformer_config(self.shape, self.tp_size, self.pp_size, self.compute_dtype,
                                                            self.device, self.config.megatron_cfg.activation_checkpointing)  # fmt: skip
         gpt = mcore.build_gpt_model(self.shape, self.transformer_config, self.te)
+        if not self.te and compile_enabled(self.device):
+            packed.compile_decoder_layers(gpt)
         rows = bridge.padded_vocab_size(self.shape.vocab_size, self.tp_size)
         full = bridge.hf_to_megatron(hf.state_dict(), self.shape, te=self.te, vocab_rows=rows)
         mcore.load_megatron_weights(gpt, full, self.shape.tie_word_embeddings)
@@ -129,25 +133,7 @@ class MegatronPolicy(Policy):
         if self.te and micro_batch.segment_ids is None:
             return {"input_ids": micro_batch.input_ids.to(device), "position_ids": micro_batch.position_ids.to(device),
                     "attention_mask": None, "labels": micro_batch.labels.to(device), "packed_seq_params": None}  # fmt: skip
-        return self._thd_inputs(micro_batch)
-
-    def _thd_inputs(self, micro_batch) -> dict:
-        """A micro-batch as one THD row: every segment of every row (trailing padding too) its own sequence."""
-        import torch
-        from megatron.core.packed_seq_params import PackedSeqParams
-
-        segments = micro_batch.segment_ids if micro_batch.segment_ids is not None else 1 - micro_batch.attention_mask
-        lengths = []
-        for row in segments:
-            _, counts = torch.unique_consecutive(row, return_counts=True)
-            lengths += counts.tolist()
-        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=self.device)
-        longest = max(lengths)
-        params = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=longest,
-                                 max_seqlen_kv=longest)  # fmt: skip
-        flat = {name: getattr(micro_batch, name).reshape(1, -1).to(self.device)
-                for name in ("input_ids", "position_ids", "labels")}  # fmt: skip
-        return {**flat, "attention_mask": None, "packed_seq_params": params}
+        return packed.thd_inputs(micro_batch, device, self.rope_frequencies, self.compute_dtype)
 
     def forward_backward(self, micro_batches: list, loss_fn: LossFn, train: bool) -> list[dict]:
         import torch

@@ -1,0 +1,374 @@
+"""DPO on one GPU: our DPO trainer's step time and tokens/s/GPU, and TRL's DPOTrainer on the same pairs, as JSON.
+
+    python bench/dpo_step.py [--out bench/results/dpo_step.json] [--logs_dir DIR] [--tiny] [--skip_trl]
+        [--variants precomputed,on_the_fly] [--steps 10] [--trl_steps 6] [--batch 64] [--checks 40]
+        [--long] [--device_kind nvidia-h200] [--timeouts 150,150,120]
+
+What it does, all offline, each phase a separate process (the real entry points, as users run them):
+  1. builds the Qwen2.5-0.5B-shaped Qwen2 of bench/grpo_step.py (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP
+     4864, vocabulary 151,936, tied embeddings; `--tiny`: hidden 64, 2 layers) with random weights and its
+     arithmetic BPE tokenizer. No SFT warm-up: step time and throughput do not depend on the weights;
+  2. preference pairs from the `arith` train split, `--batch` x max(--steps, --trl_steps) of them (one epoch, so
+     both trainers precompute reference log-probabilities over the same pairs): prompt = the `generic/math`
+     messages, chosen = `--checks` numbered restatements of the equation then the row's solution (grpo_step's
+     `long_solution`, about 11 tokens a check), rejected = the same with a wrong result (answer + 1) everywhere;
+  3. our DPO (`python -m skills_cli.training.algorithms.dpo`), one run per `--variants` entry (the first is the
+     headline): sequence packing on (both sides of a pair in one micro-batch, `--pack_rows` rows of
+     max_total_sequence_length tokens), reference log-probabilities `precomputed` (one pass before step 1) or
+     `on_the_fly` (a frozen copy of the starting model forwards each micro-batch inside the step);
+  4. TRL's DPOTrainer on the same model, tokenizer (its chat template), pairs, beta, loss ("sigmoid"), learning
+     rate (constant), AdamW settings, global batch (per-device `--trl_micro_batch` pairs x gradient accumulation),
+     max_length, bf16 mixed precision, precompute_ref_log_probs=True (done in its constructor, before step 1, as
+     ours), no gradient checkpointing, padded batches (TRL 1.16 disables padding_free).
+
+Step time: ours, `step_time_s` of metrics.jsonl (one optimizer step, synchronized); TRL's, wall clock between
+consecutive TrainerCallback.on_step_end calls after a CUDA synchronize. Medians over steps 2..N (step 1 holds the
+warm-ups). tokens/s/GPU counts the tokens the model reads a step, prompt + chosen and prompt + rejected of every
+pair, no padding (ours: `train/num_tokens`; TRL's: the growth of its `num_tokens` log, the attention-mask sum),
+over the step time. Ratio: TRL's median step time over ours (target >= 2).
+
+Measured 2026-12-04 on one H200 (nvidia-h200; torch 2.11, transformers 5.17, accelerate 1.15; TRL 1.16.0,
+datasets 5.2.0, dill 0.4.0 and multiprocess 0.70.18 carried as wheels), defaults: 640 pairs (40 checks, ~724
+tokens a side, chosen and rejected of equal length, so padding wastes little), 64 pairs a step (~92.7k tokens),
+max length 1024, beta 0.1, lr 1e-6; ours 16 packed rows of 1024 tokens a micro-batch, TRL 8 pairs (16 padded
+sequences) a micro-batch x 8 accumulation steps. Both trainers drew the same pairs each step (equal token counts):
+    python3 bench/dpo_step.py --out $OUT/dpo_step.json --logs_dir $OUT/logs --device_kind nvidia-h200 \
+        --variants precomputed,on_the_fly --timeouts 130,160,90
+  ours, precomputed reference, median of steps 2-10: 1.384 s, 66,783 tokens/s/GPU (~200 TFLOP/s at 6 x 494M
+  parameters a token), peak 65.0 GiB; step 1 8.5 s (torch.compile warm-up).
+  ours, on-the-fly reference: 1.964 s, 47,122 tokens/s/GPU, peak 66.0 GiB.
+  TRL DPOTrainer, precompute_ref_log_probs, median of steps 2-6: 1.351 s, 68,282 tokens/s/GPU, peak 28.9 GiB
+  (setup with the reference precompute 13.8 s).
+  Ratio TRL step time / ours: 0.98 (target >= 2: not met). On equal-length pairs both are bound by the same
+  forward and backward of the same tokens; packing gains only what padding would waste.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from grpo_step import (  # noqa: E402  (bench scripts import each other from this folder)
+    PROMPT_CONFIG,
+    QWEN25_05B,
+    ROOT,
+    TARGET_RATIO,
+    TINY,
+    arith_rows,
+    build_model,
+    finish,
+    long_solution,
+    median,
+    read_jsonl,
+    rnd,
+    run_process,
+    save,
+    snapshot_commit,
+    write_jsonl,
+)
+
+BETA = 0.1
+
+
+# ---- pairs --------------------------------------------------------------------------------------------------------
+
+
+def wrong_row(row: dict) -> dict:
+    """The row with its result replaced by answer + 1 in the equation and the boxed answer."""
+    answer = row["expected_answer"]
+    wrong = str(int(answer) + 1)
+    equation, _ = row["solution"].split(" = ", 1)
+    return {**row, "solution": f"{equation} = {wrong}. The answer is \\boxed{{{wrong}}}."}
+
+
+def preference_rows(rows: list[dict], checks: int) -> list[dict]:
+    from skills_cli.prompts.prompt_config import load_prompt_config
+
+    prompt = load_prompt_config(PROMPT_CONFIG)
+    return [{"prompt": prompt.messages(row), "chosen": long_solution(row, checks),
+             "rejected": long_solution(wrong_row(row), checks)} for row in rows]  # fmt: skip
+
+
+def corpus_rows(pairs: list[dict]) -> list[dict]:
+    """The pairs as `messages` rows, the tokenizer's training text (build_model's corpus argument)."""
+    return [{"messages": row["prompt"] + [{"role": "assistant", "content": row[side]}]}
+            for row in pairs for side in ("chosen", "rejected")]  # fmt: skip
+
+
+# ---- ours ---------------------------------------------------------------------------------------------------------
+
+
+def run_ours(report: dict, args, variant: str, model: Path, pairs_path: str, work: Path, logs: Path,
+             timeout: float) -> None:  # fmt: skip
+    """One run of our DPO trainer; the first variant's results go to report["dpo"], others to
+    report["dpo_<variant>"]."""
+    if variant not in ("precomputed", "on_the_fly"):
+        raise SystemExit(f"unknown variant {variant!r} (precomputed, on_the_fly)")
+    name = "dpo" if "dpo" not in report else f"dpo_{variant}"
+    overrides = [
+        f"++policy.model_name={model}", f"++data.train_data={pairs_path}", f"++output_dir={work / name}",
+        f"++dpo.max_num_steps={args.steps}", f"++dpo.seed={args.seed}", f"++dpo.reference_policy_kl_penalty={BETA}",
+        f"++dpo.reference_logprobs={variant}", f"++policy.train_global_batch_size={args.batch}",
+        "++policy.sequence_packing.enabled=true", f"++policy.train_micro_batch_size={args.pack_rows}",
+        f"++policy.max_total_sequence_length={args.max_length}", "++policy.precision=bfloat16",
+        f"++policy.optimizer.kwargs.lr={args.lr}", "++policy.scheduler.name=constant",
+        "++checkpointing.enabled=false",
+    ]  # fmt: skip
+    python = sys.executable
+    report[name] = {"reference_logprobs": variant, "sequence_packing": True,
+                    "command": f"{python} -m skills_cli.training.algorithms.dpo " + " ".join(overrides)}  # fmt: skip
+    report[name].update(run_process([python, "-m", "skills_cli.training.algorithms.dpo", *overrides],
+                                    logs / f"{name}.log", timeout, work))  # fmt: skip
+    report[name].update(summarize_ours(read_jsonl(work / name / "logs" / "metrics.jsonl")))
+
+
+def summarize_ours(rows: list[dict]) -> dict:
+    train = [r for r in rows if "train/loss" in r]
+    if not train:
+        return {}
+    steady = train[1:] or train
+    return {
+        "steps": len(train),
+        "step_seconds": [rnd(r["step_time_s"]) for r in train],
+        "median_step_s_steps_2_to_n": rnd(median([r["step_time_s"] for r in steady])),
+        "step_1_s": rnd(train[0]["step_time_s"]),
+        "tokens_per_step": [int(r["train/num_tokens"]) for r in train],
+        "tokens_per_sec_per_gpu_median": rnd(median([r["tokens_per_sec_per_gpu"] for r in steady]), 1),
+        "peak_memory_gib": rnd(max(r.get("peak_memory_gib") or 0 for r in train), 2),
+        "loss_per_step": [rnd(r["train/loss"]) for r in train],
+        "accuracy_per_step": [rnd(r["train/accuracy"], 3) for r in train],
+    }
+
+
+# ---- TRL ------------------------------------------------------------------------------------------------------
+
+
+def trl_worker(spec_path: str) -> None:
+    """Runs in its own process: TRL's DPOTrainer for spec["steps"] optimizer steps; writes spec["out"] after
+    every step, so a run cut short still leaves what it measured."""
+    spec = json.loads(Path(spec_path).read_text())
+    out = Path(spec["out"])
+    report: dict = {"status": "starting"}
+
+    def save_report() -> None:
+        out.write_text(json.dumps(report, indent=1) + "\n")
+
+    try:
+        import torch
+        import transformers
+        import trl
+        from datasets import Dataset
+        from datasets.table import InMemoryTable
+        from transformers import AutoTokenizer, TrainerCallback
+        from trl import DPOConfig, DPOTrainer
+    except Exception as error:  # report exactly why TRL cannot run here
+        report.update(status="import_failed", error=f"{type(error).__name__}: {error}")
+        save_report()
+        return
+    import accelerate
+    import datasets
+
+    report["versions"] = {"trl": trl.__version__, "transformers": transformers.__version__,
+                          "datasets": datasets.__version__, "accelerate": accelerate.__version__}  # fmt: skip
+    cuda = spec["device"] == "cuda"
+    rows = [json.loads(line) for line in Path(spec["train_data"]).read_text().splitlines()]
+    # conversational rows; a fixed fingerprint (datasets' dill hashing of the Arrow table failed with pyarrow 26)
+    table = InMemoryTable.from_pylist([{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                                        "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows])  # fmt: skip
+    dataset = Dataset(table, fingerprint=f"arith-dpo-{len(rows)}-{spec['max_length']}")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    config = DPOConfig(
+        output_dir=spec["output_dir"], max_steps=spec["steps"], seed=spec["seed"],
+        per_device_train_batch_size=spec["micro_batch"], gradient_accumulation_steps=spec["batch"] // spec["micro_batch"],
+        learning_rate=spec["lr"], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.1, adam_beta1=0.9,
+        adam_beta2=0.98, max_grad_norm=1.0, beta=spec["beta"], loss_type=["sigmoid"], max_length=spec["max_length"],
+        precompute_ref_log_probs=True, padding_free=False, bf16=cuda, gradient_checkpointing=False, use_cpu=not cuda,
+        logging_steps=1, save_strategy="no", report_to="none", dataloader_num_workers=0, disable_dropout=True,
+    )  # fmt: skip
+    report["config"] = {k: getattr(config, k) for k in (
+        "per_device_train_batch_size", "gradient_accumulation_steps", "beta", "loss_type", "learning_rate",
+        "max_length", "precompute_ref_log_probs", "padding_free", "bf16", "gradient_checkpointing")}  # fmt: skip
+    step_ends: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            sync()
+            step_ends.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            sync()
+            step_ends.append(time.perf_counter())
+            report["step_seconds"] = [round(b - a, 4) for a, b in zip(step_ends, step_ends[1:], strict=False)]
+            report["status"] = f"running ({state.global_step} steps)"
+            save_report()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            row = {"step": state.global_step, **{k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}}
+            report.setdefault("logs", []).append(row)
+
+    start = time.perf_counter()
+    trainer = DPOTrainer(model=spec["model"], args=config, train_dataset=dataset,
+                         processing_class=AutoTokenizer.from_pretrained(spec["model"]), callbacks=[Clock()])  # fmt: skip
+    report["setup_s"] = round(time.perf_counter() - start, 2)  # tokenization and the reference precompute
+    report["status"] = "training"
+    save_report()
+    try:
+        trainer.train()
+        report["status"] = "finished"
+    except Exception as error:
+        import traceback
+
+        report.update(status="train_failed", error=f"{type(error).__name__}: {error}",
+                      traceback=traceback.format_exc().splitlines()[-10:])  # fmt: skip
+    report["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
+    save_report()
+
+
+def summarize_trl(report: dict) -> dict:
+    steps = report.get("step_seconds", [])
+    logs = [row for row in report.get("logs", []) if "num_tokens" in row]
+    out = {k: report[k] for k in ("status", "error", "traceback", "versions", "config", "setup_s", "peak_memory_gib")
+           if k in report}  # fmt: skip
+    if not steps:
+        return out
+    tokens = [row["num_tokens"] for row in logs]
+    per_step = [b - a for a, b in zip([0, *tokens], tokens, strict=False)]
+    rates = [n / s for n, s in zip(per_step[1:], steps[1:], strict=False)]
+    out.update({
+        "steps": len(steps),
+        "step_seconds": steps,
+        "median_step_s_steps_2_to_n": rnd(median(steps[1:] or steps)),
+        "step_1_s": rnd(steps[0]),
+        "tokens_per_step": per_step,
+        "tokens_per_sec_per_gpu_median": rnd(median(rates), 1),
+        "loss_per_step": [rnd(row.get("loss")) for row in logs],
+        "accuracy_per_step": [rnd(row.get("rewards/accuracies"), 3) for row in logs],
+    })  # fmt: skip
+    return out
+
+
+def run_trl(report: dict, args, model: Path, pairs_path: str, device: str, work: Path, logs: Path,
+            timeout: float) -> None:  # fmt: skip
+    spec = {"model": str(model), "train_data": pairs_path, "batch": args.batch, "micro_batch": args.trl_micro_batch,
+            "max_length": args.max_length, "lr": args.lr, "beta": BETA, "steps": args.trl_steps, "seed": args.seed,
+            "device": device, "output_dir": str(work / "trl"), "out": str(work / "trl_report.json")}  # fmt: skip
+    (work / "trl_spec.json").write_text(json.dumps(spec))
+    process = run_process([sys.executable, str(Path(__file__).resolve()), "--trl_worker", str(work / "trl_spec.json")],
+                          logs / "trl.log", timeout, work)  # fmt: skip
+    trl_report = json.loads(Path(spec["out"]).read_text()) if Path(spec["out"]).is_file() else {}
+    report["trl"] = {**process, "settings": {k: v for k, v in spec.items() if k not in ("out", "output_dir")},
+                     **summarize_trl(trl_report)}  # fmt: skip
+
+
+def compare(report: dict) -> None:
+    ours, theirs = report.get("dpo", {}), report.get("trl", {})
+    ours_s, theirs_s = ours.get("median_step_s_steps_2_to_n"), theirs.get("median_step_s_steps_2_to_n")
+    if ours_s and theirs_s:
+        report["step_time_ratio_trl_over_ours"] = round(theirs_s / ours_s, 2)
+        report["meets_target"] = theirs_s / ours_s >= TARGET_RATIO
+    ours_rate, theirs_rate = ours.get("tokens_per_sec_per_gpu_median"), theirs.get("tokens_per_sec_per_gpu_median")
+    if ours_rate and theirs_rate:
+        report["tokens_per_sec_ratio_ours_over_trl"] = round(ours_rate / theirs_rate, 2)
+
+
+# ---- main ---------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dpo_step.json")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/dpo_step"))
+    parser.add_argument("--logs_dir", type=Path, help="copy the phases' logs here")
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke test of this script: tiny model and sizes")
+    parser.add_argument("--skip_trl", action="store_true")
+    parser.add_argument("--variants", default="precomputed",
+                        help="our runs, comma list of dpo.reference_logprobs values: precomputed, on_the_fly")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=10, help="our optimizer steps")
+    parser.add_argument("--trl_steps", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=64, help="pairs per optimizer step (both trainers)")
+    parser.add_argument("--pack_rows", type=int, default=16, help="our packed rows per micro-batch")
+    parser.add_argument("--trl_micro_batch", type=int, default=8, help="TRL's pairs per micro-batch")
+    parser.add_argument("--checks", type=int, default=40, help="equation restatements per completion")
+    parser.add_argument("--max_length", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=1e-6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device_kind", default=None, help="the device tool's kind, recorded in the JSON")
+    parser.add_argument("--timeouts", default="150,150,120", help="seconds for our first run, TRL and other runs")
+    parser.add_argument("--long", action="store_true",
+                        help="long pairs: 130 checks (~1.5k tokens a side), max_length 2048, 32 pairs a step, "
+                             "8 packed rows / TRL micro-batches of 4 pairs")  # fmt: skip
+    parser.add_argument("--trl_worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.long:
+        args.checks, args.max_length, args.batch, args.pack_rows, args.trl_micro_batch = 130, 2048, 32, 8, 4
+    if args.tiny:
+        args.steps, args.trl_steps, args.batch, args.pack_rows, args.trl_micro_batch = 3, 3, 4, 2, 2
+        args.checks, args.max_length = 2, 256
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.trl_worker:
+        trl_worker(args.trl_worker)
+        return
+    import shutil
+
+    import torch
+    import transformers
+
+    # the children run `python -m` from the work directory: the code under test comes from PYTHONPATH
+    os.environ["PYTHONPATH"] = ":".join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    work = args.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    logs = args.logs_dir or work
+    logs.mkdir(parents=True, exist_ok=True)
+    first_timeout, trl_timeout, other_timeout = (float(t) for t in args.timeouts.split(","))
+    num_pairs = args.batch * max(args.steps, args.trl_steps)
+    pairs = preference_rows(arith_rows("train")[:num_pairs], args.checks)
+    pairs_path = write_jsonl(work / "pairs.jsonl", pairs)
+    report: dict = {
+        "benchmark": "dpo_step", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "device_kind": args.device_kind, "commit": snapshot_commit(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "python": platform.python_version(), "tiny": args.tiny,
+        "target_ratio_trl_over_ours": TARGET_RATIO,
+        "settings": {"pairs": len(pairs), "global_batch_pairs": args.batch, "checks": args.checks,
+                     "max_length": args.max_length, "beta": BETA, "loss": "sigmoid", "lr": args.lr,
+                     "ours_packed_rows_per_micro_batch": args.pack_rows,
+                     "trl_pairs_per_micro_batch": args.trl_micro_batch, "precision": "bf16 mixed",
+                     "gradient_checkpointing": False},
+    }  # fmt: skip
+    started = time.perf_counter()
+    report["model"] = build_model(work / "base", TINY if args.tiny else QWEN25_05B, corpus_rows(pairs), device,
+                                  args.seed)  # fmt: skip
+    report["model"]["build_s"] = round(time.perf_counter() - started, 1)
+    save(report, args)
+    variants = args.variants.split(",")
+    run_ours(report, args, variants[0], work / "base", pairs_path, work, logs, first_timeout)
+    save(report, args)
+    if not args.skip_trl:
+        run_trl(report, args, work / "base", pairs_path, device, work, logs, trl_timeout)
+        compare(report)
+        save(report, args)
+    for variant in variants[1:]:
+        run_ours(report, args, variant, work / "base", pairs_path, work, logs, other_timeout)
+        save(report, args)
+    finish(report, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -128,6 +128,33 @@ def _output_and_grads(gpt, inputs):
     return logits.detach(), torch.cat([p.grad.reshape(-1) for p in gpt.parameters()])
 
 
+def test_bf16_model_keeps_the_loaded_fp32_weights_for_the_optimizer():
+    """A bf16 model rounds the checkpoint's fp32 weights; load_megatron_weights hands back the fp32 values (per
+    parameter, this rank's shard) that set_main_weights starts the optimizer's fp32 main weights from on GPUs.
+    Starting them from the bf16 copies instead stalled updates below half a bf16 step (bench/megatron_agreement.py:
+    SFT loss after 3 steps at lr 1e-5 6.855 against dtensor's 6.729; 6.729 with the fp32 start)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from skills_cli.training.megatron import model as mcore
+
+    hf = AutoModelForCausalLM.from_pretrained(tiny_model("qwen2"), dtype=torch.float32)
+    shape = bridge.model_shape(hf.config)
+    with distributed_session() as dist:
+        mcore.initialize_parallel(1, 1, seed=0, device=dist.device)
+        config = mcore.transformer_config(shape, 1, 1, torch.bfloat16, dist.device, activation_checkpointing=False)
+        gpt = mcore.build_gpt_model(shape, config, te=False)
+        loaded = mcore.load_megatron_weights(gpt, bridge.hf_to_megatron(hf.state_dict(), shape), True)
+    params = dict(gpt.named_parameters())
+    assert loaded.keys() == params.keys()
+    assert all(loaded[name].dtype == torch.float32 and params[name].dtype == torch.bfloat16 for name in params)
+    assert all(loaded[name].to(torch.bfloat16).equal(params[name]) for name in params)
+    weight = "decoder.layers.0.mlp.linear_fc1.weight"  # random fp32 values: bf16 loses their low bits
+    assert not loaded[weight].equal(params[weight].float())
+    expected = hf.state_dict()["model.layers.0.mlp.gate_proj.weight"]
+    assert loaded[weight][: expected.shape[0]].equal(expected)
+
+
 def test_tensor_parallel_shards_reassemble():
     """Every TP rank's slice of q/k/v and of gate/up holds whole heads and matching gate/up rows."""
     import torch

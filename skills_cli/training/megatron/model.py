@@ -124,8 +124,9 @@ def _source_name(model, name: str, tied: bool) -> str:
     return "embedding.word_embeddings.weight" if tied and name == "output_layer.weight" else global_name(model, name)
 
 
-def load_megatron_weights(model, full: dict, tied: bool) -> None:
-    """Copy full megatron tensors (by global name, see bridge.hf_to_megatron) into this rank's shards."""
+def load_megatron_weights(model, full: dict, tied: bool) -> dict:
+    """Copy full megatron tensors (by global name, see bridge.hf_to_megatron) into this rank's shards. Returns
+    {parameter name: this rank's shard} in the source's precision (`set_main_weights` uses it)."""
     import torch
     from megatron.core import parallel_state
 
@@ -133,12 +134,45 @@ def load_megatron_weights(model, full: dict, tied: bool) -> None:
         parallel_state.get_tensor_model_parallel_rank(),
         parallel_state.get_tensor_model_parallel_world_size(),
     )
+    parts = {}
     with torch.no_grad():
         for name, param in model.named_parameters():
             part = shard(name, full[_source_name(model, name, tied)], partition_dim(param), tp_rank, tp_size)
             if part.shape != param.shape:
                 raise RuntimeError(f"{name}: HF weight gives {tuple(part.shape)}, the model has {tuple(param.shape)}")
             param.copy_(part)
+            parts[name] = part
+    return parts
+
+
+def set_main_weights(optimizer, model, weights: dict) -> None:
+    """Start the optimizer's fp32 main weights from `weights` (load_megatron_weights' shards, fp32) rather than
+    from the bf16 model parameters megatron copies them from. Otherwise each weight's fp32 start is rounded to
+    bf16 and an update smaller than half a bf16 step never moves it (with Adam's first steps at lr 1e-5, most
+    of a model's weights), while FSDP's fp32 master weights round afresh after every update: the dtensor
+    backend then trains from the same start in expectation as fp32, this backend much more slowly."""
+    import torch
+
+    by_param = {param: weights[name] for name, param in model.named_parameters()}
+    with torch.no_grad():
+        for wrapper in getattr(optimizer, "chained_optimizers", [optimizer]):
+            for param, main, start, end in _main_copies(wrapper):
+                main.copy_(by_param[param].reshape(-1)[start:end].view_as(main))
+
+
+def _main_copies(wrapper):
+    """(bf16 model parameter, its fp32 main copy, the flat range of the parameter that copy holds) in one of
+    megatron's mixed-precision optimizer wrappers."""
+    if hasattr(wrapper, "shard_fp32_from_float16_groups"):  # the distributed optimizer: a shard per parameter
+        for model_group, main_group in zip(wrapper.model_float16_groups, wrapper.shard_fp32_from_float16_groups,
+                                           strict=True):  # fmt: skip
+            for param, main in zip(model_group, main_group, strict=True):
+                span = wrapper._get_model_param_range_map(param)["param"]
+                yield param, main, span.start, span.end
+    else:  # Float16OptimizerWithFloat16Params: a whole fp32 copy per parameter
+        for model_group, main_group in zip(wrapper.float16_groups, wrapper.fp32_from_float16_groups, strict=True):
+            for param, main in zip(model_group, main_group, strict=True):
+                yield param, main, 0, param.numel()
 
 
 def gather_megatron_weights(model, tied: bool) -> dict:

@@ -17,8 +17,9 @@ and its decoder layers are compiled on GPUs (packed.py). Padded rows run the sam
 TransformerEngine; with it they need only the causal kernel: right padding comes after every real token, so
 no real token attends to it.
 
-Precision: bf16 parameters with fp32 main weights in the optimizer on GPUs (policy.precision=bfloat16),
-float32 everywhere on CPU.
+Precision: bf16 parameters with fp32 main weights in the optimizer on GPUs (policy.precision=bfloat16), the
+main weights starting from the checkpoint's own values as the dtensor backend's fp32 master weights do
+(`model.set_main_weights`), float32 everywhere on CPU.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class MegatronPolicy(Policy):
         self.attn_implementation = "megatron_te" if self.te else "megatron_local"
         self._build_model(seed)
         self._build_optimizer()
+        if bf16:  # fp32 main weights from the checkpoint's values, not from their bf16 copies
+            mcore.set_main_weights(self.optimizer, self.gpt, self._loaded_weights)
+        del self._loaded_weights
         self.schedule = StepSchedule(config.optimizer.kwargs.lr, config.scheduler, total_steps)
 
     def _build_model(self, seed: int) -> None:
@@ -87,7 +91,7 @@ class MegatronPolicy(Policy):
             packed.compile_decoder_layers(gpt)
         rows = bridge.padded_vocab_size(self.shape.vocab_size, self.tp_size)
         full = bridge.hf_to_megatron(hf.state_dict(), self.shape, te=self.te, vocab_rows=rows)
-        mcore.load_megatron_weights(gpt, full, self.shape.tie_word_embeddings)
+        self._loaded_weights = mcore.load_megatron_weights(gpt, full, self.shape.tie_word_embeddings)
         del hf, full
         ddp_config = DistributedDataParallelConfig(
             grad_reduce_in_fp32=True, overlap_grad_reduce=False, overlap_param_gather=False,

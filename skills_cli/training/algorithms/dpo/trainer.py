@@ -1,0 +1,110 @@
+"""The DPO trainer (and its IPO, SimPO and conservative variants), on either policy backend.
+
+    torchrun --nproc_per_node 8 -m skills_cli.training.algorithms.dpo [--config dpo.yaml] \\
+        ++policy.model_name=/models/sft ++data.train_data=pairs.jsonl ++output_dir=/runs/dpo \\
+        ++dpo.reference_policy_kl_penalty=0.1 ++policy.train_global_batch_size=64
+
+Without torchrun it runs as one process. Keys are NeMo-RL's dpo.yaml names (`config.py` here); the loop over
+global batches of pairs, validation and metrics are `pairs.py`'s, the run (resume, deadline, saves, export) the
+shared skeleton's. The reference policy is the starting model: its sequence log-probabilities are computed once,
+before the first step, for every training and validation pair (`dpo.reference_logprobs=precomputed`, sharded over
+data-parallel ranks, no second model in memory; recomputed identically when a run resumes), or by a frozen copy
+of the starting model next to each micro-batch (`on_the_fly`). SimPO needs no reference.
+"""
+
+from __future__ import annotations
+
+from skills_cli.training.algorithms.dpo.config import DPOConfig
+from skills_cli.training.algorithms.dpo.loss import DPOTerms, dpo_loss
+from skills_cli.training.algorithms.dpo.pairs import PAIR_METRICS, PairTrainer
+from skills_cli.training.algorithms.grpo.loss import token_logprobs
+from skills_cli.training.components.preferences import PreferenceDataset, per_sequence_sums
+from skills_cli.training.trainer import main_for, run_trainer
+
+
+def sequence_logprobs(logits, labels, batch):
+    """(pairs, 2) summed log-probabilities of each sequence's completion tokens."""
+    return per_sequence_sums(batch, token_logprobs(logits, labels))
+
+
+class DPOTrainer(PairTrainer):
+    """One DPO run on this rank: pairs, the policy, the reference log-probabilities, the step."""
+
+    algorithm = "dpo"
+    loop_name = "dpo"
+    metric_names = (*PAIR_METRICS, "preference_loss", "sft_loss")
+
+    def after_policy(self) -> None:
+        self.terms = DPOTerms.from_config(self.config.dpo)
+        self.reference_model, self.reference_tables = None, {}
+        if not self.terms.uses_reference:
+            return
+        if self.config.dpo.reference_logprobs == "on_the_fly":
+            self.reference_model = self._load_reference_model()
+            return
+        self.reference_tables["train"] = self.precompute_reference(self.train_data)
+        if self.val_data is not None:
+            self.reference_tables["validation"] = self.precompute_reference(self.val_data)
+
+    def _load_reference_model(self):
+        """A frozen copy of the starting model in the compute dtype on every rank (small models; the
+        precomputed default needs none)."""
+        from skills_cli.training.components.model import load_model
+
+        model = load_model(self.config.policy.model_name, attn_implementation=self.policy.attn_implementation)
+        return model.to(device=self.dist.device, dtype=self.policy.compute_dtype).eval().requires_grad_(False)
+
+    def precompute_reference(self, dataset: PreferenceDataset):
+        """(pairs, 2) float32 CPU table of the starting policy's sequence log-probabilities: each data-parallel
+        rank computes a contiguous share, one all-reduce assembles it."""
+        import torch
+
+        pairs, rank = dataset.pairs, self.policy.dp_rank  # (self.dp_rank is set once build returns)
+        start, end = rank * len(pairs) // self.dp_size, (rank + 1) * len(pairs) // self.dp_size
+        batches = self.micro_batches(pairs[start:end]) if end > start else []
+
+        def capture(logits, labels, batch):
+            sums = sequence_logprobs(logits, labels, batch)
+            return sums.sum() * 0.0, {"sums": sums.detach().cpu()}
+
+        self.policy.eval()
+        results = self.policy.forward_backward(batches, capture, train=False)
+        self.policy.train()
+        table = torch.zeros((len(pairs), 2), dtype=torch.float32)
+        for batch, result in zip(batches, results, strict=True):
+            table[batch.pair_indices] = result["sums"].float()
+        table = table.to(self.dist.device)
+        torch.distributed.all_reduce(table, group=self.policy.dp_group)
+        return table.cpu()
+
+    def prepare(self, batches: list, split: str) -> None:
+        import torch
+
+        for batch in batches:
+            if self.reference_model is not None:
+                batch.reference_sums = self._reference_sums(batch)
+            elif self.reference_tables:
+                batch.reference_sums = self.reference_tables[split][batch.pair_indices]
+            else:
+                batch.reference_sums = torch.zeros((len(batch.pairs), 2), dtype=torch.float32)
+
+    def _reference_sums(self, batch):
+        import torch
+
+        inputs, labels = batch.model_inputs(self.policy.attn_implementation, self.policy.compute_dtype,
+                                            self.dist.device)  # fmt: skip
+        with torch.no_grad():
+            return sequence_logprobs(self.reference_model(**inputs).logits, labels, batch).cpu()
+
+    def pair_terms(self, logits, labels, batch) -> dict:
+        policy = sequence_logprobs(logits, labels, batch)
+        reference = batch.reference_sums.to(policy.device)
+        return dpo_loss(policy, reference, batch.num_completion_tokens.to(policy.device), self.terms)
+
+
+def run(config: DPOConfig) -> dict:
+    """Train with `config` in this process (joining torchrun's group when launched by it)."""
+    return run_trainer(DPOTrainer, config)
+
+
+main = main_for(DPOTrainer, DPOConfig)

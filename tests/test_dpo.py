@@ -1,0 +1,259 @@
+"""DPO: the losses against hand-computed values (DPO, label smoothing, IPO, SimPO, the SFT term), preference data
+(identical and overlong pairs dropped and counted, a missing key named), micro-batch / packing / reference-mode
+invariance, exact resume, and learning on `arith` (the margin and held-out preferences rise).
+
+The helpers here (`arith_pairs`, `pair_config`, `global_batch_result`) also serve tests/test_rm_train.py."""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import statistics
+
+import pytest
+from arith_models import FLOAT32, SEQUENCE, warmed_model
+from test_sft_checkpoint import assert_same_weights
+from test_sft_support import read_metrics, tiny_model, write_jsonl
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.overrides import load_config
+from skills_cli.training.algorithms.dpo.config import DPOConfig
+from skills_cli.training.algorithms.dpo.loss import DPOTerms, dpo_loss
+from skills_cli.training.algorithms.dpo.trainer import DPOTrainer, run
+from skills_cli.training.components.parallel import distributed_session
+from skills_cli.training.components.preferences import PreferenceDataConfig, load_preference_dataset
+from skills_cli.training.components.tokenizer import load_tokenizer
+
+GLOBAL_BATCH = 8  # pairs
+
+
+def arith_pair(row: dict, rng: random.Random) -> dict:
+    """chosen: the row's correct solution; rejected: the same solution with a wrong product."""
+    a, b = (int(x) for x in row["problem"].removeprefix("What is ").removesuffix("?").split(" * "))
+    wrong = a * b + rng.choice([d for d in range(-10, 11) if d and a * b + d >= 0])
+    return {"prompt": row["problem"], "chosen": row["solution"],
+            "rejected": f"{a} * {b} = {wrong}. The answer is \\boxed{{{wrong}}}."}  # fmt: skip
+
+
+def arith_pairs(rows: list[dict], per_row: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [arith_pair(row, rng) for row in rows for _ in range(per_row)]
+
+
+def small_pairs(count: int = 16) -> list[dict]:
+    """Text and chat rows of different lengths."""
+    rows = []
+    for i in range(count):
+        a, b = i % 7, i // 2
+        if i % 2:
+            rows.append({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"{a}*{b}?"}],
+                         "chosen": [{"role": "assistant", "content": f"{a} * {b} = {a * b}"}],
+                         "rejected": [{"role": "assistant", "content": "no idea " * (i % 4 + 1)}]})  # fmt: skip
+        else:
+            rows.append({"prompt": f"What is {a}*{b}?", "chosen": f"{a * b}", "rejected": f"{a * b + 1}" * (i % 3 + 1)})
+    return rows
+
+
+def pair_config(config_class, loop: str, model: str, train: str, output_dir, *overrides: str):
+    """A small CPU config (global batch 8 pairs, micro-batch 2, lr 1e-3, float32); `overrides` win."""
+    base = [f"++policy.model_name={model}", f"++data.train_data={train}", f"++output_dir={output_dir}",
+            f"++policy.train_global_batch_size={GLOBAL_BATCH}", "++policy.train_micro_batch_size=2",
+            "++policy.max_total_sequence_length=128", "++policy.optimizer.kwargs.lr=1e-3", FLOAT32,
+            "++policy.optimizer.kwargs.weight_decay=0.0", f"++{loop}.max_num_steps=4"]  # fmt: skip
+    return load_config(config_class, [*base, *overrides], where=loop)
+
+
+def global_batch_result(trainer_class, config) -> tuple[dict, dict]:
+    """The metrics of the first 8 pairs as one global batch, and the gradients it leaves."""
+    with distributed_session() as dist:
+        trainer = trainer_class(config, dist)
+        trainer.policy.zero_grad()
+        stats = trainer.run_global_batch(trainer.train_data.pairs[:GLOBAL_BATCH], "train", train=True)
+        grads = {
+            name: p.grad.full_tensor().clone() for name, p in trainer.model.named_parameters() if p.grad is not None
+        }
+    return stats, grads
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", small_pairs())
+
+
+# ---- the loss ------------------------------------------------------------------------------------------------
+
+
+def torch_pairs(policy, reference, counts):
+    import torch
+
+    return (torch.tensor(policy, dtype=torch.float64), torch.tensor(reference, dtype=torch.float64),
+            torch.tensor(counts, dtype=torch.float64))  # fmt: skip
+
+
+def log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+POLICY, REFERENCE, COUNTS = [[-3.0, -5.0], [-4.0, -2.0]], [[-3.5, -4.5], [-4.0, -3.0]], [[2.0, 4.0], [4.0, 1.0]]
+
+
+def test_dpo_sigmoid_loss_and_rewards_by_hand():
+    terms = DPOTerms(beta=0.5)
+    out = dpo_loss(*torch_pairs(POLICY, REFERENCE, COUNTS), terms)
+    # pair 0: d_c = 0.5, d_r = -0.5, h = 1; pair 1: d_c = 0, d_r = 1, h = -1
+    assert out["loss"].tolist() == pytest.approx([-log_sigmoid(0.5), -log_sigmoid(-0.5)])
+    assert out["rewards_chosen"].tolist() == pytest.approx([0.25, 0.0])
+    assert out["rewards_rejected"].tolist() == pytest.approx([-0.25, 0.5])
+    assert out["margin"].tolist() == pytest.approx([0.5, -0.5])
+    assert out["accuracy"].tolist() == [1.0, 0.0]
+
+
+def test_label_smoothing_average_log_probs_and_sft_term_by_hand():
+    terms = DPOTerms(beta=0.5, label_smoothing=0.1, average_log_probs=True, sft_average_log_probs=False,
+                     preference_weight=2.0, sft_weight=0.3)  # fmt: skip
+    out = dpo_loss(*torch_pairs(POLICY, REFERENCE, COUNTS), terms)
+    # per token: pair 0 d_c = 0.5/2, d_r = -0.5/4, h = 0.375; pair 1 d_c = 0, d_r = 1/1, h = -1
+    expected = []
+    for h, chosen_logprob in ((0.375, -3.0), (-1.0, -4.0)):
+        preference = -0.9 * log_sigmoid(0.5 * h) - 0.1 * log_sigmoid(-0.5 * h)
+        expected.append(2.0 * preference + 0.3 * -chosen_logprob)
+    assert out["loss"].tolist() == pytest.approx(expected)
+    assert out["sft_loss"].tolist() == pytest.approx([3.0, 4.0])
+
+
+def test_ipo_loss_by_hand():
+    out = dpo_loss(*torch_pairs(POLICY, REFERENCE, COUNTS), DPOTerms(beta=0.5, kind="ipo"))
+    assert out["loss"].tolist() == pytest.approx([(1 - 1.0) ** 2, (-1 - 1.0) ** 2])
+
+
+def test_simpo_ignores_the_reference_and_normalizes_by_length():
+    terms = DPOTerms(beta=2.0, kind="simpo", simpo_gamma=0.5, label_smoothing=0.2)
+    out = dpo_loss(*torch_pairs(POLICY, [[99.0, -99.0], [7.0, 7.0]], COUNTS), terms)
+    # mean logprobs: pair 0 (-1.5, -1.25), pair 1 (-1, -2); rewards = 2 x those
+    assert out["rewards_chosen"].tolist() == pytest.approx([-3.0, -2.0])
+    logits = [(-3.0 + 2.5) - 0.5, (-2.0 + 4.0) - 0.5]
+    assert out["loss"].tolist() == pytest.approx([-0.8 * log_sigmoid(x) - 0.2 * log_sigmoid(-x) for x in logits])
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+
+
+def test_identical_and_overlong_pairs_are_dropped_and_counted(tmp_path, caplog):
+    tokenizer = load_tokenizer(tiny_model())
+    rows = [*small_pairs(4), {"prompt": "x", "chosen": "same", "rejected": "same"},
+            {"prompt": "y", "chosen": "a", "rejected": "b " * 200}]  # fmt: skip
+    dataset = load_preference_dataset(write_jsonl(tmp_path / "p.jsonl", rows), tokenizer, PreferenceDataConfig(), 128)
+    assert (len(dataset.pairs), dataset.num_identical_pairs_dropped, dataset.num_overlong_pairs_dropped) == (4, 1, 1)
+    assert "dropped 1 of 6 pairs whose chosen and rejected are identical" in caplog.text
+    pair = dataset.pairs[0]  # the prompt is never trained: the completions' masks start after the shared prompt
+    prompt_tokens = pair.chosen.loss_mask.index(1)
+    assert pair.chosen.input_ids[:prompt_tokens] == pair.rejected.input_ids[:prompt_tokens]
+    assert sum(pair.rejected.loss_mask) and pair.rejected.loss_mask.index(1) == prompt_tokens
+    with pytest.raises(UserError, match="no usable preference pairs .*2 with identical"):
+        load_preference_dataset(write_jsonl(tmp_path / "same.jsonl", rows[4:5] * 2), tokenizer,
+                                PreferenceDataConfig(), 128)  # fmt: skip
+    with pytest.raises(UserError, match=r"m.jsonl:2: missing field 'rejected'"):
+        load_preference_dataset(write_jsonl(tmp_path / "m.jsonl", [rows[0], {"prompt": "p", "chosen": "c"}]),
+                                tokenizer, PreferenceDataConfig(), 128)  # fmt: skip
+
+
+def test_the_run_summary_reports_dropped_pairs(tmp_path):
+    rows = [*small_pairs(), {"prompt": "x", "chosen": "same", "rejected": "same"}]
+    train = write_jsonl(tmp_path / "p.jsonl", rows)
+    summary = run(pair_config(DPOConfig, "dpo", tiny_model(), train, tmp_path / "run", "++dpo.max_num_steps=1",
+                              "++checkpointing.enabled=false"))  # fmt: skip
+    assert (summary["num_train_pairs"], summary["num_train_identical_pairs_dropped"]) == (16, 1)
+
+
+# ---- invariance and resume ---------------------------------------------------------------------------------------
+
+LAYOUTS = {
+    "micro1": ["++policy.train_micro_batch_size=1"],
+    "micro4": ["++policy.train_micro_batch_size=4"],
+    "packed": ["++policy.train_micro_batch_size=1", "++policy.sequence_packing.enabled=true"],
+    "packed_rows2": [
+        "++policy.train_micro_batch_size=2",
+        "++policy.sequence_packing.enabled=true",
+        "++policy.max_total_sequence_length=96",
+    ],  # fmt: skip
+}
+
+
+def assert_same_results(results: dict, metrics: tuple[str, ...]) -> None:
+    reference_stats, reference_grads = next(iter(results.values()))
+    for name, (stats, grads) in results.items():
+        for metric in metrics:
+            assert stats[metric] == pytest.approx(reference_stats[metric], abs=1e-5), (name, metric)
+        worst = max((grads[key] - reference_grads[key]).abs().max().item() for key in reference_grads)
+        assert worst < 1e-5, f"{name}: gradients differ by {worst}"
+
+
+def test_micro_batch_size_packing_and_reference_mode_do_not_change_loss_or_gradients(pairs_file, tmp_path):
+    layouts = {**LAYOUTS, "on_the_fly": ["++policy.train_micro_batch_size=4", "++dpo.reference_logprobs=on_the_fly"]}
+    results = {name: global_batch_result(DPOTrainer, pair_config(DPOConfig, "dpo", tiny_model(), pairs_file,
+                                                                  tmp_path / name, "++dpo.sft_loss_weight=0.5", *extra))
+               for name, extra in layouts.items()}  # fmt: skip
+    stats = results["micro1"][0]
+    # at the start the policy is its own reference: every implicit reward is 0, the loss is log 2 + the SFT term
+    assert stats["margin"] == 0 and stats["loss"] == pytest.approx(math.log(2) + 0.5 * stats["sft_loss"], abs=1e-5)
+    assert_same_results(results, ("loss", "sft_loss", "margin", "num_pairs"))
+
+
+RESUME_OPTIONS = ("++dpo.max_num_steps=4", "++dpo.max_num_epochs=4", "++checkpointing.save_period=2",
+                  "++policy.scheduler.name=cosine", "++policy.sequence_packing.enabled=true", "++dpo.val_period=2")  # fmt: skip
+TIMING = ("step_time_s", "tokens_per_sec_per_gpu", "peak_memory_gib")
+
+
+def resume_config(config_class, loop, pairs_file, output, options):
+    return pair_config(config_class, loop, tiny_model(), pairs_file, output, f"++data.val_data={pairs_file}", *options)
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def assert_resume_reproduces_the_run(config_class, loop, run_function, pairs_file, tmp_path, options) -> None:
+    """4 steps straight vs 2 steps, then a resume from step 2: the same metrics (bit for bit) and weights."""
+    straight = tmp_path / "straight"
+    run_function(resume_config(config_class, loop, pairs_file, straight, options))
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight / "checkpoints" / "step_2", resumed / "checkpoints" / "step_2")
+    summary = run_function(resume_config(config_class, loop, pairs_file, resumed, options))
+    assert summary["resumed_from_step"] == 2
+    assert without_timing(read_metrics(resumed)) == without_timing(read_metrics(straight))[2:]
+    assert_same_weights(resumed / "final_hf", straight / "final_hf")
+
+
+def test_resume_reproduces_the_run_step_for_step(pairs_file, tmp_path):
+    assert_resume_reproduces_the_run(DPOConfig, "dpo", run, pairs_file, tmp_path, RESUME_OPTIONS)
+
+
+# ---- learning --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)  # may build the warmed arith model first (minutes on a busy CPU)
+def test_dpo_raises_the_margin_and_held_out_preferences_of_a_warmed_model(tmp_path):
+    warmed = warmed_model()
+    rows = list(warmed["rows"])
+    random.Random(0).shuffle(rows)
+    train = write_jsonl(tmp_path / "train.jsonl", arith_pairs(rows[:80], 2))
+    held_out = write_jsonl(tmp_path / "held_out.jsonl", arith_pairs(rows[80:], 2, seed=1))  # problems not trained on
+    config = load_config(DPOConfig, [
+        f"++policy.model_name={warmed['model']}", f"++data.train_data={train}", f"++data.val_data={held_out}",
+        f"++output_dir={tmp_path / 'dpo'}", SEQUENCE, FLOAT32, "++checkpointing.enabled=false",
+        "++policy.train_global_batch_size=16", "++policy.train_micro_batch_size=16",
+        "++policy.optimizer.kwargs.lr=3e-3", "++policy.optimizer.kwargs.weight_decay=0.0",
+        "++dpo.reference_policy_kl_penalty=0.1", "++dpo.max_num_steps=60", "++dpo.max_num_epochs=20",
+        "++dpo.val_period=4",
+    ], where="dpo")  # fmt: skip
+    run(config)
+    rows = read_metrics(tmp_path / "dpo")
+    margins = [r["train/margin"] for r in rows]
+    val = [(r["validation/margin"], r["validation/accuracy"]) for r in rows if "validation/margin" in r]
+    shown = " ".join(f"{m:.2f}" for m in margins)
+    assert statistics.fmean(margins[-10:]) > statistics.fmean(margins[:10]) + 1.0, shown
+    assert statistics.fmean(r["train/accuracy"] for r in rows[-10:]) > 0.8
+    first, last = val[:3], val[-3:]
+    assert statistics.fmean(m for m, _ in last) > statistics.fmean(m for m, _ in first) + 0.3, val
+    assert statistics.fmean(a for _, a in last) > statistics.fmean(a for _, a in first) + 0.05, val

@@ -1,4 +1,5 @@
-"""Turn graded generations into an SFT training file: keep correct solutions, filter, deduplicate, downsample, format.
+"""Turn graded generations into an SFT training file (keep correct solutions, filter, deduplicate, downsample,
+format) or, with ++mode=preference, into preference pairs (a correct and an incorrect solution to one problem).
 
     python -m skills_cli.training.prepare_data ++input_files=/workspace/sdg/solutions/output.jsonl \\
         ++output_path=/workspace/sft-data.jsonl ++prompt_config=generic/math ++prompt_template=qwen-instruct \\
@@ -26,6 +27,16 @@ with ++output_format=input_output, `{"input": rendered prompt, "output": solutio
 tokenizer's chat template (++tokenizer=PATH) or a named one (++prompt_template=qwen-instruct). Both carry
 `problem` and `expected_answer` when the input row has them. The file is written atomically; bad input is one
 `error:` line and exit status 2.
+
+++mode=preference (for `ns train dpo` and `ns train rm`) keeps both grades: rows without a grade are dropped
+(`unlabeled`), the filters above run from remove_contaminated to dedup, then each problem's correct solutions are
+paired with its incorrect ones (`pairs`: the log line counts the problems paired and those skipped for having
+only correct or only incorrect samples). At most ++max_pairs_per_problem pairs (null: every combination), drawn
+with random_seed so that the first pairs of a problem use distinct chosen and distinct rejected solutions;
+++prefer_shorter_chosen=true takes the shortest correct solutions first (DPO otherwise learns that longer is
+better). A chosen solution identical to its rejected one is never written. Rows are
+`{"prompt": [system?, user], "chosen": solution, "rejected": solution}` plus `problem` and `expected_answer`
+(`components/preferences.py` reads them; the trainer applies the model's chat template).
 """
 
 from __future__ import annotations
@@ -33,12 +44,13 @@ from __future__ import annotations
 import dataclasses
 import glob
 import logging
+import math
 import os
 import random
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -81,6 +93,7 @@ class PrepareSFTConfig:
     prompt_config: str = "generic/math"
     prompt_template: str | None = None  # a named chat template (qwen-instruct, ...) or a Jinja file
     tokenizer: str | None = None  # its chat template wins over prompt_template
+    mode: Literal["sft", "preference"] = "sft"
     output_format: Literal["messages", "input_output"] = "messages"
     generation_key: str = "generation"
     correctness_key: str = "symbolic_correct"
@@ -94,6 +107,10 @@ class PrepareSFTConfig:
     max_solution_length: int = 100_000
     random_seed: int = 0
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    # Preference mode: pairs per problem (null: every correct x incorrect combination), and whether the shortest
+    # correct solutions are chosen first.
+    max_pairs_per_problem: int | None = 4
+    prefer_shorter_chosen: bool = False
 
     def __post_init__(self) -> None:
         if not self.input_patterns:
@@ -103,6 +120,22 @@ class PrepareSFTConfig:
         if self.min_solution_length > self.max_solution_length:
             raise UserError(f"min_solution_length={self.min_solution_length} is above "
                             f"max_solution_length={self.max_solution_length}")  # fmt: skip
+        if self.mode == "preference":
+            self.check_preference_keys()
+
+    def check_preference_keys(self) -> None:
+        """Keys that mean nothing for pairs are refused rather than silently ignored."""
+        if self.max_pairs_per_problem is not None and self.max_pairs_per_problem < 1:
+            raise UserError(f"max_pairs_per_problem must be >= 1 or null, got {self.max_pairs_per_problem}")
+        if self.output_format != "messages":
+            raise UserError("mode=preference writes the prompt as chat messages (the DPO and RM trainers apply the "
+                            "model's chat template): drop ++output_format=input_output")  # fmt: skip
+        if self.add_unlabeled:
+            raise UserError("mode=preference pairs correct with incorrect solutions: ungraded rows cannot be used, "
+                            "drop ++add_unlabeled=true")  # fmt: skip
+        if self.filters.max_per_problem is not None:
+            raise UserError("mode=preference limits pairs, not solutions: use ++max_pairs_per_problem instead of "
+                            "++filters.max_per_problem")  # fmt: skip
 
     @property
     def input_patterns(self) -> list[str]:
@@ -128,6 +161,7 @@ class PrepareReport:
     written: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     modified: dict[str, int] = field(default_factory=dict)
+    pairs: dict[str, int] = field(default_factory=dict)  # preference mode: problems paired and skipped
 
 
 def as_list(value: str | list[str] | None) -> list[str]:
@@ -321,8 +355,10 @@ def keeping(predicate: Callable[[Sample], bool]) -> Callable[[list[Sample]], lis
 
 def pipeline_steps(config: PrepareSFTConfig) -> list[Step]:
     """The recipe, in order. Built before any input is read, so a missing benchmark file fails fast."""
-    filters, key = config.filters, config.correctness_key
-    low, high, limit = config.min_solution_length, config.max_solution_length, filters.max_per_problem
+    key, limit = config.correctness_key, config.filters.max_per_problem
+    if config.mode == "preference":
+        return [Step("unlabeled", True, keep=keeping(lambda s: is_labeled(s, config)),
+                     why=f"no {key!r} grade: a pair needs graded solutions"), *filter_steps(config)]  # fmt: skip
     unlabeled_why = (f"add_unlabeled=true keeps rows without a {key!r} grade" if config.add_unlabeled
                      else f"no {key!r} grade; ++add_unlabeled=true keeps them")  # fmt: skip
     return [
@@ -331,6 +367,17 @@ def pipeline_steps(config: PrepareSFTConfig) -> list[Step]:
         # Nothing vouches for an ungraded solution, so keeping them is opt-in.
         Step("unlabeled", True, keep=keeping(lambda s: config.add_unlabeled or is_labeled(s, config)),
              why=unlabeled_why),
+        *filter_steps(config),
+        Step("filters.max_per_problem", limit is not None,
+             keep=lambda samples: downsample_per_problem(samples, limit, config.random_seed),
+             why=f"at most {limit} per problem, random_seed={config.random_seed}"),
+    ]  # fmt: skip
+
+
+def filter_steps(config: PrepareSFTConfig) -> list[Step]:
+    """The filters both modes run: contamination, thinking, trimming, hedged answers, lengths, duplicates."""
+    filters, low, high = config.filters, config.min_solution_length, config.max_solution_length
+    return [
         contamination_step(config),
         Step("filters.remove_no_think_tags", filters.remove_no_think_tags,
              keep=keeping(lambda s: has_closed_thinking(s.solution)), why=f"no {THINK_END}"),
@@ -342,9 +389,6 @@ def pipeline_steps(config: PrepareSFTConfig) -> list[Step]:
         Step("filters.remove_len_outliers", filters.remove_len_outliers,
              keep=keeping(lambda s: low <= len(s.solution) <= high), why=f"length outside [{low}, {high}] chars"),
         Step("filters.dedup", filters.dedup, keep=deduplicate, why="same problem and solution"),
-        Step("filters.max_per_problem", limit is not None,
-             keep=lambda samples: downsample_per_problem(samples, limit, config.random_seed),
-             why=f"at most {limit} per problem, random_seed={config.random_seed}"),
     ]  # fmt: skip
 
 
@@ -365,6 +409,72 @@ def run_step(step: Step, samples: list[Sample], report: PrepareReport) -> list[S
         "%s: dropped %d of %d%s", step.name, len(samples) - len(kept), len(samples), f" ({detail})" if detail else ""
     )
     return kept
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Preference pairs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def spread_combinations(rows: int, columns: int) -> Iterator[tuple[int, int]]:
+    """Every (i, j) of a rows x columns grid once, in an order whose every prefix uses the rows and the columns
+    as evenly as possible: (0, 0), (1, 1), ... along a diagonal, then the next diagonal. So the first pairs of a
+    problem have distinct chosen and distinct rejected solutions. Step k is (k mod rows, (k + k // L) mod columns)
+    with L = lcm(rows, columns): one block of L steps covers the cells with j - i = b (mod gcd), block b the b-th."""
+    period = math.lcm(rows, columns)
+    for k in range(rows * columns):
+        yield k % rows, (k + k // period) % columns
+
+
+def pick_pairs(correct: list[Sample], incorrect: list[Sample], config: PrepareSFTConfig, rng: random.Random,
+               report: PrepareReport) -> list[tuple[Sample, Sample]]:  # fmt: skip
+    """Up to max_pairs_per_problem (chosen, rejected) pairs of one problem; identical texts are never paired."""
+    correct, incorrect = rng.sample(correct, len(correct)), rng.sample(incorrect, len(incorrect))
+    if config.prefer_shorter_chosen:
+        correct.sort(key=lambda s: len(s.solution))  # stable: equally long solutions stay in random order
+    limit = config.max_pairs_per_problem or len(correct) * len(incorrect)
+    pairs = []
+    for i, j in spread_combinations(len(correct), len(incorrect)):
+        if len(pairs) == limit:
+            break
+        if correct[i].solution == incorrect[j].solution:  # nothing to prefer (a text graded both ways)
+            report.pairs["identical"] += 1
+        else:
+            pairs.append((correct[i], incorrect[j]))
+    return pairs
+
+
+def build_pairs(samples: list[Sample], config: PrepareSFTConfig, report: PrepareReport) -> list[tuple[Sample, Sample]]:
+    """Pairs of every problem in file order, each problem drawing from its own generator seeded with (seed,
+    problem) as filters.max_per_problem does; problems with one grade only are skipped and counted."""
+    by_problem: dict[tuple, tuple[list[Sample], list[Sample]]] = {}
+    for sample in samples:
+        correct, incorrect = by_problem.setdefault(sample.problem_key, ([], []))
+        (correct if sample.row[config.correctness_key] else incorrect).append(sample)
+    report.pairs = {"problems": 0, "only_correct": 0, "only_incorrect": 0, "identical": 0}
+    pairs = []
+    for problem_key, (correct, incorrect) in by_problem.items():
+        if not incorrect or not correct:
+            report.pairs["only_correct" if correct else "only_incorrect"] += 1
+            continue
+        picked = pick_pairs(correct, incorrect, config, random.Random(f"{config.random_seed}:{problem_key}"), report)
+        report.pairs["problems"] += bool(picked)
+        pairs += picked
+    counts, limit = report.pairs, config.max_pairs_per_problem
+    log.info("pairs: %d pairs from %d problems (at most %s per problem, random_seed=%d); skipped %d problems with "
+             "only correct and %d with only incorrect solutions; %d identical chosen and rejected left out", len(pairs),
+             counts["problems"], "every combination" if limit is None else limit, config.random_seed,
+             counts["only_correct"], counts["only_incorrect"], counts["identical"])  # fmt: skip
+    if not pairs:
+        raise UserError(f"no problem has both a correct and an incorrect solution left (see the counts above); "
+                        f"{config.output_path} not written")  # fmt: skip
+    return pairs
+
+
+def preference_row(chosen: Sample, rejected: Sample, prompt: PromptConfig) -> dict:
+    row = {"prompt": prompt.messages(chosen.row), "chosen": chosen.solution, "rejected": rejected.solution}
+    row.update({key: chosen.row[key] for key in CARRIED_KEYS if key in chosen.row})
+    return row
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -414,7 +524,7 @@ def output_row(sample: Sample, prompt: PromptConfig, renderer: Callable[[list[di
 
 
 def prepare(config: PrepareSFTConfig) -> PrepareReport:
-    """Read, filter, format and write; returns the counts that were logged."""
+    """Read, filter, format (pair) and write; returns the counts that were logged."""
     prompt = load_prompt_config(config.prompt_config)
     # Inputs, templates and benchmark files are all checked before the (possibly large) read.
     files = expand_globs(config.input_patterns, "input_files")
@@ -428,10 +538,15 @@ def prepare(config: PrepareSFTConfig) -> PrepareReport:
     if not samples:
         # An empty training file only fails later, inside the trainer, far from the cause.
         raise UserError(f"all {report.read} rows were dropped (see the counts above); {config.output_path} not written")
-    write_jsonl_atomic(config.output_path, (output_row(s, prompt, renderer) for s in samples))
-    report.written = len(samples)
-    log.info("prepare_data: wrote %d of %d rows to %s (%s format)",
-             report.written, report.read, config.output_path, config.output_format)  # fmt: skip
+    if config.mode == "preference":
+        rows = [preference_row(chosen, rejected, prompt) for chosen, rejected in build_pairs(samples, config, report)]
+        written, output_format = f"{len(rows)} pairs from {report.read} rows", "preference"
+    else:
+        rows = [output_row(s, prompt, renderer) for s in samples]
+        written, output_format = f"{len(rows)} of {report.read} rows", config.output_format
+    write_jsonl_atomic(config.output_path, rows)
+    report.written = len(rows)
+    log.info("prepare_data: wrote %s to %s (%s format)", written, config.output_path, output_format)
     return report
 
 

@@ -21,7 +21,11 @@ from skills_cli.pipeline.commands import (
     START_SERVER,
     STATUS,
     SUMMARIZE_RESULTS,
+    TRAIN_DISTILL,
+    TRAIN_DPO,
     TRAIN_GRPO,
+    TRAIN_PPO,
+    TRAIN_RM,
     TRAIN_SFT,
 )
 from skills_cli.pipeline.options import wrap_arguments
@@ -34,6 +38,10 @@ eval = EVAL.python_api  # noqa: A001  (the command's name, as in NeMo-Skills)
 summarize_results = SUMMARIZE_RESULTS.python_api
 train_sft = TRAIN_SFT.python_api
 train_grpo = TRAIN_GRPO.python_api
+train_ppo = TRAIN_PPO.python_api
+train_dpo = TRAIN_DPO.python_api
+train_rm = TRAIN_RM.python_api
+train_distill = TRAIN_DISTILL.python_api
 convert = CONVERT.python_api
 setup = SETUP.python_api
 status = STATUS.python_api
@@ -55,5 +63,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "cancel", "convert", "eval", "generate", "logs", "prepare_data", "report", "run_cmd", "setup", "start_server", "status",
-    "summarize_results", "train_grpo", "train_sft", "wrap_arguments",
+    "summarize_results", "train_distill", "train_dpo", "train_grpo", "train_ppo", "train_rm", "train_sft",
+    "wrap_arguments",
 ]  # fmt: skip

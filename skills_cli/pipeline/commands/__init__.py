@@ -10,7 +10,15 @@ from skills_cli.pipeline.commands.report import REPORT
 from skills_cli.pipeline.commands.run_cmd import RUN_CMD
 from skills_cli.pipeline.commands.setup import SETUP
 from skills_cli.pipeline.commands.start_server import START_SERVER
-from skills_cli.pipeline.commands.train import TRAIN_GRPO, TRAIN_SFT, train_commands
+from skills_cli.pipeline.commands.train import (
+    TRAIN_DISTILL,
+    TRAIN_DPO,
+    TRAIN_GRPO,
+    TRAIN_PPO,
+    TRAIN_RM,
+    TRAIN_SFT,
+    train_commands,
+)
 
 COMMANDS = (
     RUN_CMD,
@@ -28,4 +36,12 @@ COMMANDS = (
     REPORT,
 )
 
-__all__ = ["COMMANDS", "TRAIN_GRPO", "TRAIN_SFT"]  # the built-in trainers, for the Python API
+__all__ = [
+    "COMMANDS",
+    "TRAIN_DISTILL",
+    "TRAIN_DPO",
+    "TRAIN_GRPO",
+    "TRAIN_PPO",
+    "TRAIN_RM",
+    "TRAIN_SFT",
+]  # the built-in trainers, for the Python API

@@ -48,7 +48,8 @@ class TrainSpec(QueuedSpec):
     training_data: str = option(..., "JSONL: SFT rows with `messages` or `input`/`output`; GRPO, PPO and distill "
                                 "problems with `problem` and `expected_answer`; DPO and RM pairs with `prompt`, "
                                 "`chosen` and `rejected`.")  # fmt: skip
-    validation_data: str | None = option(None, "Validation JSONL (validation loss every ++sft.val_period steps).")
+    validation_data: str | None = option(None, "Validation JSONL in --training_data's format, evaluated every "
+                                             "++<algorithm>.val_period steps.")  # fmt: skip
     output_dir: str = option(..., "Checkpoints, logs and metrics go here.")
     final_hf_path: str | None = option(None, "Export the final model (safetensors + tokenizer) here.")
     num_nodes: int = option(1, "Nodes.", panel="Resources", bounds=Bounds(ge=1))
@@ -205,10 +206,14 @@ def train_command(algorithm: Algorithm) -> CommandSpec:
 
 TRAIN_SFT = train_command(ALGORITHMS.get("sft"))
 TRAIN_GRPO = train_command(ALGORITHMS.get("grpo"))
+TRAIN_PPO = train_command(ALGORITHMS.get("ppo"))
+TRAIN_DPO = train_command(ALGORITHMS.get("dpo"))
+TRAIN_RM = train_command(ALGORITHMS.get("rm"))
+TRAIN_DISTILL = train_command(ALGORITHMS.get("distill"))
 
 
 def train_commands() -> tuple[CommandSpec, ...]:
     """One command per registered algorithm: the built-in ones first, then those plugins add, by name."""
-    built_in = (TRAIN_SFT, TRAIN_GRPO)
+    built_in = (TRAIN_SFT, TRAIN_GRPO, TRAIN_PPO, TRAIN_DPO, TRAIN_RM, TRAIN_DISTILL)
     known = {spec.name for spec in built_in}
     return built_in + tuple(train_command(algorithm) for algorithm in ALGORITHMS if algorithm.name not in known)

@@ -27,6 +27,13 @@ Definitions (n samples per problem, c of them correct, m of them without an answ
   ignored) wins; ties go to the answer seen first, never to the correct one, so the label cannot leak
   into the vote. The problem counts as correct if the first sample giving the winning answer is correct.
   If all k samples have no answer the problem is incorrect and counts toward `no_answer`.
+- `rm_best@k` and `rm_majority@k` (NeMo-Skills' modes, present when every sample has a `reward_model_score`):
+  from the FIRST k samples with an answer, `rm_best@k` takes the one the reward model scores highest (ties: the
+  first), `rm_majority@k` votes with the scores as weights (each answer gets the sum of its samples' scores, the
+  highest sum wins, ties to the answer seen first) and takes the first sample giving the winning answer. The
+  problem counts as correct if that sample is; with no answer among the k it is incorrect and counts toward
+  `no_answer`. Scores are used as they come (a reward model's scores may be negative: then an answer's extra
+  samples lower its weight, exactly as NeMo-Skills sums them).
 
 The accuracy columns are named after the grader's metric key (`symbolic_correct` for math, so the examples
 above use it), the spread after the key with `_std` appended. Every mode also carries `num_entries` (problems), `avg_tokens` (mean `num_generated_tokens` over all
@@ -45,6 +52,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 GREEDY_MODE = "greedy"
+REWARD_MODEL_SCORE_KEY = "reward_model_score"  # the result rows' field (`python -m skills_cli.inference.reward_model`)
 ALL_SUBSET = "all"
 _SEPARATOR = " | "
 
@@ -57,6 +65,7 @@ class Sample:
     predicted_answer: str | None  # None = no answer could be extracted
     num_generated_tokens: int | None = None
     generation_time: float | None = None  # seconds
+    reward_model_score: float | None = None  # a reward model's score of the generation (rm_best@k, rm_majority@k)
 
 
 # -- estimators ---------------------------------------------------------------------------------------------
@@ -82,22 +91,39 @@ def _chance_all_k_have_no_answer(n: int, no_answers: int, k: int) -> float:
     return 1.0 - pass_at_k(n, n - no_answers, k)
 
 
-def _majority_vote(samples: Sequence[Sample]) -> Sample | None:
-    """The first sample that gives the most frequent stripped answer, or None if no sample has an answer."""
+def _weighted_vote(samples: Sequence[Sample], weight) -> Sample | None:
+    """The first sample giving the answer (stripped, None ignored) whose samples' `weight`s sum highest, or None
+    if no sample has an answer."""
     first_sample_of_answer: dict[str, Sample] = {}
-    votes: dict[str, int] = {}
+    totals: dict[str, float] = {}
     for sample in samples:
         if sample.predicted_answer is None:
             continue
         # str() because JSON readers may hand over a number; the same text then still votes together.
         answer = str(sample.predicted_answer).strip()
         first_sample_of_answer.setdefault(answer, sample)
-        votes[answer] = votes.get(answer, 0) + 1
-    if not votes:
+        totals[answer] = totals.get(answer, 0) + weight(sample)
+    if not totals:
         return None
     # dicts keep insertion order and max() returns the first maximum, so a tie goes to the earliest answer.
-    winner = max(votes, key=votes.__getitem__)
+    winner = max(totals, key=totals.__getitem__)
     return first_sample_of_answer[winner]
+
+
+def _majority_vote(samples: Sequence[Sample]) -> Sample | None:
+    """The first sample that gives the most frequent stripped answer, or None if no sample has an answer."""
+    return _weighted_vote(samples, lambda sample: 1)
+
+
+def _reward_model_vote(samples: Sequence[Sample]) -> Sample | None:
+    """The first sample of the answer whose samples' reward-model scores sum highest (ties: the earliest answer)."""
+    return _weighted_vote(samples, lambda sample: sample.reward_model_score)
+
+
+def _reward_model_best(samples: Sequence[Sample]) -> Sample | None:
+    """The answered sample with the highest reward-model score (the first of equal ones), or None."""
+    answered = [sample for sample in samples if sample.predicted_answer is not None]
+    return max(answered, key=lambda sample: sample.reward_model_score, default=None)
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -185,8 +211,9 @@ def _pass_at_k_metrics(problems: Sequence[Sequence[Sample]], n: int, k: int, key
     }
 
 
-def _majority_at_k_metrics(problems: Sequence[Sequence[Sample]], k: int, key: str) -> dict[str, float]:
-    winners = [_majority_vote(samples[:k]) for samples in problems]
+def _chosen_at_k_metrics(problems: Sequence[Sequence[Sample]], k: int, key: str, choose) -> dict[str, float]:
+    """Accuracy of the sample `choose` picks from each problem's first k (majority vote, reward-model pick)."""
+    winners = [choose(samples[:k]) for samples in problems]
     return {
         key: _percent(_mean(float(w is not None and w.correct) for w in winners)),
         "no_answer": _percent(_mean(float(w is None) for w in winners)),
@@ -202,7 +229,8 @@ def compute_metrics(
     `metric_key` names the accuracy (the grader's key, whose verdicts are the samples' `correct`).
 
     n == 1 gives only `greedy`. n > 1 gives `pass@1[avg-of-n]` (always over all n samples), then
-    `majority@k` and `pass@k` for k = 2, 4, 8, ... and n itself, stopping at `max_k` when given.
+    `majority@k` (`rm_best@k` and `rm_majority@k` when every sample has a reward-model score) and `pass@k` for
+    k = 2, 4, 8, ... and n itself, stopping at `max_k` when given.
     """
     n = _samples_per_problem(problems)
     shared = _shared_metrics(problems)
@@ -210,10 +238,15 @@ def compute_metrics(
         return {GREEDY_MODE: {**shared, **_greedy_metrics(problems, metric_key)}}
 
     metrics = {f"pass@1[avg-of-{n}]": {**shared, **_average_of_n_metrics(problems, n, metric_key)}}
+    scored = all(sample.reward_model_score is not None for samples in problems for sample in samples)
     for k in _k_values(n, max_k):
         if k == 1:
             continue  # pass@1 equals pass@1[avg-of-n] and majority@1 is just the first seed
-        metrics[f"majority@{k}"] = {**shared, **_majority_at_k_metrics(problems, k, metric_key)}
+        metrics[f"majority@{k}"] = {**shared, **_chosen_at_k_metrics(problems, k, metric_key, _majority_vote)}
+        if scored:
+            metrics[f"rm_best@{k}"] = {**shared, **_chosen_at_k_metrics(problems, k, metric_key, _reward_model_best)}
+            metrics[f"rm_majority@{k}"] = {**shared,
+                                           **_chosen_at_k_metrics(problems, k, metric_key, _reward_model_vote)}  # fmt: skip
         metrics[f"pass@{k}"] = {**shared, **_pass_at_k_metrics(problems, n, k, metric_key)}
     return metrics
 

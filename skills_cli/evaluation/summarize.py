@@ -24,7 +24,13 @@ from skills_cli.evaluation.benchmarks import BENCHMARKS, grader_for_results
 from skills_cli.evaluation.grade import result_files
 from skills_cli.evaluation.graders import PREDICTED_ANSWER_KEY, Grader
 from skills_cli.evaluation.judge import JUDGE_KEY
-from skills_cli.evaluation.metrics import Sample, compute_metrics, compute_subset_metrics, format_table
+from skills_cli.evaluation.metrics import (
+    REWARD_MODEL_SCORE_KEY,
+    Sample,
+    compute_metrics,
+    compute_subset_metrics,
+    format_table,
+)
 
 
 @dataclass
@@ -70,7 +76,8 @@ def load_problems(directory: Path, graded_key: str) -> list[list[dict]]:
 
 def to_sample(row: dict, correct_key: str) -> Sample:
     return Sample(correct=bool(row[correct_key]), predicted_answer=row.get(PREDICTED_ANSWER_KEY),
-                  num_generated_tokens=row.get("num_generated_tokens"), generation_time=row.get("generation_time"))  # fmt: skip
+                  num_generated_tokens=row.get("num_generated_tokens"), generation_time=row.get("generation_time"),
+                  reward_model_score=row.get(REWARD_MODEL_SCORE_KEY))  # fmt: skip
 
 
 def subset_keys(benchmark: str) -> tuple[str, ...]:
@@ -94,9 +101,10 @@ def summary_figures(grader: Grader, problem_rows: list[list[dict]]) -> dict[str,
 
 
 def voted(metrics: dict, grader: Grader) -> dict:
-    """The metrics without majority@k modes when the grader's answers cannot be voted on (code, free text)."""
+    """The metrics without majority@k (and rm_majority@k) modes when the grader's answers cannot be voted on
+    (code, free text)."""
     return {mode: values for mode, values in metrics.items()
-            if grader.majority_voting or not mode.startswith("majority@")}  # fmt: skip
+            if grader.majority_voting or not mode.startswith(("majority@", "rm_majority@"))}  # fmt: skip
 
 
 def summarize_benchmark(directory: Path, max_k: int | None) -> BenchmarkResults:

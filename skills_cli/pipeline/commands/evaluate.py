@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.overrides import overrides_to_dict
 from skills_cli.common.typed_config import Bounds
 from skills_cli.evaluation.benchmarks import BENCHMARKS_DIR_ENV, benchmark_dirs, get_benchmark
 from skills_cli.evaluation.prepare_data import MIRROR_ENV, default_output_dir, prepare
@@ -51,6 +52,7 @@ from skills_cli.pipeline.sandbox import with_sandbox
 from skills_cli.pipeline.servers import server_kind_choices
 from skills_cli.pipeline.servers.openai import forward_key_variable
 from skills_cli.pipeline.shell import quote, quote_argv
+from skills_cli.training.model_files import read_model_config
 
 log = logging.getLogger("skills_cli")
 _BENCH = re.compile(r"^([A-Za-z0-9_.\-]+)(?::(\d+))?$")
@@ -182,7 +184,31 @@ class JudgeOptions:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalSpec(GenerationOptions, JudgeOptions, QueuedSpec):
+class RewardModelOptions:
+    """A reward model scoring every generation after the grading (rm_best@k, rm_majority@k)."""
+
+    reward_model: str | None = option(None, "Score every generation with this reward model (an HF sequence-"
+                                      "classification folder, e.g. ns train rm's final_hf) after grading: rows get "
+                                      "reward_model_score, tables rm_best@k and rm_majority@k.",
+                                      panel="Reward model")  # fmt: skip
+    reward_model_gpus: int | None = option(None, "GPUs of the scoring job (default: 1 when --server_gpus > 0, "
+                                           "else 0: on the CPU).", panel="Reward model", bounds=Bounds(ge=0))  # fmt: skip
+
+    def check_reward_model(self, jobs_see_local_paths: bool) -> None:
+        """A local --reward_model that is no folder, or a causal LM, fails now, not after the generations."""
+        if not self.reward_model or not jobs_see_local_paths:
+            return
+        check_model_dir(self.reward_model, "--reward_model")
+        config = read_model_config(self.reward_model, "--reward_model")
+        architectures = (config or {}).get("architectures") or []
+        if config is not None and not any(a.endswith("ForSequenceClassification") for a in architectures):
+            kind = architectures[0] if architectures else "a model without an architecture"
+            raise UserError(f"--reward_model {self.reward_model} is {kind}, not a reward model (a sequence-"
+                            "classification model with one score, as ns train rm exports)")  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSpec(GenerationOptions, JudgeOptions, RewardModelOptions, QueuedSpec):
     """`ns eval`: every generation option of ns generate; benchmarks instead of an input file."""
 
     benchmarks: str = option(..., "Comma-separated NAME[:SAMPLES], e.g. gsm8k,math500:4,aime24:8.")
@@ -283,10 +309,25 @@ def judge_job(spec: EvalSpec, generation: GenerateSpec, cluster: ClusterConfig, 
     return dataclasses.replace(job, name=f"{name}-judge", after=(after,))
 
 
+def reward_model_job(spec: EvalSpec, generation: GenerateSpec, overrides: list[str], cluster: ClusterConfig,
+                     name: str, after: str) -> Job:  # fmt: skip
+    """`reward_model_score` into every result file of the benchmark, after the jobs that write them before it
+    (files are rewritten whole: one writer at a time), with the prompt config the generation used."""
+    prompt = overrides_to_dict(overrides)["prompt_config"]
+    files = [generation.output_file(seed) for seed in generation.seeds]
+    score = quote_argv([cluster.python_executable, "-m", "skills_cli.inference.reward_model", "--model",
+                        spec.reward_model, "--prompt_config", prompt, "--data_dir",
+                        str(Path(spec.data_file(name)).parent), *files])  # fmt: skip
+    gpus = spec.reward_model_gpus if spec.reward_model_gpus is not None else min(spec.server_gpus, 1)
+    command = Command(argv=("bash", "-c", score), container=spec.container, gpus=gpus)
+    resources = Resources(gpus_per_node=gpus, time_limit=spec.time, partition=spec.partition)
+    return Job(name=f"{name}-reward-model", commands=(command,), resources=resources, after=(after,))
+
+
 def benchmark_jobs(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig, name: str,
                    samples: int) -> tuple[list[Job], list[Job]]:  # fmt: skip
     """One benchmark's generation programs (ns generate's jobs), and the jobs after them: the merges of
-    chunks, the grading, the judge; the last of these ends the benchmark."""
+    chunks, the grading, the reward model's scoring, the judge; the last of these ends the benchmark."""
     generation = benchmark_generation(spec, name, samples)
     generation_overrides = benchmark_overrides(spec, overrides, name)
     validate_overrides(generation_overrides, generation)
@@ -299,6 +340,8 @@ def benchmark_jobs(spec: EvalSpec, overrides: list[str], cluster: ClusterConfig,
     if get_benchmark(name).needs_sandbox:
         grading = with_sandbox(grading, cluster, f"grading {name}")
     after = [*(job for job in generated if not is_program(job)), grading]
+    if spec.reward_model:
+        after.append(reward_model_job(spec, generation, generation_overrides, cluster, name, grading.name))
     if spec.judged:
         after.append(judge_job(spec, generation, cluster, name, after[-1].name))
     return [job for job in generated if is_program(job)], after
@@ -353,6 +396,7 @@ def eval_impl(extra: WrappedArguments, spec: EvalSpec) -> Submission:
                                        option="--judge_api_key_env")  # fmt: skip
     check_prepared(spec, cluster, [name for name, _ in benchmarks])
     check_local_paths(spec, cluster)
+    spec.check_reward_model(cluster.jobs_see_local_paths)
     if spec.server_address:
         check_server_address(spec.server_address, cluster)
     jobs = compile_eval(spec, list(extra.args), cluster)

@@ -135,6 +135,22 @@ class MathEnvConfig:
     # boxed: only a \boxed{} answer earns reward (what the prompt asks for; the evaluation grader also reads
     # prose and a last number, which a policy could learn to game); any: every rule of the evaluation grader
     answer_format: Literal["boxed", "any"] = "boxed"
+    # the math reward's weight in the reward: reward = weight * math + env.reward_model.weight * score (0: the
+    # reward model alone; the math grade is still computed and logged as train/accuracy)
+    weight: float = bounded(1.0, ge=0)
+
+
+@dataclass(frozen=True)
+class RewardModelEnvConfig:
+    """A trained reward model (`ns train rm`'s final_hf: an HF sequence-classification model) scoring every
+    rollout in process on each rank, alone or mixed with the math reward."""
+
+    model_name: str | None = None  # its folder (None: no reward model)
+    weight: float = bounded(1.0, ge=0)
+    # none: the raw score; sigmoid: 1 / (1 + exp(-score)), in (0, 1) as the math reward is; batch: standardized
+    # over the step's rollouts (all data-parallel ranks) to mean 0 and std 1
+    normalization: Literal["none", "sigmoid", "batch"] = "none"
+    batch_size: int = bounded(16, ge=1)  # responses scored at once
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,14 @@ class EnvConfig:
     math: MathEnvConfig = field(default_factory=MathEnvConfig)
     # "package.module:function" replacing the math reward: function(response, expected_answer, truncated) -> float
     reward_function: str | None = None
+    reward_model: RewardModelEnvConfig = field(default_factory=RewardModelEnvConfig)
+
+    def __post_init__(self) -> None:
+        if self.reward_model.model_name is None and self.math.weight == 0:
+            raise UserError("env.math.weight=0 leaves no reward: set env.reward_model.model_name (a trained reward "
+                            "model) or a math weight above 0")  # fmt: skip
+        if self.reward_model.model_name is not None and self.math.weight == 0 and self.reward_model.weight == 0:
+            raise UserError("env.math.weight and env.reward_model.weight are both 0: the reward would always be 0")
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ is 0 unless `env.math.truncated_reward=grade` (NeMo-RL's accuracy also counts tr
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import iter_numbered_jsonl
-from skills_cli.training.algorithms.grpo.config import GRPODataConfig, MathEnvConfig
+from skills_cli.training.algorithms.grpo.config import EnvConfig, GRPODataConfig, MathEnvConfig
 
 log = logging.getLogger("skills_cli.grpo")
 
@@ -28,6 +29,7 @@ class Problem:
     prompt_ids: tuple[int, ...]
     expected_answer: str
     text: str  # the rendered prompt (for logs and validation tables)
+    messages: tuple[dict, ...] = ()  # the prompt's chat messages (a reward model renders them with its template)
 
 
 def load_problems(path: str, tokenizer, config: GRPODataConfig, max_prompt_tokens: int) -> list[Problem]:
@@ -53,12 +55,13 @@ def load_problems(path: str, tokenizer, config: GRPODataConfig, max_prompt_token
         values = dict(row)
         if config.problem_key != "problem" and config.problem_key in row:
             values["problem"] = row[config.problem_key]
-        text = render(tokenizer, prompt.messages(values, number), add_generation_prompt=True)
+        messages = prompt.messages(values, number)
+        text = render(tokenizer, messages, add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         if len(ids) > max_prompt_tokens:
             too_long += 1
             continue
-        problems.append(Problem(tuple(ids), str(answer), text))
+        problems.append(Problem(tuple(ids), str(answer), text, tuple(messages)))
     if too_long:
         log.warning("%s: skipped %d prompts longer than %d tokens", path, too_long, max_prompt_tokens)
     if not problems:
@@ -110,3 +113,46 @@ def math_reward(response: str, expected_answer: str, truncated: bool, config: Ma
     if config.answer_format == "boxed" and result.extraction != "boxed":
         return 0.0
     return 1.0 if result.correct else 0.0
+
+
+# ---- a reward model's scores, mixed with the math reward ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepScores:
+    """What scoring a batch of rollouts found: the math grade of each (the accuracy diagnostic; the reward
+    function's value with env.reward_function) and the reward model's raw score of each (None without one)."""
+
+    graded: list[float]
+    reward_model: list[float] | None = None
+
+
+def check_reward_model(config: EnvConfig) -> None:
+    """A reward-model folder that is missing or not a sequence-classification model fails before any load."""
+    from skills_cli.inference.reward_model import reward_model_problem
+
+    path = config.reward_model.model_name
+    problem = reward_model_problem(path) if path is not None else None
+    if problem:
+        raise UserError(f"env.reward_model.model_name: {problem}")
+
+
+def sigmoid(score: float) -> float:
+    return 1.0 / (1.0 + math.exp(-score)) if score >= 0 else math.exp(score) / (1.0 + math.exp(score))
+
+
+def standardized(scores: list[float], total: float, squares: float, count: float) -> list[float]:
+    """Scores standardized with the sum, sum of squares and count over every rank's rollouts (std 0: centred)."""
+    mean = total / count
+    std = math.sqrt(max(squares / count - mean * mean, 0.0))
+    return [(s - mean) / std if std > 1e-6 else s - mean for s in scores]
+
+
+def mixed_rewards(scores: StepScores, config: EnvConfig, normalized_scores: list[float] | None) -> list[float]:
+    """reward = env.math.weight * math + env.reward_model.weight * (normalized) score; the math term alone
+    without a reward model (unchanged rewards at the default weight 1)."""
+    math_terms = [config.math.weight * grade for grade in scores.graded]
+    if normalized_scores is None:
+        return math_terms
+    weight = config.reward_model.weight
+    return [term + weight * score for term, score in zip(math_terms, normalized_scores, strict=True)]

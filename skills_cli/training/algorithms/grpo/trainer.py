@@ -9,7 +9,8 @@ deadline, saves, export, outputs under `output_dir`) is the shared skeleton's (`
 One step, as NeMo-RL's `grpo_train` (the timers are the logged `timing/train/*` keys):
   refit       the policy's weights into the rollout engine (only when they changed since the last refit)
   generation  num_prompts_per_step x num_generations_per_prompt samples, data-parallel over ranks
-  reward_calculation   our math grader on the last \\boxed{} (timeout or error: 0)
+  reward_calculation   our math grader on the last \\boxed{} (timeout or error: 0), and/or a trained reward model
+              (env.reward_model, in process on each rank), weighted by env.math.weight / env.reward_model.weight
   policy_and_reference_logprobs   old logprobs recomputed by the trainer (with the sampling temperature), and the
               reference model's when the KL penalty is on (a frozen copy of the starting weights)
   policy_training   the rollout batch split into rollouts / train_global_batch_size optimizer steps, each a
@@ -30,9 +31,14 @@ from skills_cli.training.algorithms.grpo import rollout as rollouts_lib
 from skills_cli.training.algorithms.grpo.config import GRPOConfig, check_grpo_layout
 from skills_cli.training.algorithms.grpo.data import (
     Problem,
+    StepScores,
+    check_reward_model,
     load_problems,
     load_reward_function,
     math_reward,
+    mixed_rewards,
+    sigmoid,
+    standardized,
     stop_token_ids,
 )
 from skills_cli.training.algorithms.grpo.loss import (
@@ -102,6 +108,7 @@ class GRPOTrainer(Trainer):
     def build(self) -> None:
         config, policy = self.config, self.config.policy
         self.dp_size = check_config(config, self.dist.world_size)
+        check_reward_model(config.env)
         self.reward_function = load_reward_function(config.env.reward_function) if config.env.reward_function else None
         self.tokenizer = load_tokenizer(self.tokenizer_dir)
         self.pad_id = pad_id(self.tokenizer)
@@ -116,6 +123,7 @@ class GRPOTrainer(Trainer):
                                    backend=config.backend, seed=config.grpo.seed)  # fmt: skip
         self.loss_terms = LossTerms.from_config(config.loss_fn)
         self.reference = self._load_reference() if config.loss_fn.reference_policy_kl_penalty > 0 else None
+        self.reward_model = self._load_reward_model()
         self.engine = self._build_engine()
         self.engine_is_stale = True
 
@@ -125,6 +133,8 @@ class GRPOTrainer(Trainer):
         self.problems = load_problems(config.data.train_data, self.tokenizer, config.data, prompt_budget)
         self.val_problems = load_problems(config.data.val_data, self.tokenizer, config.data, prompt_budget)[
             : config.grpo.max_val_samples] if config.data.val_data else []  # fmt: skip
+        # a rollout's prompt messages (a reward model renders them with its own chat template)
+        self.prompt_messages = {p.prompt_ids: list(p.messages) for p in [*self.problems, *self.val_problems]}
         if len(self.problems) < config.grpo.num_prompts_per_step:
             raise UserError(f"{config.data.train_data} has {len(self.problems)} usable problems, fewer than "
                             f"grpo.num_prompts_per_step={config.grpo.num_prompts_per_step}")  # fmt: skip
@@ -141,6 +151,18 @@ class GRPOTrainer(Trainer):
         model = load_model(self.config.policy.model_name)
         model.to(device=self.dist.device, dtype=self.policy.compute_dtype).eval().requires_grad_(False)
         return model
+
+    def _load_reward_model(self):
+        """env.reward_model's model, whole on each rank (as the reference), in the compute dtype on a GPU."""
+        settings = self.config.env.reward_model
+        if settings.model_name is None:
+            return None
+        from skills_cli.inference.reward_model import RewardModel
+
+        on_gpu = self.dist.device.type == "cuda"
+        dtype = str(self.policy.compute_dtype).removeprefix("torch.") if on_gpu else "float32"
+        return RewardModel.from_pretrained(settings.model_name, device=str(self.dist.device), dtype=dtype,
+                                           batch_size=settings.batch_size)  # fmt: skip
 
     def _build_engine(self):
         generation, on_gpu = self.config.policy.generation, self.dist.device.type == "cuda"
@@ -193,14 +215,47 @@ class GRPOTrainer(Trainer):
                                     output.finish_reason == "length", problem.expected_answer))  # fmt: skip
         return rollouts
 
-    def score(self, rollouts: list[Rollout]) -> None:
+    def score(self, rollouts: list[Rollout]) -> StepScores:
+        """Each rollout's reward: env.math.weight x its math grade (or env.reward_function's value) plus
+        env.reward_model.weight x the reward model's (normalized) score; returns the grades and raw scores."""
+        texts = self.response_texts(rollouts)
+        scores = StepScores(self.graded(rollouts, texts), self.reward_model_scores(rollouts, texts))
+        rewards = mixed_rewards(scores, self.config.env, self._normalized(scores.reward_model))
+        for rollout, reward in zip(rollouts, rewards, strict=True):
+            rollout.reward = reward
+        return scores
+
+    def response_texts(self, rollouts: list[Rollout]) -> list[str]:
+        return [self.tokenizer.decode(rollout.response_ids, skip_special_tokens=True) for rollout in rollouts]
+
+    def graded(self, rollouts: list[Rollout], texts: list[str]) -> list[float]:
+        """The math grader's reward of each response (env.reward_function's when one is set)."""
+        if self.reward_function is not None:
+            return [float(self.reward_function(text, rollout.expected_answer, rollout.truncated))
+                    for rollout, text in zip(rollouts, texts, strict=True)]  # fmt: skip
         env = self.config.env.math
-        for rollout in rollouts:
-            text = self.tokenizer.decode(rollout.response_ids, skip_special_tokens=True)
-            if self.reward_function is None:
-                rollout.reward = math_reward(text, rollout.expected_answer, rollout.truncated, env)
-            else:
-                rollout.reward = float(self.reward_function(text, rollout.expected_answer, rollout.truncated))
+        return [math_reward(text, rollout.expected_answer, rollout.truncated, env)
+                for rollout, text in zip(rollouts, texts, strict=True)]  # fmt: skip
+
+    def reward_model_scores(self, rollouts: list[Rollout], texts: list[str]) -> list[float] | None:
+        """The reward model's raw score of each response to its prompt (an unfinished one without end of turn)."""
+        if self.reward_model is None:
+            return None
+        from skills_cli.inference.reward_model import Pair
+
+        return self.reward_model.score([Pair(self.prompt_messages[rollout.prompt_ids], text, not rollout.truncated)
+                                        for rollout, text in zip(rollouts, texts, strict=True)])  # fmt: skip
+
+    def _normalized(self, scores: list[float] | None) -> list[float] | None:
+        """env.reward_model.normalization of the raw scores (batch: over every data-parallel rank's rollouts)."""
+        how = self.config.env.reward_model.normalization
+        if scores is None or how == "none":
+            return scores
+        if how == "sigmoid":
+            return [sigmoid(score) for score in scores]
+        group, device = self.policy.dp_group, self.dist.device
+        sums = [all_reduce(value, group, device) for value in (sum(scores), sum(s * s for s in scores), len(scores))]
+        return standardized(scores, *sums)
 
     # ---- logprobs and training --------------------------------------------------------------------------------
 
@@ -337,7 +392,7 @@ class GRPOTrainer(Trainer):
             rollouts = rollouts_lib.share_across_model_parallel_peers(rollouts, self.dp_rank, self.dist.rank)
             self.sleep_engine()
         with timer.section("reward_calculation"):
-            self.score(rollouts)
+            scores = self.score(rollouts)
             self._set_advantages(rollouts)
         with timer.section("policy_and_reference_logprobs"):
             self.compute_logprobs(rollouts)
@@ -346,7 +401,7 @@ class GRPOTrainer(Trainer):
         self.engine_is_stale = True
         self.step += 1
         timer.seconds["total"] = time.perf_counter() - start
-        return self._step_metrics(rollouts, train_metrics, timer.seconds)
+        return self._step_metrics(rollouts, train_metrics, timer.seconds, scores)
 
     def _set_advantages(self, rollouts: list[Rollout]) -> None:
         import torch
@@ -360,22 +415,26 @@ class GRPOTrainer(Trainer):
             if grpo.overlong_filtering and rollout.truncated:
                 rollout.loss_multiplier = 0.0
 
-    def _step_metrics(self, rollouts: list[Rollout], train_metrics: dict, seconds: dict) -> dict:
-        """Per-step row: global means over all ranks' rollouts (sums reduced over data parallelism)."""
+    def _step_metrics(self, rollouts: list[Rollout], train_metrics: dict, seconds: dict,
+                      scores: StepScores | None = None) -> dict:  # fmt: skip
+        """Per-step row: global means over all ranks' rollouts (sums reduced over data parallelism). The accuracy
+        is the math grade of `scores` (the reward itself when not given)."""
         import torch
 
         group = self.policy.dp_group
         device = self.dist.device
-        correct_lengths = [len(r.response_ids) for r in rollouts if r.reward > 0]
+        graded = scores.graded if scores is not None else [r.reward for r in rollouts]
+        correct_lengths = [len(r.response_ids) for r, grade in zip(rollouts, graded, strict=True) if grade > 0]
+        reward_model = scores.reward_model if scores is not None else None
         sums = torch.tensor([
             len(rollouts), sum(r.reward for r in rollouts), sum(len(r.response_ids) for r in rollouts),
             sum(not r.truncated for r in rollouts), sum(len(r.prompt_ids) for r in rollouts),
             sum(r.num_tokens for r in rollouts), sum(r.advantage for r in rollouts), sum(correct_lengths),
-            len(correct_lengths), sum(r.loss_multiplier > 0 for r in rollouts),
+            len(correct_lengths), sum(r.loss_multiplier > 0 for r in rollouts), sum(graded), sum(reward_model or []),
         ], dtype=torch.float64, device=device)  # fmt: skip
         torch.distributed.all_reduce(sums, group=group)
         (count, reward, gen_len, ended, prompt_len, tokens, adv_sum, correct_len, num_correct,
-         valid_seqs) = sums.tolist()  # fmt: skip
+         valid_seqs, accuracy, reward_model_sum) = sums.tolist()  # fmt: skip
         adv = torch.tensor([min((r.advantage for r in rollouts), default=math.inf),
                             -max((r.advantage for r in rollouts), default=-math.inf)], dtype=torch.float64, device=device)  # fmt: skip
         torch.distributed.all_reduce(adv, op=torch.distributed.ReduceOp.MIN, group=group)
@@ -383,7 +442,8 @@ class GRPOTrainer(Trainer):
         row = {
             "step": self.step,
             "train/reward": reward / count,
-            "train/accuracy": reward / count,
+            "train/accuracy": accuracy / count,
+            **({"train/reward_model_score": reward_model_sum / count} if reward_model is not None else {}),
             "train/advantages/mean": adv_sum / count,
             "train/advantages/min": float(adv[0]),
             "train/advantages/max": -float(adv[1]),
@@ -433,7 +493,9 @@ class GRPOTrainer(Trainer):
         rollouts = self.generate(mine, 1, seed, greedy=generation.val_temperature == 0)
         rollouts = rollouts_lib.share_across_model_parallel_peers(rollouts, self.dp_rank, self.dist.rank)
         self.sleep_engine()
-        self.score(rollouts)
+        # validation measures the math grade alone (also with a reward model): it is the logged reward here
+        for rollout, grade in zip(rollouts, self.graded(rollouts, self.response_texts(rollouts)), strict=True):
+            rollout.reward = grade
         sums = all_reduce(sum(r.reward for r in rollouts), self.policy.dp_group, self.dist.device)
         lengths = all_reduce(sum(len(r.response_ids) for r in rollouts), self.policy.dp_group, self.dist.device)
         total = max(len(self.val_problems), 1)

@@ -24,7 +24,11 @@ from skills_cli.pipeline import (
     start_server,
     status,
     summarize_results,
+    train_distill,
+    train_dpo,
     train_grpo,
+    train_ppo,
+    train_rm,
     train_sft,
     wrap_arguments,
 )
@@ -34,11 +38,13 @@ from skills_cli.pipeline.commands import COMMANDS
 from skills_cli.pipeline.store import Store
 
 EXPECTED_COMMANDS = ("run_cmd", "generate", "start_server", "prepare_data", "eval", "summarize_results", "sft",
-                     "grpo", "convert", "setup", "status", "logs", "cancel", "report")  # fmt: skip
+                     "grpo", "ppo", "dpo", "rm", "distill", "convert", "setup", "status", "logs", "cancel", "report")  # fmt: skip
 API = {"run_cmd": run_cmd, "generate": generate, "start_server": start_server, "prepare_data": prepare_data,
-       "eval": evaluate, "summarize_results": summarize_results, "sft": train_sft, "grpo": train_grpo, "setup": setup, "status": status, "logs": logs,
+       "eval": evaluate, "summarize_results": summarize_results, "sft": train_sft, "grpo": train_grpo, "ppo": train_ppo, "dpo": train_dpo, "rm": train_rm,
+       "distill": train_distill, "setup": setup, "status": status, "logs": logs,
        "cancel": cancel, "report": report, "convert": convert}  # fmt: skip
-TOP_LEVEL = (*(c for c in EXPECTED_COMMANDS if c not in ("sft", "grpo")), "train", "nemo_rl")  # `ns train sft|grpo`
+TRAINERS = ("sft", "grpo", "ppo", "dpo", "rm", "distill")
+TOP_LEVEL = (*(c for c in EXPECTED_COMMANDS if c not in TRAINERS), "train", "nemo_rl")  # `ns train <trainer>`
 UID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
 CODE = re.compile(r"code/[0-9a-f]{16}")
 

@@ -218,18 +218,29 @@ WINDOW = 3
 
 
 def test_distillation_lowers_the_kl_to_the_teacher(tmp_path):
-    """A tiny student distilled from another tiny model with the same tokenizer (seed 1): its per-token KL to
-    the teacher falls over windows of steps. Measured (seeds fixed): 0.0251 0.0210 0.0151 0.0137 0.0129 0.0128
-    0.0125 0.0121, first three 0.020 -> last three 0.0125."""
+    """The arith-warmed tiny model (tests/arith_models.py) distilled from a larger tiny model with the same
+    tokenizer, SFT-trained longer on the same rows: the student's per-token KL to the teacher on its own samples
+    falls over windows of steps. Measured (seeds fixed, lr 3e-4): KL 0.541 0.512 0.505 0.439 0.464 0.447 0.424
+    0.385 0.441 0.429, first three 0.519 -> last three 0.418, while the math accuracy of the samples went
+    0.44 -> 0.58. At lr 1e-3 the KL first doubled (and accuracy fell to 0.17) before falling to 0.43."""
+    from arith_models import teacher_model, warmed_model
+
+    student, teacher = warmed_model(), teacher_model()
     output = tmp_path / "learn"
-    run(distill_config(output, problems(tmp_path), "++distillation.max_num_steps=8", "++checkpointing.enabled=false",
-                       "++distillation.num_prompts_per_step=8", "++policy.train_global_batch_size=16",
-                       "++policy.train_micro_batch_size=16", "++policy.optimizer.kwargs.lr=3e-3",
-                       "++policy.optimizer.kwargs.weight_decay=0.0"))  # fmt: skip
+    run(load_config(DistillConfig, [
+        f"++policy.model_name={student['model']}", f"++teacher.model_name={teacher['model']}",
+        f"++data.train_data={student['problems']}", f"++data.prompt_config={student['prompt']}",
+        f"++output_dir={output}", "++checkpointing.enabled=false", "++policy.precision=float32",
+        "++distillation.max_num_steps=10", "++distillation.max_num_epochs=20", "++distillation.num_prompts_per_step=32",
+        "++distillation.num_generations_per_prompt=2", "++policy.train_global_batch_size=64",
+        "++policy.train_micro_batch_size=64", "++policy.generation.max_new_tokens=32",
+        "++policy.generation.temperature=0.7", "++policy.max_total_sequence_length=64",
+        "++policy.optimizer.kwargs.lr=3e-4", "++policy.optimizer.kwargs.weight_decay=0.0",
+    ], where="distill"))  # fmt: skip
     kls = [row["train/kl"] for row in rows_of(output)]
     shown = " ".join(f"{value:.4f}" for value in kls)
     first, last = statistics.fmean(kls[:WINDOW]), statistics.fmean(kls[-WINDOW:])
-    assert len(kls) == 8
-    assert last < 0.8 * first, f"KL to the teacher {first:.4f} (first {WINDOW} steps) -> {last:.4f}; KL: {shown}"
+    assert len(kls) == 10
+    assert last < 0.9 * first, f"KL to the teacher {first:.4f} (first {WINDOW} steps) -> {last:.4f}; KL: {shown}"
     middle = statistics.fmean(kls[WINDOW:-WINDOW])
     assert first > middle > last, f"not a trend: {first:.4f} -> {middle:.4f} -> {last:.4f}; KL: {shown}"

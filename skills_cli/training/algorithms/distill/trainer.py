@@ -30,11 +30,9 @@ import time
 from skills_cli.common.errors import UserError
 from skills_cli.training.algorithms.distill.config import DistillConfig, check_distill_layout
 from skills_cli.training.algorithms.distill.loss import distillation_loss, per_token_kl, teacher_topk
-from skills_cli.training.algorithms.grpo import rollout as rollouts_lib
 from skills_cli.training.algorithms.grpo.data import stop_token_ids
 from skills_cli.training.algorithms.grpo.rollout import Rollout
 from skills_cli.training.algorithms.grpo.trainer import GRPOTrainer, Timer
-from skills_cli.training.components.data import next_global_batch
 from skills_cli.training.components.model import check_model_path
 from skills_cli.training.components.parallel import all_reduce
 from skills_cli.training.components.tokenizer import load_tokenizer, pad_id
@@ -98,17 +96,7 @@ class DistillTrainer(GRPOTrainer):
         loop = self.config.distillation
         timer = Timer(self.dist.device)
         start = time.perf_counter()
-        indices = next_global_batch(self.position, len(self.problems), loop.num_prompts_per_step, loop.seed)
-        with timer.section("refit"):
-            self.wake_engine()  # also when fresh: a validation just refitted it, then put it to sleep
-            if self.engine_is_stale:
-                self.refit()
-        with timer.section("generation"):
-            seed = rollouts_lib.sample_seed(loop.seed, self.step, self.dp_rank)
-            rollouts = self.generate(self.my_problems(indices, self.problems), loop.num_generations_per_prompt,
-                                     seed, greedy=False)  # fmt: skip
-            rollouts = rollouts_lib.share_across_model_parallel_peers(rollouts, self.dp_rank, self.dist.rank)
-            self.sleep_engine()
+        rollouts = self.sample_rollouts(loop, timer)
         with timer.section("reward_calculation"):
             self._grade(rollouts)
         with timer.section("policy_training"):

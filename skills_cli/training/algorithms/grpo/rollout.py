@@ -90,7 +90,7 @@ def _first_response_label(rollout: Rollout, offset: int) -> int:
     return offset + len(rollout.prompt_ids) - 1
 
 
-def _per_token(rollouts: list[Rollout], placements: list[tuple[int, int]], shape, values_of) -> object:
+def per_token_tensor(rollouts: list[Rollout], placements: list[tuple[int, int]], shape, values_of) -> object:
     """(rows, length) float32 tensor with each rollout's per-response-token values at their label positions;
     rollout i starts at (row, offset) = placements[i]."""
     import torch
@@ -114,13 +114,13 @@ def _attach_rollout_tensors(
     the loss reshapes these to `labels.shape`, which keeps the token order."""
     shape = batch.input_ids.shape
     batch.rollouts, batch.placements = list(rollouts), list(placements)
-    batch.advantages = _per_token(rollouts, placements, shape,
+    batch.advantages = per_token_tensor(rollouts, placements, shape,
                                   lambda r: r.token_advantages or [r.advantage] * len(r.response_ids))  # fmt: skip
-    batch.generation_logprobs = _per_token(rollouts, placements, shape, lambda r: r.generation_logprobs)
-    batch.prev_logprobs = _per_token(rollouts, placements, shape, lambda r: r.prev_logprobs)
-    batch.reference_logprobs = _per_token(rollouts, placements, shape, lambda r: r.reference_logprobs)
-    batch.loss_mask = _per_token(rollouts, placements, shape, lambda r: [r.loss_multiplier] * len(r.response_ids))
-    batch.seq_weight = _per_token(rollouts, placements, shape,
+    batch.generation_logprobs = per_token_tensor(rollouts, placements, shape, lambda r: r.generation_logprobs)
+    batch.prev_logprobs = per_token_tensor(rollouts, placements, shape, lambda r: r.prev_logprobs)
+    batch.reference_logprobs = per_token_tensor(rollouts, placements, shape, lambda r: r.reference_logprobs)
+    batch.loss_mask = per_token_tensor(rollouts, placements, shape, lambda r: [r.loss_multiplier] * len(r.response_ids))
+    batch.seq_weight = per_token_tensor(rollouts, placements, shape,
                                   lambda r: [1.0 / max(len(r.response_ids), 1)] * len(r.response_ids))  # fmt: skip
     return batch
 

@@ -376,21 +376,28 @@ class GRPOTrainer(Trainer):
 
         return [problems[i] for i in shard_for_rank(indices, self.dp_rank, self.dp_size)]
 
-    def train_step(self) -> dict:
-        grpo = self.config.grpo
-        timer = Timer(self.dist.device)
-        start = time.perf_counter()
-        indices = next_global_batch(self.position, len(self.problems), grpo.num_prompts_per_step, grpo.seed)
+    def sample_rollouts(self, loop, timer: Timer) -> list[Rollout]:
+        """This step's rollouts on this rank (the next global batch of problems, `loop.num_generations_per_prompt`
+        samples each, with `loop.seed`), the engine refitted first and put to sleep after; `loop` is the
+        algorithm's loop section (grpo, ppo, distillation). Timed as `refit` and `generation`."""
+        indices = next_global_batch(self.position, len(self.problems), loop.num_prompts_per_step, loop.seed)
         with timer.section("refit"):
             self.wake_engine()  # also when fresh: a validation just refitted it, then put it to sleep
             if self.engine_is_stale:
                 self.refit()
         with timer.section("generation"):
-            seed = rollouts_lib.sample_seed(grpo.seed, self.step, self.dp_rank)
-            rollouts = self.generate(self.my_problems(indices, self.problems), grpo.num_generations_per_prompt,
+            seed = rollouts_lib.sample_seed(loop.seed, self.step, self.dp_rank)
+            rollouts = self.generate(self.my_problems(indices, self.problems), loop.num_generations_per_prompt,
                                      seed, greedy=False)  # fmt: skip
             rollouts = rollouts_lib.share_across_model_parallel_peers(rollouts, self.dp_rank, self.dist.rank)
             self.sleep_engine()
+        return rollouts
+
+    def train_step(self) -> dict:
+        grpo = self.config.grpo
+        timer = Timer(self.dist.device)
+        start = time.perf_counter()
+        rollouts = self.sample_rollouts(grpo, timer)
         with timer.section("reward_calculation"):
             scores = self.score(rollouts)
             self._set_advantages(rollouts)

@@ -96,9 +96,11 @@ class Critic:
     def _with_targets(self, batch, targets: dict):
         """The batch with the rollouts' old values and returns as (rows, length) tensors at the response labels."""
         shape = batch.input_ids.shape
-        batch.old_values = rollouts_lib._per_token(batch.rollouts, batch.placements, shape,
+        batch.old_values = rollouts_lib.per_token_tensor(batch.rollouts, batch.placements, shape,
                                                    lambda r: targets[id(r)][0])  # fmt: skip
-        batch.returns = rollouts_lib._per_token(batch.rollouts, batch.placements, shape, lambda r: targets[id(r)][1])
+        batch.returns = rollouts_lib.per_token_tensor(
+            batch.rollouts, batch.placements, shape, lambda r: targets[id(r)][1]
+        )
         return batch
 
     def _loss_fn(self, global_count: float):

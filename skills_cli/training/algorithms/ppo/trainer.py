@@ -25,7 +25,6 @@ import statistics
 import time
 from pathlib import Path
 
-from skills_cli.training.algorithms.grpo import rollout as rollouts_lib
 from skills_cli.training.algorithms.grpo.loss import kl_estimate
 from skills_cli.training.algorithms.grpo.rollout import Rollout
 from skills_cli.training.algorithms.grpo.trainer import GRPOTrainer, Timer
@@ -34,7 +33,6 @@ from skills_cli.training.algorithms.ppo.config import PPOConfig, check_ppo_layou
 from skills_cli.training.algorithms.ppo.core import KLController, gae, token_rewards, whiten
 from skills_cli.training.algorithms.ppo.critic import Critic
 from skills_cli.training.components import checkpoint as ckpt
-from skills_cli.training.components.data import next_global_batch
 from skills_cli.training.components.parallel import all_reduce
 from skills_cli.training.trainer import fmt, main_for, run_trainer
 
@@ -104,17 +102,7 @@ class PPOTrainer(GRPOTrainer):
 
     def train_step(self) -> dict:
         ppo, timer, start = self.config.ppo, Timer(self.dist.device), time.perf_counter()
-        indices = next_global_batch(self.position, len(self.problems), ppo.num_prompts_per_step, ppo.seed)
-        with timer.section("refit"):
-            self.wake_engine()
-            if self.engine_is_stale:
-                self.refit()
-        with timer.section("generation"):
-            seed = rollouts_lib.sample_seed(ppo.seed, self.step, self.dp_rank)
-            rollouts = self.generate(self.my_problems(indices, self.problems), ppo.num_generations_per_prompt,
-                                     seed, greedy=False)  # fmt: skip
-            rollouts = rollouts_lib.share_across_model_parallel_peers(rollouts, self.dp_rank, self.dist.rank)
-            self.sleep_engine()
+        rollouts = self.sample_rollouts(ppo, timer)
         with timer.section("reward_calculation"):
             scores = self.score(rollouts)
         with timer.section("policy_and_reference_logprobs"):

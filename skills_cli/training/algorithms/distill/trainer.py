@@ -63,6 +63,7 @@ class DistillTrainer(GRPOTrainer):
     """One distillation run on this rank: problems, the student (the policy), the teacher, the rollout engine."""
 
     algorithm = "distill"
+    loop_name = "distillation"
 
     def build(self) -> None:
         config, policy, loop = self.config, self.config.policy, self.config.distillation

@@ -98,6 +98,7 @@ class GRPOTrainer(Trainer):
     """One GRPO run on this rank: problems, the policy, the rollout engine (and the reference model), the step."""
 
     algorithm = "grpo"
+    loop_name = "grpo"  # the config section of the loop, in messages (PPO's and distillation's map onto `grpo`)
 
     def __init__(self, config: GRPOConfig, dist):
         import torch
@@ -137,7 +138,7 @@ class GRPOTrainer(Trainer):
         self.prompt_messages = {p.prompt_ids: list(p.messages) for p in [*self.problems, *self.val_problems]}
         if len(self.problems) < config.grpo.num_prompts_per_step:
             raise UserError(f"{config.data.train_data} has {len(self.problems)} usable problems, fewer than "
-                            f"grpo.num_prompts_per_step={config.grpo.num_prompts_per_step}")  # fmt: skip
+                            f"{self.loop_name}.num_prompts_per_step={config.grpo.num_prompts_per_step}")  # fmt: skip
 
     # ---- setup --------------------------------------------------------------------------------------------
 

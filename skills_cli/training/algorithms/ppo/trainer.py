@@ -41,6 +41,7 @@ class PPOTrainer(GRPOTrainer):
     """One PPO run on this rank: GRPO's policy, engine and reward, plus the critic and the KL controller."""
 
     algorithm = "ppo"
+    loop_name = "ppo"
 
     # GRPO's build sets the optimizer steps of one pass over a rollout batch; PPO makes ppo.ppo_epochs passes,
     # so its scheduler length and on-policy test see them all (see the report: a GRPO hook would replace this)

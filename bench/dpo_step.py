@@ -89,12 +89,29 @@ def wrong_row(row: dict) -> dict:
     return {**row, "solution": f"{equation} = {wrong}. The answer is \\boxed{{{wrong}}}."}
 
 
-def preference_rows(rows: list[dict], checks: int) -> list[dict]:
+def side_checks(count: int, checks: int, lengths: str, seed: int) -> list[int]:
+    """Checks per completion side: all `checks` ("equal"), or ("variable") drawn uniformly from
+    [checks/10, 1.9 x checks] with a fixed seed, each side on its own, as chosen and rejected answers of real
+    preference data differ in length (the mean stays `checks`)."""
+    if lengths == "equal":
+        return [checks] * count
+    if lengths != "variable":
+        raise SystemExit(f"unknown --lengths {lengths!r} (equal, variable)")
+    import random
+
+    low = max(checks // 10, 0)
+    draw = random.Random(seed)
+    return [draw.randint(low, 2 * checks - low) for _ in range(count)]
+
+
+def preference_rows(rows: list[dict], checks: int, lengths: str = "equal", seed: int = 0) -> list[dict]:
     from skills_cli.prompts.prompt_config import load_prompt_config
 
     prompt = load_prompt_config(PROMPT_CONFIG)
-    return [{"prompt": prompt.messages(row), "chosen": long_solution(row, checks),
-             "rejected": long_solution(wrong_row(row), checks)} for row in rows]  # fmt: skip
+    counts = side_checks(2 * len(rows), checks, lengths, seed)
+    return [{"prompt": prompt.messages(row), "chosen": long_solution(row, counts[2 * i]),
+             "rejected": long_solution(wrong_row(row), counts[2 * i + 1])}
+            for i, row in enumerate(rows)]  # fmt: skip
 
 
 def corpus_rows(pairs: list[dict]) -> list[dict]:
@@ -300,7 +317,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=64, help="pairs per optimizer step (both trainers)")
     parser.add_argument("--pack_rows", type=int, default=16, help="our packed rows per micro-batch")
     parser.add_argument("--trl_micro_batch", type=int, default=8, help="TRL's pairs per micro-batch")
-    parser.add_argument("--checks", type=int, default=40, help="equation restatements per completion")
+    parser.add_argument("--checks", type=int, default=40, help="equation restatements per completion (mean)")
+    parser.add_argument("--lengths", default="equal", choices=("equal", "variable"),
+                        help="equal: every side has --checks; variable: each side's count drawn uniformly "
+                             "around --checks (real preference data)")  # fmt: skip
     parser.add_argument("--max_length", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)
@@ -339,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     first_timeout, trl_timeout, other_timeout = (float(t) for t in args.timeouts.split(","))
     num_pairs = args.batch * max(args.steps, args.trl_steps)
-    pairs = preference_rows(arith_rows("train")[:num_pairs], args.checks)
+    pairs = preference_rows(arith_rows("train")[:num_pairs], args.checks, args.lengths, args.seed)
     pairs_path = write_jsonl(work / "pairs.jsonl", pairs)
     report: dict = {
         "benchmark": "dpo_step", "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
@@ -347,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
         "transformers": transformers.__version__, "python": platform.python_version(), "tiny": args.tiny,
         "target_ratio_trl_over_ours": TARGET_RATIO,
         "settings": {"pairs": len(pairs), "global_batch_pairs": args.batch, "checks": args.checks,
+                     "lengths": args.lengths,
                      "max_length": args.max_length, "beta": BETA, "loss": "sigmoid", "lr": args.lr,
                      "ours_packed_rows_per_micro_batch": args.pack_rows,
                      "trl_pairs_per_micro_batch": args.trl_micro_batch, "precision": "bf16 mixed",

@@ -12,6 +12,7 @@ import shutil
 import statistics
 
 import pytest
+import torch
 from arith_models import FLOAT32, SEQUENCE, warmed_model
 from test_sft_checkpoint import assert_same_weights
 from test_sft_support import read_metrics, tiny_model, write_jsonl
@@ -22,8 +23,14 @@ from skills_cli.training.algorithms.dpo.config import DPOConfig
 from skills_cli.training.algorithms.dpo.loss import DPOTerms, dpo_loss
 from skills_cli.training.algorithms.dpo.trainer import DPOTrainer, run
 from skills_cli.training.components.parallel import distributed_session
-from skills_cli.training.components.preferences import PreferenceDataConfig, load_preference_dataset
-from skills_cli.training.components.tokenizer import load_tokenizer
+from skills_cli.training.components.preferences import (
+    PreferenceDataConfig,
+    last_token_values,
+    load_preference_dataset,
+    pair_micro_batches,
+    per_sequence_sums,
+)
+from skills_cli.training.components.tokenizer import load_tokenizer, pad_id
 
 GLOBAL_BATCH = 8  # pairs
 
@@ -156,6 +163,26 @@ def test_identical_and_overlong_pairs_are_dropped_and_counted(tmp_path, caplog):
     with pytest.raises(UserError, match=r"m.jsonl:2: missing field 'rejected'"):
         load_preference_dataset(write_jsonl(tmp_path / "m.jsonl", [rows[0], {"prompt": "p", "chosen": "c"}]),
                                 tokenizer, PreferenceDataConfig(), 128)  # fmt: skip
+
+
+@pytest.mark.parametrize("packing", [None, 96])
+def test_a_stream_without_padding_reads_the_same_sums_and_last_tokens(tmp_path, packing):
+    """The varlen path drops padding (`drop_padding`): the readers must map the shorter stream onto the same
+    sequences as the (rows, length) layout."""
+    tokenizer = load_tokenizer(tiny_model())
+    dataset = load_preference_dataset(write_jsonl(tmp_path / "p.jsonl", small_pairs(6)), tokenizer,
+                                      PreferenceDataConfig(), 128)  # fmt: skip
+    batch = pair_micro_batches(dataset.pairs, 4, pad_id(tokenizer), packing)[0]
+    real = batch.real_token_mask()
+    assert batch.drop_padding and not bool(real.all())  # there is padding to drop
+    per_token = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(0))
+    full_sums, stream_sums = per_sequence_sums(batch, per_token), per_sequence_sums(batch, per_token[real][None])
+    torch.testing.assert_close(stream_sums, full_sums)
+    lengths = torch.tensor([[len(p.chosen), len(p.rejected)] for p in batch.pairs], dtype=torch.float32)
+    assert per_sequence_sums(batch, real.float()[real][None]).tolist() == lengths.tolist()
+    full_last, stream_last = last_token_values(batch, per_token), last_token_values(batch, per_token[real][None])
+    assert stream_last.tolist() == full_last.tolist()
+    assert len(set(full_last.reshape(-1).tolist())) == 2 * len(batch.pairs)  # distinct positions were read
 
 
 def test_the_run_summary_reports_dropped_pairs(tmp_path):

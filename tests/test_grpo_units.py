@@ -22,8 +22,8 @@ from skills_cli.training.algorithms.grpo.loss import (  # noqa: E402
     clipped_pg_loss,
     group_advantages,
     kl_estimate,
-    token_logprobs,
 )
+from skills_cli.training.components.logprobs import token_logprobs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

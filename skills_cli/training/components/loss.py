@@ -57,7 +57,7 @@ def _forward(logits, labels, scale):
     import torch
 
     if compile_enabled(logits.device):
-        return _compiled("forward", _lse_and_nll)(logits, labels, scale)
+        return compiled_kernel("forward", _lse_and_nll)(logits, labels, scale)
     lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     total = torch.zeros((), dtype=torch.float32, device=logits.device)
     for start in range(0, logits.shape[0], EAGER_CHUNK_ROWS):
@@ -72,7 +72,7 @@ def _backward(logits, labels, lse, scale):
     import torch
 
     if compile_enabled(logits.device):
-        return _compiled("backward", _logits_grad)(logits, labels, lse, scale)
+        return compiled_kernel("backward", _logits_grad)(logits, labels, lse, scale)
     grad = torch.empty_like(logits)
     for start in range(0, logits.shape[0], EAGER_CHUNK_ROWS):
         end = start + EAGER_CHUNK_ROWS
@@ -102,7 +102,8 @@ def _logits_grad(logits, labels, lse, scale):
 _COMPILED: dict = {}
 
 
-def _compiled(name: str, function):
+def compiled_kernel(name: str, function):
+    """`function` compiled once per name, its first (token) dimension dynamic from the first call."""
     import torch
 
     if name not in _COMPILED:

@@ -27,8 +27,10 @@ a pair's loss needs both. Sequence `2 j` of a micro-batch is the chosen side of 
   * `batch.num_completion_tokens`: (pairs, 2) completion tokens per sequence (length-normalized variants);
   * `last_token_values(batch, per_token)`: (pairs, 2) the value at each sequence's last token that is not the pad
     id, where HF's `AutoModelForSequenceClassification` reads its score (a reward model's score).
-Per-token tensors may come flattened (the policy's varlen path): the micro-batches keep their padding
-(`drop_padding=False`), so a flat index is row x length + position either way.
+Per-token tensors may come in the micro-batch's (rows, length) layout or flattened, and on the policy's varlen
+path without the padding (`drop_padding`: a padding token's projections, MLP and logits are work for nothing,
+a third of a step when 724-token sequences fill 1024-token rows one each): then they hold the real tokens
+(`MicroBatch.real_token_mask`) in order, which are exactly the positions of the pairs' sequences.
 """
 
 from __future__ import annotations
@@ -233,7 +235,7 @@ def _attach_pair_tensors(batch: MicroBatch, pairs: list[PreferencePair], placeme
     )
     batch.pair_indices = torch.tensor([p.index for p in pairs], dtype=torch.long)
     batch.margins = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
-    batch.drop_padding = False  # flat per-token positions must stay row x length + position
+    batch.drop_padding = True  # the readers below map a stream without padding back onto the sequences
     return batch
 
 
@@ -276,8 +278,11 @@ def per_sequence_sums(batch: MicroBatch, per_token):
     differentiably. Positions off a sequence (padding) are left out."""
     import torch
 
-    index = batch.sequence_index.reshape(-1).to(per_token.device)
     values = per_token.float().reshape(-1)
+    index = batch.sequence_index.reshape(-1)
+    if values.numel() != index.numel():  # a stream without padding: the real tokens, in order
+        index = index[batch.real_token_mask().reshape(-1)]
+    index = index.to(per_token.device)
     keep = index >= 0
     sums = torch.zeros(2 * len(batch.pairs), dtype=torch.float32, device=per_token.device)
     sums = sums.index_add(0, index[keep], values[keep])
@@ -287,5 +292,11 @@ def per_sequence_sums(batch: MicroBatch, per_token):
 def last_token_values(batch: MicroBatch, per_token):
     """(pairs, 2) float32: `per_token` ((rows, length), (rows, length, 1) or flattened) at each sequence's last
     non-pad token (a scalar head's score there is what the exported HF model returns for the sequence)."""
+    import torch
+
     values = per_token.float().reshape(-1)
-    return values[batch.last_positions.reshape(-1).to(values.device)].reshape(len(batch.pairs), 2)
+    positions = batch.last_positions.reshape(-1)
+    if values.numel() != batch.input_ids.numel():  # a stream without padding: count real tokens only
+        real_before = torch.cumsum(batch.real_token_mask().reshape(-1).long(), 0) - 1
+        positions = real_before[positions]
+    return values[positions.to(values.device)].reshape(len(batch.pairs), 2)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from skills_cli.training.algorithms.dpo.config import DPOConfig
 from skills_cli.training.algorithms.dpo.loss import DPOTerms, dpo_loss
 from skills_cli.training.algorithms.dpo.pairs import PAIR_METRICS, PairTrainer
-from skills_cli.training.algorithms.grpo.loss import token_logprobs
+from skills_cli.training.components.logprobs import token_logprobs
 from skills_cli.training.components.preferences import PreferenceDataset, per_sequence_sums
 from skills_cli.training.trainer import main_for, run_trainer
 

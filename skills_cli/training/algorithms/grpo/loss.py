@@ -74,21 +74,6 @@ def kl_estimate(curr, ref, kind: str = "k3", input_clamp: float | None = 20.0, o
     return kl
 
 
-def token_logprobs(logits, labels, temperature: float = 1.0, ignore_index: int = -100):
-    """log p(label_t) under softmax(logits / temperature), float32; 0 where the label is ignored.
-
-    The temperature matters: rollouts were sampled from the tempered distribution, so the ratio and the
-    comparison with the generation logprobs must use it too (NeMo-RL PR #935 was this bug)."""
-    import torch
-
-    scaled = logits.float() / temperature if temperature != 1.0 else logits.float()
-    valid = labels != ignore_index
-    safe_labels = torch.where(valid, labels, torch.zeros_like(labels))
-    picked = scaled.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
-    logprobs = picked - torch.logsumexp(scaled, dim=-1)
-    return torch.where(valid, logprobs, torch.zeros_like(logprobs))
-
-
 @dataclass(frozen=True)
 class LossTerms:
     """Hyper-parameters of the loss (a torch-free copy of `LossConfig`'s fields the math needs)."""

@@ -48,10 +48,10 @@ from skills_cli.training.algorithms.grpo.loss import (
     LossTerms,
     clipped_pg_loss,
     group_advantages,
-    token_logprobs,
 )
 from skills_cli.training.algorithms.grpo.rollout import Rollout
 from skills_cli.training.components.data import next_global_batch
+from skills_cli.training.components.logprobs import token_logprobs
 from skills_cli.training.components.metrics import model_flops_utilization, peak_memory_gib
 from skills_cli.training.components.parallel import all_reduce
 from skills_cli.training.components.tokenizer import load_tokenizer, pad_id

@@ -38,7 +38,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from quickstart import MAKE_SETS, SEQUENCE, TOKENS, Stage, accuracy, correct, show_stages, submit_chain, wait_for
+from quickstart import (
+    MAKE_SETS,
+    SEQUENCE,
+    TOKENS,
+    Stage,
+    accuracy,
+    correct,
+    recipe_parser,
+    show_stages,
+    submit_chain,
+    wait_for,
+)
 
 from skills_cli.common.errors import UserError
 from skills_cli.pipeline import eval as evaluate
@@ -187,12 +198,7 @@ def report(out: str, args: argparse.Namespace, size: Size) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="default")
-    parser.add_argument("--output_dir", default=str(Path.cwd() / "dpo_from_sdg_output"),
-                        help="where every stage writes (a path on the cluster for Slurm)")  # fmt: skip
-    parser.add_argument("--cluster", default="local")
-    parser.add_argument("--config_dir", default=None)
+    parser = recipe_parser(__doc__.splitlines()[0], SIZES, "dpo_from_sdg_output")
     parser.add_argument("--start_model", default=None,
                         help="an HF model folder already trained on arith (skips the model and warmup stages)")  # fmt: skip
     return parser.parse_args(argv)

@@ -283,14 +283,20 @@ def report(out: str, args: argparse.Namespace, size: Size) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="default")
-    parser.add_argument("--output_dir", default=str(Path.cwd() / "quickstart_output"),
+def recipe_parser(description: str, sizes: dict, output_folder: str) -> argparse.ArgumentParser:
+    """The options every arith recipe takes: --size (a key of `sizes`), --output_dir (default ./`output_folder`),
+    --cluster, --config_dir."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--size", choices=sorted(sizes), default="default")
+    parser.add_argument("--output_dir", default=str(Path.cwd() / output_folder),
                         help="where every stage writes (a path on the cluster for Slurm)")  # fmt: skip
     parser.add_argument("--cluster", default="local")
     parser.add_argument("--config_dir", default=None)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return recipe_parser(__doc__.splitlines()[0], SIZES, "quickstart_output").parse_args(argv)
 
 
 def show_stages(records: dict[str, list[JobRecord]], start: float) -> list[str]:

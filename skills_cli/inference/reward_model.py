@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skills_cli.common.errors import UserError, exits_on_user_error
+from skills_cli.prompts.conversation import assistant_header, conversation_segments, extended_render, render
 
 log = logging.getLogger("skills_cli.reward_model")
 
 SCORE_KEY = "reward_model_score"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+WHERE = "the reward model's prompt"  # names the conversation in a chat-template error
 
 
 # ---- what a reward-model folder must be (torch-free: trainers check before loading) --------------------------------
@@ -76,47 +78,8 @@ class Pair:
     ended: bool = True
 
 
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-
 def text_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if text else []
-
-
-def assistant_header(tokenizer, messages: list[dict], index: int, done: str, full: str) -> str | None:
-    """The render up to the generation prompt of assistant turn `index` when it lies between `done` and `full`
-    (None for templates without a separable generation prompt: the trainer then keeps the turn in one piece)."""
-    try:
-        header = render(tokenizer, messages[:index], add_generation_prompt=True)
-    except Exception:  # some templates cannot render a system-only or empty prefix
-        return None
-    return header if header.startswith(done) and full.startswith(header) and len(header) < len(full) else None
-
-
-def next_render(tokenizer, messages: list[dict], done: str) -> str:
-    """The render of `messages`, which must extend `done` (the render of the messages before the last one)."""
-    full = render(tokenizer, messages)
-    if not full.startswith(done):
-        raise UserError("the reward model's chat template is not prefix-consistent (rendering a further message "
-                        "changes the text of earlier ones), so the pair cannot be tokenized as it was trained")  # fmt: skip
-    return full
-
-
-def conversation_pieces(tokenizer, messages: list[dict]) -> tuple[list[str], str]:
-    """The texts the trainer tokenizes one at a time (`training/components/data.conversation_segments`: each
-    message's new text, an assistant turn split after its generation prompt), and the whole render."""
-    pieces: list[str] = []
-    done = ""
-    for index, message in enumerate(messages):
-        full = next_render(tokenizer, messages[: index + 1], done)
-        header = assistant_header(tokenizer, messages, index, done, full) if message["role"] == "assistant" else None
-        if header is not None:
-            pieces.append(header[len(done) :])
-            done = header
-        pieces.append(full[len(done) :])
-        done = full
-    return pieces, done
 
 
 class RewardModel:
@@ -156,11 +119,11 @@ class RewardModel:
         (generation prompt, reply and end of turn; an unfinished reply without the end of turn)."""
         key = json.dumps(pair.prompt, sort_keys=True)
         if key not in self._prompts:
-            pieces, done = conversation_pieces(self.tokenizer, pair.prompt)
-            self._prompts[key] = ([i for piece in pieces for i in text_ids(self.tokenizer, piece)], done)
+            pieces = [text for text, _ in conversation_segments(self.tokenizer, pair.prompt, WHERE)]
+            self._prompts[key] = ([i for piece in pieces for i in text_ids(self.tokenizer, piece)], "".join(pieces))
         prefix, done = self._prompts[key]
         turn = [*pair.prompt, {"role": "assistant", "content": pair.response}]
-        full = next_render(self.tokenizer, turn, done)
+        full = extended_render(self.tokenizer, turn, done, WHERE)
         header = assistant_header(self.tokenizer, turn, len(pair.prompt), done, full)
         if not pair.ended:
             opening = header if header is not None else render(self.tokenizer, pair.prompt, add_generation_prompt=True)

@@ -4,7 +4,7 @@ Tokenization is per message through the tokenizer's own chat template: the templ
 prefixes of the conversation and each message's text is the difference between consecutive renders, so every
 token belongs to exactly one message and the boundaries are the template's, whatever it adds (system
 defaults, BOS, separators). An assistant turn is split once more at the template's generation prompt
-(`add_generation_prompt=True` on the turns before it): the header (`<|im_start|>assistant\\n`) is prompt, what the
+(`add_generation_prompt=True` on the turns before it; `prompts/conversation.py`): the header (`<|im_start|>assistant\\n`) is prompt, what the
 model must produce after it (content and end-of-turn tokens) is trained. Each piece is tokenized on its own
 with `add_special_tokens=False` (the template already wrote any BOS), so a BPE merge can never straddle a
 message boundary.
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.jsonl import iter_numbered_jsonl
+from skills_cli.prompts.conversation import conversation_segments
 from skills_cli.training.config import DataConfig
 
 log = logging.getLogger("skills_cli.sft")
@@ -89,43 +90,6 @@ def row_messages(row: dict, config: DataConfig, where: str) -> list[dict]:
     if not isinstance(prompt, str) or not isinstance(answer, str):
         raise UserError(f"{where}: {config.input_key!r} and {config.output_key!r} must be strings")
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-
-
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-
-def _assistant_header(tokenizer, messages: list[dict], index: int, done: str, full: str) -> str | None:
-    """The render up to and including the generation prompt of assistant turn `index`, when it sits between
-    `done` and `full` (None for templates without a separable generation prompt: then the whole turn trains)."""
-    try:
-        header = render(tokenizer, messages[:index], add_generation_prompt=True)
-    except Exception:  # some templates cannot render an empty or system-only prefix
-        return None
-    return header if header.startswith(done) and full.startswith(header) and len(header) < len(full) else None
-
-
-def conversation_segments(tokenizer, messages: list[dict], where: str) -> list[tuple[str, bool]]:
-    """(text, trained) pieces whose concatenation is exactly the rendered conversation."""
-    segments: list[tuple[str, bool]] = []
-    done = ""
-    for index, message in enumerate(messages):
-        full = render(tokenizer, messages[: index + 1])
-        if not full.startswith(done):
-            raise UserError(
-                f"{where}: the chat template is not prefix-consistent (rendering message {index} changes the text "
-                "of earlier messages), so per-message loss masks cannot be derived"
-            )
-        if message["role"] == "assistant":
-            header = _assistant_header(tokenizer, messages, index, done, full)
-            if header is not None:
-                segments.append((header[len(done) :], False))
-                done = header
-            segments.append((full[len(done) :], True))
-        else:
-            segments.append((full[len(done) :], False))
-        done = full
-    return segments
 
 
 def tokenize_conversation(tokenizer, messages: list[dict], where: str = "conversation") -> tuple[list[int], list[int]]:

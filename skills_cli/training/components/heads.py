@@ -17,6 +17,7 @@ the same on every load (so the model fingerprint a resume checks is stable), and
 
 from __future__ import annotations
 
+import contextlib
 import types
 from typing import Literal
 
@@ -73,15 +74,33 @@ def from_pretrained(path: str, head: Head, **kwargs):
     from transformers import AutoConfig
 
     config = head_config(AutoConfig.from_pretrained(path), head)
-    model = auto_class(head).from_pretrained(path, config=config, **kwargs)
+    new_head = head == "scalar" and not is_scalar_model(path)
+    with _quiet_transformers(new_head):  # its load report would call the expected new `score` a missing weight
+        model = auto_class(head).from_pretrained(path, config=config, **kwargs)
     if head != "scalar":
         return model
-    if not is_scalar_model(path):
+    if new_head:
         import torch
 
         with torch.no_grad():
             model.score.weight.zero_()
     return per_token_scores(model)
+
+
+@contextlib.contextmanager
+def _quiet_transformers(quiet: bool):
+    """transformers' warnings off inside the block when `quiet` (its errors still show)."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def from_config(config, head: Head, **kwargs):

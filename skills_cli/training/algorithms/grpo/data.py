@@ -37,8 +37,8 @@ def load_problems(path: str, tokenizer, config: GRPODataConfig, max_prompt_token
 
     Prompts longer than `max_prompt_tokens` (the sequence length minus the generation budget) are skipped and
     counted: they could not be answered in full anyway."""
+    from skills_cli.prompts.conversation import render
     from skills_cli.prompts.prompt_config import load_prompt_config
-    from skills_cli.training.components.data import render
 
     if not path:
         raise UserError("data.train_data is required (a JSONL with problems and expected answers)")

@@ -13,12 +13,18 @@ over the whole vocabulary; NeMo-RL's example uses `mixed` and 64).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
-from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import bounded
-from skills_cli.training.algorithms.grpo.config import GRPODataConfig, GRPOLoggerConfig, GRPOPolicyConfig, MathEnvConfig
-from skills_cli.training.config import CheckpointConfig, TrainerConfig, check_parallel_layout
+from skills_cli.training.algorithms.grpo.config import (
+    GRPODataConfig,
+    GRPOLoggerConfig,
+    GRPOPolicyConfig,
+    MathEnvConfig,
+    OnPolicyConfig,
+    check_grpo_layout,
+)
+from skills_cli.training.config import CheckpointConfig, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,9 @@ class DistillEnvConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig(TrainerConfig):
+class DistillConfig(OnPolicyConfig, TrainerConfig):
+    loop_section: ClassVar[str] = "distillation"
+
     distillation: DistillationLoopConfig = field(default_factory=DistillationLoopConfig)
     loss_fn: DistillationLossConfig = field(default_factory=DistillationLossConfig)
     policy: DistillPolicyConfig = field(default_factory=DistillPolicyConfig)
@@ -77,30 +85,7 @@ class DistillConfig(TrainerConfig):
     checkpointing: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(save_period=10))
     logger: GRPOLoggerConfig = field(default_factory=GRPOLoggerConfig)
 
-    @property
-    def grpo(self) -> DistillationLoopConfig:
-        """The loop section under the name the on-policy skeleton (`GRPOTrainer`) reads."""
-        return self.distillation
-
-    @property
-    def rollouts_per_step(self) -> int:
-        return self.distillation.num_prompts_per_step * self.distillation.num_generations_per_prompt
-
 
 def check_distill_layout(config: DistillConfig, world_size: int) -> int:
-    """The data-parallel size, after checking that rollouts split evenly into optimizer steps and ranks."""
-    dp = check_parallel_layout(config, world_size)
-    policy, loop = config.policy, config.distillation
-    if policy.max_total_sequence_length - policy.generation.max_new_tokens < 1:
-        raise UserError(f"policy.generation.max_new_tokens={policy.generation.max_new_tokens} leaves no room for the "
-                        f"prompt in policy.max_total_sequence_length={policy.max_total_sequence_length}")  # fmt: skip
-    rollouts, global_batch = config.rollouts_per_step, policy.train_global_batch_size
-    if rollouts % global_batch:
-        valid = [b for b in range(1, rollouts + 1) if rollouts % b == 0]
-        raise UserError(f"the rollout batch ({loop.num_prompts_per_step} prompts x {loop.num_generations_per_prompt} "
-                        f"generations = {rollouts}) is not divisible by policy.train_global_batch_size={global_batch}; "
-                        f"valid global batch sizes: {', '.join(map(str, valid))}")  # fmt: skip
-    if loop.num_prompts_per_step % dp:
-        raise UserError(f"distillation.num_prompts_per_step={loop.num_prompts_per_step} must be divisible by the "
-                        f"data-parallel size {dp} (each rank samples for its share of the prompts)")  # fmt: skip
-    return dp
+    """The data-parallel size, after GRPO's checks that rollouts split evenly into optimizer steps and ranks."""
+    return check_grpo_layout(config, world_size)

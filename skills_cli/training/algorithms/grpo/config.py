@@ -9,7 +9,7 @@ Key names follow NeMo-RL's `grpo_math_1B.yaml` (`grpo.num_prompts_per_step`, `gr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import bounded
@@ -174,8 +174,23 @@ class GRPOLoggerConfig(LoggerConfig):
     val_generations_to_log: int = bounded(0, ge=0)
 
 
+class OnPolicyConfig:
+    """What the on-policy skeleton (`GRPOTrainer`) reads of GRPO's, PPO's and distillation's configs: the loop
+    section (`grpo`, `ppo` or `distillation`, named by `loop_section`) and the rollouts a step samples."""
+
+    loop_section: ClassVar[str] = "grpo"
+
+    @property
+    def loop(self):
+        return getattr(self, self.loop_section)
+
+    @property
+    def rollouts_per_step(self) -> int:
+        return self.loop.num_prompts_per_step * self.loop.num_generations_per_prompt
+
+
 @dataclass(frozen=True)
-class GRPOConfig(TrainerConfig):
+class GRPOConfig(OnPolicyConfig, TrainerConfig):
     grpo: GRPOLoopConfig = field(default_factory=GRPOLoopConfig)
     loss_fn: LossConfig = field(default_factory=LossConfig)
     policy: GRPOPolicyConfig = field(default_factory=GRPOPolicyConfig)
@@ -184,13 +199,10 @@ class GRPOConfig(TrainerConfig):
     checkpointing: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(save_period=10))
     logger: GRPOLoggerConfig = field(default_factory=GRPOLoggerConfig)
 
-    @property
-    def rollouts_per_step(self) -> int:
-        return self.grpo.num_prompts_per_step * self.grpo.num_generations_per_prompt
 
-
-def check_grpo_layout(config: GRPOConfig, world_size: int) -> int:
-    """The data-parallel size, after checking that rollouts split evenly into optimizer steps and ranks."""
+def check_grpo_layout(config: OnPolicyConfig, world_size: int) -> int:
+    """The data-parallel size, after checking that rollouts split evenly into optimizer steps and ranks (GRPO's,
+    PPO's and distillation's rule: messages name the config's own loop section)."""
     dp = check_parallel_layout(config, world_size)
     policy = config.policy
     if policy.max_total_sequence_length - policy.generation.max_new_tokens < 1:
@@ -200,11 +212,11 @@ def check_grpo_layout(config: GRPOConfig, world_size: int) -> int:
     if rollouts % global_batch:
         valid = [b for b in range(1, rollouts + 1) if rollouts % b == 0]
         raise UserError(
-            f"the rollout batch ({config.grpo.num_prompts_per_step} prompts x {config.grpo.num_generations_per_prompt} "
+            f"the rollout batch ({config.loop.num_prompts_per_step} prompts x {config.loop.num_generations_per_prompt} "
             f"generations = {rollouts}) is not divisible by policy.train_global_batch_size={global_batch}; "
             f"valid global batch sizes: {', '.join(map(str, valid))}"
         )
-    if config.grpo.num_prompts_per_step % dp:
-        raise UserError(f"grpo.num_prompts_per_step={config.grpo.num_prompts_per_step} must be divisible by the "
-                        f"data-parallel size {dp} (each rank generates whole prompt groups)")  # fmt: skip
+    if config.loop.num_prompts_per_step % dp:
+        raise UserError(f"{config.loop_section}.num_prompts_per_step={config.loop.num_prompts_per_step} must be "
+                        f"divisible by the data-parallel size {dp} (each rank generates whole prompt groups)")  # fmt: skip
     return dp

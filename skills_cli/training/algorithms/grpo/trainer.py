@@ -64,7 +64,7 @@ log = logging.getLogger("skills_cli.grpo")
 def check_config(config: GRPOConfig, world_size: int) -> int:
     """Checks that need no model; returns the data-parallel size."""
     check_common_config(config)
-    if config.grpo.val_period or config.grpo.val_at_start:
+    if config.loop.val_period or config.loop.val_at_start:
         if not config.data.val_data:
             raise UserError("grpo.val_period / grpo.val_at_start need data.val_data")
     if (
@@ -104,7 +104,7 @@ class GRPOTrainer(Trainer):
         import torch
 
         super().__init__(config, dist)
-        torch.manual_seed(config.grpo.seed)
+        torch.manual_seed(config.loop.seed)
 
     def build(self) -> None:
         config, policy = self.config, self.config.policy
@@ -115,13 +115,13 @@ class GRPOTrainer(Trainer):
         self.pad_id = pad_id(self.tokenizer)
         self.stop_ids = stop_token_ids(self.tokenizer, policy.model_name)
         self._load_problems()
-        self.total_steps = min(config.grpo.max_num_steps,
-                               len(self.problems) // config.grpo.num_prompts_per_step * config.grpo.max_num_epochs)  # fmt: skip
+        self.total_steps = min(config.loop.max_num_steps,
+                               len(self.problems) // config.loop.num_prompts_per_step * config.loop.max_num_epochs)  # fmt: skip
         self.optimizer_steps_per_step = config.rollouts_per_step // policy.train_global_batch_size
         force = config.loss_fn.force_on_policy_ratio
         self.on_policy = self.optimizer_steps_per_step == 1 if force is None else force
         self.policy = build_policy(policy, self.dist, self.total_steps * self.optimizer_steps_per_step,
-                                   backend=config.backend, seed=config.grpo.seed)  # fmt: skip
+                                   backend=config.backend, seed=config.loop.seed)  # fmt: skip
         self.loss_terms = LossTerms.from_config(config.loss_fn)
         self.reference = self._load_reference() if config.loss_fn.reference_policy_kl_penalty > 0 else None
         self.reward_model = self._load_reward_model()
@@ -133,12 +133,12 @@ class GRPOTrainer(Trainer):
         prompt_budget = policy.max_total_sequence_length - policy.generation.max_new_tokens
         self.problems = load_problems(config.data.train_data, self.tokenizer, config.data, prompt_budget)
         self.val_problems = load_problems(config.data.val_data, self.tokenizer, config.data, prompt_budget)[
-            : config.grpo.max_val_samples] if config.data.val_data else []  # fmt: skip
+            : config.loop.max_val_samples] if config.data.val_data else []  # fmt: skip
         # a rollout's prompt messages (a reward model renders them with its own chat template)
         self.prompt_messages = {p.prompt_ids: list(p.messages) for p in [*self.problems, *self.val_problems]}
-        if len(self.problems) < config.grpo.num_prompts_per_step:
+        if len(self.problems) < config.loop.num_prompts_per_step:
             raise UserError(f"{config.data.train_data} has {len(self.problems)} usable problems, fewer than "
-                            f"{self.loop_name}.num_prompts_per_step={config.grpo.num_prompts_per_step}")  # fmt: skip
+                            f"{self.loop_name}.num_prompts_per_step={config.loop.num_prompts_per_step}")  # fmt: skip
 
     # ---- setup --------------------------------------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class GRPOTrainer(Trainer):
                                               dtype=str(dtype).removeprefix("torch.") if dtype else "float32",
                                               gpu_memory_utilization=generation.vllm_cfg.gpu_memory_utilization,
                                               enforce_eager=generation.vllm_cfg.enforce_eager,
-                                              seed=self.config.grpo.seed, tokenizer=str(self.tokenizer_dir))  # fmt: skip
+                                              seed=self.config.loop.seed, tokenizer=str(self.tokenizer_dir))  # fmt: skip
         import torch
 
         from skills_cli.inference.engine import TorchEngine
@@ -395,7 +395,7 @@ class GRPOTrainer(Trainer):
         return rollouts
 
     def train_step(self) -> dict:
-        grpo = self.config.grpo
+        grpo = self.config.loop
         timer = Timer(self.dist.device)
         start = time.perf_counter()
         rollouts = self.sample_rollouts(grpo, timer)
@@ -414,7 +414,7 @@ class GRPOTrainer(Trainer):
     def _set_advantages(self, rollouts: list[Rollout]) -> None:
         import torch
 
-        grpo = self.config.grpo
+        grpo = self.config.loop
         rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)
         advantages = group_advantages(rewards, grpo.num_generations_per_prompt, grpo.use_leave_one_out_baseline,
                                       grpo.normalize_rewards)  # fmt: skip
@@ -480,10 +480,10 @@ class GRPOTrainer(Trainer):
 
     @property
     def validation_period(self) -> int:
-        return self.config.grpo.val_period
+        return self.config.loop.val_period
 
     def on_start(self, summary: dict) -> None:
-        if self.config.grpo.val_at_start and self.val_problems:
+        if self.config.loop.val_at_start and self.val_problems:
             self.log_row({"step": 0, **self.validate()})
 
     def validate(self) -> dict:
@@ -497,7 +497,7 @@ class GRPOTrainer(Trainer):
         self.wake_engine()
         if self.engine_is_stale:
             self.refit()
-        seed = rollouts_lib.sample_seed(self.config.grpo.seed, self.step, self.dp_rank, validation=True)
+        seed = rollouts_lib.sample_seed(self.config.loop.seed, self.step, self.dp_rank, validation=True)
         rollouts = self.generate(mine, 1, seed, greedy=generation.val_temperature == 0)
         rollouts = rollouts_lib.share_across_model_parallel_peers(rollouts, self.dp_rank, self.dist.rank)
         self.sleep_engine()

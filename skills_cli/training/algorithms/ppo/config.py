@@ -12,7 +12,7 @@ algorithm.kl_penalty, algorithm.kl_ctrl.*). seed 002's verl spelling is mapped o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import bounded
@@ -22,6 +22,7 @@ from skills_cli.training.algorithms.grpo.config import (
     GRPOLoggerConfig,
     GRPOPolicyConfig,
     LossConfig,
+    OnPolicyConfig,
     check_grpo_layout,
 )
 from skills_cli.training.config import (
@@ -36,7 +37,7 @@ from skills_cli.training.config import (
 @dataclass(frozen=True)
 class PPOLoopConfig:
     """The loop. GRPO's trainer (the on-policy skeleton PPO builds on) reads the keys it shares with
-    `grpo.*` from here (`PPOConfig.grpo`)."""
+    `grpo.*` from here (`PPOConfig.loop`)."""
 
     num_prompts_per_step: int = bounded(256, ge=1)  # verl data.train_batch_size
     num_generations_per_prompt: int = bounded(1, ge=1)  # verl actor_rollout_ref.rollout.n
@@ -118,7 +119,9 @@ class CriticConfig(PolicyConfig):
 
 
 @dataclass(frozen=True)
-class PPOConfig(TrainerConfig):
+class PPOConfig(OnPolicyConfig, TrainerConfig):
+    loop_section: ClassVar[str] = "ppo"
+
     ppo: PPOLoopConfig = field(default_factory=PPOLoopConfig)
     loss_fn: PPOLossConfig = field(default_factory=PPOLossConfig)
     policy: PPOPolicyConfig = field(default_factory=PPOPolicyConfig)
@@ -129,15 +132,6 @@ class PPOConfig(TrainerConfig):
     checkpointing: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(save_period=10))
     logger: GRPOLoggerConfig = field(default_factory=GRPOLoggerConfig)
     critic_hf_path: str | None = None  # the exported critic (default <output_dir>/critic_hf)
-
-    @property
-    def grpo(self) -> PPOLoopConfig:
-        """The loop section under the name GRPO's trainer reads its shared keys from."""
-        return self.ppo
-
-    @property
-    def rollouts_per_step(self) -> int:
-        return self.ppo.num_prompts_per_step * self.ppo.num_generations_per_prompt
 
     @property
     def critic_model(self) -> str:

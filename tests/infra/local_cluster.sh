@@ -2,14 +2,16 @@
 # tests/infra/local_cluster.sh -- the real infrastructure the skills-cli tests run against, on one Debian 12
 # machine where we are root but have no systemd (CI runners, dev VMs):
 #   munged; MariaDB + slurmdbd (a real `sacct`: nemo-run polls `sacct --parsable2 -j ID` for job status);
-#   slurmctld + slurmd (one node, partition "debug"); sshd on 127.0.0.1:2222 (the "remote" login node);
+#   slurmctld + slurmd (the host node, partition "debug"); two compute nodes, each a docker container running
+#   slurmd, on their own network (partition "multi" = the host + the containers; see tests/infra/nodes.sh);
+#   sshd on 127.0.0.1:2222 (the "remote" login node);
 #   dockerd and podman with a locally built Debian bookworm + python3 image (no registry is reachable in CI).
 #
 # Usage: local_cluster.sh up|down|status
 #   up      Idempotent. Installs missing packages, starts what is not running, writes $STATE/env.sh and
 #           $STATE/env.json. A second `up` with everything healthy changes nothing and takes a few seconds.
 #   down    Cancels leftover Slurm jobs, then stops exactly the daemons `up` started. Safe to repeat.
-#   status  One line per daemon; exits non-zero if any is down.
+#   status  One line per daemon and per compute node; exits non-zero if any daemon is down.
 #
 # Every daemon runs in the foreground style (-D/-F) in its own session, with its PID in $STATE/pids/NAME.pid.
 # We only ever signal a PID from those files, and only while /proc/PID/exe is the expected binary.
@@ -17,6 +19,8 @@
 # Knobs (environment):  SKILLS_INFRA_STATE (/tmp/skills-cli-infra)  SKILLS_INFRA_SSH_PORT (2222)
 #   SKILLS_INFRA_DB_PORT (3307)  SKILLS_INFRA_CPUS (8, CPUs the node advertises)
 #   SKILLS_INFRA_DEBIAN_MIRROR (http://deb.debian.org/debian, for debootstrap)
+#   SKILLS_INFRA_NODE_COUNT (2, container compute nodes; 0: single-node cluster only)
+#   SKILLS_INFRA_NODE_NET (10.250.0, the nodes' /24: the host is .1, node i is .(10+i))
 set -euo pipefail
 umask 022
 
@@ -40,6 +44,9 @@ DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd sshd dockerd)   # start order
 declare -A BIN=([munged]=/usr/sbin/munged [mariadbd]=/usr/sbin/mariadbd [slurmdbd]=/usr/sbin/slurmdbd
                 [slurmctld]=/usr/sbin/slurmctld [slurmd]=/usr/sbin/slurmd [sshd]=/usr/sbin/sshd
                 [dockerd]=/usr/sbin/dockerd)
+
+# shellcheck source=tests/infra/nodes.sh
+. "$(dirname "${BASH_SOURCE[0]}")/nodes.sh"
 
 log() { printf '[infra %s] %s\n' "$(date +%T)" "$*"; }
 die() { log "ERROR: $*" >&2; exit 1; }
@@ -210,7 +217,8 @@ node_ok() { [[ $(sinfo -h -n "$HOST" -o %T 2>/dev/null) =~ ^(idle|mixed|allocate
 # without it they try DNS SRV records and die with "Could not establish a configuration source".
 # A changed file restarts slurmctld + slurmd.
 write_slurm_conf() {
-  local cpus mem
+  local cpus mem addr
+  addr=$(controller_addr)
   cpus=$(( CPUS > $(nproc) ? CPUS : $(nproc) ))
   mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
   mkdir -p "$STATE/slurm/ctld" "$STATE/slurm/spool"
@@ -221,7 +229,7 @@ write_slurm_conf() {
   if put_file /etc/slurm/slurm.conf 644 <<EOF; then stop slurmd; stop slurmctld; fi
 $MARK
 ClusterName=$CLUSTER
-SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldHost=$HOST($addr)
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=6817
@@ -250,8 +258,8 @@ MailProg=/bin/true
 MinJobAge=300
 KillWait=5
 InactiveLimit=0
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+NodeName=$HOST NodeAddr=$addr CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP$(node_conf_lines "$cpus" "$mem")
 EOF
 }
 
@@ -444,14 +452,16 @@ cmd_up() {
   t=$(now); build_rootfs;      log "image rootfs: $(since "$t") s"
   t=$(now); up_dockerd;        log "dockerd: $(since "$t") s"
   t=$(now); up_podman;         log "podman: $(since "$t") s"
+  t=$(now); up_nodes || nodes_fallback; log "compute nodes: $(since "$t") s"
   # the flags say whether the image really is usable, not just whether a binary exists
   docker_ok && docker image inspect "$IMAGE" >/dev/null 2>&1 && docker=1
   podman run --rm "$IMAGE" python3 -c pass >/dev/null 2>&1 && podman=1
   write_env SKILLS_INFRA_STATE="$STATE" SKILLS_INFRA_SSH_HOST=127.0.0.1 SKILLS_INFRA_SSH_PORT="$SSH_PORT" \
     SKILLS_INFRA_SSH_USER=root SKILLS_INFRA_SSH_KEY="$SSHDIR/id_ed25519" SKILLS_INFRA_PARTITION="$PARTITION" \
     SKILLS_INFRA_SLURM_CLUSTER="$CLUSTER" SKILLS_INFRA_IMAGE="$IMAGE" SKILLS_INFRA_DOCKER="$docker" \
-    SKILLS_INFRA_PODMAN="$podman"
-  log "up in $(since "$t0") s (docker=$docker podman=$podman); variables: source $STATE/env.sh"
+    SKILLS_INFRA_PODMAN="$podman" SKILLS_INFRA_MULTI_PARTITION="$(nodes_configured && echo "$MULTI_PARTITION")" \
+    SKILLS_INFRA_MULTI_NODES="$(multi_nodes)"
+  log "up in $(since "$t0") s (docker=$docker podman=$podman nodes=$(multi_nodes)); variables: source $STATE/env.sh"
 }
 
 # ---------------------------------------------------------------- down / status
@@ -469,6 +479,7 @@ cmd_down() {
       for ((i = 0; i < 60; i++)); do [ -z "$(squeue -h -t R,CG -o %A 2>/dev/null)" ] && break; sleep 0.25; done
     fi
   fi
+  docker_ok && down_nodes   # before dockerd stops
   for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
     d=${DAEMONS[i]}
     case $d in dockerd | mariadbd) stop "$d" 30 ;; *) stop "$d" ;; esac
@@ -488,6 +499,7 @@ cmd_status() {
       printf '%-10s down\n' "$d"; rc=1
     fi
   done
+  status_nodes
   return "$rc"
 }
 

@@ -70,16 +70,20 @@ def test_the_checkout_venv_imports_torch_on_a_container_node(infra, nodes):
     assert line.split()[0] == nodes[1]
 
 
-def test_gloo_all_reduce_across_two_container_nodes(infra, nodes, tmp_path):
+@pytest.mark.parametrize("pair", [(1, 2), (0, 1)], ids=["two-containers", "host-and-container"])
+def test_gloo_all_reduce_across_two_nodes(infra, nodes, tmp_path, pair):
+    """Also with the host's node in the job: its rank must advertise an address the containers reach. The
+    master is the allocation's first node (rank 0), as a multi-node job finds its head node."""
     script = tmp_path / "all_reduce.py"
     script.write_text(ALL_REDUCE)
-    first, second = nodes[1], nodes[2]
-    env = dict(os.environ, MASTER_ADDR=first, MASTER_PORT=str(random.randint(20000, 40000)))
+    first, second = nodes[pair[0]], nodes[pair[1]]
+    env = dict(os.environ, MASTER_PORT=str(random.randint(20000, 40000)))
+    head = 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1) exec "$0" "$1"'
     argv = ["srun", "-p", infra["SKILLS_INFRA_MULTI_PARTITION"], "--time", "00:02:00", "-N", "2",
-            "--ntasks-per-node", "1", "-w", f"{first},{second}", str(PYTHON), str(script)]  # fmt: skip
+            "--ntasks-per-node", "1", "-w", f"{first},{second}", "bash", "-c", head, str(PYTHON), str(script)]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env, cwd=Path(tmp_path))
     assert result.returncode == 0, result.stderr
     rows = sorted(line.split() for line in result.stdout.splitlines())
-    assert [row[:2] for row in rows] == [["0", first], ["1", second]]
+    assert [row[0] for row in rows] == ["0", "1"] and {row[1] for row in rows} == {first, second}
     assert rows[0][2] != rows[1][2], "both ranks report one address: no interface was crossed"
     assert [float(row[3]) for row in rows] == [3.0, 3.0]

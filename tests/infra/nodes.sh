@@ -53,7 +53,11 @@ multi_nodes() { if nodes_configured; then (IFS=,; echo "$HOST,${NODE_NAMES[*]}")
 # ---------------------------------------------------------------- image
 
 slurm_version() { dpkg-query -W -f='${Version}' slurmd; }
-node_image() { echo "skills-test/slurm-node:$(slurm_version | tr -c 'A-Za-z0-9_.\n-' _)-munge$(id -u munge)"; }
+# what a compute node has: slurmd, and the client commands a batch script runs on its first node (srun, scontrol)
+NODE_PACKAGES="slurmd slurm-client slurm-wlm-basic-plugins munge libmunge2"
+node_image() {
+  echo "skills-test/slurm-node:$(slurm_version | tr -c 'A-Za-z0-9_.\n-' _)-munge$(id -u munge)-$(echo "$NODE_PACKAGES" | cksum | cut -c1-6)"
+}
 
 # The build script run inside a container of the base image: the munge user gets the host's uid/gid first, so
 # that the host's key file (mode 400, owned by that uid) is readable by the node's munged. The apt sources are
@@ -76,7 +80,7 @@ EOF
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-  $(dpkg-query -W -f='${Package}=${Version} ' slurmd slurm-wlm-basic-plugins munge libmunge2)
+  $(dpkg-query -W -f='${Package}=${Version} ' $NODE_PACKAGES)
 rm -rf /var/cache/apt/archives/*.deb /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*
 EOF
 }
@@ -109,11 +113,15 @@ up_node_network() {
   log "created docker network $NODE_NETWORK ($NODE_NET.0/24, bridge $NODE_BRIDGE)"
 }
 
-# write_host_names: the node names in the host's /etc/hosts, on lines ending in $MARK (rewritten in place,
-# not replaced: /etc/hosts is often a bind mount)
+# write_host_names [none]: the node names in the host's /etc/hosts, on lines ending in $MARK (rewritten in
+# place, not replaced: /etc/hosts is often a bind mount). The host's own name comes first, at the bridge's
+# address: a process on the host (a torchrun/gloo rank, a TCPStore) advertises the address its host name resolves
+# to, and the 127.x line the host usually has is unreachable from the nodes. `none` removes the lines again.
 write_host_names() {
   local want n
-  want=$(grep -vF "$MARK" /etc/hosts; for n in "${NODE_NAMES[@]}"; do echo "$(node_ip "$n") $n $MARK"; done)
+  want=$(if [ "${1:-}" != none ]; then echo "$NODE_GW $HOST $MARK"; fi
+         grep -vF "$MARK" /etc/hosts
+         if [ "${1:-}" != none ]; then for n in "${NODE_NAMES[@]}"; do echo "$(node_ip "$n") $n $MARK"; done; fi)
   [ "$want" = "$(cat /etc/hosts)" ] && return 0
   [ -e /etc/hosts.orig ] || grep -qF "$MARK" /etc/hosts || cp -p /etc/hosts /etc/hosts.orig
   printf '%s\n' "$want" >/etc/hosts
@@ -211,6 +219,7 @@ nodes_fallback() {
   log "WARNING: no compute nodes ($NODE_ERROR); partition $MULTI_PARTITION absent, single-node cluster only"
   down_nodes
   rm -f "$NODES_DIR/enabled"
+  write_host_names none
   write_slurm_conf
   up_slurm
 }

@@ -1,0 +1,114 @@
+"""Multi-node training for real: `ns train sft --num_nodes 2` on the local cluster's `multi` partition (the host's
+node and two container nodes, tests/infra/nodes.sh), one CPU process per node, torchrun's c10d rendezvous across
+the nodes' network. The loss curve equals a single-node two-process run of the same data and seed, the checkpoint
+is the same set of shards (written once, not once per node), and a second 2-node job resumes from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_sft_support import read_metrics, tiny_model, write_jsonl
+from test_slurm import finish
+
+from skills_cli.pipeline import train_sft, wrap_arguments
+from skills_cli.pipeline.store import JobState
+
+pytestmark = pytest.mark.infra
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS, RESUMED_STEPS = 4, 6
+TRAINING = ["++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=2", "++policy.optimizer.kwargs.lr=1e-3",
+            "++checkpointing.save_period=4", "++sft.seed=7"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def multi(infra, tmp_path_factory) -> Path:
+    """A cluster config for the multi partition; its job folder is under /tmp, which every node shares."""
+    if not infra.get("SKILLS_INFRA_MULTI_PARTITION"):
+        pytest.fail("local_cluster.sh up started no compute nodes (see its WARNING line)")
+    directory = tmp_path_factory.mktemp("multinode_configs")
+    (directory / "slurm_multi.yaml").write_text(f"""executor: slurm
+ssh_tunnel:
+  host: {infra["SKILLS_INFRA_SSH_HOST"]}
+  port: {infra["SKILLS_INFRA_SSH_PORT"]}
+  user: {infra["SKILLS_INFRA_SSH_USER"]}
+  identity: {infra["SKILLS_INFRA_SSH_KEY"]}
+  job_dir: {tmp_path_factory.mktemp("multinode_jobs")}
+  connect_timeout: 10
+partition: {infra["SKILLS_INFRA_MULTI_PARTITION"]}
+python: {REPO / ".venv" / "bin" / "python"}
+""")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[str, str]:
+    rows = [{"messages": [{"role": "user", "content": f"{a}*{b}?"}, {"role": "assistant", "content": f"{a}*{b} = {a * b}"}]}
+            for a in range(1, 9) for b in range(1, 9)]  # fmt: skip
+    folder = tmp_path_factory.mktemp("multinode_data")
+    return tiny_model(), write_jsonl(folder / "train.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def two_processes_one_node(data, tmp_path_factory) -> Path:
+    """The reference: the same trainer under torchrun with two processes on this machine, RESUMED_STEPS steps."""
+    model, train = data
+    out = tmp_path_factory.mktemp("one_node")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "skills_cli.training.algorithms.sft", f"++policy.model_name={model}", f"++data.train_data={train}",
+               f"++output_dir={out}", f"++checkpointing.checkpoint_dir={out}/checkpoints", f"++logger.log_dir={out}/logs",
+               f"++sft.max_num_steps={RESUMED_STEPS}", *TRAINING]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def train_on_two_nodes(multi: Path, data, out: Path, expname: str, steps: int):
+    model, train = data
+    train_sft(ctx=wrap_arguments(" ".join([f"++sft.max_num_steps={steps}", *TRAINING])), cluster="slurm_multi",
+              config_dir=str(multi), expname=expname, hf_model=model, training_data=train, output_dir=str(out),
+              num_nodes=2, num_gpus=0)  # fmt: skip
+    (record,) = finish(expname, timeout=300)
+    assert record.state is JobState.SUCCEEDED, record
+    return record
+
+
+def job_nodes(job_id: str) -> list[str]:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "--format=NodeList"], capture_output=True,
+                         text=True, check=True).stdout.strip()  # fmt: skip
+    return subprocess.run(["scontrol", "show", "hostnames", out], capture_output=True, text=True,
+                          check=True).stdout.split()  # fmt: skip
+
+
+def shard_names(checkpoint: Path) -> list[str]:
+    return sorted(str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*") if p.is_file())
+
+
+def losses(out: Path) -> list[float]:
+    return [row["train/loss"] for row in read_metrics(out) if "train/loss" in row]
+
+
+@pytest.mark.timeout(900)
+def test_two_node_sft_equals_two_processes_on_one_node_and_resumes(multi, data, two_processes_one_node, tmp_path):
+    out = tmp_path / "two_nodes"
+    first = train_on_two_nodes(multi, data, out, "mn-sft", STEPS)
+    nodes = job_nodes(first.external_id)
+    assert len(set(nodes)) == 2, nodes
+    summary = json.loads((out / "logs" / "summary.json").read_text())
+    assert (summary["world_size"], summary["data_parallel_size"]) == (2, 2)
+    reference = losses(two_processes_one_node)
+    assert losses(out) == pytest.approx(reference[:STEPS], rel=1e-5)
+    step = f"checkpoints/step_{STEPS}"
+    assert shard_names(out / step) == shard_names(two_processes_one_node / step)
+
+    train_on_two_nodes(multi, data, out, "mn-sft-resume", RESUMED_STEPS)
+    summary = json.loads((out / "logs" / "summary.json").read_text())
+    assert (summary["resumed_from_step"], summary["final_step"]) == (STEPS, RESUMED_STEPS)
+    assert losses(out) == pytest.approx(reference, rel=1e-5)

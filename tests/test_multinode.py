@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_ns
 from test_sft_support import read_metrics, tiny_model, write_jsonl
 from test_slurm import finish
 
 from skills_cli.pipeline import train_sft, wrap_arguments
-from skills_cli.pipeline.store import JobState
+from skills_cli.pipeline.store import JobState, Store
 
 pytestmark = pytest.mark.infra
 
@@ -112,3 +113,16 @@ def test_two_node_sft_equals_two_processes_on_one_node_and_resumes(multi, data, 
     summary = json.loads((out / "logs" / "summary.json").read_text())
     assert (summary["resumed_from_step"], summary["final_step"]) == (STEPS, RESUMED_STEPS)
     assert losses(out) == pytest.approx(reference, rel=1e-5)
+
+
+def test_more_nodes_than_the_partition_has_is_refused_before_queueing(multi, data, infra, tmp_path):
+    model, train = data
+    result = run_ns("train", "sft", "--cluster", "slurm_multi", "--config_dir", str(multi), "--expname", "mn-too-many",
+                    "--num_nodes", "4", "--hf_model", model, "--training_data", train, "--output_dir",
+                    str(tmp_path / "out"), "++policy.train_global_batch_size=8")  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    partition = infra["SKILLS_INFRA_MULTI_PARTITION"]
+    assert result.stderr.strip() == (f"error: job 'sft' asks for 4 nodes; partition {partition!r} of cluster "
+                                     "'slurm_multi' has 3 (sinfo)")  # fmt: skip
+    assert not Store().has_experiment("mn-too-many")
+    assert "mn-too-many" not in subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout

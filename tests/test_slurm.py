@@ -148,8 +148,12 @@ def test_more_gpus_than_the_partition_has_is_refused_before_queueing(slurm_confi
     assert "gpu-ask" not in ssh(infra, "squeue -h -o %j")
 
 
-def test_partition_gpus_reads_sinfo_gres():
-    from skills_cli.pipeline.executors.slurm import partition_gpus
+def test_partition_sizes_read_sinfo_gres_and_node_counts():
+    from skills_cli.pipeline.executors.slurm import partition_sizes
 
-    offered = partition_gpus(["SINFO cpu*|(null)", "SINFO gpu|gpu:a100:4(S:0-1),gpu:v100:2", "SINFO gpu|gpu:8"])
-    assert (offered.per_node, offered.default) == ({"cpu": 0, "gpu": 8}, "cpu")
+    offered = partition_sizes(["SINFO cpu*|(null)|3", "SINFO gpu|gpu:a100:4(S:0-1),gpu:v100:2|2", "SINFO gpu|gpu:8|5"])
+    assert (offered.gpus_per_node, offered.nodes, offered.default) == (
+        {"cpu": 0, "gpu": 8},
+        {"cpu": 3, "gpu": 7},
+        "cpu",
+    )

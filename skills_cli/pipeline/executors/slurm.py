@@ -39,25 +39,29 @@ _GPU_GRES = re.compile(r"gpu(?::[^:,(]+)?:(\d+)")
 
 
 @dataclass(frozen=True)
-class PartitionGpus:
-    """What `sinfo` says about GPUs: the most one node of each partition has, and the default partition."""
+class PartitionSizes:
+    """What `sinfo` says about each partition: the most GPUs one node has, how many nodes it has, and which
+    partition is the default."""
 
-    per_node: dict[str, int]
+    gpus_per_node: dict[str, int]
+    nodes: dict[str, int]
     default: str | None = None
 
 
-def partition_gpus(lines: list[str]) -> PartitionGpus:
-    """From `SINFO <partition>|<gres>` lines (gres: `gpu:8`, `gpu:a100:4(S:0-1),gpu:v100:2`, `(null)`);
-    sinfo marks the default partition with `*`."""
-    per_node: dict[str, int] = {}
+def partition_sizes(lines: list[str]) -> PartitionSizes:
+    """From `SINFO <partition>|<gres>|<nodes>` lines (gres: `gpu:8`, `gpu:a100:4(S:0-1),gpu:v100:2`, `(null)`;
+    one line per partition and gres, so a partition's nodes add up over its lines); sinfo marks the default
+    partition with `*`."""
+    gpus: dict[str, int] = {}
+    nodes: dict[str, int] = {}
     default = None
     for line in lines:
-        partition, _, gres = line[len(SINFO_PREFIX) :].partition("|")
+        partition, gres, count = (line[len(SINFO_PREFIX) :].split("|") + ["", ""])[:3]
         if partition.endswith("*"):
             partition = default = partition[:-1]
-        gpus = sum(int(count) for count in _GPU_GRES.findall(gres))
-        per_node[partition] = max(per_node.get(partition, 0), gpus)
-    return PartitionGpus(per_node, default)
+        gpus[partition] = max(gpus.get(partition, 0), sum(int(c) for c in _GPU_GRES.findall(gres)))
+        nodes[partition] = nodes.get(partition, 0) + (int(count) if count.isdigit() else 0)
+    return PartitionSizes(gpus, nodes, default)
 
 
 def parse_state(text: str) -> JobState:
@@ -94,8 +98,8 @@ class SlurmExecutor:
         checks = ["command -v sbatch >/dev/null || echo 'MISSING_SBATCH'"]
         checks += [f"test -e {quote(s)} || echo MISSING_MOUNT {quote(s)}" for s in self._mount_sources(plan)]
         checks.append(f"test -d {quote(self.code_dir(plan))} || echo NEED_CODE")
-        if any(planned.job.resources.gpus_per_node for planned in plan.jobs):
-            checks.append(f"sinfo -h -o {quote(SINFO_PREFIX + '%P|%G')} 2>/dev/null; true")
+        if any(planned.job.resources.gpus_per_node or planned.job.resources.nodes > 1 for planned in plan.jobs):
+            checks.append(f"sinfo -h -o {quote(SINFO_PREFIX + '%P|%G|%D')} 2>/dev/null; true")
         checks.append(self._private_folders(plan))
         result = tunnel.run("; ".join(checks))
         lines = result.stdout.splitlines()
@@ -104,19 +108,25 @@ class SlurmExecutor:
         missing = [line.split(" ", 1)[1] for line in lines if line.startswith("MISSING_MOUNT ")]
         if missing:
             raise UserError(f"mount source does not exist on cluster {self.cluster.name!r}: {', '.join(missing)}")
-        self._check_gpus(plan, partition_gpus([line for line in lines if line.startswith(SINFO_PREFIX)]))
+        self._check_sizes(plan, partition_sizes([line for line in lines if line.startswith(SINFO_PREFIX)]))
         return "NEED_CODE" in lines
 
-    def _check_gpus(self, plan: Plan, offered: PartitionGpus) -> None:
-        """Refuse a job that asks for more GPUs per node than its partition's nodes have (as `sinfo` lists
-        them); a partition sinfo does not list is left to sbatch."""
+    def _check_sizes(self, plan: Plan, offered: PartitionSizes) -> None:
+        """Refuse a job that asks for more GPUs per node, or more nodes, than its partition has (as `sinfo` lists
+        them): Slurm would queue it forever (PartitionNodeLimit). A partition sinfo does not list is left to
+        sbatch."""
         for planned in plan.jobs:
-            wanted = planned.job.resources.gpus_per_node
-            partition = self.cluster.partition_for(planned.job.resources) or offered.default
-            most = offered.per_node.get(partition or "")
-            if wanted and most is not None and wanted > most:
-                raise UserError(f"job {planned.job.name!r} asks for {wanted} GPUs per node; partition {partition!r} "
-                                f"of cluster {self.cluster.name!r} has at most {most} per node (sinfo)")  # fmt: skip
+            resources = planned.job.resources
+            partition = self.cluster.partition_for(resources) or offered.default or ""
+            where = f"partition {partition!r} of cluster {self.cluster.name!r}"
+            most = offered.gpus_per_node.get(partition)
+            if resources.gpus_per_node and most is not None and resources.gpus_per_node > most:
+                raise UserError(f"job {planned.job.name!r} asks for {resources.gpus_per_node} GPUs per node; {where} "
+                                f"has at most {most} per node (sinfo)")  # fmt: skip
+            nodes = offered.nodes.get(partition)
+            if resources.nodes > 1 and nodes is not None and resources.nodes > nodes:
+                raise UserError(f"job {planned.job.name!r} asks for {resources.nodes} nodes; {where} has {nodes} "
+                                "(sinfo)")  # fmt: skip
 
     def _private_folders(self, plan: Plan) -> str:
         """Shell text that creates job_dir's folders owner-only and makes existing ones so (older versions

@@ -28,19 +28,24 @@ pair, no padding (ours: `train/num_tokens`; TRL's: the growth of its `num_tokens
 over the step time. Ratio: TRL's median step time over ours (target >= 2).
 
 Measured 2026-12-04 on one H200 (nvidia-h200; torch 2.11, transformers 5.17, accelerate 1.15; TRL 1.16.0,
-datasets 5.2.0, dill 0.4.0 and multiprocess 0.70.18 carried as wheels), defaults: 640 pairs (40 checks, ~724
-tokens a side, chosen and rejected of equal length, so padding wastes little), 64 pairs a step (~92.7k tokens),
+datasets 5.2.0, dill 0.4.0 and multiprocess 0.70.18 carried as wheels), defaults: 640 pairs, 64 pairs a step,
 max length 1024, beta 0.1, lr 1e-6; ours 16 packed rows of 1024 tokens a micro-batch, TRL 8 pairs (16 padded
-sequences) a micro-batch x 8 accumulation steps. Both trainers drew the same pairs each step (equal token counts):
-    python3 bench/dpo_step.py --out $OUT/dpo_step.json --logs_dir $OUT/logs --device_kind nvidia-h200 \
-        --variants precomputed,on_the_fly --timeouts 130,160,90
-  ours, precomputed reference, median of steps 2-10: 1.384 s, 66,783 tokens/s/GPU (~200 TFLOP/s at 6 x 494M
-  parameters a token), peak 65.0 GiB; step 1 8.5 s (torch.compile warm-up).
-  ours, on-the-fly reference: 1.964 s, 47,122 tokens/s/GPU, peak 66.0 GiB.
-  TRL DPOTrainer, precompute_ref_log_probs, median of steps 2-6: 1.351 s, 68,282 tokens/s/GPU, peak 28.9 GiB
-  (setup with the reference precompute 13.8 s).
-  Ratio TRL step time / ours: 0.98 (target >= 2: not met). On equal-length pairs both are bound by the same
-  forward and backward of the same tokens; packing gains only what padding would waste.
+sequences) a micro-batch x 8 accumulation steps.
+    python3 bench/dpo_step.py --out $OUT/dpo_equal.json --device_kind nvidia-h200 --timeouts 130,160,90
+    python3 bench/dpo_step.py --lengths variable --out $OUT/dpo_var.json --device_kind nvidia-h200 --timeouts 130,160,90
+  equal lengths (40 checks, ~724 tokens a side, ~92.5k tokens a step; both trainers drew the same pairs):
+    ours, precomputed reference, median of steps 2-10: 0.796 s, 116,223 tokens/s/GPU, peak 27.0 GiB
+    TRL DPOTrainer, precompute_ref_log_probs, median of steps 2-6: 1.414 s, 65,833 tokens/s/GPU, peak 28.9 GiB
+    ratio TRL step time / ours 1.78, tokens/s ours / TRL 1.77 (target >= 2: not met).
+  variable lengths (each side 4-76 checks): ours 0.835 s, 86,007 tokens/s/GPU, peak 31.6 GiB; TRL 1.612 s,
+    52,259 tokens/s/GPU, peak 35.4 GiB; step-time ratio 1.93, tokens/s ratio 1.65. Not the same work: the
+    longest sides passed max_length 1024; ours drops such pairs (it ran 5 of the 10 steps asked before its one
+    epoch ended, ~72k tokens a step), TRL truncates them (~86k tokens a step). `fit_max_length` now raises
+    max_length to the longest sequence; not re-measured since (no device time left).
+  Before this session's changes (the same equal-length command): ours 1.384 s, 66,783 tokens/s/GPU, peak 65.0 GiB,
+  ratio 0.98. What changed: per-token log-probabilities fused as the SFT loss is (components/logprobs.py: no fp32
+  copy of the logits; peak 65 -> 27 GiB), and DPO micro-batches drop their padding on the varlen path (one
+  724-token sequence filled a 1024-token row: 29% of the forward/backward was padding).
 """
 
 from __future__ import annotations
@@ -112,6 +117,20 @@ def preference_rows(rows: list[dict], checks: int, lengths: str = "equal", seed:
     return [{"prompt": prompt.messages(row), "chosen": long_solution(row, counts[2 * i]),
              "rejected": long_solution(wrong_row(row), counts[2 * i + 1])}
             for i, row in enumerate(rows)]  # fmt: skip
+
+
+def fit_max_length(report: dict, args, model: Path, pairs: list[dict]) -> None:
+    """Raise --max_length (a multiple of 64) to the longest prompt + completion, so neither trainer shortens a
+    pair: TRL truncates an overlong side, ours drops the pair, and with variable lengths the two would then
+    train on different tokens. The longest sequence and the length used go into the report's settings."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    longest = max(len(tokenizer.apply_chat_template(row["prompt"] + [{"role": "assistant", "content": row[side]}],
+                                                    tokenize=True, return_dict=False))
+                  for row in pairs for side in ("chosen", "rejected"))  # fmt: skip
+    args.max_length = max(args.max_length, -(-longest // 64) * 64)
+    report["settings"].update(longest_sequence_tokens=longest, max_length=args.max_length)
 
 
 def corpus_rows(pairs: list[dict]) -> list[dict]:
@@ -377,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     report["model"] = build_model(work / "base", TINY if args.tiny else QWEN25_05B, corpus_rows(pairs), device,
                                   args.seed)  # fmt: skip
     report["model"]["build_s"] = round(time.perf_counter() - started, 1)
+    fit_max_length(report, args, work / "base", pairs)
     save(report, args)
     variants = args.variants.split(",")
     run_ours(report, args, variants[0], work / "base", pairs_path, work, logs, first_timeout)

@@ -48,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dpo_step import corpus_rows, preference_rows, summarize_ours  # noqa: E402  (bench scripts import each other)
+from dpo_step import corpus_rows, fit_max_length, preference_rows, summarize_ours  # noqa: E402  (bench scripts import each other)
 from grpo_step import (  # noqa: E402
     QWEN25_05B,
     ROOT,
@@ -362,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     report["model"] = build_model(work / "base", TINY if args.tiny else QWEN25_05B, corpus_rows(pairs), device,
                                   args.seed)  # fmt: skip
     report["model"]["build_s"] = round(time.perf_counter() - started, 1)
+    fit_max_length(report, args, work / "base", pairs)
     save(report, args)
     run_ours(report, args, work / "base", pairs_path, work, logs, ours_timeout)
     save(report, args)

@@ -182,6 +182,7 @@ def test_dependent_jobs_chain_copies_that_resume(config_dir):
     assert len(commands) == 3
     training = [c[c.index("python3 -m torch.distributed.run") :] for c in commands]
     assert len(set(training)) == 1 and "++checkpointing.checkpoint_dir=/w/out/checkpoints" in training[0]
-    assert text.count("export SKILLS_CLI_DEADLINE=$(( $(date +%s) + 14400 ))") == 3
+    assert text.count('_skills_end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null)') == 3  # Slurm's end time
+    assert text.count("|| echo $(( $(date +%s) + 14400 )))") == 3  # else start + limit
     assert "--dependency=afterany:$_skills_job_0 " in text and "--dependency=afterany:$_skills_job_1 " in text
     assert "job-name=sft-cont1" in text and "job-name=sft-cont2" in text

@@ -46,6 +46,16 @@ def cluster_env_names(plan: Plan, planned: PlannedJob, code_dir: str) -> list[st
 HEAD_NODE_ENV = "SKILLS_CLI_HEAD_NODE"  # multi-node jobs: the first node's host name
 
 
+def slurm_deadline_line(limit_seconds: int) -> str:
+    """In-job code (trainers) saves a checkpoint before $SKILLS_CLI_DEADLINE, ahead of the scheduler's kill: the
+    job's end time as Slurm has it (`squeue %e`: a limit changed with `scontrol update` or a reservation's end
+    counts), else, when squeue cannot tell, the script's start plus the time limit. An empty answer must not reach
+    `date -d`, which reads "" as today's midnight."""
+    return ('_skills_end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null)\n'
+            'export SKILLS_CLI_DEADLINE=$({ [ -n "$_skills_end" ] && date -d "$_skills_end" +%s; } 2>/dev/null '
+            f"|| echo $(( $(date +%s) + {limit_seconds} )))")  # fmt: skip
+
+
 def runtime_env_names(planned: PlannedJob) -> list[str]:
     """Variables the job script computes at run time (free ports, server API key, head node), forwarded into
     containers."""
@@ -261,8 +271,7 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
         lines.append(f'export {HEAD_NODE_ENV}=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)')
     limit = effective_time_limit(cluster, job.resources)
     if limit:
-        # In-job code (trainers) saves a checkpoint before this moment, ahead of the scheduler's kill.
-        lines.append(f"export SKILLS_CLI_DEADLINE=$(( $(date +%s) + {parse_time_limit(limit)} ))")
+        lines.append(slurm_deadline_line(parse_time_limit(limit)))
     engine = cluster.container_runtime.value
     if cluster.container_runtime in (ContainerRuntime.DOCKER, ContainerRuntime.PODMAN):
         # scancel kills the client, not always the container: remove ours when the script ends.

@@ -202,6 +202,9 @@ class Trainer:
                    "world_size": self.dist.world_size, "data_parallel_size": self.dp_size}  # fmt: skip
         if self.step == 0:
             self.on_start(summary)
+        if self.deadline is not None:
+            log.info("deadline %d (unix seconds, in %.0f s): saving and stopping %d s before it", self.deadline,
+                     self.deadline - time.time(), self.config.checkpointing.save_before_deadline_seconds)  # fmt: skip
         rows = self.train_until_done_or_deadline(summary)
         if summary["status"] == "finished":
             summary["final_hf_path"] = str(self.export())

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,30 @@ def test_more_nodes_than_the_partition_has_is_refused_before_queueing(multi, dat
                                      "'slurm_multi' has 3 (sinfo)")  # fmt: skip
     assert not Store().has_experiment("mn-too-many")
     assert "mn-too-many" not in subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout
+
+
+def processes(marker: str) -> list[str]:
+    """Processes whose command line holds `marker`, on every node: the container nodes' processes are visible in
+    the host's process table (a container has its own PID namespace, not its own host)."""
+    out = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def test_cancel_of_a_three_node_job_leaves_no_process_on_any_node(multi):
+    marker = f"sleep {random.randint(5000, 9999)}"
+    run_ns("run_cmd", "--cluster", "slurm_multi", "--config_dir", str(multi), "--expname", "mn-cancel",
+           "--num_nodes", "3", marker, check=True)  # fmt: skip
+    for _ in range(60):
+        if len([line for line in processes(marker) if line.split(None, 1)[1] == marker]) == 3:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"the job never ran one {marker!r} per node: {processes(marker)}")
+    run_ns("cancel", "mn-cancel", check=True)
+    for _ in range(30):
+        if not processes(marker):
+            break
+        time.sleep(1)
+    assert processes(marker) == []
+    (record,) = Store().jobs("mn-cancel")
+    assert record.state is JobState.CANCELLED

@@ -258,6 +258,9 @@ MailProg=/bin/true
 MinJobAge=300
 KillWait=5
 InactiveLimit=0
+# a node that stops answering (a killed compute-node container) is DOWN after 40 s, not the default 300, so its job
+# fails within a test; pings of a busy 2-core host still come back well inside that
+SlurmdTimeout=40
 NodeName=$HOST NodeAddr=$addr CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP$(node_conf_lines "$cpus" "$mem")
 EOF

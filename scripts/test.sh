@@ -32,8 +32,10 @@ install_project() {
   fi
 }
 
-t=$(date +%s.%N); bash tests/infra/local_cluster.sh up >&2; say "infrastructure up: $(since "$t") s"
 t=$(date +%s.%N); ensure_uv; install_project;            say "venv synced: $(since "$t") s ($UV)"
+# after the venv: the cluster's container nodes mount the interpreter the checkout's .venv links to (a fresh clone
+# has no .venv before install_project, and its nodes could not run the in-job python)
+t=$(date +%s.%N); bash tests/infra/local_cluster.sh up >&2; say "infrastructure up: $(since "$t") s"
 # vLLM's own environment (CPU build): the tests parse our rendered vLLM command lines with its argument parser
 t=$(date +%s.%N); SKILLS_VLLM_PYTHON=$PWD/$(bash scripts/server_env.sh vllm); export SKILLS_VLLM_PYTHON
 say "vLLM server environment: $(since "$t") s ($SKILLS_VLLM_PYTHON)"

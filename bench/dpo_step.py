@@ -322,6 +322,25 @@ def compare(report: dict) -> None:
 # ---- main ---------------------------------------------------------------------------------------------------
 
 
+def add_pair_options(parser: argparse.ArgumentParser) -> None:
+    """The pair and batch options of the preference benches (this one and bench/rm_step.py)."""
+    parser.add_argument("--batch", type=int, default=64, help="pairs per optimizer step (both trainers)")
+    parser.add_argument("--pack_rows", type=int, default=16, help="our packed rows per micro-batch")
+    parser.add_argument("--trl_micro_batch", type=int, default=8, help="TRL's pairs per micro-batch")
+    parser.add_argument("--checks", type=int, default=40, help="equation restatements per completion (mean)")
+    parser.add_argument("--lengths", default="equal", choices=("equal", "variable"),
+                        help="equal: every side has --checks; variable: each side's count drawn uniformly "
+                             "around --checks (real preference data)")  # fmt: skip
+    parser.add_argument("--max_length", type=int, default=1024)
+
+
+def shrink_for_tiny(args: argparse.Namespace) -> None:
+    """--tiny: a few steps of a few short pairs (a CPU smoke test of the script)."""
+    if args.tiny:
+        args.steps, args.trl_steps, args.batch, args.pack_rows, args.trl_micro_batch = 3, 3, 4, 2, 2
+        args.checks, args.max_length = 2, 256
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dpo_step.json")
@@ -333,14 +352,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="our runs, comma list of dpo.reference_logprobs values: precomputed, on_the_fly")  # fmt: skip
     parser.add_argument("--steps", type=int, default=10, help="our optimizer steps")
     parser.add_argument("--trl_steps", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=64, help="pairs per optimizer step (both trainers)")
-    parser.add_argument("--pack_rows", type=int, default=16, help="our packed rows per micro-batch")
-    parser.add_argument("--trl_micro_batch", type=int, default=8, help="TRL's pairs per micro-batch")
-    parser.add_argument("--checks", type=int, default=40, help="equation restatements per completion (mean)")
-    parser.add_argument("--lengths", default="equal", choices=("equal", "variable"),
-                        help="equal: every side has --checks; variable: each side's count drawn uniformly "
-                             "around --checks (real preference data)")  # fmt: skip
-    parser.add_argument("--max_length", type=int, default=1024)
+    add_pair_options(parser)
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device_kind", default=None, help="the device tool's kind, recorded in the JSON")
@@ -352,9 +364,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.long:
         args.checks, args.max_length, args.batch, args.pack_rows, args.trl_micro_batch = 130, 2048, 32, 8, 4
-    if args.tiny:
-        args.steps, args.trl_steps, args.batch, args.pack_rows, args.trl_micro_batch = 3, 3, 4, 2, 2
-        args.checks, args.max_length = 2, 256
+    shrink_for_tiny(args)
     return args
 
 

@@ -48,7 +48,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dpo_step import corpus_rows, fit_max_length, preference_rows, summarize_ours  # noqa: E402  (bench scripts import each other)
+from dpo_step import (  # noqa: E402  (bench scripts import each other)
+    add_pair_options,
+    corpus_rows,
+    fit_max_length,
+    preference_rows,
+    shrink_for_tiny,
+    summarize_ours,
+)
 from grpo_step import (  # noqa: E402
     QWEN25_05B,
     ROOT,
@@ -321,23 +328,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip_trl", action="store_true")
     parser.add_argument("--steps", type=int, default=8, help="our optimizer steps")
     parser.add_argument("--trl_steps", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=64, help="pairs per optimizer step (both trainers)")
-    parser.add_argument("--pack_rows", type=int, default=16, help="our packed rows per micro-batch")
-    parser.add_argument("--trl_micro_batch", type=int, default=8, help="TRL's pairs per micro-batch")
-    parser.add_argument("--checks", type=int, default=40, help="equation restatements per completion (mean)")
-    parser.add_argument("--lengths", default="equal", choices=("equal", "variable"),
-                        help="equal: every side has --checks; variable: each side's count drawn uniformly "
-                             "around --checks (real preference data)")  # fmt: skip
-    parser.add_argument("--max_length", type=int, default=1024)
+    add_pair_options(parser)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device_kind", default=None, help="the device tool's kind, recorded in the JSON")
     parser.add_argument("--timeouts", default="150,120", help="seconds for our run and TRL's")
     parser.add_argument("--trl_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.tiny:
-        args.steps, args.trl_steps, args.batch, args.pack_rows, args.trl_micro_batch = 3, 3, 4, 2, 2
-        args.checks, args.max_length = 2, 256
+    shrink_for_tiny(args)
     return args
 
 

@@ -16,6 +16,8 @@ gradient.
 
 from __future__ import annotations
 
+import functools
+
 from skills_cli.training.components.data import IGNORE_INDEX
 from skills_cli.training.components.loss import EAGER_CHUNK_ROWS, compiled_kernel
 from skills_cli.training.components.model import compile_enabled
@@ -88,14 +90,9 @@ def _logits_grad(logits, labels, lse, inverse_t, grad_values):
     return ((onehot.float() - softmax) * scale[:, None]).to(logits.dtype)
 
 
-_FUNCTION = None
-
-
+@functools.cache
 def _token_logprob_function():
     """The autograd function, built on first use (importing this module must not import torch)."""
-    global _FUNCTION
-    if _FUNCTION is not None:
-        return _FUNCTION
     import torch
 
     class TokenLogprobs(torch.autograd.Function):
@@ -110,5 +107,4 @@ def _token_logprob_function():
             logits, labels, lse, inverse_t = ctx.saved_tensors
             return _backward(logits, labels, lse, inverse_t, grad_values.contiguous()), None, None
 
-    _FUNCTION = TokenLogprobs
-    return _FUNCTION
+    return TokenLogprobs

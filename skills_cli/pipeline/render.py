@@ -202,6 +202,11 @@ def sbatch_header(cluster: ClusterConfig, planned: PlannedJob) -> list[str]:
         lines.append(f"#SBATCH --account={cluster.account}")
     if resources.gpus_per_node == 0 and cluster.cpu_partition and partition == cluster.cpu_partition:
         lines.append("#SBATCH --exclusive")
+    if "requeue" not in cluster.sbatch_args:
+        # Slurm requeues a job whose node failed and reruns it from the start, silently, with its dependents
+        # still waiting: a node failure must fail the job (`ns status` says so, afterok dependents are cancelled).
+        # `--dependent_jobs` copies are how our jobs continue; sbatch_args `requeue: ""` restores Slurm's way.
+        lines.append("#SBATCH --no-requeue")
     for option, value in cluster.sbatch_args.items():
         lines.append(f"#SBATCH --{option}={value}" if value != "" else f"#SBATCH --{option}")
     return lines

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_ns
+from multinode_support import job_nodes, write_multi_cluster
 from test_sft_support import read_metrics, tiny_model, write_jsonl
 from test_slurm import finish
 
@@ -24,7 +25,6 @@ from skills_cli.pipeline.store import JobState, Store
 
 pytestmark = pytest.mark.infra
 
-REPO = Path(__file__).resolve().parent.parent
 STEPS, RESUMED_STEPS = 4, 6
 TRAINING = ["++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=2", "++policy.optimizer.kwargs.lr=1e-3",
             "++checkpointing.save_period=4", "++sft.seed=7"]  # fmt: skip
@@ -33,21 +33,9 @@ TRAINING = ["++policy.train_global_batch_size=8", "++policy.train_micro_batch_si
 @pytest.fixture(scope="module")
 def multi(infra, tmp_path_factory) -> Path:
     """A cluster config for the multi partition; its job folder is under /tmp, which every node shares."""
-    if not infra.get("SKILLS_INFRA_MULTI_PARTITION"):
-        pytest.fail("local_cluster.sh up started no compute nodes (see its WARNING line)")
-    directory = tmp_path_factory.mktemp("multinode_configs")
-    (directory / "slurm_multi.yaml").write_text(f"""executor: slurm
-ssh_tunnel:
-  host: {infra["SKILLS_INFRA_SSH_HOST"]}
-  port: {infra["SKILLS_INFRA_SSH_PORT"]}
-  user: {infra["SKILLS_INFRA_SSH_USER"]}
-  identity: {infra["SKILLS_INFRA_SSH_KEY"]}
-  job_dir: {tmp_path_factory.mktemp("multinode_jobs")}
-  connect_timeout: 10
-partition: {infra["SKILLS_INFRA_MULTI_PARTITION"]}
-python: {REPO / ".venv" / "bin" / "python"}
-""")
-    return directory
+    return write_multi_cluster(
+        infra, tmp_path_factory.mktemp("multinode_configs"), tmp_path_factory.mktemp("multinode_jobs")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +74,6 @@ def on_two_nodes(api, multi: Path, model: str, train: str, out: Path, expname: s
 
 def train_on_two_nodes(multi: Path, data, out: Path, expname: str, steps: int):
     return on_two_nodes(train_sft, multi, *data, out, expname, [f"++sft.max_num_steps={steps}", *TRAINING])
-
-
-def job_nodes(job_id: str) -> list[str]:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "--format=NodeList"], capture_output=True,
-                         text=True, check=True).stdout.strip()  # fmt: skip
-    return subprocess.run(["scontrol", "show", "hostnames", out], capture_output=True, text=True,
-                          check=True).stdout.split()  # fmt: skip
 
 
 def shard_names(checkpoint: Path) -> list[str]:

@@ -10,7 +10,8 @@ What it does, all offline, each phase a separate process (the real entry points,
      Qwen2.5-1.5B-shaped Qwen2 (hidden 1536, 28 layers, 12 heads, 2 KV heads, MLP 8960, the same vocabulary and
      tokenizer) with random weights, saved in bf16 (`--tiny`: hidden 64 / 2 layers and 128 / 3 layers). Random
      weights sample near-uniformly over 151,936 ids, so an end-of-sequence token is all but never drawn and
-     every response runs to --max_new_tokens on both sides (neither trainer has a key to ignore EOS; the JSON
+     every response runs to --max_new_tokens on both sides (ours is also told so with
+     `policy.generation.ignore_eos`; TRL has no such key; the JSON
      gives both sides' mean response lengths): the same generated tokens per prompt for both;
   2. the `arith` train split as problems with the `generic/math` prompt, `--prompts` of them a step, one sample
      each (NeMo-RL's and TRL's default for distillation), temperature 1, top-p 1, no top-k;
@@ -151,6 +152,7 @@ def run_ours(report: dict, args, work: Path, train_path: str, logs: Path, timeou
         "++loss_fn.kl_type=reverse", f"++policy.train_global_batch_size={args.prompts}",
         "++policy.sequence_packing.enabled=true", f"++policy.train_micro_batch_size={args.pack_rows}",
         f"++policy.generation.max_new_tokens={args.max_new_tokens}", "++policy.generation.temperature=1.0",
+        "++policy.generation.ignore_eos=true",  # every response max_new_tokens long; TRL has no such key
         f"++policy.max_total_sequence_length={args.max_new_tokens + 128}", "++policy.precision=bfloat16",
         f"++policy.optimizer.kwargs.lr={args.lr}", "++policy.scheduler.name=constant", "++checkpointing.enabled=false",
     ]  # fmt: skip

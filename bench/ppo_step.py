@@ -18,7 +18,8 @@ What it does, all offline, each phase a separate process (the real entry points,
      tokenizer, and a reward model: a tiny random sequence classifier (hidden 64, 2 layers, one score, the same
      vocabulary and tokenizer) whose cost is negligible on both sides, so the step is the policy's and the
      critic's work. Random weights sample near-uniformly over 151,936 ids: an end-of-sequence token is all but
-     never drawn and every response runs to --max_new_tokens on both sides (the JSON gives both lengths);
+     never drawn and every response runs to --max_new_tokens on both sides (ours with `policy.generation.ignore_eos`;
+     TRL has no such key; the JSON gives both lengths);
   2. the `arith` train split as problems with the `generic/math` prompt, `--rollouts` prompts a step, one sample
      each (verl's rollout.n = 1; TRL's PPO samples one), temperature 1;
   3. our PPO (`python -m skills_cli.training.algorithms.ppo`): GRPO's torch rollout engine, the critic (value
@@ -128,6 +129,7 @@ def run_ours(report: dict, args, work: Path, train_path: str, logs: Path, timeou
         f"++policy.train_global_batch_size={args.rollouts}", "++policy.sequence_packing.enabled=true",
         f"++policy.train_micro_batch_size={args.pack_rows}", f"++critic.train_micro_batch_size={args.pack_rows}",
         f"++policy.generation.max_new_tokens={args.max_new_tokens}", "++policy.generation.temperature=1.0",
+        "++policy.generation.ignore_eos=true",  # every response max_new_tokens long; TRL has no such key
         f"++policy.max_total_sequence_length={args.max_new_tokens + 128}", "++policy.precision=bfloat16",
         "++critic.precision=bfloat16", f"++policy.optimizer.kwargs.lr={args.lr}", f"++critic.optimizer.kwargs.lr={args.lr}",
         "++critic.optimizer.kwargs.weight_decay=0.1", "++policy.scheduler.name=constant", "++critic.scheduler.name=constant",

@@ -116,6 +116,26 @@ def final_weights_of(model_dir) -> dict:
     return load_file(str(Path(model_dir) / "model.safetensors"))
 
 
+@pytest.mark.parametrize("ignore_eos", [False, True])
+def test_ignore_eos_runs_every_rollout_to_max_new_tokens(tmp_path, ignore_eos):
+    """The SFT-warmed model stops some rollouts at EOS before 24 tokens; with ignore_eos none stops."""
+    from arith_models import warmed_model
+
+    warmed = warmed_model()
+    run(load_config(GRPOConfig, [
+        f"++policy.model_name={warmed['model']}", f"++data.train_data={warmed['problems']}",
+        f"++data.prompt_config={warmed['prompt']}", f"++output_dir={tmp_path}", "++grpo.num_prompts_per_step=4",
+        "++grpo.num_generations_per_prompt=4", "++policy.train_global_batch_size=16",
+        "++policy.generation.max_new_tokens=24", "++grpo.max_num_steps=1", "++checkpointing.enabled=false",
+        f"++policy.generation.ignore_eos={str(ignore_eos).lower()}",
+    ], where="grpo"))  # fmt: skip
+    (row,) = rows_of(tmp_path)
+    if ignore_eos:
+        assert row["train/generation_lengths"] == 24
+    else:
+        assert row["train/generation_lengths"] < 23  # 21.4 here: some rollouts end at EOS
+
+
 def test_micro_batch_size_does_not_change_the_update(tmp_path):
     import torch
 

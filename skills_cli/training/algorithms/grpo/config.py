@@ -96,6 +96,9 @@ class GenerationConfig:
     top_p: float = bounded(1.0, gt=0, le=1)
     top_k: int | None = bounded(None, ge=1, also=(0,), why="0 or null: no top-k cut")
     max_batch_size: int = bounded(256, ge=1)  # sequences decoded at once by the engine
+    # rollouts run to max_new_tokens past EOS (vLLM's and verl's ignore_eos): for throughput benchmarks with fixed
+    # response lengths, never for learning (every response counts as truncated)
+    ignore_eos: bool = False
     val_temperature: float = bounded(0.0, ge=0)  # validation decodes greedily by default (pass@1 of the policy's mode)
     colocated: ColocatedConfig = field(default_factory=ColocatedConfig)
     vllm_cfg: VllmConfig = field(default_factory=VllmConfig)

@@ -55,9 +55,11 @@ def engine_sampling_params(generation_config, stop_token_ids, seed: int, greedy:
     if greedy:
         return SamplingParams(max_new_tokens=generation_config.max_new_tokens, temperature=1.0, top_p=1.0, top_k=1,
                               stop_token_ids=tuple(stop_token_ids), seed=seed)  # fmt: skip
+    ignore_eos = generation_config.ignore_eos  # then the stop ids (the EOS ids) must not stop it either
     return SamplingParams(max_new_tokens=generation_config.max_new_tokens, temperature=generation_config.temperature,
                           top_p=generation_config.top_p, top_k=generation_config.top_k or 0,
-                          stop_token_ids=tuple(stop_token_ids), seed=seed)  # fmt: skip
+                          stop_token_ids=() if ignore_eos else tuple(stop_token_ids), seed=seed,
+                          ignore_eos=ignore_eos)  # fmt: skip
 
 
 def sample_seed(run_seed: int, step: int, dp_rank: int, validation: bool = False) -> int:

@@ -256,6 +256,29 @@ def test_resume_reproduces_the_run_step_for_step(pairs_file, tmp_path):
     assert_resume_reproduces_the_run(DPOConfig, "dpo", run, pairs_file, tmp_path, RESUME_OPTIONS)
 
 
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+def test_megatron_backend_takes_the_dtensor_steps(pairs_file, tmp_path, packing):
+    """The same pairs, weights and precomputed reference on both policy backends: the same DPO losses, margins and
+    accuracies over two optimizer steps (megatron's packed rows carry both sides of each pair too)."""
+    pytest.importorskip("megatron.core")
+    rows = {}
+    for backend in ("dtensor", "megatron"):
+        chosen = (
+            ["++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false"]
+            if backend == "megatron"
+            else []
+        )
+        out = tmp_path / backend
+        run(pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, out, f"++backend={backend}", *chosen,
+                        f"++policy.sequence_packing.enabled={str(packing).lower()}", "++dpo.max_num_steps=2",
+                        "++checkpointing.enabled=false"))  # fmt: skip
+        rows[backend] = [row for row in read_metrics(out) if "train/loss" in row]
+    assert len(rows["megatron"]) == len(rows["dtensor"]) == 2
+    for ours, theirs in zip(rows["megatron"], rows["dtensor"], strict=True):
+        for key in ("train/loss", "train/margin", "train/accuracy", "train/rewards_chosen", "train/grad_norm"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-6), key
+
+
 # ---- learning --------------------------------------------------------------------------------------------------
 
 

@@ -62,13 +62,16 @@ def small_pairs(count: int = 16) -> list[dict]:
     return rows
 
 
-def pair_config(config_class, loop: str, model: str, train: str, output_dir, *overrides: str):
-    """A small CPU config (global batch 8 pairs, micro-batch 2, lr 1e-3, float32); `overrides` win."""
-    base = [f"++policy.model_name={model}", f"++data.train_data={train}", f"++output_dir={output_dir}",
+def pair_overrides(loop: str, model: str, train: str, output_dir, *overrides: str) -> list[str]:
+    """A small CPU run's keys (global batch 8 pairs, micro-batch 2, lr 1e-3, float32); `overrides` win."""
+    return [f"++policy.model_name={model}", f"++data.train_data={train}", f"++output_dir={output_dir}",
             f"++policy.train_global_batch_size={GLOBAL_BATCH}", "++policy.train_micro_batch_size=2",
             "++policy.max_total_sequence_length=128", "++policy.optimizer.kwargs.lr=1e-3", FLOAT32,
-            "++policy.optimizer.kwargs.weight_decay=0.0", f"++{loop}.max_num_steps=4"]  # fmt: skip
-    return load_config(config_class, [*base, *overrides], where=loop)
+            "++policy.optimizer.kwargs.weight_decay=0.0", f"++{loop}.max_num_steps=4", *overrides]  # fmt: skip
+
+
+def pair_config(config_class, loop: str, model: str, train: str, output_dir, *overrides: str):
+    return load_config(config_class, pair_overrides(loop, model, train, output_dir, *overrides), where=loop)
 
 
 def global_batch_result(trainer_class, config) -> tuple[dict, dict]:

@@ -76,13 +76,3 @@ def test_architecture_names():
     assert scalar_architecture(SimpleNamespace(architectures=["Qwen2ForCausalLM"])) == "Qwen2ForSequenceClassification"
     assert scalar_architecture(SimpleNamespace(architectures=["LlamaForSequenceClassification"])) == (
         "LlamaForSequenceClassification")  # fmt: skip
-
-
-def test_megatron_refuses_a_scalar_head():
-    from skills_cli.common.errors import UserError
-    from skills_cli.training.config import MegatronConfig, PolicyConfig
-    from skills_cli.training.policy import build_policy
-
-    config = PolicyConfig(model_name=tiny_model(), megatron_cfg=MegatronConfig(enabled=True))
-    with pytest.raises(UserError, match="dtensor only"):
-        build_policy(config, None, 1, backend="megatron", head="scalar")

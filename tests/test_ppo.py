@@ -132,6 +132,37 @@ def test_a_step_without_its_critic_is_not_resumed(whole_run, tmp_path):
         run(ppo_config(tmp_path, *RESUME, "++ppo.max_num_steps=4"))
 
 
+MEGATRON = ("++backend=megatron", "++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false",
+            "++critic.megatron_cfg.enabled=true", "++critic.dtensor_cfg.enabled=false")  # fmt: skip
+
+
+def test_megatron_actor_and_critic_take_the_dtensor_first_step_and_resume(tmp_path):
+    """Both models on megatron (the critic's scalar head is its own output layer): the first step's actor and
+    critic losses, values and advantages are the dtensor run's (same weights, same seeded rollouts); a resume from
+    step 1's megatron checkpoints (policy and critic) reproduces the straight megatron run's step 2. No KL in the
+    reward: at the start the actor is the reference, and whitening would blow the backends' 1e-8 logprob
+    differences up to unit advantages where every reward is equal."""
+    pytest.importorskip("megatron.core")
+    keys = (*RESUME, "++ppo.max_num_steps=2", "++checkpointing.keep_last_k=2", "++algorithm.use_kl_in_reward=false",
+            "++policy.generation.max_new_tokens=32")  # fmt: skip
+    straight, resumed = tmp_path / "megatron", tmp_path / "resumed"
+    run(ppo_config(tmp_path / "dtensor", *keys))
+    run(ppo_config(straight, *keys, *MEGATRON))
+    same = [key for key in SAME_KEYS if "kl_penalty" not in key]
+    ours, theirs = read_metrics(straight)[0], read_metrics(tmp_path / "dtensor")[0]
+    assert theirs["train/reward"] > 0 and theirs["critic/advantages/max"] > 0
+    assert {k: ours[k] for k in same} == pytest.approx({k: theirs[k] for k in same}, rel=1e-4, abs=1e-6)
+    import shutil
+
+    for part in ("step_1", "critic/step_1"):
+        shutil.copytree(straight / "checkpoints" / part, resumed / "checkpoints" / part)
+    assert run(ppo_config(resumed, *keys, *MEGATRON))["resumed_from_step"] == 1
+    (got,) = read_metrics(resumed)
+    expected = read_metrics(straight)[1]
+    assert {k: got[k] for k in same} == pytest.approx({k: expected[k] for k in same}, rel=1e-5, abs=1e-7)
+    assert_same_weights(resumed / "critic_hf", straight / "critic_hf")
+
+
 def test_a_run_from_seed_002_verl_keys(tmp_path):
     """Two steps on GSM8K problems with seed 002's keys (scaled down) as `ns train ppo` translates them."""
     rows = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()[:8]]

@@ -108,6 +108,15 @@ def test_layout_checks_the_critic_micro_batch_and_the_kl_settings():
         PPOConfig, ["++policy.dtensor_cfg.tensor_parallel_size=2", "++critic.dtensor_cfg.tensor_parallel_size=2"]
     )
     assert check_ppo_layout(both, 4) == 2
+    megatron = [
+        "++backend=megatron",
+        "++policy.megatron_cfg.enabled=true",
+        "++policy.megatron_cfg.tensor_model_parallel_size=2",
+    ]
+    with pytest.raises(UserError, match=r"critic.megatron_cfg.tensor_model_parallel_size=1 differs from policy"):
+        check_ppo_layout(load_config(PPOConfig, megatron), 4)
+    same = load_config(PPOConfig, [*megatron, "++critic.megatron_cfg.tensor_model_parallel_size=2"])
+    assert check_ppo_layout(same, 4) == 2
 
 
 def model_config_dir(path, vocab_size: int, architecture: str = "LlamaForCausalLM"):

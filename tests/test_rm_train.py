@@ -4,8 +4,11 @@ scoring exactly as the trainer did, and learning on `arith` (held-out pairs rank
 from __future__ import annotations
 
 import math
+import os
 import random
 import statistics
+import subprocess
+import sys
 
 import pytest
 from arith_models import FLOAT32, SEQUENCE, warmed_model
@@ -15,6 +18,7 @@ from test_dpo import (
     assert_resume_reproduces_the_run,
     assert_same_results,
     global_batch_result,
+    pair_overrides,
     small_pairs,
 )
 from test_dpo import pair_config as _pair_config
@@ -100,6 +104,49 @@ def test_the_exported_model_scores_as_the_trainer_did(pairs_file, tmp_path):
     assert statistics.fmean(c for c, _ in scores) == pytest.approx(validation["validation/rewards_chosen"], abs=1e-5)
     assert statistics.fmean(r for _, r in scores) == pytest.approx(validation["validation/rewards_rejected"], abs=1e-5)
     assert statistics.fmean(float(c > r) for c, r in scores) == validation["validation/accuracy"]
+
+
+MEGATRON = ("++backend=megatron", "++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false")
+TP2 = "++policy.megatron_cfg.tensor_model_parallel_size=2"
+
+
+def torchrun_two_processes(algorithm: str, arguments: list[str]) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", f"skills_cli.training.algorithms.{algorithm}", *arguments]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_megatron_backend_takes_the_dtensor_steps_and_exports_the_same_scorer(pairs_file, tmp_path):
+    """The scalar head on megatron (its own output layer, zero at first, replicated over tensor-parallel ranks):
+    the dtensor backend's losses, margins, accuracies and grad norms over two steps, in one process and with
+    TP=2 under torchrun, and exports that HF's sequence classifier loads and scores identically."""
+    pytest.importorskip("megatron.core")
+    keys = ("++rm.max_num_steps=2", "++checkpointing.enabled=false", "++policy.sequence_packing.enabled=true")
+    runs = {"dtensor": (), "megatron": MEGATRON, "megatron_tp2": (*MEGATRON, TP2)}
+    for name, extra in runs.items():
+        arguments = pair_overrides("rm", tiny_model(), pairs_file, tmp_path / name, *extra, *keys)
+        if name.endswith("tp2"):
+            torchrun_two_processes("rm", arguments)
+        else:
+            run(load_config(RMConfig, arguments, where="rm"))
+    rows = {name: [row for row in read_metrics(tmp_path / name) if "train/loss" in row] for name in runs}
+    scores = {name: [s for pair in hf_scores(tmp_path / name / "final_hf", pairs_file) for s in pair] for name in runs}
+    assert rows["dtensor"][1]["train/margin"] != 0
+    for name in ("megatron", "megatron_tp2"):
+        assert len(rows[name]) == 2, name
+        for ours, theirs in zip(rows[name], rows["dtensor"], strict=True):
+            for key in ("train/loss", "train/margin", "train/accuracy", "train/grad_norm"):
+                assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-6), (name, key)
+        assert scores[name] == pytest.approx(scores["dtensor"], abs=1e-4), name
+
+
+def test_megatron_resume_reproduces_the_run_step_for_step(pairs_file, tmp_path):
+    pytest.importorskip("megatron.core")
+    options = ("++rm.max_num_steps=4", "++rm.max_num_epochs=4", "++checkpointing.save_period=2",
+               "++policy.sequence_packing.enabled=true", "++rm.val_period=2", *MEGATRON)  # fmt: skip
+    assert_resume_reproduces_the_run(RMConfig, "rm", run, pairs_file, tmp_path, options)
 
 
 @pytest.mark.timeout(900)  # may build the warmed arith model first (minutes on a busy CPU)

@@ -170,12 +170,16 @@ def _pad_rows(tensor, rows: int):
     return torch.cat([tensor, tensor.new_zeros(rows - tensor.shape[0], *tensor.shape[1:])])
 
 
-def hf_to_megatron(hf: dict, shape: ModelShape, te: bool = False, vocab_rows: int | None = None) -> dict:
-    """A full HF state dict -> full megatron tensors by megatron name (global layer numbers)."""
+def hf_to_megatron(hf: dict, shape: ModelShape, te: bool = False, vocab_rows: int | None = None,
+                   head: str = "lm") -> dict:  # fmt: skip
+    """A full HF state dict -> full megatron tensors by megatron name (global layer numbers). The scalar head's
+    `score` (heads.py) is the output layer."""
     rows = vocab_rows or padded_vocab_size(shape.vocab_size)
     out = {"embedding.word_embeddings.weight": _pad_rows(hf["model.embed_tokens.weight"], rows),
            "decoder.final_layernorm.weight": hf["model.norm.weight"]}  # fmt: skip
-    if not shape.tie_word_embeddings:
+    if head == "scalar":
+        out["output_layer.weight"] = hf["score.weight"]
+    elif not shape.tie_word_embeddings:
         out["output_layer.weight"] = _pad_rows(hf["lm_head.weight"], rows)
     for i in range(shape.num_layers):
         src, dst = f"model.layers.{i}.", f"decoder.layers.{i}."
@@ -196,12 +200,14 @@ def hf_to_megatron(hf: dict, shape: ModelShape, te: bool = False, vocab_rows: in
     return out
 
 
-def megatron_to_hf(mg: dict, shape: ModelShape, te: bool = False) -> dict:
+def megatron_to_hf(mg: dict, shape: ModelShape, te: bool = False, head: str = "lm") -> dict:
     """Inverse of `hf_to_megatron` (padded vocabulary rows dropped; a tied LM head is left to the HF model)."""
     vocab = shape.vocab_size
     out = {"model.embed_tokens.weight": mg["embedding.word_embeddings.weight"][:vocab],
            "model.norm.weight": mg["decoder.final_layernorm.weight"]}  # fmt: skip
-    if not shape.tie_word_embeddings:
+    if head == "scalar":
+        out["score.weight"] = mg["output_layer.weight"]
+    elif not shape.tie_word_embeddings:
         out["lm_head.weight"] = mg["output_layer.weight"][:vocab]
     for i in range(shape.num_layers):
         src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."

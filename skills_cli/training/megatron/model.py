@@ -27,14 +27,24 @@ def transformer_engine_available() -> bool:
     return importlib.util.find_spec("transformer_engine") is not None
 
 
+_groups_built_for: tuple | None = None  # (default process group, tp, pp) megatron's groups were made over
+
+
 def initialize_parallel(tp_size: int, pp_size: int, seed: int, device) -> None:
-    """megatron's tensor/pipeline/data-parallel groups over the default process group (rebuilt if a previous
-    run in this process left some), and its RNG tracker (the CPU shims on CPU)."""
+    """megatron's tensor/pipeline/data-parallel groups over the default process group, and its RNG tracker (the
+    CPU shims on CPU). The groups of this process group and sizes are kept (a PPO critic beside its actor
+    shares them: the actor's DDP holds them); any others (a previous run in this process) are rebuilt."""
+    global _groups_built_for
+    import torch.distributed as dist
     from megatron.core import parallel_state, tensor_parallel
 
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp_size, pipeline_model_parallel_size=pp_size)
+    wanted = (dist.group.WORLD, tp_size, pp_size)
+    if not (parallel_state.model_parallel_is_initialized() and _groups_built_for == wanted):
+        if parallel_state.model_parallel_is_initialized():
+            parallel_state.destroy_model_parallel()
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp_size,
+                                                 pipeline_model_parallel_size=pp_size)  # fmt: skip
+        _groups_built_for = wanted
     if device.type == "cpu":
         from skills_cli.training.megatron.cpu import apply_cpu_shims
 
@@ -69,8 +79,9 @@ def transformer_config(shape: ModelShape, tp_size: int, pp_size: int, dtype, dev
     )  # fmt: skip
 
 
-def build_gpt_model(shape: ModelShape, config, te: bool):
-    """The GPTModel of this rank's pipeline stage (full-vocabulary logits: parallel_output=False)."""
+def build_gpt_model(shape: ModelShape, config, te: bool, head: str = "lm"):
+    """The GPTModel of this rank's pipeline stage: full-vocabulary logits (parallel_output=False) for the LM
+    head, a score per token for the scalar head (`scalar_output_layer`: critics and reward models)."""
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import (
@@ -94,16 +105,36 @@ def build_gpt_model(shape: ModelShape, config, te: bool):
         pre_process=parallel_state.is_pipeline_first_stage(),
         post_process=parallel_state.is_pipeline_last_stage(),
         parallel_output=False,
-        share_embeddings_and_output_weights=shape.tie_word_embeddings,
+        share_embeddings_and_output_weights=shape.tie_word_embeddings and head == "lm",
         position_embedding_type="rope" if te else "none",
         rotary_base=shape.rope_theta,
         rope_scaling=shape.rope_scaling_factor is not None,
         rope_scaling_factor=shape.rope_scaling_factor or 8.0,
     )
+    if head == "scalar" and model.post_process:
+        model.output_layer = scalar_output_layer(config.hidden_size)
     # megatron's own layers are created in params_dtype, but the local spec's RMSNorm is torch's, created in
     # float32: one dtype for all (as Megatron-LM's Float16Module does), or DDP makes a second gradient buffer
     # and the norms run in float32 on bf16 activations
     return model.to(dtype=config.params_dtype)
+
+
+def scalar_output_layer(hidden_size: int):
+    """The scalar head in GPTModel's `output_layer` place: HF's bias-free `score` (1 x hidden), zero at first
+    (heads.py), replicated on every tensor-parallel rank rather than split (one output row cannot be): with
+    sequence parallelism off each TP rank sees the same final hidden states, so the copies get the same
+    gradients, and the grad norm counts a parameter without `tensor_model_parallel` once."""
+    import torch
+
+    class _ScalarOutputLayer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1, hidden_size))
+
+        def forward(self, hidden_states, weight=None, runtime_gather_output=None):
+            return torch.nn.functional.linear(hidden_states, self.weight), None
+
+    return _ScalarOutputLayer()
 
 
 def global_name(model, name: str) -> str:

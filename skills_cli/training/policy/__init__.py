@@ -38,14 +38,12 @@ def build_policy(config: PolicyConfig, dist, total_steps: int, backend: str | No
     """The policy for this rank: loads the model from `config.model_name`, shards it, builds the optimizer and
     a schedule over `total_steps` optimizer steps. Collective (every rank calls it). `seed` seeds what the
     backend initialises randomly itself (megatron's RNG tracker); the weights come from the HF model. `head`:
-    "lm" (a causal LM) or "scalar" (a score per token: PPO's critic, reward models; dtensor only)."""
+    "lm" (a causal LM) or "scalar" (a score per token: PPO's critic, reward models)."""
     backend = policy_backend(config, backend)
-    if head != "lm" and backend != "dtensor":
-        raise UserError(f"a {head} head (critic or reward model) trains on backend=dtensor only; use --backend dtensor")
     if backend == "megatron":
         from skills_cli.training.policy.megatron import MegatronPolicy
 
-        return MegatronPolicy(config, dist, total_steps, seed=seed)
+        return MegatronPolicy(config, dist, total_steps, seed=seed, head=head)
     from skills_cli.training.policy.dtensor import DTensorPolicy
 
     return DTensorPolicy(config, dist, total_steps, head=head)

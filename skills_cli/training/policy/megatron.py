@@ -47,10 +47,10 @@ CHECKPOINT_SUBDIR = "megatron"
 class MegatronPolicy(Policy):
     backend = "megatron"
 
-    def __init__(self, config: PolicyConfig, dist: Distributed, total_steps: int, seed: int = 42):
+    def __init__(self, config: PolicyConfig, dist: Distributed, total_steps: int, seed: int = 42, head: str = "lm"):
         import torch
 
-        self.config, self.dist, self.device = config, dist, dist.device
+        self.config, self.dist, self.device, self.head = config, dist, dist.device, head
         megatron = config.megatron_cfg
         self.tp_size, self.pp_size = megatron.tensor_model_parallel_size, megatron.pipeline_model_parallel_size
         bf16 = config.precision == "bfloat16" and self.device.type == "cuda"
@@ -77,8 +77,11 @@ class MegatronPolicy(Policy):
         from megatron.core import parallel_state
         from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
 
-        hf = load_model(self.config.model_name)
+        hf = load_model(self.config.model_name, head=self.head)
         self.shape = bridge.model_shape(hf.config)
+        # a tied LM head is the embedding; a scalar head is its own weight (`score`)
+        self.tied = self.shape.tie_word_embeddings and self.head == "lm"
+        self.output_size = 1 if self.head == "scalar" else self.shape.vocab_size
         bridge.check_tensor_parallel(self.shape, self.tp_size)
         bridge.check_pipeline_parallel(self.shape, self.pp_size)
         self.fingerprint, self.num_params = model_fingerprint(hf), count_parameters(hf)
@@ -86,12 +89,12 @@ class MegatronPolicy(Policy):
         mcore.initialize_parallel(self.tp_size, self.pp_size, seed, self.device)
         self.transformer_config = mcore.transformer_config(self.shape, self.tp_size, self.pp_size, self.compute_dtype,
                                                            self.device, self.config.megatron_cfg.activation_checkpointing)  # fmt: skip
-        gpt = mcore.build_gpt_model(self.shape, self.transformer_config, self.te)
+        gpt = mcore.build_gpt_model(self.shape, self.transformer_config, self.te, head=self.head)
         if not self.te and compile_enabled(self.device):
             packed.compile_decoder_layers(gpt)
         rows = bridge.padded_vocab_size(self.shape.vocab_size, self.tp_size)
-        full = bridge.hf_to_megatron(hf.state_dict(), self.shape, te=self.te, vocab_rows=rows)
-        self._loaded_weights = mcore.load_megatron_weights(gpt, full, self.shape.tie_word_embeddings)
+        full = bridge.hf_to_megatron(hf.state_dict(), self.shape, te=self.te, vocab_rows=rows, head=self.head)
+        self._loaded_weights = mcore.load_megatron_weights(gpt, full, self.tied)
         del hf, full
         ddp_config = DistributedDataParallelConfig(
             grad_reduce_in_fp32=True, overlap_grad_reduce=False, overlap_param_gather=False,
@@ -169,7 +172,7 @@ class MegatronPolicy(Policy):
                 output = self.model(inputs["input_ids"], inputs["position_ids"], inputs["attention_mask"],
                                     packed_seq_params=inputs["packed_seq_params"])  # fmt: skip
                 # DDP averages gradients over DP ranks: x dp_size turns that into the sum (module docstring)
-                loss, metrics = _loss(loss_fn, micro_batch, inputs["labels"], self.shape.vocab_size, self.dp_size,
+                loss, metrics = _loss(loss_fn, micro_batch, inputs["labels"], self.output_size, self.dp_size,
                                       output)  # fmt: skip
                 if train:
                     loss.backward()
@@ -189,7 +192,7 @@ class MegatronPolicy(Policy):
             micro_batch, inputs = next(data_iterator)
             output = model(inputs["input_ids"], inputs["position_ids"], inputs["attention_mask"],
                            packed_seq_params=inputs["packed_seq_params"])  # fmt: skip
-            return output, partial(_loss, loss_fn, micro_batch, inputs["labels"], self.shape.vocab_size, scale)
+            return output, partial(_loss, loss_fn, micro_batch, inputs["labels"], self.output_size, scale)
 
         return get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(items), model=[self.model], num_microbatches=len(items),
@@ -256,13 +259,13 @@ class MegatronPolicy(Policy):
         return state
 
     def full_hf_state_dict(self) -> dict:
-        full = mcore.gather_megatron_weights(self.gpt, self.shape.tie_word_embeddings)
-        return bridge.megatron_to_hf(full, self.shape, te=self.te) if full else {}
+        full = mcore.gather_megatron_weights(self.gpt, self.tied)
+        return bridge.megatron_to_hf(full, self.shape, te=self.te, head=self.head) if full else {}
 
 
-def _loss(loss_fn: LossFn, micro_batch, labels, vocab: int, scale: float, output):
+def _loss(loss_fn: LossFn, micro_batch, labels, outputs: int, scale: float, output):
     """megatron's loss_func: (loss to backpropagate, metrics); metrics None for the padding passes."""
-    logits = output[..., :vocab]  # drop the padded vocabulary rows (bridge.padded_vocab_size)
+    logits = output[..., :outputs]  # drop the padded vocabulary rows (bridge.padded_vocab_size)
     if micro_batch is None:
         return logits.sum() * 0.0, None
     loss, values = loss_fn(logits, labels, micro_batch)

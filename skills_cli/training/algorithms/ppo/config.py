@@ -138,6 +138,24 @@ class PPOConfig(OnPolicyConfig, TrainerConfig):
         return self.critic.model_name or self.policy.model_name
 
 
+def check_critic_parallelism(config: PPOConfig, world_size: int, dp: int) -> None:
+    """The critic trains on the policy's backend and rollouts: the same data-parallel ranks. On megatron it also
+    shares megatron's process groups (one tensor/pipeline layout per process), so its sizes are the policy's."""
+    if config.backend == "megatron":
+        ours, theirs = config.critic.megatron_cfg, config.policy.megatron_cfg
+        for key in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
+            if getattr(ours, key) != getattr(theirs, key):
+                raise UserError(f"critic.megatron_cfg.{key}={getattr(ours, key)} differs from policy.megatron_cfg."
+                                f"{key}={getattr(theirs, key)}: on megatron the critic shares the policy's "
+                                "process groups; set them equal")  # fmt: skip
+        return
+    critic_tp = config.critic.dtensor_cfg.tensor_parallel_size
+    if world_size % critic_tp or world_size // critic_tp != dp:
+        raise UserError(f"critic.dtensor_cfg.tensor_parallel_size={critic_tp} gives the critic another data-parallel "
+                        f"layout than the policy's ({dp} ranks): the two train on the same rollouts; set it to the "
+                        "policy's model-parallel size")  # fmt: skip
+
+
 def check_ppo_layout(config: PPOConfig, world_size: int) -> int:
     """GRPO's layout rules (rollout batch vs global batch and ranks), the critic's micro-batch, and the KL
     settings that cannot work together; returns the data-parallel size."""
@@ -146,11 +164,7 @@ def check_ppo_layout(config: PPOConfig, world_size: int) -> int:
     if global_batch % (micro * dp):
         raise UserError(f"policy.train_global_batch_size={global_batch} is not divisible by "
                         f"critic.train_micro_batch_size={micro} x data-parallel size {dp}")  # fmt: skip
-    critic_tp = config.critic.dtensor_cfg.tensor_parallel_size
-    if world_size % critic_tp or world_size // critic_tp != dp:
-        raise UserError(f"critic.dtensor_cfg.tensor_parallel_size={critic_tp} gives the critic another data-parallel "
-                        f"layout than the policy's ({dp} ranks): the two train on the same rollouts; set it to the "
-                        "policy's model-parallel size")  # fmt: skip
+    check_critic_parallelism(config, world_size, dp)
     if config.algorithm.kl_in_reward and config.loss_fn.force_on_policy_ratio:
         raise UserError("loss_fn.force_on_policy_ratio=true skips the old-logprob pass that the KL in the reward "
                         "(algorithm.use_kl_in_reward) needs; leave it null or set algorithm.use_kl_in_reward=false")  # fmt: skip

@@ -1,4 +1,4 @@
-"""PPO's critic: a policy with a scalar head (`build_policy(..., head="scalar")`, dtensor backend), its own
+"""PPO's critic: a policy with a scalar head (`build_policy(..., head="scalar")`, the policy's backend), its own
 weights, optimizer and schedule, giving a value per response token of a rollout, trained on the clipped value
 loss (`core.clipped_value_loss`) over the same mini-batches as the actor.
 
@@ -41,7 +41,7 @@ class Critic:
     def __init__(self, config: PPOConfig, dist, total_optimizer_steps: int, pad_id: int):
         self.config, self.dist, self.pad_id = config, dist, pad_id
         self.settings = critic_policy_config(config)
-        self.policy = build_policy(self.settings, dist, total_optimizer_steps, backend="dtensor",
+        self.policy = build_policy(self.settings, dist, total_optimizer_steps, backend=config.backend,
                                    seed=config.ppo.seed, head="scalar")  # fmt: skip
 
     def _micro_batches(self, rollouts: list[Rollout]) -> list:

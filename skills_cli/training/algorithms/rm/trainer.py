@@ -1,4 +1,4 @@
-"""The reward-model trainer: a causal LM with a scalar head (`head="scalar"`, dtensor backend) trained with the
+"""The reward-model trainer: a causal LM with a scalar head (`head="scalar"`, either policy backend) trained with the
 Bradley-Terry loss on preference pairs; the export is an HF `AutoModelForSequenceClassification`.
 
     torchrun --nproc_per_node 8 -m skills_cli.training.algorithms.rm [--config rm.yaml] \\

@@ -78,6 +78,9 @@ class ClusterConfig:
     account: str | None = None
     partition: str | None = None
     cpu_partition: str | None = None
+    # Slurm: the clients (and sandboxes) of self-hosted servers run on a node of this partition, as the second
+    # component of a heterogeneous job (the server keeps its own nodes); `--client_partition` overrides it
+    client_partition: str | None = None
     timeouts: dict[str, str] = field(default_factory=dict)
     default_timeout: str | None = None
     container_runtime: ContainerRuntime = ContainerRuntime.NONE
@@ -123,9 +126,11 @@ class ClusterConfig:
             raise UserError(f"cluster {self.name!r}: ssh_tunnel is only used with executor: {_remote_kinds()}")
         if not self.runs_remotely and self.container_runtime is not ContainerRuntime.NONE:
             raise UserError(f"cluster {self.name!r}: container_runtime only applies to executor: {_remote_kinds()}")
+        if not self.runs_remotely and self.client_partition is not None:
+            raise UserError(f"cluster {self.name!r}: client_partition only applies to executor: {_remote_kinds()}")
 
     def _check_values(self) -> None:
-        for key in ("account", "partition", "cpu_partition"):
+        for key in ("account", "partition", "cpu_partition", "client_partition"):
             value = getattr(self, key)
             if value is not None and not _SLURM_WORD.match(value):
                 raise UserError(f"cluster {self.name!r}: invalid {key} {value!r}")
@@ -210,6 +215,12 @@ class ClusterConfig:
         if partition and partition in self.timeouts:
             return self.timeouts[partition]
         return self.default_timeout
+
+    def check_heterogeneous_jobs(self, why: str) -> None:
+        """Heterogeneous jobs (components with their own nodes) are Slurm's: elsewhere `why` is an error now."""
+        if not self.runs_remotely:
+            raise UserError(f"{why} runs a heterogeneous job, which needs executor: {_remote_kinds()} (cluster "
+                            f"{self.name!r} has executor: {self.executor})")  # fmt: skip
 
     def partition_for(self, resources: Resources) -> str | None:
         if resources.partition:

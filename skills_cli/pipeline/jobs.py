@@ -3,6 +3,8 @@
 A `Job` is one scheduler allocation (one Slurm job, one local supervisor). It holds one or more `Command`s
 that share its nodes: for example a model server (background, some GPUs, its own container), a client (the
 foreground command) and a sandbox. Commands are argv tuples; only `shell.py` turns them into shell text.
+On Slurm a job may also be heterogeneous: components with resources of their own (e.g. the server on GPU
+nodes, the client and its sandbox on a CPU node), each command running in the component its `group` names.
 
 A `JobGraph` is the set of jobs of one submission with their internal dependencies; it checks names,
 dangling edges and cycles once, so executors can trust it.
@@ -114,10 +116,13 @@ class Command:
     env: Mapping[str, str] = field(default_factory=dict)
     background: bool = False
     single_task: bool = False  # run once (first node, one task) even in a multi-node job: e.g. a client
+    group: int = 0  # the component of a heterogeneous job it runs in (0: the first, `Job.resources`)
 
     def __post_init__(self) -> None:
         if not self.argv or not all(isinstance(word, str) for word in self.argv):
             raise UserError(f"command {self.name!r}: argv must be a non-empty list of strings")
+        if self.group < 0:
+            raise UserError(f"command {self.name!r}: group must be >= 0")
         object.__setattr__(self, "argv", tuple(self.argv))
         object.__setattr__(self, "env", dict(self.env))
         for key in self.env:
@@ -141,6 +146,9 @@ class Job:
 
     `after` edges use the submission's dependency type (afterok by default); `after_any` edges always wait
     for the upstream to end however it ended (used to chain the copies of `--dependent_jobs`).
+
+    `het_resources` makes it a heterogeneous job (Slurm only): the resources of components 1, 2, ...
+    (component 0 has `resources`, and its first node runs the batch script and is the job's head node).
     """
 
     name: str
@@ -152,6 +160,7 @@ class Job:
     after_any: tuple[str, ...] = ()
     log_dir: str | None = None
     ports: tuple[str, ...] = ()  # env vars set to free TCP ports before the commands start
+    het_resources: tuple[Resources, ...] = ()
 
     def __post_init__(self) -> None:
         check_name("job", self.name)
@@ -162,6 +171,7 @@ class Job:
         object.__setattr__(self, "mounts", tuple(self.mounts))
         object.__setattr__(self, "after", tuple(self.after))
         object.__setattr__(self, "after_any", tuple(self.after_any))
+        object.__setattr__(self, "het_resources", tuple(self.het_resources))
         object.__setattr__(self, "env", dict(self.env))
         for key in self.env:
             check_env_name(key)
@@ -172,28 +182,55 @@ class Job:
         names = [command.name for command in self.commands]
         if len(set(names)) != len(names):
             raise UserError(f"job {self.name!r}: command names must be unique, got {names}")
-        shared = sum(command.gpus for command in self.commands)
-        if shared > self.resources.gpus_per_node:
-            raise UserError(
-                f"job {self.name!r}: its commands ask for {shared} GPUs but the job has "
-                f"{self.resources.gpus_per_node} per node"
-            )
+        self._check_groups()
+
+    def _check_groups(self) -> None:
+        """Every component runs a command, and no component's commands ask for more GPUs than it has."""
+        stray = [command.name for command in self.commands if command.group >= len(self.group_resources)]
+        if stray:
+            raise UserError(f"job {self.name!r}: command {stray[0]!r} names a group the job does not have")
+        for group, resources in enumerate(self.group_resources):
+            commands = self.commands_of(group)
+            where = f"group {group} of job {self.name!r}" if self.is_heterogeneous else f"job {self.name!r}"
+            if not commands:
+                raise UserError(f"{where} runs no command")
+            shared = sum(command.gpus for command in commands)
+            if shared > resources.gpus_per_node:
+                raise UserError(f"{where}: its commands ask for {shared} GPUs but the job has "
+                                f"{resources.gpus_per_node} per node")  # fmt: skip
+            # the batch script, where GPU shares are cut, runs in component 0 and sees only its GPUs
+            if group and shared and len(commands) > 1:
+                raise UserError(f"{where}: only group 0 may share its GPUs among several commands")
 
     @property
     def dependencies(self) -> tuple[str, ...]:
         return self.after + tuple(name for name in self.after_any if name not in self.after)
 
-    def gpu_slices(self) -> list[tuple[int, int]]:
-        """(offset, count) of each command's GPUs among the job's GPUs.
+    @property
+    def is_heterogeneous(self) -> bool:
+        return bool(self.het_resources)
 
-        A single command gets all the job's GPUs; otherwise each command gets the GPUs it asked for, in order.
+    @property
+    def group_resources(self) -> tuple[Resources, ...]:
+        """The resources of each component: `resources`, then `het_resources`."""
+        return (self.resources, *self.het_resources)
+
+    def commands_of(self, group: int) -> list[Command]:
+        return [command for command in self.commands if command.group == group]
+
+    def gpu_slices(self) -> list[tuple[int, int]]:
+        """(offset, count) of each command's GPUs among its component's GPUs.
+
+        A command alone in its component gets all of them; otherwise each command gets the GPUs it asked for,
+        in order.
         """
-        if len(self.commands) == 1:
-            return [(0, self.resources.gpus_per_node)]
-        slices, offset = [], 0
+        slices, offsets = [], [0] * len(self.group_resources)
         for command in self.commands:
-            slices.append((offset, command.gpus))
-            offset += command.gpus
+            if len(self.commands_of(command.group)) == 1:
+                slices.append((0, self.group_resources[command.group].gpus_per_node))
+                continue
+            slices.append((offsets[command.group], command.gpus))
+            offsets[command.group] += command.gpus
         return slices
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from skills_cli.inference.server.auth import api_key_names
 from skills_cli.pipeline import secrets
 from skills_cli.pipeline.cluster import ClusterConfig, ContainerRuntime
-from skills_cli.pipeline.jobs import Command, Mount, Resources, parse_time_limit
+from skills_cli.pipeline.jobs import Command, Job, Mount, Resources, parse_time_limit
 from skills_cli.pipeline.plan import Plan, PlannedJob, safe_name
 from skills_cli.pipeline.shell import Raw, check_env_name, env_prefix, export_lines, quote, quote_argv
 
@@ -43,15 +43,29 @@ def cluster_env_names(plan: Plan, planned: PlannedJob, code_dir: str) -> list[st
     return [name for name in plan.env if name not in own]
 
 
-HEAD_NODE_ENV = "SKILLS_CLI_HEAD_NODE"  # multi-node jobs: the first node's host name
+HEAD_NODE_ENV = "SKILLS_CLI_HEAD_NODE"  # multi-node and heterogeneous jobs: the first node's host name
 
 
-def slurm_deadline_line(limit_seconds: int) -> str:
+def has_head_node(job: Job) -> bool:
+    """Jobs whose commands meet across nodes name a head node: the first node of component 0, where the batch
+    script runs (rendezvous, Ray, and the model server a heterogeneous job's client connects to)."""
+    return job.resources.nodes > 1 or job.is_heterogeneous
+
+
+def head_node_line(job: Job) -> str:
+    # in a heterogeneous job's batch script the job's node list is component 0's: named explicitly all the same
+    nodes = "SLURM_JOB_NODELIST_HET_GROUP_0" if job.is_heterogeneous else "SLURM_JOB_NODELIST"
+    return f'export {HEAD_NODE_ENV}=$(scontrol show hostnames "${nodes}" | head -n1)'
+
+
+def slurm_deadline_line(limit_seconds: int, heterogeneous: bool = False) -> str:
     """In-job code (trainers) saves a checkpoint before $SKILLS_CLI_DEADLINE, ahead of the scheduler's kill: the
     job's end time as Slurm has it (`squeue %e`: a limit changed with `scontrol update` or a reservation's end
     counts), else, when squeue cannot tell, the script's start plus the time limit. An empty answer must not reach
-    `date -d`, which reads "" as today's midnight."""
-    return ('_skills_end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null)\n'
+    `date -d`, which reads "" as today's midnight. squeue prints one line per component of a heterogeneous job:
+    the earliest end counts (ISO times sort as text)."""
+    earliest = " | sort | head -n1" if heterogeneous else ""
+    return (f'_skills_end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null{earliest})\n'
             'export SKILLS_CLI_DEADLINE=$({ [ -n "$_skills_end" ] && date -d "$_skills_end" +%s; } 2>/dev/null '
             f"|| echo $(( $(date +%s) + {limit_seconds} )))")  # fmt: skip
 
@@ -60,7 +74,7 @@ def runtime_env_names(planned: PlannedJob) -> list[str]:
     """Variables the job script computes at run time (free ports, server API key, head node), forwarded into
     containers."""
     job = planned.job
-    return [*job.ports, *api_key_names(job.ports), *([HEAD_NODE_ENV] if job.resources.nodes > 1 else [])]
+    return [*job.ports, *api_key_names(job.ports), *([HEAD_NODE_ENV] if has_head_node(job) else [])]
 
 
 def all_mounts(cluster: ClusterConfig, planned: PlannedJob, code_dir: str) -> list[Mount]:
@@ -180,11 +194,21 @@ def effective_time_limit(cluster: ClusterConfig, resources: Resources) -> str | 
 
 
 def sbatch_header(cluster: ClusterConfig, planned: PlannedJob) -> list[str]:
-    resources = planned.job.resources
+    """The #SBATCH lines: one block per component of a heterogeneous job, `#SBATCH hetjob` between blocks."""
+    lines = ["#!/bin/bash"]
+    for group, resources in enumerate(planned.job.group_resources):
+        if group:
+            lines.append("#SBATCH hetjob")
+        lines += component_header(cluster, resources)
+    return lines
+
+
+def component_header(cluster: ClusterConfig, resources: Resources) -> list[str]:
+    """The #SBATCH lines of one allocation (a heterogeneous job's component gets every line: Slurm carries
+    only some options over from the previous component)."""
     partition = cluster.partition_for(resources)
     time_limit = effective_time_limit(cluster, resources)
     lines = [
-        "#!/bin/bash",
         f"#SBATCH --nodes={resources.nodes}",
         f"#SBATCH --ntasks-per-node={resources.tasks_per_node}",
     ]
@@ -217,15 +241,16 @@ def slurm_command_line(plan: Plan, planned: PlannedJob, index: int, code_dir: st
     cluster, job = plan.cluster, planned.job
     command = job.commands[index]
     offset, count = job.gpu_slices()[index]
+    resources = job.group_resources[command.group]
+    srun = ["srun", *([f"--het-group={command.group}"] if job.is_heterogeneous else [])]
     if command.single_task:
-        srun = ["srun", "--nodes=1", "--ntasks=1", "--kill-on-bad-exit=1"]
+        srun += ["--nodes=1", "--ntasks=1", "--kill-on-bad-exit=1"]
     else:
-        srun = ["srun", f"--nodes={job.resources.nodes}", f"--ntasks-per-node={job.resources.tasks_per_node}",
-                "--kill-on-bad-exit=1"]  # fmt: skip
+        srun += [f"--nodes={resources.nodes}", f"--ntasks-per-node={resources.tasks_per_node}", "--kill-on-bad-exit=1"]
     prefix = ""
     if len(job.commands) > 1:
-        srun += ["--overlap", f"--output={planned.log_dir}/{planned.file_stem}-%j-{safe_name(command.name)}.log"]
-        if job.resources.gpus_per_node:
+        srun += ["--overlap", step_log_option(planned, command)]
+        if resources.gpus_per_node and len(job.commands_of(command.group)) > 1:
             prefix = (
                 f"CUDA_VISIBLE_DEVICES=$(_skills_gpu_slice {offset} {count}) " if count else "CUDA_VISIBLE_DEVICES= "
             )
@@ -247,6 +272,16 @@ def slurm_command_line(plan: Plan, planned: PlannedJob, index: int, code_dir: st
         )  # fmt: skip
     env_words = env_prefix(command.env) if command.env else ""
     return prefix + env_words + quote_argv(srun) + " " + quote_argv(argv)
+
+
+def step_log_option(planned: PlannedJob, command: Command) -> str:
+    """srun's `--output` of one command of a job with several: `<stem>-<job id>-<command>.log`, beside the batch
+    log, where `ns logs` finds it. srun's %j is a heterogeneous job's component id (another number in every
+    component), so there the batch shell's $SLURM_JOB_ID, the job's own id, is written instead."""
+    before, after = f"{planned.log_dir}/{planned.file_stem}-", f"-{safe_name(command.name)}.log"
+    if not planned.job.is_heterogeneous:
+        return f"--output={before}%j{after}"
+    return Raw(f'--output={quote(before)}"$SLURM_JOB_ID"{quote(after)}')
 
 
 def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: bool = False) -> str:
@@ -272,11 +307,11 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
     for name in api_key_names(job.ports):
         # the server's API key: made here, at run time, so it is in no file (inference/server/auth.py)
         lines.append(f"export {name}=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \\n')")
-    if job.resources.nodes > 1:
-        lines.append(f'export {HEAD_NODE_ENV}=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)')
+    if has_head_node(job):
+        lines.append(head_node_line(job))
     limit = effective_time_limit(cluster, job.resources)
     if limit:
-        lines.append(slurm_deadline_line(parse_time_limit(limit)))
+        lines.append(slurm_deadline_line(parse_time_limit(limit), job.is_heterogeneous))
     engine = cluster.container_runtime.value
     if cluster.container_runtime in (ContainerRuntime.DOCKER, ContainerRuntime.PODMAN):
         # scancel kills the client, not always the container: remove ours when the script ends.
@@ -288,7 +323,7 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
     if len(job.commands) == 1:
         lines.append(slurm_command_line(plan, planned, 0, code_dir, env_names))
         return "\n".join(lines) + "\n"
-    if job.resources.gpus_per_node:
+    if job.resources.gpus_per_node and len(job.commands_of(0)) > 1:
         lines.append('_skills_gpu_slice() { echo "$CUDA_VISIBLE_DEVICES" | cut -d, -f$(( $1 + 1 ))-$(( $1 + $2 )); }')
     background, foreground = [], []
     for index, command in enumerate(job.commands):

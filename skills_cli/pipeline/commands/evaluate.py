@@ -29,6 +29,7 @@ from skills_cli.pipeline.commands.generate import (
     GenerationOptions,
     Outputs,
     ServerOptions,
+    check_client_partition,
     check_server_address,
     check_server_options,
     compile_generate,
@@ -390,6 +391,7 @@ def eval_impl(extra: WrappedArguments, spec: EvalSpec) -> Submission:
     cluster = load_cluster_config(spec.cluster, spec.config_dir)
     # the API keys' variables travel to the jobs like the cluster's env_vars (never in a file)
     cluster = forward_key_variable(cluster, spec.server_type, extra.args)
+    check_client_partition(spec, cluster)
     if spec.judged:
         spec.check_judge(cluster.jobs_see_local_paths)
         cluster = forward_key_variable(cluster, spec.judge_server_type, spec.judge_overrides(),

@@ -11,6 +11,7 @@ of them writes the final file (then runs `--postprocess_cmd`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 from dataclasses import dataclass
@@ -22,12 +23,13 @@ from skills_cli.common.typed_config import Bounds
 from skills_cli.inference import resume
 from skills_cli.inference.config import PORT_ENV, GenerateConfig, check_code_execution, done_marker
 from skills_cli.inference.merge_chunks import chunk_file
+from skills_cli.inference.server.auth import ALL_INTERFACES
 from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
 from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolute, submit_jobs, submit_options
 from skills_cli.pipeline.jobs import Command, Job, Resources
 from skills_cli.pipeline.local_files import check_jsonl_file, check_model_dir, check_output_dir
 from skills_cli.pipeline.options import CommandSpec, QueuedSpec, WrappedArguments, option
-from skills_cli.pipeline.sandbox import with_sandbox
+from skills_cli.pipeline.sandbox import SANDBOX_ROLE, with_sandbox
 from skills_cli.pipeline.servers import SERVER_KINDS, ServerSpec, server_command, server_kind_choices
 from skills_cli.pipeline.servers.openai import forward_key_variable
 from skills_cli.pipeline.shell import quote_argv
@@ -83,6 +85,11 @@ class GenerationOptions(ServerOptions):
     wandb_group: str | None = option(None, "Group of the --log_samples runs.")
     wandb_name: str | None = option(None, "Run name for --log_samples (default: the experiment name).")
     container: str = option("main", "Container role of the client.", panel="Resources")
+    client_partition: str | None = option(None, "Slurm: run the client (and its sandbox) on a node of this "
+                                          "partition, apart from the self-hosted server: a heterogeneous job whose "
+                                          "server keeps its own nodes, listens on all interfaces and requires the "
+                                          "job's API key. Default: the cluster config's client_partition; none: "
+                                          "the client runs on the server's first node.", panel="Resources")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,13 +222,45 @@ def generation_job(
                      last_step)  # fmt: skip
     commands = [Command(argv=("bash", "-c", client), name=CLIENT, container=spec.container, single_task=True)]
     ports: tuple[str, ...] = ()
+    apart = client_partition(spec, cluster)
     if not spec.server_address:
-        commands.insert(0, server_command(spec.hosted_server(), cluster))
+        # a client on another node reaches the server by its node's name: it listens on all interfaces
+        commands.insert(0, server_command(spec.hosted_server(ALL_INTERFACES if apart else None), cluster))
         ports = (PORT_ENV,)
     resources = Resources(nodes=spec.server_nodes, gpus_per_node=spec.server_gpus, time_limit=spec.time,
                           partition=spec.partition)  # fmt: skip
     job = Job(name=job_name("generate", out), commands=tuple(commands), resources=resources, ports=ports)
-    return with_sandbox(job, cluster, "++code_execution") if executes_code(spec, overrides) else job
+    job = with_sandbox(job, cluster, "++code_execution") if executes_code(spec, overrides) else job
+    return with_client_apart(job, apart) if apart else job
+
+
+def client_partition(spec: GenerateSpec, cluster: ClusterConfig) -> str | None:
+    """Where the client runs apart from the server it hosts (--client_partition, else the cluster's); None:
+    beside it. A running server (--server_address) is no part of the job: nothing to be apart from."""
+    if spec.server_address:
+        return None
+    return spec.client_partition or cluster.client_partition
+
+
+def with_client_apart(job: Job, partition: str) -> Job:
+    """`job` as a heterogeneous job: the server keeps the job's nodes (component 0, whose first node the client
+    reaches as $SKILLS_CLI_HEAD_NODE), the client and the sandbox it calls share a node of `partition`
+    (component 1), as NeMo-Skills places a server on GPU nodes and its client on a CPU node."""
+    moved = {CLIENT, SANDBOX_ROLE}
+    commands = tuple(dataclasses.replace(command, group=1) if command.name in moved else command
+                     for command in job.commands)  # fmt: skip
+    client = Resources(time_limit=job.resources.time_limit, partition=partition)
+    return dataclasses.replace(job, commands=commands, het_resources=(client,))
+
+
+def check_client_partition(spec: GenerationOptions, cluster: ClusterConfig) -> None:
+    """--client_partition asks for a heterogeneous job around a hosted server: Slurm only, and a server to host."""
+    if spec.client_partition is None:
+        return
+    if spec.server_address:
+        raise UserError("--client_partition places the client apart from a hosted server; --server_address uses a "
+                        "running one (give one or the other)")  # fmt: skip
+    cluster.check_heterogeneous_jobs("--client_partition")
 
 
 def executes_code(spec: GenerateSpec, overrides: list[str]) -> bool:
@@ -353,6 +392,7 @@ def generate_impl(extra: WrappedArguments, spec: GenerateSpec) -> Submission:
     cluster = load_cluster_config(spec.cluster, spec.config_dir)
     # the API key's variable travels to the jobs like the cluster's env_vars (never in a file)
     cluster = forward_key_variable(cluster, spec.server_type, overrides, base_config(spec))
+    check_client_partition(spec, cluster)
     check_local_inputs(spec, cluster, config)
     if spec.server_address:
         check_server_address(spec.server_address, cluster)

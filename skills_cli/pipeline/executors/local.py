@@ -83,6 +83,9 @@ class LocalExecutor:
         available = detect_gpus(self.cluster)
         for planned in plan.jobs:
             resources = planned.job.resources
+            if planned.job.is_heterogeneous:  # the CLI refuses --client_partition here; API users may build one
+                raise UserError(f"job {planned.job.name!r} is a heterogeneous job (components on separate nodes); "
+                                "local executors run on one machine")  # fmt: skip
             if resources.nodes > 1:
                 raise UserError(
                     f"job {planned.job.name!r} asks for {resources.nodes} nodes; local executors run on one"

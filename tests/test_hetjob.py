@@ -1,0 +1,235 @@
+"""Heterogeneous Slurm jobs: a self-hosted server on its own nodes, its client (and sandbox) on a node of
+`--client_partition` (or the cluster config's `client_partition`), as NeMo-Skills places a server on GPU
+nodes and the client on a CPU node.
+
+The job model (`Command.group`, `Job.het_resources`) and its batch script (one #SBATCH block per component,
+`srun --het-group=i`, the client reaching the server at component 0's first node, which listens on all
+interfaces with the job's API key) are checked as text; then one `ns generate` really runs on the local
+cluster's `multi` partition with the server and the client on different nodes (sacct's <id>+0 and <id>+1),
+and writes what the same generation writes on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import run_ns, write_config
+from multinode_support import write_multi_cluster
+from test_golden_dry_run import check_golden, normalise, sbatch_scripts
+from test_slurm import finish
+
+from skills_cli.common.errors import UserError
+from skills_cli.common.jsonl import read_jsonl
+from skills_cli.pipeline import eval as evaluate
+from skills_cli.pipeline import generate, wrap_arguments
+from skills_cli.pipeline.cluster import parse_cluster_config
+from skills_cli.pipeline.experiment import SubmitOptions, submit_jobs
+from skills_cli.pipeline.jobs import Command, Job, Resources
+from skills_cli.pipeline.store import JobState, Store
+
+HET_SLURM = """
+executor: slurm
+ssh_tunnel: {host: login.example.com, user: me, job_dir: /lustre/me/jobs}
+partition: gpu
+cpu_partition: cpu
+container_runtime: pyxis
+containers: {main: /lustre/images/skills.sqsh, vllm: vllm/vllm-openai:v0.10.1.1, sandbox: /lustre/images/skills.sqsh}
+mounts: ["/lustre/me/workspace:/workspace"]
+"""
+FAST = "++prompt_config=generic/math ++inference.tokens_to_generate=12 ++inference.temperature=0.0"
+
+
+def het_job(**changes) -> Job:
+    """A GPU server in component 0, a client and a sandbox sharing a CPU node in component 1."""
+    values = {
+        "name": "generate",
+        "commands": (Command(argv=("serve",), name="server", gpus=4, background=True),
+                     Command(argv=("sandbox",), name="sandbox", background=True, single_task=True, group=1),
+                     Command(argv=("client", "it's"), name="client", single_task=True, group=1)),
+        "resources": Resources(nodes=2, gpus_per_node=4, time_limit="1:00:00", partition="gpu"),
+        "het_resources": (Resources(partition="cpu"),),
+        "ports": ("SKILLS_SERVER_PORT",),
+        **changes,
+    }  # fmt: skip
+    return Job(**values)
+
+
+def dry_run(jobs: list[Job], cluster_yaml: str = HET_SLURM) -> str:
+    import yaml
+
+    cluster = parse_cluster_config(yaml.safe_load(cluster_yaml), name="cluster")
+    return submit_jobs(jobs, cluster, SubmitOptions(expname="het", dry_run=True)).dry_run_text
+
+
+# -- the job model ----------------------------------------------------------------------------------------
+def test_gpu_shares_are_per_component():
+    job = het_job()
+    assert job.is_heterogeneous and [c.name for c in job.commands_of(1)] == ["sandbox", "client"]
+    assert job.gpu_slices() == [(0, 4), (0, 0), (0, 0)]  # the server alone in its component: all 4 GPUs
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"het_resources": ()}, r"command 'sandbox' names a group the job does not have"),
+    ({"het_resources": (Resources(), Resources())}, r"group 2 of job 'generate' runs no command"),
+    ({"resources": Resources(gpus_per_node=2)}, r"group 0 of job 'generate': its commands ask for 4 GPUs"),
+    ({"het_resources": (Resources(gpus_per_node=1),),
+      "commands": (Command(argv=("serve",), name="server", background=True),
+                   Command(argv=("a",), name="a", gpus=1, group=1), Command(argv=("b",), name="b", group=1))},
+     r"only group 0 may share its GPUs among several commands"),
+])  # fmt: skip
+def test_bad_component_layouts_are_refused(changes, message):
+    with pytest.raises(UserError, match=message):
+        het_job(**changes)
+
+
+def test_local_executors_refuse_a_heterogeneous_job_built_through_the_api(isolated_home):
+    import yaml
+
+    cluster = parse_cluster_config(yaml.safe_load("executor: none"), name="local")
+    with pytest.raises(UserError, match=r"job 'generate' is a heterogeneous job .*local executors run on one machine"):
+        submit_jobs([het_job(resources=Resources(gpus_per_node=0), commands=(
+            Command(argv=("serve",), name="server", background=True), Command(argv=("c",), name="client", group=1)))],
+            cluster, SubmitOptions(expname="het-local"))  # fmt: skip
+    assert not Store().has_experiment("het-local")
+
+
+# -- the batch script -------------------------------------------------------------------------------------
+def test_batch_script_has_one_block_per_component_and_steps_in_their_component(isolated_home):
+    (script,) = sbatch_scripts(normalise(dry_run([het_job()]), isolated_home)).values()
+    header = script.split("# skills-cli:")[0].strip().splitlines()
+    hetjob = header.index("#SBATCH hetjob")
+    assert header[1:hetjob] == ["#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4",
+                                "#SBATCH --time=1:00:00", "#SBATCH --partition=gpu", "#SBATCH --no-requeue"]  # fmt: skip
+    assert header[hetjob + 1 :] == ["#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --partition=cpu",
+                                    "#SBATCH --exclusive", "#SBATCH --no-requeue"]  # fmt: skip
+    # each step logs beside the batch log under the job's own id (srun's %j would be the component's)
+    log = '--output=/lustre/me/jobs/het/logs/generate-"$SLURM_JOB_ID"-{}.log '
+    found = [
+        [line for line in script.splitlines() if log.format(name) in line] for name in ("server", "sandbox", "client")
+    ]
+    (server,), (sandbox,), (client,) = found  # one step each
+    assert server.startswith("srun --het-group=0 --nodes=2 --ntasks-per-node=1 ")
+    assert sandbox.startswith("srun --het-group=1 --nodes=1 --ntasks=1 ")
+    assert client.startswith("srun --het-group=1 --nodes=1 --ntasks=1 ") and "'it'\"'\"'s'" in client
+    assert "CUDA_VISIBLE_DEVICES" not in script  # each GPU command is alone in its component: all of its GPUs
+    # the client finds the server at component 0's first node; the key is made at run time, in no file
+    assert (
+        'export SKILLS_CLI_HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST_HET_GROUP_0" | head -n1)' in script
+    )
+    assert "export SKILLS_SERVER_API_KEY=$(od -An -tx1 -N32 /dev/urandom" in script
+    # squeue prints one end time per component: the earliest is the deadline
+    assert '_skills_end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null | sort | head -n1)' in script
+
+
+def test_containers_of_other_engines_get_the_head_node(isolated_home):
+    docker = HET_SLURM.replace("container_runtime: pyxis", "container_runtime: docker")
+    (script,) = sbatch_scripts(normalise(dry_run([het_job()], docker), isolated_home)).values()
+    client = next(line for line in script.splitlines() if "-client.log" in line)
+    assert "-e SKILLS_CLI_HEAD_NODE" in client and "-e SKILLS_SERVER_API_KEY" in client
+
+
+# -- ns eval / ns generate: the option ------------------------------------------------------------------
+def het_eval(config_dir, overrides="++code_execution=true", **extra):
+    values = {"benchmarks": "gsm8k", "data_dir": "/workspace/data", "output_dir": "/workspace/evals",
+              "model": "/workspace/model", "server_type": "vllm", "server_gpus": 8, "server_nodes": 2,
+              "client_partition": "cpu", **extra}  # fmt: skip
+    return evaluate(ctx=wrap_arguments(f"++inference.tokens_to_generate=1024 {overrides}"),
+                    cluster="cluster", config_dir=str(config_dir), expname="het", dry_run=True, **values)  # fmt: skip
+
+
+def test_eval_with_a_client_partition_golden(config_dir, isolated_home):
+    write_config(config_dir, "cluster", HET_SLURM)
+    text = normalise(het_eval(config_dir).dry_run_text, isolated_home)
+    check_golden("eval_hetjob.txt", text)
+    scripts = sbatch_scripts(text)
+    assert list(scripts) == ["gsm8k-generate", "gsm8k-grade", "summarize"]
+    script = scripts["gsm8k-generate"]
+    assert script.count("#SBATCH hetjob") == 1 and "#SBATCH --partition=cpu\n#SBATCH --exclusive" in script
+    # the server listens beyond loopback and requires the job's key, as any server other nodes reach
+    assert "--host 0.0.0.0" in script and 'VLLM_API_KEY="${SKILLS_SERVER_API_KEY:?' in script
+    steps = {name: line for line in script.splitlines() for name in ("server", "sandbox", "client")
+             if line.startswith("srun ") and f"-{name}.log" in line}  # fmt: skip
+    assert "--het-group=0 --nodes=2" in steps["server"]  # Ray over the server's two nodes
+    assert "--het-group=1 --nodes=1" in steps["client"] and "--het-group=1 --nodes=1" in steps["sandbox"]
+    assert "hetjob" not in scripts["gsm8k-grade"] + scripts["summarize"]  # no server there: one allocation
+
+
+def test_the_cluster_configs_client_partition_is_the_default(config_dir, isolated_home):
+    write_config(config_dir, "cluster", HET_SLURM + "client_partition: cpu\n")
+    scripts = sbatch_scripts(normalise(het_eval(config_dir, client_partition=None).dry_run_text, isolated_home))
+    assert scripts["gsm8k-generate"].count("#SBATCH hetjob") == 1
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"server_address": "http://h:1/v1", "model": None, "server_gpus": 0, "server_nodes": 1},
+     "--client_partition places the client apart from a hosted server; --server_address uses a running one"),
+    ({"server_type": "trtllm"}, "server_type trtllm cannot listen on 0.0.0.0"),
+    ({"client_partition": "a b"}, "invalid partition name 'a b'"),
+])  # fmt: skip
+def test_bad_client_partitions_fail_before_submission(config_dir, isolated_home, extra, message):
+    write_config(config_dir, "cluster", HET_SLURM.replace("sandbox:", "trtllm: t, sandbox:"))
+    with pytest.raises(UserError, match=message):
+        het_eval(config_dir, overrides="", **extra)
+    assert not Store().has_experiment("het")
+
+
+def test_a_client_partition_off_slurm_is_one_error_line(tmp_path, config_dir):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"problem": "1+1?"}\n')
+    result = run_ns("generate", "--input_file", str(data), "--output_dir", str(tmp_path / "o"), "--model", str(tmp_path),
+                    "--client_partition", "cpu", "--expname", "bad", "++prompt_config=generic/math")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("error: --client_partition runs a heterogeneous job, which needs executor: "
+                                     "slurm (cluster 'local' has executor: none)")  # fmt: skip
+    assert not Store().has_experiment("bad")
+    write_config(config_dir, "local_het", "executor: none\nclient_partition: cpu\n")
+    config = run_ns("generate", "--cluster", "local_het", "--config_dir", str(config_dir), "--input_file", str(data),
+                    "--output_dir", str(tmp_path / "o"), "--model", str(tmp_path), "++prompt_config=generic/math")  # fmt: skip
+    assert config.returncode == 2 and "client_partition only applies to executor: slurm" in config.stderr
+
+
+# -- for real, on the local cluster ---------------------------------------------------------------------
+def sacct_components(job_id: str) -> dict[str, tuple[str, str, str, str]]:
+    """{`<id>+<component>`: (node list, state, start, end)} of a heterogeneous job."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "--format=JobID,NodeList,State,Start,End"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return {fields[0]: tuple(fields[1:5]) for fields in (line.split("|") for line in out.strip().splitlines())}
+
+
+def generations(folder: Path) -> dict[int, str]:
+    return {row["id"]: row["generation"] for row in read_jsonl(folder / "output.jsonl")}
+
+
+@pytest.mark.infra
+def test_generate_with_the_client_on_another_node_of_the_cluster(infra, tmp_path_factory, tmp_path):
+    """The cluster config's client_partition: the hf server in component 0, the client in component 1, on
+    different nodes; the client reaches the server by its node's name with the job's key and writes what the
+    same generation writes on this machine."""
+    from skills_cli.inference.tiny_model import build_tiny_model
+
+    shared = tmp_path_factory.mktemp("hetjob")  # under /tmp: every node of the cluster sees it
+    model = str(build_tiny_model(shared / "tiny"))
+    data = shared / "in.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "problem": f"What is {i} + {i + 1}?"}) + "\n" for i in range(4)))
+    configs = write_multi_cluster(infra, shared, shared / "jobs", extra="client_partition: multi\n")
+    generate(ctx=wrap_arguments(FAST), cluster="slurm_multi", config_dir=str(configs), input_file=str(data),
+             output_dir=str(shared / "het"), model=model, expname="het", time="00:10:00")  # fmt: skip
+    generate(ctx=wrap_arguments(FAST), input_file=str(data), output_dir=str(tmp_path / "here"), model=model,
+             expname="here")  # fmt: skip
+    (record,) = finish("het", timeout=300)
+    components = sacct_components(record.external_id)
+    print("sacct:", components)
+    assert record.state is JobState.SUCCEEDED, (record, components)
+    assert set(components) == {f"{record.external_id}+0", f"{record.external_id}+1"}, components
+    server, client = components[f"{record.external_id}+0"], components[f"{record.external_id}+1"]
+    assert server[0] != client[0] and server[1] == client[1] == "COMPLETED", components
+    (here,) = finish("here", timeout=300)
+    assert here.state is JobState.SUCCEEDED, here
+    assert generations(shared / "het") == generations(tmp_path / "here") and len(generations(shared / "het")) == 4
+    # each step's log sits beside the batch log under the job's own id, where `ns logs` reads it
+    client_log = Path(record.log_path[: -len(".log")] + "-client.log")
+    assert client_log.is_file(), sorted(p.name for p in client_log.parent.iterdir())
+    assert f"server http://{server[0]}:" in client_log.read_text()  # by the server node's name, not 127.0.0.1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import run_ns, write_config
@@ -94,6 +95,19 @@ def test_local_executors_refuse_a_heterogeneous_job_built_through_the_api(isolat
             Command(argv=("serve",), name="server", background=True), Command(argv=("c",), name="client", group=1)))],
             cluster, SubmitOptions(expname="het-local"))  # fmt: skip
     assert not Store().has_experiment("het-local")
+
+
+def test_the_sinfo_size_check_covers_every_component():
+    import yaml
+
+    from skills_cli.pipeline.executors.slurm import SlurmExecutor, partition_sizes
+
+    executor = SlurmExecutor(parse_cluster_config(yaml.safe_load(HET_SLURM), name="cluster"))
+    offered = partition_sizes(["SINFO gpu*|gpu:8|4", "SINFO cpu|(null)|2"])
+    fits, too_wide = het_job(), het_job(het_resources=(Resources(partition="cpu", nodes=3),))
+    executor._check_sizes(SimpleNamespace(jobs=[SimpleNamespace(job=fits)]), offered)
+    with pytest.raises(UserError, match=r"job 'generate' asks for 3 nodes; partition 'cpu' of cluster 'cluster' has 2"):
+        executor._check_sizes(SimpleNamespace(jobs=[SimpleNamespace(job=too_wide)]), offered)
 
 
 # -- the batch script -------------------------------------------------------------------------------------

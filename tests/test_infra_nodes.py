@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,15 @@ def srun(infra: dict, *args: str, timeout: float = 120) -> list[str]:
 
 
 def test_sinfo_shows_three_idle_nodes(infra, nodes):
-    out = subprocess.run(["sinfo", "-h", "-N", "-p", infra["SKILLS_INFRA_MULTI_PARTITION"], "-o", "%N %T"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    states = dict(line.split() for line in out.splitlines())
+    """Idle once the jobs of earlier tests have ended (a bounded wait: a node that stays busy or down fails)."""
     assert len(nodes) == 3
+    for _ in range(60):
+        out = subprocess.run(["sinfo", "-h", "-N", "-p", infra["SKILLS_INFRA_MULTI_PARTITION"], "-o", "%N %T"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        states = dict(line.split() for line in out.splitlines())
+        if states == {node: "idle" for node in nodes}:
+            break
+        time.sleep(1)
     assert states == {node: "idle" for node in nodes}
 
 

@@ -185,13 +185,21 @@ start_node() {
   log "started node $n (container ${cid:0:12}, $(node_ip "$n"))"
 }
 
-multi_idle() { [ "$(sinfo -h -p "$MULTI_PARTITION" -N -o %T 2>/dev/null | grep -c '^idle')" = $((NODE_COUNT + 1)) ]; }
+# multi_ready: every node of the partition answers and takes jobs -- idle, or busy with jobs (other tests' jobs
+# may run while `up` is repeated, e.g. to bring back a node a test killed; `planned` and a trailing `-`: the
+# backfill scheduler has planned a job there): not down, drained or not responding (a trailing `*`)
+multi_ready() {
+  [ "$(sinfo -h -p "$MULTI_PARTITION" -N -o %T 2>/dev/null | grep -cE '^(idle|planned|mixed|allocated|completing)-?$')" \
+    = $((NODE_COUNT + 1)) ]
+}
 
-wait_nodes_idle() {
+# wait_nodes_ready: a restarted node registers within seconds and ReturnToService=2 makes a DOWN one usable
+# again; a node still DOWN after that (e.g. set down by hand) is resumed
+wait_nodes_ready() {
   local n
-  wait_until 45 "partition $MULTI_PARTITION idle" multi_idle && return 0
+  wait_until 45 "partition $MULTI_PARTITION ready" multi_ready && return 0
   for n in "${NODE_NAMES[@]}"; do scontrol update nodename="$n" state=resume 2>/dev/null || true; done
-  wait_until 15 "partition $MULTI_PARTITION idle" multi_idle
+  wait_until 15 "partition $MULTI_PARTITION ready" multi_ready
 }
 
 # up_nodes: network, image, names, slurm.conf (restarting Slurm once when it changes), containers
@@ -209,8 +217,8 @@ up_nodes() {
   for n in "${NODE_NAMES[@]}"; do
     NODE_ERROR="node $n did not start (see $LOG/nodes.log)"; start_node "$n" || return 1
   done
-  wait_nodes_idle && return 0
-  NODE_ERROR="partition $MULTI_PARTITION is not idle: $(sinfo -h -p "$MULTI_PARTITION" -N -o '%N=%T(%E)' | tr '\n' ' ')"
+  wait_nodes_ready && return 0
+  NODE_ERROR="partition $MULTI_PARTITION is not ready: $(sinfo -h -p "$MULTI_PARTITION" -N -o '%N=%T(%E)' | tr '\n' ' ')"
   return 1
 }
 

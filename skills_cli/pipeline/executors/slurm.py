@@ -4,7 +4,8 @@
 2. one upload carries the batch scripts, the submission script and, if missing, the code snapshot;
 3. one command unpacks and submits the whole graph; in-graph dependencies become `--dependency=afterok:`
    on the ids sbatch just returned. If any sbatch fails, the ones already queued are cancelled.
-States come from `sacct` (accounting) with `squeue` for jobs accounting has not seen yet.
+States come from `sacct` (accounting) with `squeue` for jobs accounting has not seen yet, in one round trip that
+also asks `sinfo` for sick nodes: a job that ended because a node went down names the node in its reason.
 """
 
 from __future__ import annotations
@@ -70,6 +71,108 @@ def parse_state(text: str) -> JobState:
     return SACCT_STATES.get(word, JobState.UNKNOWN)
 
 
+SECTION = "--"
+# nodes that cannot run jobs: down (a node that stopped answering, e.g. a killed machine), drained or failing
+SICK_NODE_STATES = "down,drain,fail,no_respond"
+
+
+def refresh_command(job_ids: list[str]) -> str:
+    """One round trip for the state of `job_ids`: sacct (accounting), squeue (jobs accounting has not recorded
+    yet, and why pending ones wait), each with the nodes a job was given, then, only when a job failed, the nodes
+    sinfo calls sick (to name the node a job lost; a large cluster has many drained nodes), as sections separated
+    by `--` lines."""
+    ids = ",".join(job_ids)
+    return (f"a=$(sacct -X -n -P -j {ids} --format=JobIDRaw,State,ExitCode,NodeList 2>/dev/null); "
+            f"q=$(squeue -h -t all -j {ids} -o '%i|%T|%r|%N' 2>/dev/null); "
+            f"printf '%s\\n{SECTION}\\n%s\\n{SECTION}\\n' \"$a\" \"$q\"; "
+            f"case \"$a$q\" in *FAIL*) sinfo -h -N -t {SICK_NODE_STATES} -o '%N|%T|%E' 2>/dev/null;; esac; true")  # fmt: skip
+
+
+def job_updates(output: str) -> dict[str, dict]:
+    """The store fields to update per Slurm job id, from refresh_command's output: accounting's state and exit
+    code win over squeue's; squeue's reason says why a job waits; a job that ended for a node says which."""
+    accounted, queued, sick = _sections(output, 3)
+    down = sick_nodes(sick)
+    updates: dict[str, dict] = {}
+    for line in queued:
+        job_id, state, reason, nodes = (line.split("|") + ["", "", ""])[:4]
+        reason = node_failure(state, nodes, down) or ("" if reason in ("None", "(null)") else reason)
+        updates[job_id] = {"state": parse_state(state), "reason": reason}
+    for line in accounted:
+        job_id, state, exit_code, nodes = (line.split("|") + ["", "", ""])[:4]
+        if parse_state(state) is JobState.UNKNOWN:
+            continue
+        update: dict = {"state": parse_state(state)}
+        if update["state"].finished:
+            code = exit_code.split(":")[0]
+            update["exit_code"] = int(code) if code.isdigit() else None
+        if reason := node_failure(state, nodes, down):
+            update["reason"] = reason
+        updates[job_id] = {**updates.get(job_id, {}), **update}
+    return {job: {k: v for k, v in update.items() if v is not JobState.UNKNOWN} for job, update in updates.items()}
+
+
+def _sections(output: str, count: int) -> list[list[str]]:
+    parts: list[list[str]] = [[]]
+    for line in (line.strip() for line in output.splitlines()):
+        if line == SECTION:
+            parts.append([])
+        elif line:
+            parts[-1].append(line)
+    return (parts + [[] for _ in range(count)])[:count]
+
+
+def sick_nodes(lines: list[str]) -> dict[str, str]:
+    """`skills-n2|down*|Not responding` lines (sinfo -N: one per node and partition) -> {node: 'down: Not
+    responding'}; sinfo's `*` (not responding) and other state flags are dropped, the reason says it."""
+    sick = {}
+    for line in lines:
+        node, state, reason = (line.split("|", 2) + ["", ""])[:3]
+        state = state.rstrip("*~#!%$@^-+")
+        sick[node] = f"{state}: {reason}" if reason and reason != "none" else state
+    return sick
+
+
+def node_failure(state: str, nodes: str, sick: dict[str, str]) -> str:
+    """Why a job ended, when a node is the cause: Slurm ends a job NODE_FAIL when a node of its allocation goes
+    down (not saying which: sinfo's sick nodes among the job's do); a FAILED job that holds a sick node failed
+    for it too (its srun saw the node go first). '' for other jobs."""
+    word = state.split()[0] if state.strip() else ""
+    if word not in ("NODE_FAIL", "FAILED"):
+        return ""
+    lost = [node for node in expand_hostlist(nodes) if node in sick]
+    if not lost:
+        return f"node failure: one of {nodes} ({word})" if word == "NODE_FAIL" else ""
+    why = "; ".join(dict.fromkeys(sick[node] for node in lost))
+    return f"node failure: {','.join(lost)} ({word}; {why})"
+
+
+_TOP_LEVEL_COMMA = re.compile(r",(?![^\[]*\])")
+_FIRST_RANGE = re.compile(r"^(.*?)\[([^\]]*)\](.*)$")
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """Slurm's compressed host list, as `scontrol show hostnames` expands it but without a round trip:
+    `n[1-3,7],gpu[01-02]` -> n1 n2 n3 n7 gpu01 gpu02; sacct's `None assigned` -> []."""
+    if text.strip() in ("", "None assigned", "(null)"):
+        return []
+    names: list[str] = []
+    for item in _TOP_LEVEL_COMMA.split(text.strip()):
+        match = _FIRST_RANGE.match(item)
+        if not match:
+            names.append(item)
+            continue
+        head, ranges, tail = match.groups()
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            if not low.isdigit() or not (high or low).isdigit():
+                names.append(item)  # not a numeric range: keep the text as sacct gave it
+                break
+            for number in range(int(low), int(high or low) + 1):
+                names += expand_hostlist(f"{head}{number:0{len(low)}d}{tail}")
+    return names
+
+
 class SlurmExecutor:
     def __init__(self, cluster: ClusterConfig):
         self.cluster = cluster
@@ -98,7 +201,7 @@ class SlurmExecutor:
         checks = ["command -v sbatch >/dev/null || echo 'MISSING_SBATCH'"]
         checks += [f"test -e {quote(s)} || echo MISSING_MOUNT {quote(s)}" for s in self._mount_sources(plan)]
         checks.append(f"test -d {quote(self.code_dir(plan))} || echo NEED_CODE")
-        if any(planned.job.resources.gpus_per_node or planned.job.resources.nodes > 1 for planned in plan.jobs):
+        if any(r.gpus_per_node or r.nodes > 1 for planned in plan.jobs for r in planned.job.group_resources):
             checks.append(f"sinfo -h -o {quote(SINFO_PREFIX + '%P|%G|%D')} 2>/dev/null; true")
         checks.append(self._private_folders(plan))
         result = tunnel.run("; ".join(checks))
@@ -116,17 +219,19 @@ class SlurmExecutor:
         them): Slurm would queue it forever (PartitionNodeLimit). A partition sinfo does not list is left to
         sbatch."""
         for planned in plan.jobs:
-            resources = planned.job.resources
-            partition = self.cluster.partition_for(resources) or offered.default or ""
-            where = f"partition {partition!r} of cluster {self.cluster.name!r}"
-            most = offered.gpus_per_node.get(partition)
-            if resources.gpus_per_node and most is not None and resources.gpus_per_node > most:
-                raise UserError(f"job {planned.job.name!r} asks for {resources.gpus_per_node} GPUs per node; {where} "
-                                f"has at most {most} per node (sinfo)")  # fmt: skip
-            nodes = offered.nodes.get(partition)
-            if resources.nodes > 1 and nodes is not None and resources.nodes > nodes:
-                raise UserError(f"job {planned.job.name!r} asks for {resources.nodes} nodes; {where} has {nodes} "
-                                "(sinfo)")  # fmt: skip
+            for resources in planned.job.group_resources:  # each component of a heterogeneous job on its own
+                self._check_size(planned.job.name, resources, offered)
+
+    def _check_size(self, job: str, resources, offered: PartitionSizes) -> None:
+        partition = self.cluster.partition_for(resources) or offered.default or ""
+        where = f"partition {partition!r} of cluster {self.cluster.name!r}"
+        most = offered.gpus_per_node.get(partition)
+        if resources.gpus_per_node and most is not None and resources.gpus_per_node > most:
+            raise UserError(f"job {job!r} asks for {resources.gpus_per_node} GPUs per node; {where} "
+                            f"has at most {most} per node (sinfo)")  # fmt: skip
+        nodes = offered.nodes.get(partition)
+        if resources.nodes > 1 and nodes is not None and resources.nodes > nodes:
+            raise UserError(f"job {job!r} asks for {resources.nodes} nodes; {where} has {nodes} (sinfo)")
 
     def _private_folders(self, plan: Plan) -> str:
         """Shell text that creates job_dir's folders owner-only and makes existing ones so (older versions
@@ -205,30 +310,13 @@ class SlurmExecutor:
         open_records = [r for r in records if not r.state.finished and r.external_id]
         if not open_records:
             return [store.job(r.uid) for r in records]
-        ids = ",".join(r.external_id for r in open_records)  # type: ignore[misc]
-        command = (f"sacct -X -n -P -j {ids} --format=JobIDRaw,State,ExitCode,Start,End 2>/dev/null; echo '--'; "
-                   f"squeue -h -t all -j {ids} -o '%i|%T|%r' 2>/dev/null; true")  # fmt: skip
         with ClusterTunnel(self.cluster) as tunnel:
-            output = tunnel.run(command).stdout
-        accounted, _, queued = output.partition("--")
-        seen: dict[str, dict] = {}
-        for line in queued.strip().splitlines():
-            job_id, state, reason = (line.split("|") + ["", ""])[:3]
-            seen[job_id] = {"state": parse_state(state), "reason": "" if reason in ("None", "(null)") else reason}
-        for line in accounted.strip().splitlines():
-            fields = line.split("|")
-            if len(fields) < 5:
-                continue
-            job_id, state, exit_code, start, end = fields[:5]
-            update = {"state": parse_state(state)}
-            if update["state"].finished:
-                update["exit_code"] = int(exit_code.split(":")[0]) if exit_code.split(":")[0].isdigit() else None
-            if update["state"] is not JobState.UNKNOWN:
-                seen[job_id] = {**seen.get(job_id, {}), **update}
+            output = tunnel.run(refresh_command([r.external_id for r in open_records])).stdout  # type: ignore[misc]
+        updates = job_updates(output)
         for record in open_records:
-            update = seen.get(record.external_id or "")
+            update = updates.get(record.external_id or "")
             if update:
-                store.update_job(record.uid, **{k: v for k, v in update.items() if v is not JobState.UNKNOWN})
+                store.update_job(record.uid, **update)
         return [store.job(r.uid) for r in records]
 
     def cancel(self, records: list[JobRecord], store: Store) -> None:

@@ -84,21 +84,24 @@ def write_config(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-@pytest.fixture
-def slurm_config(infra, config_dir, tmp_path) -> Path:
-    """Cluster configs for the local Slurm: over SSH without containers (`slurm_local`), over SSH with the
-    docker runtime (`slurm_docker`), and on the 'login node' itself through a LocalTunnel (`slurm_login`)."""
-    job_dir = f"/root/skills_test_jobs/{tmp_path.name}"
-    tunnel = f"""
-ssh_tunnel:
+def ssh_tunnel_yaml(infra: dict, job_dir: str | Path) -> str:
+    """The `ssh_tunnel:` section of a cluster config for the local Slurm's login over SSH."""
+    return f"""ssh_tunnel:
   host: {infra["SKILLS_INFRA_SSH_HOST"]}
   port: {infra["SKILLS_INFRA_SSH_PORT"]}
   user: {infra["SKILLS_INFRA_SSH_USER"]}
   identity: {infra["SKILLS_INFRA_SSH_KEY"]}
   job_dir: {job_dir}
   connect_timeout: 10
-partition: {infra["SKILLS_INFRA_PARTITION"]}
 """
+
+
+@pytest.fixture
+def slurm_config(infra, config_dir, tmp_path) -> Path:
+    """Cluster configs for the local Slurm: over SSH without containers (`slurm_local`), over SSH with the
+    docker runtime (`slurm_docker`), and on the 'login node' itself through a LocalTunnel (`slurm_login`)."""
+    job_dir = f"/root/skills_test_jobs/{tmp_path.name}"
+    tunnel = "\n" + ssh_tunnel_yaml(infra, job_dir) + f"partition: {infra['SKILLS_INFRA_PARTITION']}\n"
     write_config(config_dir, "slurm_local", "executor: slurm\n" + tunnel)
     write_config(
         config_dir,

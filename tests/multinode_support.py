@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ssh_tunnel_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,14 +20,7 @@ def write_multi_cluster(
     if not infra.get("SKILLS_INFRA_MULTI_PARTITION"):
         pytest.fail("local_cluster.sh up started no compute nodes (see its WARNING line)")
     (directory / f"{name}.yaml").write_text(f"""executor: slurm
-ssh_tunnel:
-  host: {infra["SKILLS_INFRA_SSH_HOST"]}
-  port: {infra["SKILLS_INFRA_SSH_PORT"]}
-  user: {infra["SKILLS_INFRA_SSH_USER"]}
-  identity: {infra["SKILLS_INFRA_SSH_KEY"]}
-  job_dir: {job_dir}
-  connect_timeout: 10
-partition: {infra["SKILLS_INFRA_MULTI_PARTITION"]}
+{ssh_tunnel_yaml(infra, job_dir)}partition: {infra["SKILLS_INFRA_MULTI_PARTITION"]}
 python: {REPO / ".venv" / "bin" / "python"}
 {extra}""")
     return directory

@@ -33,6 +33,7 @@ from skills_cli.training.components.preferences import (
 from skills_cli.training.components.tokenizer import load_tokenizer, pad_id
 
 GLOBAL_BATCH = 8  # pairs
+MEGATRON = ("++backend=megatron", "++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false")
 
 
 def arith_pair(row: dict, rng: random.Random) -> dict:
@@ -265,16 +266,10 @@ def test_megatron_backend_takes_the_dtensor_steps(pairs_file, tmp_path, packing)
     accuracies over two optimizer steps (megatron's packed rows carry both sides of each pair too)."""
     pytest.importorskip("megatron.core")
     rows = {}
-    for backend in ("dtensor", "megatron"):
-        chosen = (
-            ["++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false"]
-            if backend == "megatron"
-            else []
-        )
+    for backend, extra in (("dtensor", ()), ("megatron", MEGATRON)):
         out = tmp_path / backend
-        run(pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, out, f"++backend={backend}", *chosen,
-                        f"++policy.sequence_packing.enabled={str(packing).lower()}", "++dpo.max_num_steps=2",
-                        "++checkpointing.enabled=false"))  # fmt: skip
+        run(pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, out, *extra, "++dpo.max_num_steps=2",
+                        f"++policy.sequence_packing.enabled={str(packing).lower()}", "++checkpointing.enabled=false"))  # fmt: skip
         rows[backend] = [row for row in read_metrics(out) if "train/loss" in row]
     assert len(rows["megatron"]) == len(rows["dtensor"]) == 2
     for ours, theirs in zip(rows["megatron"], rows["dtensor"], strict=True):

@@ -14,6 +14,7 @@ import pytest
 from arith_models import FLOAT32, SEQUENCE, warmed_model
 from test_dpo import (
     LAYOUTS,
+    MEGATRON,
     arith_pairs,
     assert_resume_reproduces_the_run,
     assert_same_results,
@@ -106,7 +107,6 @@ def test_the_exported_model_scores_as_the_trainer_did(pairs_file, tmp_path):
     assert statistics.fmean(float(c > r) for c, r in scores) == validation["validation/accuracy"]
 
 
-MEGATRON = ("++backend=megatron", "++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false")
 TP2 = "++policy.megatron_cfg.tensor_model_parallel_size=2"
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from skills_cli.pipeline.executors.slurm import expand_hostlist, job_updates, refresh_command
+from skills_cli.common.hostlist import expand_hostlist
+from skills_cli.pipeline.executors.slurm import job_updates, refresh_command
 from skills_cli.pipeline.store import JobState
 
 # job 2143 ran on skills-n[1-2]; skills-n2 was killed; 2144 waited on it (afterok, --kill-on-invalid-dep=yes)

@@ -49,7 +49,8 @@ def test_seed003_nemo_rl_sft_call_compiles_to_torchrun(tmp_path, config_dir):
     text = result.stdout
     assert "#SBATCH --nodes=2" in text and "#SBATCH --gpus-per-node=8" in text
     assert "-m torch.distributed.run --nproc_per_node=8 --nnodes=2" in text
-    assert '--rdzv_endpoint="$SKILLS_CLI_HEAD_NODE:29500"' in text and '--node_rank="$SLURM_NODEID"' in text
+    assert "-m skills_cli.common.node_rendezvous --shared_dir /workspace/training --" in text
+    assert "--rdzv_endpoint={rendezvous_host}:{rendezvous_port}" in text and '--node_rank="$SLURM_NODEID"' in text
     assert "++policy.model_name=/workspace/Qwen2.5-14B-Instruct" in text and "++sft.max_num_epochs=4" in text
 
 

@@ -16,7 +16,8 @@ from skills_cli.pipeline.shell import Raw, check_env_name, env_prefix, export_li
 
 # Slurm variables forwarded into docker/podman containers by name.
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID", "SLURM_NNODES",
-              "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_SUBMIT_DIR")  # fmt: skip
+              "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_SUBMIT_DIR",
+              "SLURMD_NODENAME", "SLURM_STEP_ID")  # fmt: skip  # the last two: common/node_rendezvous.py
 
 
 def job_own_env(plan: Plan, planned: PlannedJob, code_dir: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.node_rendezvous import HOST_PLACEHOLDER, NODE_PLACEHOLDER, PORT_PLACEHOLDER
 from skills_cli.common.overrides import load_config
 from skills_cli.common.typed_config import Bounds
 from skills_cli.inference.model_files import tokenizer_problem
@@ -33,12 +34,12 @@ from skills_cli.pipeline.experiment import Submission, ensure_log_dir_is_absolut
 from skills_cli.pipeline.jobs import Command, Job, Resources
 from skills_cli.pipeline.local_files import check_jsonl_file, check_output_dir
 from skills_cli.pipeline.options import CommandSpec, QueuedSpec, WrappedArguments, option
-from skills_cli.pipeline.render import HEAD_NODE_ENV
 from skills_cli.pipeline.shell import Raw, quote_argv
 from skills_cli.training.algorithms import ALGORITHMS, Algorithm
 
 log = logging.getLogger("skills_cli")
-RENDEZVOUS_PORT = 29500
+# filled in on each node by node_rendezvous; plain shell text (no comma or `..`, so bash expands no braces)
+RENDEZVOUS_ENDPOINT = f"{HOST_PLACEHOLDER}:{PORT_PLACEHOLDER}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,11 +152,17 @@ def check_local_inputs(spec: TrainSpec) -> None:
 
 
 def torchrun_script(spec: TrainSpec, python: str, module: str, arguments: list[str]) -> str:
+    """One node's torchrun. Multi-node: behind a bounded rendezvous of the job's nodes (common/node_rendezvous.py)
+    that names a node that never joins or does not see --output_dir (checkpoints are written once, read
+    everywhere), and gives torchrun a port the head picked, so two jobs sharing a head node do not collide.
+    --local_addr: the node's Slurm name, which the others resolve (torchrun's own guess can be "localhost")."""
     nodes, gpus = spec.num_nodes, spec.num_gpus
     argv = [python, "-m", "torch.distributed.run", f"--nproc_per_node={max(gpus, 1)}"]
     if nodes > 1:
-        argv += [f"--nnodes={nodes}", Raw('--node_rank="$SLURM_NODEID"'), "--rdzv_backend=c10d",
-                 Raw(f'--rdzv_endpoint="${HEAD_NODE_ENV}:{RENDEZVOUS_PORT}"'), Raw('--rdzv_id="$SLURM_JOB_ID"')]  # fmt: skip
+        argv = [python, "-m", "skills_cli.common.node_rendezvous", "--shared_dir", spec.output_dir, "--", *argv,
+                f"--nnodes={nodes}", Raw('--node_rank="$SLURM_NODEID"'), "--rdzv_backend=c10d",
+                Raw(f"--rdzv_endpoint={RENDEZVOUS_ENDPOINT}"), Raw('--rdzv_id="$SLURM_JOB_ID"'),
+                Raw(f"--local_addr={NODE_PLACEHOLDER}")]  # fmt: skip
     else:
         argv.append("--standalone")
     argv += ["-m", module, *arguments]

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.hostlist import expand_hostlist
 from skills_cli.pipeline import render, secrets
 from skills_cli.pipeline.cluster import ClusterConfig, ContainerRuntime
 from skills_cli.pipeline.executors.base import EXECUTORS, ExecutorEntry
@@ -145,32 +146,6 @@ def node_failure(state: str, nodes: str, sick: dict[str, str]) -> str:
         return f"node failure: one of {nodes} ({word})" if word == "NODE_FAIL" else ""
     why = "; ".join(dict.fromkeys(sick[node] for node in lost))
     return f"node failure: {','.join(lost)} ({word}; {why})"
-
-
-_TOP_LEVEL_COMMA = re.compile(r",(?![^\[]*\])")
-_FIRST_RANGE = re.compile(r"^(.*?)\[([^\]]*)\](.*)$")
-
-
-def expand_hostlist(text: str) -> list[str]:
-    """Slurm's compressed host list, as `scontrol show hostnames` expands it but without a round trip:
-    `n[1-3,7],gpu[01-02]` -> n1 n2 n3 n7 gpu01 gpu02; sacct's `None assigned` -> []."""
-    if text.strip() in ("", "None assigned", "(null)"):
-        return []
-    names: list[str] = []
-    for item in _TOP_LEVEL_COMMA.split(text.strip()):
-        match = _FIRST_RANGE.match(item)
-        if not match:
-            names.append(item)
-            continue
-        head, ranges, tail = match.groups()
-        for part in ranges.split(","):
-            low, _, high = part.partition("-")
-            if not low.isdigit() or not (high or low).isdigit():
-                names.append(item)  # not a numeric range: keep the text as sacct gave it
-                break
-            for number in range(int(low), int(high or low) + 1):
-                names += expand_hostlist(f"{head}{number:0{len(low)}d}{tail}")
-    return names
 
 
 class SlurmExecutor:

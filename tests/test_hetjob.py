@@ -247,3 +247,32 @@ def test_generate_with_the_client_on_another_node_of_the_cluster(infra, tmp_path
     client_log = Path(record.log_path[: -len(".log")] + "-client.log")
     assert client_log.is_file(), sorted(p.name for p in client_log.parent.iterdir())
     assert f"server http://{server[0]}:" in client_log.read_text()  # by the server node's name, not 127.0.0.1
+
+
+@pytest.mark.infra
+def test_eval_with_the_client_partition_option_grades_on_another_node(infra, tmp_path_factory):
+    """`ns eval --client_partition`: the server in component 0, the client (generation and grading) in component
+    1 on another node; the graded results and metrics are written as by any eval."""
+    from skills_cli.inference.tiny_model import build_tiny_model
+    from skills_cli.pipeline import prepare_data
+
+    shared = tmp_path_factory.mktemp("hetjob_eval")  # under /tmp: every node of the cluster sees it
+    model = str(build_tiny_model(shared / "tiny"))
+    prepare_data(benchmarks=["arith"], output_dir=str(shared / "data"))
+    configs = write_multi_cluster(infra, shared, shared / "jobs")
+    evaluate(ctx=wrap_arguments("++inference.tokens_to_generate=8"), cluster="slurm_multi", config_dir=str(configs),
+             benchmarks="arith", data_dir=str(shared / "data"), output_dir=str(shared / "evals"), model=model,
+             server_type="hf", max_samples=6, client_partition=infra["SKILLS_INFRA_MULTI_PARTITION"],
+             expname="het-eval", time="00:10:00")  # fmt: skip
+    records = finish("het-eval", timeout=300)
+    assert [r.state for r in records] == [JobState.SUCCEEDED] * len(records), run_ns("logs", "het-eval").stdout[-3000:]
+    hosting = [r for r in records if len(sacct_components(r.external_id)) == 2]
+    assert hosting, [sacct_components(r.external_id) for r in records]
+    for record in hosting:
+        components = sacct_components(record.external_id)
+        server, client = components[f"{record.external_id}+0"], components[f"{record.external_id}+1"]
+        assert server[0] != client[0] and server[1] == client[1] == "COMPLETED", components
+    graded = read_jsonl(shared / "evals" / "eval-results" / "arith" / "output.jsonl")
+    assert len(graded) == 6 and all("predicted_answer" in row for row in graded)
+    metrics = json.loads((shared / "evals" / "metrics.json").read_text())
+    assert metrics["arith"]["greedy"]["num_entries"] == 6

@@ -68,6 +68,7 @@ CASES = {
     "one_gpu": ServerSpec("vllm", "/models/m", gpus=1),
     "eight_gpus_with_user_args": ServerSpec("vllm", "/models/m", gpus=8, args=("--max-model-len", "8192")),
     "two_nodes": ServerSpec("vllm", "/models/m", gpus=8, nodes=2),
+    "cpu_two_nodes": ServerSpec("vllm", "/models/tiny", nodes=2),
 }
 
 
@@ -100,10 +101,9 @@ def test_the_parsed_values_are_the_ones_we_meant(parsed):
     assert (parsed["one_gpu"]["tp"], parsed["one_gpu"]["eager"]) == (1, False)
     assert parsed["two_nodes"]["tp"] == 8 and parsed["two_nodes"]["pp"] == 2
     assert parsed["two_nodes"]["backend"] == "ray"
-
-
-def test_vllm_without_gpus_runs_on_one_node():
-    from skills_cli.common.errors import UserError
-
-    with pytest.raises(UserError, match="CPU build.*runs on one node"):
-        ServerSpec("vllm", "/models/m", gpus=0, nodes=2)
+    # CPU build: tensor parallel across the nodes on vLLM's multiprocessing executor (no Ray)
+    assert (parsed["cpu_two_nodes"]["tp"], parsed["cpu_two_nodes"]["pp"], parsed["cpu_two_nodes"]["backend"]) == (
+        2,
+        1,
+        None,
+    )

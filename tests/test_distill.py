@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,6 +193,44 @@ def test_resume_continues_the_uninterrupted_run(smoke):
     assert [row["step"] for row in rows_of(split)] == [1, 2]
     for got, expected in zip(rows_of(split), rows_of(smoke["run"]), strict=True):
         assert {k: got[k] for k in keys} == pytest.approx({k: expected[k] for k in keys}, rel=1e-5, abs=1e-7)
+
+
+def distill_on_two_ranks(train: str, out: Path, *overrides: str) -> list[dict]:
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+            "skills_cli.training.algorithms.distill", f"++policy.model_name={tiny_model()}",
+            f"++teacher.model_name={tiny_model(seed=1)}", f"++data.train_data={train}", f"++output_dir={out}",
+            "++distillation.num_prompts_per_step=4", "++distillation.num_generations_per_prompt=2",
+            "++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=2",
+            "++policy.generation.max_new_tokens=12", "++policy.max_total_sequence_length=160",
+            "++policy.optimizer.kwargs.lr=1e-3", "++distillation.max_num_steps=2", "++policy.precision=float32",
+            "++checkpointing.enabled=false", *overrides]  # fmt: skip
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return rows_of(out)
+
+
+def test_a_teacher_sharded_over_two_ranks_gives_the_replicated_teachers_run(smoke, tmp_path):
+    """teacher.sharded: each of two data-parallel ranks holds half the teacher (FSDP2, gathered per layer for each
+    forward); its logits, and so the KL, the loss and the update, are the whole teacher's."""
+    replicated = distill_on_two_ranks(smoke["train"], tmp_path / "replicated")
+    sharded = distill_on_two_ranks(smoke["train"], tmp_path / "sharded", "++teacher.sharded=true")
+    keys = ("train/loss", "train/kl", "train/global_valid_toks", "train/grad_norm")
+    assert [row["step"] for row in sharded] == [1, 2]
+    for ours, theirs in zip(sharded, replicated, strict=True):
+        assert {k: ours[k] for k in keys} == pytest.approx({k: theirs[k] for k in keys}, rel=1e-5, abs=1e-7)
+    shards = [json.loads((tmp_path / name / "logs" / "summary.json").read_text())["teacher_shards"]
+              for name in ("sharded", "replicated")]  # fmt: skip
+    assert shards == [2, 1]
+    mine, reference = final_weights(tmp_path / "sharded"), final_weights(tmp_path / "replicated")
+    assert all((mine[name] - reference[name]).abs().max() < 1e-6 for name in reference)
+
+
+def test_a_sharded_teacher_needs_the_dtensor_backend(tmp_path):
+    with pytest.raises(UserError, match="teacher.sharded=true shards the teacher with FSDP"):
+        run(distill_config(tmp_path, problems(tmp_path), "++teacher.sharded=true", "++backend=megatron",
+                           "++policy.megatron_cfg.enabled=true"))  # fmt: skip
 
 
 def test_a_teacher_of_another_vocabulary_is_refused_in_the_job(tmp_path):

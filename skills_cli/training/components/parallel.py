@@ -168,6 +168,18 @@ def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool) -> None
     fully_shard(model, mesh=dp_mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=False)
 
 
+def shard_frozen(model, dp_mesh) -> None:
+    """FSDP2 over `dp_mesh` for a model that is only run forward (a distillation teacher): per decoder layer then
+    the root, every one resharded after its forward, so a rank holds its 1/DP share of the weights plus one
+    gathered layer at a time. The weights keep their dtype (no mixed-precision cast). Its forwards are
+    collectives: every DP rank must run as many."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=dp_mesh, reshard_after_forward=True)
+    fully_shard(model, mesh=dp_mesh, reshard_after_forward=True)
+
+
 def compile_decoder_layers(model) -> int:
     """torch.compile each decoder layer's `forward` in place (the module, its parameter names and state dict are
     unchanged); layers holding DTensor parameters (tensor parallelism) stay eager. Returns how many were."""

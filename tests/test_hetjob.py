@@ -6,11 +6,13 @@ The job model (`Command.group`, `Job.het_resources`) and its batch script (one #
 `srun --het-group=i`, the client reaching the server at component 0's first node, which listens on all
 interfaces with the job's API key) are checked as text; then one `ns generate` really runs on the local
 cluster's `multi` partition with the server and the client on different nodes (sacct's <id>+0 and <id>+1),
-and writes what the same generation writes on this machine.
+and writes what the same generation writes on this machine. The sandbox's port is drawn on the sandbox's node:
+a job whose two nodes each hold the other's half of the port range still runs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -18,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import run_ns, write_config
-from multinode_support import write_multi_cluster
+from multinode_support import REPO, write_multi_cluster
 from test_golden_dry_run import check_golden, normalise, sbatch_scripts
 from test_slurm import finish
 
@@ -171,6 +173,20 @@ def test_eval_with_a_client_partition_golden(config_dir, isolated_home):
     assert "hetjob" not in scripts["gsm8k-grade"] + scripts["summarize"]  # no server there: one allocation
 
 
+def test_each_port_is_drawn_on_the_node_that_binds_it(config_dir, isolated_home):
+    """The server binds on component 0's first node, where the batch script runs; the sandbox on component 1's
+    node, so a one-task step there draws its port. Without a client partition both are drawn in the script."""
+    write_config(config_dir, "cluster", HET_SLURM)
+    draws = {}
+    for apart in ("cpu", None):
+        script = sbatch_scripts(normalise(het_eval(config_dir, client_partition=apart).dry_run_text, isolated_home))
+        draws[apart] = [line.split("$(")[1].split(" 2>")[0] for line in script["gsm8k-generate"].splitlines()
+                        if line.startswith("export SKILLS_") and "_PORT=" in line]  # fmt: skip
+    here = "python3 -m skills_cli.common.ports"
+    assert draws["cpu"] == [here, f"srun --het-group=1 --nodes=1 --ntasks=1 {here}"], draws
+    assert draws[None] == [here, here], draws
+
+
 def test_the_cluster_configs_client_partition_is_the_default(config_dir, isolated_home):
     write_config(config_dir, "cluster", HET_SLURM + "client_partition: cpu\n")
     scripts = sbatch_scripts(normalise(het_eval(config_dir, client_partition=None).dry_run_text, isolated_home))
@@ -276,3 +292,92 @@ def test_eval_with_the_client_partition_option_grades_on_another_node(infra, tmp
     assert len(graded) == 6 and all("predicted_answer" in row for row in graded)
     metrics = json.loads((shared / "evals" / "metrics.json").read_text())
     assert metrics["arith"]["greedy"]["num_entries"] == 6
+
+
+# -- ports: drawn on the node that binds them ------------------------------------------------------------
+NODES_STATE = Path("/tmp/skills-cli-infra/nodes")  # tests/infra/nodes.sh: <node>.cid per container node
+# holds every port of the job port range on a node except [free_low, free_high), until its stdin closes
+HOLD_PORTS = """
+import resource, socket, sys
+from skills_cli.common.ports import PORT_RANGE
+free_low, free_high = int(sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+held = []
+for port in [*range(PORT_RANGE[0], free_low), *range(free_high, PORT_RANGE[1] + 1)]:
+    probe = socket.socket()
+    try:
+        probe.bind(("", port))
+        probe.listen(1)
+        held.append(probe)
+    except OSError:
+        probe.close()
+print("holding", len(held), flush=True)
+sys.stdin.read()
+"""
+# the client: the sandbox beside it answers at the port the job told it, and runs code
+CALL_SANDBOX = """
+import os, socket
+from skills_cli.sandbox.client import SandboxClient
+client = SandboxClient()
+client.wait_until_ready(timeout=30)
+result = client.run("print(6 * 7)")
+print("SANDBOX", socket.gethostname(), os.environ["SKILLS_SANDBOX_PORT"], result.status, result.stdout.strip())
+"""
+
+
+def hold_ports(node: str, free: range) -> subprocess.Popen:
+    """Bind (and listen on) every job port of a container node outside `free`; released when stdin closes."""
+    cid = (NODES_STATE / f"{node}.cid").read_text().strip()
+    holder = subprocess.Popen(["docker", "exec", "-i", "-e", f"PYTHONPATH={REPO}", cid, "python3", "-c", HOLD_PORTS,
+                               str(free.start), str(free.stop)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    assert holder.stdout.readline().startswith("holding "), f"could not hold the ports of {node}"
+    return holder
+
+
+def sandbox_het_job(cluster) -> Job:
+    """Component 0 only names its node; component 1 runs the sandbox and a client calling it (as ns generate
+    --client_partition with ++code_execution places them), on another node."""
+    from skills_cli.pipeline.sandbox import with_sandbox
+
+    client = Command(argv=(cluster.python_executable, "-c", CALL_SANDBOX), name="client", single_task=True, group=1)
+    job = with_sandbox(Job(name="sandbox-apart", commands=(Command(argv=("hostname",), name="head"), client),
+                           resources=Resources(time_limit="00:05:00"), het_resources=(Resources(),)),
+                       cluster, "the test")  # fmt: skip
+    return dataclasses.replace(job, commands=tuple(dataclasses.replace(command, group=1) if command.name == "sandbox"
+                                                   else command for command in job.commands))  # fmt: skip
+
+
+@pytest.mark.infra
+def test_the_sandbox_port_is_drawn_on_the_sandboxs_node(infra, tmp_path_factory):
+    """Each container node holds every job port but its own half of the range, so a port drawn free on one node
+    is busy on the other: drawn on component 0's node (where the batch script runs), the sandbox on component
+    1's node could not bind it. Drawn there, it binds, and the client beside it gets the port."""
+    from skills_cli.common.ports import PORT_RANGE
+    from skills_cli.pipeline.cluster import load_cluster_config
+
+    nodes = sorted(path.stem for path in NODES_STATE.glob("*.cid"))
+    assert len(nodes) == 2, nodes
+    middle = (PORT_RANGE[0] + PORT_RANGE[1] + 1) // 2
+    free = {nodes[0]: range(PORT_RANGE[0], middle), nodes[1]: range(middle, PORT_RANGE[1] + 1)}
+    others = [node for node in infra["SKILLS_INFRA_MULTI_NODES"].replace("\\", "").split(",") if node not in free]
+    shared = tmp_path_factory.mktemp("hetjob_ports")  # under /tmp: every node of the cluster sees it
+    exclude = f"sbatch_args: {{exclude: '{','.join(others)}'}}\n" if others else ""
+    configs = write_multi_cluster(infra, shared, shared / "jobs", extra=exclude + "client_partition: multi\n")
+    cluster = load_cluster_config("slurm_multi", str(configs))
+    holders = [hold_ports(node, ports) for node, ports in free.items()]
+    try:
+        submit_jobs([sandbox_het_job(cluster)], cluster, SubmitOptions(expname="het-ports"))
+        (record,) = finish("het-ports", timeout=180)
+    finally:
+        for holder in holders:
+            holder.communicate("")
+    components = sacct_components(record.external_id)
+    print("sacct:", components)
+    client_log = Path(record.log_path[: -len(".log")] + "-client.log")
+    said = client_log.read_text() if client_log.is_file() else "(no client log)"
+    assert record.state is JobState.SUCCEEDED, (components, said[-2000:])
+    node = components[f"{record.external_id}+1"][0]
+    assert node != components[f"{record.external_id}+0"][0], components
+    (line,) = [line.split() for line in said.splitlines() if line.startswith("SANDBOX ")]
+    assert line[1] == node and int(line[2]) in free[node] and line[3:] == ["ok", "42"], line

@@ -117,6 +117,7 @@ class Command:
     background: bool = False
     single_task: bool = False  # run once (first node, one task) even in a multi-node job: e.g. a client
     group: int = 0  # the component of a heterogeneous job it runs in (0: the first, `Job.resources`)
+    binds: tuple[str, ...] = ()  # the job's port variables this service listens on (drawn on its node)
 
     def __post_init__(self) -> None:
         if not self.argv or not all(isinstance(word, str) for word in self.argv):
@@ -124,6 +125,7 @@ class Command:
         if self.group < 0:
             raise UserError(f"command {self.name!r}: group must be >= 0")
         object.__setattr__(self, "argv", tuple(self.argv))
+        object.__setattr__(self, "binds", tuple(self.binds))
         object.__setattr__(self, "env", dict(self.env))
         for key in self.env:
             check_env_name(key)

@@ -285,6 +285,24 @@ def step_log_option(planned: PlannedJob, command: Command) -> str:
     return Raw(f'--output={quote(before)}"$SLURM_JOB_ID"{quote(after)}')
 
 
+def binding_group(job: Job, port: str) -> int:
+    """The component whose node binds `port`: that of the command declaring it (`Command.binds`: the server,
+    the sandbox); else component 0, whose first node runs the batch script. A command that only calls a port
+    (a client) reads it from its environment."""
+    return next((command.group for command in job.commands if port in command.binds), 0)
+
+
+def free_port_line(job: Job, port: str) -> str:
+    """`export PORT=<a free port>` (common/ports.py: random, bind-checked; $RANDOM only if python3 is missing),
+    drawn on the node that binds it: there is no telling from one node what is free on another. For a service
+    in another component of a heterogeneous job, a one-task step there draws it and the batch script exports
+    it to every command, its clients included."""
+    group = binding_group(job, port)
+    there = f"srun --het-group={group} --nodes=1 --ntasks=1 " if group else ""
+    draw = f"{there}python3 -m skills_cli.common.ports 2>/dev/null"
+    return f"export {port}=$({draw} || echo $(( 20000 + RANDOM % 12000 )))"
+
+
 def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: bool = False) -> str:
     """The whole batch script of one job."""
     cluster, job = plan.cluster, planned.job
@@ -300,11 +318,7 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
     lines += export_lines(secrets.hide_assignments(own) if for_display else own)
     lines.append(f"export PYTHONPATH={quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}")
     lines.append(f"(umask 077 && mkdir -p {quote(planned.run_dir)})  # our folders are owner-only")
-    for name in job.ports:
-        # a free port on this node (common/ports.py: random, bind-checked); $RANDOM only if python3 is missing
-        lines.append(
-            f"export {name}=$(python3 -m skills_cli.common.ports 2>/dev/null || echo $(( 20000 + RANDOM % 12000 )))"
-        )
+    lines += [free_port_line(job, name) for name in job.ports]
     for name in api_key_names(job.ports):
         # the server's API key: made here, at run time, so it is in no file (inference/server/auth.py)
         lines.append(f"export {name}=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \\n')")

@@ -4,11 +4,12 @@ benchmark whose tests execute (`Benchmark.needs_sandbox`) and generation with `+
 
 The service (`python -m skills_cli.sandbox.server`) binds the job's free port `$SKILLS_SANDBOX_PORT` on
 127.0.0.1 and requires the job's random key `$SKILLS_SANDBOX_API_KEY`, both made when the job starts (like the
-model server's, see `inference/server/auth.py`); its output goes to `$SKILLS_CLI_RUN_DIR/sandbox.log`, whose
-last lines the client quotes when the service does not come up. It runs in the cluster's `sandbox` container
-role: on clusters with containers that role must be defined (an image with python3; the project image is
-enough), checked before anything is submitted; on bare processes the role picks the interpreter as for any
-role (`ClusterConfig.python_for`), by default ours.
+model server's, see `inference/server/auth.py`; the port is drawn on the sandbox's own node, which in a
+heterogeneous job is not the batch script's: `render.free_port_line`); its output goes to
+`$SKILLS_CLI_RUN_DIR/sandbox.log`, whose last lines the client quotes when the service does not come up. It runs
+in the cluster's `sandbox` container role: on clusters with containers that role must be defined (an image with
+python3; the project image is enough), checked before anything is submitted; on bare processes the role picks
+the interpreter as for any role (`ClusterConfig.python_for`), by default ours.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def sandbox_command(cluster: ClusterConfig, why: str) -> Command:
     script = (f'mkdir -p "$SKILLS_CLI_RUN_DIR"; exec > >(tee -a "$SKILLS_CLI_RUN_DIR/{SANDBOX_LOG}") 2>&1; '
               f"exec {quote_argv(argv)}")  # fmt: skip
     return Command(argv=("bash", "-c", script), name=SANDBOX_ROLE, container=role, background=True,
-                   single_task=True)  # fmt: skip
+                   single_task=True, binds=(SANDBOX_PORT_ENV,))  # fmt: skip
 
 
 def with_sandbox(job: Job, cluster: ClusterConfig, why: str) -> Job:

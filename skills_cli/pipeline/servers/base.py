@@ -156,4 +156,4 @@ def server_command(spec: ServerSpec, cluster: ClusterConfig) -> Command:
         kind.environment_check(spec, python)
     script = kind.script(spec, python)
     return Command(argv=("bash", "-c", script), name="server", container=kind.container(cluster), gpus=spec.gpus,
-                   background=True)  # fmt: skip
+                   background=True, binds=(PORT_ENV,))  # fmt: skip

@@ -26,6 +26,7 @@ import subprocess
 from pathlib import Path
 
 from skills_cli.common.errors import UserError
+from skills_cli.common.node_rendezvous import DEFAULT_TIMEOUT_S, TIMEOUT_ENV
 from skills_cli.inference.config import PORT_ENV
 from skills_cli.pipeline.render import HEAD_NODE_ENV
 from skills_cli.pipeline.servers.base import API_KEY, PORT, SERVER_KINDS, ServerKind, ServerSpec, logged
@@ -176,9 +177,23 @@ def ray_cluster_script(serve: list[str], nodes: int) -> str:
     """Node 0 starts the Ray head, waits for every node, then serves; the others join as workers."""
     head = quote_argv(["ray", "start", "--head", f"--port={RAY_PORT}"])
     worker = quote_argv(["ray", "start", Raw(f'--address="${HEAD_NODE_ENV}:{RAY_PORT}"'), "--block"])
-    wait_nodes = f"until [ \"$(ray status 2>/dev/null | grep -c ' node_')\" -ge {nodes} ]; do sleep 5; done"
-    return (f'if [ "$SLURM_PROCID" = 0 ]; then {head} && {wait_nodes} && {{ {logged(serve)}; }}; '
+    return (f'if [ "$SLURM_PROCID" = 0 ]; then {head} && {{ {ray_wait_script(nodes)}; }} && {{ {logged(serve)}; }}; '
             f"else {worker}; fi")  # fmt: skip
+
+
+def ray_wait_script(nodes: int) -> str:
+    """Until `ray status` lists all `nodes`, for as long as a multi-node training's rendezvous waits
+    ($SKILLS_CLI_RENDEZVOUS_TIMEOUT, default 300 s, whole seconds here): a node that never joins fails the server
+    with one line instead of a head waiting forever. The line goes through `logged`, into server.log and
+    server.exit like any server's failure, so the client's wait ends at once and quotes it."""
+    limit = f"${{{TIMEOUT_ENV}:-{DEFAULT_TIMEOUT_S:g}}}"
+    give_up = logged([Raw(f'{{ echo "error: only $_skills_ray_nodes of {nodes} nodes joined the Ray cluster at '
+                          f'${HEAD_NODE_ENV}:{RAY_PORT} within $_skills_ray_limit s (set {TIMEOUT_ENV} to wait '
+                          'longer)"; false; }')])  # fmt: skip
+    return (f"_skills_ray_limit={limit}; _skills_ray_deadline=$(( SECONDS + ${{_skills_ray_limit%.*}} )); "
+            f"until _skills_ray_nodes=$(ray status 2>/dev/null | grep -c ' node_'); "
+            f'[ "$_skills_ray_nodes" -ge {nodes} ]; do [ "$SECONDS" -lt "$_skills_ray_deadline" ] || {{ {give_up}; }}; '
+            "sleep 5; done")  # fmt: skip
 
 
 SERVER_KINDS.register(

@@ -24,6 +24,8 @@ from skills_cli.training.algorithms.distill.config import DistillConfig
 from skills_cli.training.algorithms.distill.loss import distillation_loss, per_token_kl, teacher_topk
 from skills_cli.training.algorithms.distill.trainer import run
 
+MEGATRON = ("++backend=megatron", "++policy.megatron_cfg.enabled=true", "++policy.dtensor_cfg.enabled=false")
+
 # ---- the loss against hand-computed values ----------------------------------------------------------------------
 
 STUDENT = [1.0, 2.0, 0.0, -1.0]
@@ -213,7 +215,8 @@ def distill_on_two_ranks(train: str, out: Path, *overrides: str) -> list[dict]:
 
 def test_a_teacher_sharded_over_two_ranks_gives_the_replicated_teachers_run(smoke, tmp_path):
     """teacher.sharded: each of two data-parallel ranks holds half the teacher (FSDP2, gathered per layer for each
-    forward); its logits, and so the KL, the loss and the update, are the whole teacher's."""
+    forward); its logits, and so the KL, the loss and the update, are the whole teacher's, under a dtensor or a
+    megatron student."""
     replicated = distill_on_two_ranks(smoke["train"], tmp_path / "replicated")
     sharded = distill_on_two_ranks(smoke["train"], tmp_path / "sharded", "++teacher.sharded=true")
     keys = ("train/loss", "train/kl", "train/global_valid_toks", "train/grad_norm")
@@ -225,12 +228,12 @@ def test_a_teacher_sharded_over_two_ranks_gives_the_replicated_teachers_run(smok
     assert shards == [2, 1]
     mine, reference = final_weights(tmp_path / "sharded"), final_weights(tmp_path / "replicated")
     assert all((mine[name] - reference[name]).abs().max() < 1e-6 for name in reference)
-
-
-def test_a_sharded_teacher_needs_the_dtensor_backend(tmp_path):
-    with pytest.raises(UserError, match="teacher.sharded=true shards the teacher with FSDP"):
-        run(distill_config(tmp_path, problems(tmp_path), "++teacher.sharded=true", "++backend=megatron",
-                           "++policy.megatron_cfg.enabled=true"))  # fmt: skip
+    # a megatron student shards the teacher over megatron's data-parallel group: the same first step (the second
+    # samples from megatron's updated weights, equal only to rounding)
+    megatron = distill_on_two_ranks(smoke["train"], tmp_path / "megatron", "++teacher.sharded=true",
+                                    "++distillation.max_num_steps=1", *MEGATRON)  # fmt: skip
+    assert {k: megatron[0][k] for k in keys} == pytest.approx({k: replicated[0][k] for k in keys}, rel=1e-4, abs=1e-6)
+    assert json.loads((tmp_path / "megatron" / "logs" / "summary.json").read_text())["teacher_shards"] == 2
 
 
 def test_a_teacher_of_another_vocabulary_is_refused_in_the_job(tmp_path):

@@ -6,14 +6,19 @@ The helpers here (`arith_pairs`, `pair_config`, `global_batch_result`) also serv
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 import shutil
 import statistics
+import subprocess
+import sys
 
 import pytest
 import torch
 from arith_models import FLOAT32, SEQUENCE, warmed_model
+from safetensors.torch import load_file
 from test_sft_checkpoint import assert_same_weights
 from test_sft_support import read_metrics, tiny_model, write_jsonl
 
@@ -229,6 +234,35 @@ def test_micro_batch_size_packing_and_reference_mode_do_not_change_loss_or_gradi
     # at the start the policy is its own reference: every implicit reward is 0, the loss is log 2 + the SFT term
     assert stats["margin"] == 0 and stats["loss"] == pytest.approx(math.log(2) + 0.5 * stats["sft_loss"], abs=1e-5)
     assert_same_results(results, ("loss", "sft_loss", "margin", "num_pairs"))
+
+
+def dpo_on_two_ranks(pairs_file, output, *overrides: str) -> list[dict]:
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+            "skills_cli.training.algorithms.dpo",
+            *pair_overrides("dpo", tiny_model(), pairs_file, output, "++dpo.max_num_steps=2",
+                            "++dpo.reference_logprobs=on_the_fly", "++checkpointing.enabled=false", *overrides)]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return read_metrics(output)
+
+
+def test_an_on_the_fly_reference_sharded_over_two_ranks_gives_the_whole_references_steps(pairs_file, tmp_path):
+    """reference.sharded: the on-the-fly reference split over two data-parallel ranks (FSDP2) computes the whole
+    reference's sums, so the losses, margins, grad norms and weights are the same; packed micro-batches leave the
+    ranks unequal counts, which the sharded reference's forwards even out."""
+    whole = dpo_on_two_ranks(pairs_file, tmp_path / "whole", "++policy.sequence_packing.enabled=true")
+    sharded = dpo_on_two_ranks(pairs_file, tmp_path / "sharded", "++policy.sequence_packing.enabled=true",
+                               "++reference.sharded=true")  # fmt: skip
+    keys = ("train/loss", "train/margin", "train/accuracy", "train/grad_norm")
+    assert [row["step"] for row in sharded] == [1, 2] and whole[1]["train/margin"] != 0  # the policy left its reference
+    for ours, theirs in zip(sharded, whole, strict=True):
+        assert {k: ours[k] for k in keys} == pytest.approx({k: theirs[k] for k in keys}, rel=1e-5, abs=1e-7)
+    shards = [json.loads((tmp_path / name / "logs" / "summary.json").read_text())["reference_shards"]
+              for name in ("sharded", "whole")]  # fmt: skip
+    assert shards == [2, 1]
+    left, right = (load_file(str(tmp_path / name / "final_hf" / "model.safetensors")) for name in ("sharded", "whole"))
+    assert all((left[name] - right[name]).abs().max() < 1e-6 for name in right)
 
 
 RESUME_OPTIONS = ("++dpo.max_num_steps=4", "++dpo.max_num_epochs=4", "++checkpointing.save_period=2",

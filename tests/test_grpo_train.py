@@ -220,22 +220,36 @@ def test_resume_continues_the_uninterrupted_run(tmp_path):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-7)
 
 
-def test_two_data_parallel_ranks_under_torchrun(tmp_path):
-    train, _ = problems(tmp_path)
-    out = tmp_path / "dp2"
+def grpo_on_two_ranks(train: str, out: Path, *overrides: str) -> list[dict]:
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
             "skills_cli.training.algorithms.grpo", f"++policy.model_name={tiny_model()}", f"++data.train_data={train}",
             f"++output_dir={out}", "++grpo.num_prompts_per_step=4", "++grpo.num_generations_per_prompt=2",
             "++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=2",
             "++policy.generation.max_new_tokens=8", "++policy.max_total_sequence_length=160", "++grpo.max_num_steps=2",
-            "++checkpointing.enabled=false"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+            "++checkpointing.enabled=false", "++loss_fn.reference_policy_kl_penalty=0.05",
+            "++policy.optimizer.kwargs.lr=1e-3", "++env.reward_function=grpo_rewards:digit_count", *overrides]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = rows_of(out)
-    assert [row["step"] for row in rows] == [1, 2]
-    assert rows[0]["train/global_valid_seqs"] == 8  # both ranks' rollouts counted
-    assert check_metrics.check(out / "logs" / "metrics.json", NEMO_RL_CHECKS)
+    return rows_of(out)
+
+
+def test_two_data_parallel_ranks_under_torchrun_with_a_whole_or_a_sharded_reference(tmp_path):
+    """Two data-parallel ranks; reference.sharded splits the reference model over them (FSDP2, gathered per
+    layer for each forward): the same KL, losses and grad norms as a whole reference on each rank."""
+    train, _ = problems(tmp_path)
+    whole = grpo_on_two_ranks(train, tmp_path / "whole")
+    assert [row["step"] for row in whole] == [1, 2]
+    assert whole[0]["train/global_valid_seqs"] == 8  # both ranks' rollouts counted
+    assert check_metrics.check(tmp_path / "whole" / "logs" / "metrics.json", NEMO_RL_CHECKS)
+    sharded = grpo_on_two_ranks(train, tmp_path / "sharded", "++reference.sharded=true")
+    keys = ("train/loss", "train/kl_penalty", "train/grad_norm", "train/reward")
+    assert whole[1]["train/kl_penalty"] > 0  # the reference is in use after the first update
+    for ours, theirs in zip(sharded, whole, strict=True):
+        assert {k: ours[k] for k in keys} == pytest.approx({k: theirs[k] for k in keys}, rel=1e-5, abs=1e-7)
+    shards = [json.loads((tmp_path / name / "logs" / "summary.json").read_text())["reference_shards"]
+              for name in ("sharded", "whole")]  # fmt: skip
+    assert shards == [2, 1]
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------------

@@ -116,6 +116,16 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """The frozen reference policy beside the trained one (GRPO's and PPO's KL, DPO's on-the-fly reference)."""
+
+    # false: the whole reference on every rank (the fastest forward, for a model that fits one device beside the
+    # policy); true: FSDP-sharded over the data-parallel ranks, each holding 1/DP of it and gathering one layer at
+    # a time for each forward (components/frozen.py), for models whose second copy does not fit
+    sharded: bool = False
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     enabled: bool = True
     checkpoint_dir: str = ""

@@ -82,6 +82,7 @@ def transformer_config(shape: ModelShape, tp_size: int, pp_size: int, dtype, dev
 def build_gpt_model(shape: ModelShape, config, te: bool, head: str = "lm"):
     """The GPTModel of this rank's pipeline stage: full-vocabulary logits (parallel_output=False) for the LM
     head, a score per token for the scalar head (`scalar_output_layer`: critics and reward models)."""
+    import torch
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import (
@@ -89,13 +90,11 @@ def build_gpt_model(shape: ModelShape, config, te: bool, head: str = "lm"):
         get_gpt_layer_with_transformer_engine_spec,
     )
 
+    device = torch.device("cpu") if config.use_cpu_initialization else torch.device("cuda", torch.cuda.current_device())
     if te:
         spec = get_gpt_layer_with_transformer_engine_spec()
     else:  # RoPE happens in the core attention (packed.py)
-        import torch
-
         spec = get_gpt_layer_local_spec(normalization="RMSNorm")
-        device = "cpu" if config.use_cpu_initialization else torch.device("cuda", torch.cuda.current_device())
         spec.submodules.self_attention.submodules.core_attention = varlen_core_attention_spec(shape, device)
     model = GPTModel(
         config=config,
@@ -113,10 +112,12 @@ def build_gpt_model(shape: ModelShape, config, te: bool, head: str = "lm"):
     )
     if head == "scalar" and model.post_process:
         model.output_layer = scalar_output_layer(config.hidden_size)
-    # megatron's own layers are created in params_dtype, but the local spec's RMSNorm is torch's, created in
-    # float32: one dtype for all (as Megatron-LM's Float16Module does), or DDP makes a second gradient buffer
-    # and the norms run in float32 on bf16 activations
-    return model.to(dtype=config.params_dtype)
+    # megatron's own layers are created in params_dtype on the GPU, but the local spec's RMSNorm is torch's and
+    # the scalar head ours, both created in float32 on the CPU: one dtype for all (as Megatron-LM's Float16Module
+    # does), or DDP makes a second gradient buffer and the norms run in float32 on bf16 activations; one device
+    # for all, or they stay on the CPU where the distributed optimizer's buffers do not move them (its off
+    # setting then handed megatron's Float16Optimizer CPU parameters on a GPU run)
+    return model.to(device=device, dtype=config.params_dtype)
 
 
 def scalar_output_layer(hidden_size: int):

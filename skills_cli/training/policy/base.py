@@ -105,6 +105,12 @@ class Policy(ABC):
     def full_hf_state_dict(self) -> dict:
         """Full tensors on CPU under the HF model's parameter names on rank 0, {} elsewhere. Collective."""
 
+    def data_parallel_mesh(self):
+        """A DeviceMesh over this rank's data-parallel peers (what FSDP shards a frozen model over, `frozen.py`)."""
+        from torch.distributed.device_mesh import DeviceMesh
+
+        return DeviceMesh.from_group(self.dp_group, self.device.type)
+
     def rollout_weights(self) -> Iterator[tuple[str, Any]]:
         """(HF name, full tensor) pairs of the current weights on *every* rank, for a rollout engine's refit;
         consumed one at a time, so a backend can stream them from device memory. Collective: every rank must

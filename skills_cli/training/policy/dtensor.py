@@ -89,6 +89,9 @@ class DTensorPolicy(Policy):
         model.train()
         self.model = model
 
+    def data_parallel_mesh(self):
+        return self.mesh["dp"]
+
     # ---- compute ------------------------------------------------------------------------------------------
 
     def forward_backward(self, micro_batches: list, loss_fn: LossFn, train: bool) -> list[dict]:

@@ -60,7 +60,7 @@ class TeacherConfig:
     model_name: str = ""
     # false: the whole teacher on every rank (the fastest forward, for a teacher that fits one device beside the
     # student); true: FSDP-sharded over the data-parallel ranks (each holds 1/DP of its weights and gathers one
-    # layer at a time for each forward), for a teacher larger than a device's share; dtensor backend
+    # layer at a time for each forward), for a teacher larger than a device's share; either backend
     sharded: bool = False
 
 

@@ -17,8 +17,9 @@ next-token distributions (`loss.py`, `loss_fn.kl_type`), normalized by the globa
               come from a forward pass of the frozen teacher on the same tokens (no gradients), right before
               the student's loss reads them, so only one micro-batch's teacher logits exist at a time
 
-The teacher is a plain HF model whole on each rank, in the student's compute dtype (as GRPO's reference model):
-a teacher that fits one device. Its vocabulary must be the student's (refused before submission and here).
+The teacher is a frozen HF model in the student's compute dtype (components/frozen.py, as GRPO's reference
+model): whole on each rank, or with `teacher.sharded` FSDP-sharded over the data-parallel ranks. Its vocabulary
+must be the student's (refused before submission and here).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from skills_cli.training.algorithms.distill.loss import distillation_loss, per_t
 from skills_cli.training.algorithms.grpo.data import stop_token_ids
 from skills_cli.training.algorithms.grpo.rollout import Rollout
 from skills_cli.training.algorithms.grpo.trainer import GRPOTrainer, Timer
-from skills_cli.training.components.batching import dummy_micro_batch
 from skills_cli.training.components.model import check_model_path
 from skills_cli.training.components.parallel import all_reduce
 from skills_cli.training.components.tokenizer import load_tokenizer, pad_id
@@ -50,9 +50,6 @@ def check_config(config: DistillConfig, world_size: int) -> int:
     check_common_config(config)
     check_model_path(config.teacher.model_name, "teacher.model_name")
     check_same_vocabulary(config.policy.model_name, config.teacher.model_name, "teacher.model_name")
-    if config.teacher.sharded and config.backend != "dtensor":
-        raise UserError("teacher.sharded=true shards the teacher with FSDP over the dtensor backend's data-parallel "
-                        "ranks; use --backend dtensor, or teacher.sharded=false")  # fmt: skip
     loop = config.distillation
     if (loop.val_period or loop.val_at_start) and not config.data.val_data:
         raise UserError("distillation.val_period / distillation.val_at_start need data.val_data")
@@ -88,29 +85,13 @@ class DistillTrainer(GRPOTrainer):
         self.engine_is_stale = True
 
     def _load_teacher(self):
-        """The frozen teacher in the student's compute dtype, without gradients: whole on this rank, or with
-        `teacher.sharded` FSDP-sharded over the data-parallel ranks (its forwards are then collectives, so
-        every rank runs as many micro-batches: `_even_micro_batches`)."""
-        from skills_cli.training.components.model import load_model
-        from skills_cli.training.components.parallel import shard_frozen
+        """The frozen teacher in the student's compute dtype (components/frozen.py): whole on this rank, or with
+        `teacher.sharded` FSDP-sharded over the data-parallel ranks (its forwards are then collectives, so every
+        rank runs as many micro-batches: `train_on` evens them out)."""
+        from skills_cli.training.components.frozen import FrozenModel
 
-        model = load_model(self.config.teacher.model_name)
-        model.to(dtype=self.policy.compute_dtype).eval().requires_grad_(False)
-        if self.teacher_is_sharded:
-            shard_frozen(model, self.policy.mesh["dp"])
-        return model.to(device=self.dist.device)
-
-    @property
-    def teacher_is_sharded(self) -> bool:
-        return self.config.teacher.sharded and self.dp_size > 1
-
-    def _even_micro_batches(self, batches: list) -> list:
-        """A sharded teacher's forward gathers its weights from every DP rank: a rank with fewer micro-batches
-        than another (packing differs per rank) adds loss-free one-token ones, which run the teacher too."""
-        if not self.teacher_is_sharded:
-            return batches
-        passes = int(all_reduce(len(batches), self.policy.dp_group, self.dist.device, op="max"))
-        return batches + [dummy_micro_batch(self.pad_id) for _ in range(passes - len(batches))]
+        return FrozenModel.load(self.config.teacher.model_name, self.policy, self.dist.device,
+                                self.config.teacher.sharded)  # fmt: skip
 
     # ---- one step -----------------------------------------------------------------------------------------------
 
@@ -146,7 +127,7 @@ class DistillTrainer(GRPOTrainer):
         grad_norms, lrs, per_step = [], [], []
         for start in range(0, len(rollouts), per_rank):
             batches = self._micro_batches(rollouts[start : start + per_rank], self.config.policy.train_micro_batch_size)
-            batches = self._even_micro_batches(batches)
+            batches = self.teacher.even_out(batches, self.pad_id)  # the teacher runs inside the loss
             tokens = all_reduce(sum(float(b.loss_mask.sum()) for b in batches), group, device)
             lrs.append(self.policy.get_lr())
             results = self.policy.forward_backward(batches, self._loss_fn(tokens), train=True)
@@ -180,24 +161,13 @@ class DistillTrainer(GRPOTrainer):
 
     def teacher_logits(self, batch):
         """The teacher's logits on a micro-batch's tokens, in the layout the student's loss gets (no gradients)."""
-        import torch
-
-        inputs, _ = batch.model_inputs(self.policy.attn_implementation, self.policy.compute_dtype, self.dist.device)
-        with torch.no_grad():
-            return self.teacher(**inputs).logits
+        return self.teacher.logits(self.teacher.inputs(batch)[0])
 
     # ---- the run's summary and log --------------------------------------------------------------------------------
 
     def summary_fields(self) -> dict:
         return {**super().summary_fields(), "teacher": self.config.teacher.model_name,
-                "teacher_shards": self._teacher_shards()}  # fmt: skip
-
-    def _teacher_shards(self) -> int:
-        """Over how many ranks the teacher's weights are split, read from the weights themselves."""
-        from torch.distributed.tensor import DTensor
-
-        weight = next(self.teacher.parameters())
-        return weight.device_mesh.size() if isinstance(weight, DTensor) else 1
+                "teacher_shards": self.teacher.shards}  # fmt: skip
 
     def checkpoint_extras(self) -> dict:
         return {**super().checkpoint_extras(), "teacher": self.config.teacher.model_name}

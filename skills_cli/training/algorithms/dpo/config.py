@@ -15,7 +15,7 @@ from typing import Literal
 from skills_cli.common.errors import UserError
 from skills_cli.common.typed_config import bounded
 from skills_cli.training.components.preferences import PreferenceDataConfig
-from skills_cli.training.config import PolicyConfig, TrainerConfig
+from skills_cli.training.config import PolicyConfig, ReferenceConfig, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,4 @@ class DPOConfig(TrainerConfig):
     dpo: DPOLoopConfig = field(default_factory=DPOLoopConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)  # with dpo.reference_logprobs=on_the_fly

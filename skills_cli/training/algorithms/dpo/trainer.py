@@ -47,12 +47,13 @@ class DPOTrainer(PairTrainer):
             self.reference_tables["validation"] = self.precompute_reference(self.val_data)
 
     def _load_reference_model(self):
-        """A frozen copy of the starting model in the compute dtype on every rank (small models; the
-        precomputed default needs none)."""
-        from skills_cli.training.components.model import load_model
+        """A frozen copy of the starting model in the compute dtype (components/frozen.py): whole on every rank,
+        or with `reference.sharded` FSDP-sharded over the data-parallel ranks (the precomputed default needs
+        none)."""
+        from skills_cli.training.components.frozen import FrozenModel
 
-        model = load_model(self.config.policy.model_name, attn_implementation=self.policy.attn_implementation)
-        return model.to(device=self.dist.device, dtype=self.policy.compute_dtype).eval().requires_grad_(False)
+        return FrozenModel.load(self.config.policy.model_name, self.policy, self.dist.device,
+                                self.config.reference.sharded, attn_implementation=self.policy.attn_implementation)  # fmt: skip
 
     def precompute_reference(self, dataset: PreferenceDataset):
         """(pairs, 2) float32 CPU table of the starting policy's sequence log-probabilities: each data-parallel
@@ -80,21 +81,22 @@ class DPOTrainer(PairTrainer):
     def prepare(self, batches: list, split: str) -> None:
         import torch
 
+        if self.reference_model is not None:
+            self.reference_model.forward_each(batches, self._keep_reference_sums)
+            return
         for batch in batches:
-            if self.reference_model is not None:
-                batch.reference_sums = self._reference_sums(batch)
-            elif self.reference_tables:
+            if self.reference_tables:
                 batch.reference_sums = self.reference_tables[split][batch.pair_indices]
             else:
                 batch.reference_sums = torch.zeros((len(batch.pairs), 2), dtype=torch.float32)
 
-    def _reference_sums(self, batch):
-        import torch
+    @staticmethod
+    def _keep_reference_sums(batch, logits, labels) -> None:
+        batch.reference_sums = sequence_logprobs(logits, labels, batch).cpu()
 
-        inputs, labels = batch.model_inputs(self.policy.attn_implementation, self.policy.compute_dtype,
-                                            self.dist.device)  # fmt: skip
-        with torch.no_grad():
-            return sequence_logprobs(self.reference_model(**inputs).logits, labels, batch).cpu()
+    def summary_fields(self) -> dict:
+        shards = {"reference_shards": self.reference_model.shards} if self.reference_model is not None else {}
+        return {**super().summary_fields(), **shards}
 
     def pair_terms(self, logits, labels, batch) -> dict:
         policy = sequence_logprobs(logits, labels, batch)

@@ -18,6 +18,7 @@ from skills_cli.training.config import (
     CheckpointConfig,
     LoggerConfig,
     PolicyConfig,
+    ReferenceConfig,
     SequencePackingConfig,
     TrainerConfig,
     check_parallel_layout,
@@ -199,6 +200,7 @@ class GRPOConfig(OnPolicyConfig, TrainerConfig):
     policy: GRPOPolicyConfig = field(default_factory=GRPOPolicyConfig)
     data: GRPODataConfig = field(default_factory=GRPODataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     checkpointing: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(save_period=10))
     logger: GRPOLoggerConfig = field(default_factory=GRPOLoggerConfig)
 

@@ -143,15 +143,12 @@ class GRPOTrainer(Trainer):
     # ---- setup --------------------------------------------------------------------------------------------
 
     def _load_reference(self):
-        """The frozen starting policy for the KL penalty: a plain HF model in the compute dtype, no gradients.
+        """The frozen starting policy for the KL penalty (components/frozen.py): whole on each rank, or with
+        `reference.sharded` FSDP-sharded over the data-parallel ranks."""
+        from skills_cli.training.components.frozen import FrozenModel
 
-        Kept whole on each rank (a small model's footprint; NeMo-RL swaps reference weights in and out of the
-        sharded policy instead, which large models need)."""
-        from skills_cli.training.components.model import load_model
-
-        model = load_model(self.config.policy.model_name)
-        model.to(device=self.dist.device, dtype=self.policy.compute_dtype).eval().requires_grad_(False)
-        return model
+        return FrozenModel.load(self.config.policy.model_name, self.policy, self.dist.device,
+                                self.config.reference.sharded)  # fmt: skip
 
     def _load_reward_model(self):
         """env.reward_model's model, whole on each rank (as the reference), in the compute dtype on a GPU."""
@@ -266,8 +263,6 @@ class GRPOTrainer(Trainer):
 
     def compute_logprobs(self, rollouts: list[Rollout]) -> None:
         """prev (trainer) and reference logprobs of each response token, with the sampling temperature."""
-        import torch
-
         temperature = self.config.policy.generation.temperature
         batches = self._micro_batches(rollouts, self.config.policy.logprob_batch_size
                                       or self.config.policy.train_micro_batch_size)  # fmt: skip
@@ -287,13 +282,13 @@ class GRPOTrainer(Trainer):
                     rollout.prev_logprobs = values
         if self.reference is None:
             return
-        with torch.no_grad():
-            for batch in batches:
-                inputs, labels = batch.model_inputs(self.policy.attn_implementation, self.policy.compute_dtype,
-                                                    self.dist.device)  # fmt: skip
-                logprobs = token_logprobs(self.reference(**inputs).logits, labels, temperature)
-                for rollout, values in zip(batch.rollouts, rollouts_lib.response_values(batch, logprobs), strict=True):
-                    rollout.reference_logprobs = values
+
+        def keep(batch, logits, labels) -> None:
+            logprobs = token_logprobs(logits, labels, temperature)
+            for rollout, values in zip(batch.rollouts, rollouts_lib.response_values(batch, logprobs), strict=True):
+                rollout.reference_logprobs = values
+
+        self.reference.forward_each(batches, keep)
 
     def train_on(self, rollouts: list[Rollout]) -> dict:
         """Optimizer steps over this rank's rollouts, one global batch at a time; averaged diagnostics."""
@@ -538,8 +533,9 @@ class GRPOTrainer(Trainer):
     # ---- the run's summary and log --------------------------------------------------------------------------------
 
     def summary_fields(self) -> dict:
+        reference = {"reference_shards": self.reference.shards} if self.reference is not None else {}
         return {"num_train_problems": len(self.problems), "num_val_problems": len(self.val_problems),
-                "optimizer_steps_per_step": self.optimizer_steps_per_step}  # fmt: skip
+                "optimizer_steps_per_step": self.optimizer_steps_per_step, **reference}  # fmt: skip
 
     def finish(self, summary: dict) -> None:
         super().finish(summary)

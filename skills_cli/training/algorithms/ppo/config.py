@@ -30,6 +30,7 @@ from skills_cli.training.config import (
     OptimizerConfig,
     OptimizerKwargs,
     PolicyConfig,
+    ReferenceConfig,
     TrainerConfig,
 )
 
@@ -129,6 +130,7 @@ class PPOConfig(OnPolicyConfig, TrainerConfig):
     algorithm: PPOAlgorithmConfig = field(default_factory=PPOAlgorithmConfig)
     data: GRPODataConfig = field(default_factory=GRPODataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     checkpointing: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(save_period=10))
     logger: GRPOLoggerConfig = field(default_factory=GRPOLoggerConfig)
     critic_hf_path: str | None = None  # the exported critic (default <output_dir>/critic_hf)

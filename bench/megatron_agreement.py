@@ -7,8 +7,11 @@ off, weight decay 0), all runs at once on one GPU; per-step loss and grad norm a
 --before DIR adds megatron runs of the code at DIR (a copy of the package from before a fix, first on PYTHONPATH).
 
 The grad norm of step 1 is the gradient before any update: if it differs between the backends, the loss
-scaling does; if it agrees and step 2's loss does not, the optimizer does. The nodistopt variants fail on GPUs
-at present (megatron's Float16Optimizer is handed CPU parameters).
+scaling does; if it agrees and step 2's loss does not, the optimizer does. The nodistopt variants failed on an
+H200 (2026-12-04: megatron's Float16Optimizer was handed CPU parameters: the local spec's torch RMSNorm weights,
+created on the CPU, which only the distributed optimizer's buffers had moved to the GPU). build_gpt_model now
+moves the whole model to the GPU; that fix has not run on a GPU yet (no device lent since): this bench's
+nodistopt variants are its check.
 """
 
 from __future__ import annotations

@@ -180,11 +180,14 @@ def test_each_port_is_drawn_on_the_node_that_binds_it(config_dir, isolated_home)
     draws = {}
     for apart in ("cpu", None):
         script = sbatch_scripts(normalise(het_eval(config_dir, client_partition=apart).dry_run_text, isolated_home))
-        draws[apart] = [line.split("$(")[1].split(" 2>")[0] for line in script["gsm8k-generate"].splitlines()
-                        if line.startswith("export SKILLS_") and "_PORT=" in line]  # fmt: skip
+        draws[apart] = {line.split("=")[0].removeprefix("export "): line.split("$(")[1].split(" 2>")[0]
+                        for line in script["gsm8k-generate"].splitlines()
+                        if line.startswith("export SKILLS_") and "_PORT=" in line}  # fmt: skip
     here = "python3 -m skills_cli.common.ports"
-    assert draws["cpu"] == [here, f"srun --het-group=1 --nodes=1 --ntasks=1 {here}"], draws
-    assert draws[None] == [here, here], draws
+    # the 2-node server's own rendezvous port (Ray's head) binds on its head node too
+    server = {"SKILLS_SERVER_PORT": here, "SKILLS_SERVER_DIST_PORT": here}
+    assert draws["cpu"] == {**server, "SKILLS_SANDBOX_PORT": f"srun --het-group=1 --nodes=1 --ntasks=1 {here}"}
+    assert draws[None] == {**server, "SKILLS_SANDBOX_PORT": here}
 
 
 def test_the_cluster_configs_client_partition_is_the_default(config_dir, isolated_home):

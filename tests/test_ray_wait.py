@@ -43,7 +43,8 @@ def run_node(tmp_path: Path, nodes_seen: list[int], procid: int = 0, timeout: st
     (tmp_path / "nodes").write_text(" ".join(map(str, nodes_seen)))
     env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "RAY_SCRIPT": str(tmp_path),
            "SLURM_PROCID": str(procid), "SKILLS_CLI_RUN_DIR": str(tmp_path / "run"),
-           "SKILLS_CLI_HEAD_NODE": "head-node", "SKILLS_CLI_RENDEZVOUS_TIMEOUT": timeout}  # fmt: skip
+           "SKILLS_CLI_HEAD_NODE": "head-node", "SKILLS_SERVER_DIST_PORT": "6379",
+           "SKILLS_CLI_RENDEZVOUS_TIMEOUT": timeout}  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(["bash", "-c", ray_cluster_script(SERVE, 2)], env=env, capture_output=True, text=True,
                           timeout=60)  # fmt: skip

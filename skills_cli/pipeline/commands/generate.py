@@ -21,7 +21,7 @@ from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config, overrides_to_dict
 from skills_cli.common.typed_config import Bounds
 from skills_cli.inference import resume
-from skills_cli.inference.config import PORT_ENV, GenerateConfig, check_code_execution, done_marker
+from skills_cli.inference.config import GenerateConfig, check_code_execution, done_marker
 from skills_cli.inference.merge_chunks import chunk_file
 from skills_cli.inference.server.auth import ALL_INTERFACES
 from skills_cli.pipeline.cluster import ClusterConfig, load_cluster_config
@@ -226,7 +226,7 @@ def generation_job(
     if not spec.server_address:
         # a client on another node reaches the server by its node's name: it listens on all interfaces
         commands.insert(0, server_command(spec.hosted_server(ALL_INTERFACES if apart else None), cluster))
-        ports = (PORT_ENV,)
+        ports = commands[0].binds
     resources = Resources(nodes=spec.server_nodes, gpus_per_node=spec.server_gpus, time_limit=spec.time,
                           partition=spec.partition)  # fmt: skip
     job = Job(name=job_name("generate", out), commands=tuple(commands), resources=resources, ports=ports)

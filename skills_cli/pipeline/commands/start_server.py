@@ -82,7 +82,7 @@ def server_job(spec: StartServerSpec, cluster: ClusterConfig) -> Job:
     command = replace(command, argv=("bash", "-c", announce + command.argv[2]), background=False)
     resources = Resources(nodes=spec.server_nodes, gpus_per_node=spec.server_gpus, time_limit=spec.time,
                           partition=spec.partition)  # fmt: skip
-    return Job(name="server", commands=(command,), resources=resources, ports=(PORT_ENV,))
+    return Job(name="server", commands=(command,), resources=resources, ports=command.binds)
 
 
 def read_address(cluster: ClusterConfig, run_dir: str) -> str | None:

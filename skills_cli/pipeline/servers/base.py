@@ -26,6 +26,10 @@ from skills_cli.pipeline.jobs import Command
 from skills_cli.pipeline.shell import Raw, quote_argv
 
 PORT = Raw(f'"${PORT_ENV}"')
+# a multi-node server's own rendezvous on its head node (Ray's head, vLLM's CPU master, SGLang's dist-init): a
+# port drawn free there when the job starts, like the server's, never a fixed one two jobs on a node would share
+DIST_PORT_ENV = "SKILLS_SERVER_DIST_PORT"
+DIST_PORT = Raw(f'"${DIST_PORT_ENV}"')
 # the key as a shell word; a job without one fails here (logged) instead of serving without authentication
 API_KEY = Raw(f'"${{{API_KEY_ENV}:?this job has no server API key}}"')
 _HOST = re.compile(r"^[A-Za-z0-9.:\-]+$")  # an IPv4/IPv6 address or a host name
@@ -156,4 +160,4 @@ def server_command(spec: ServerSpec, cluster: ClusterConfig) -> Command:
         kind.environment_check(spec, python)
     script = kind.script(spec, python)
     return Command(argv=("bash", "-c", script), name="server", container=kind.container(cluster), gpus=spec.gpus,
-                   background=True, binds=(PORT_ENV,))  # fmt: skip
+                   background=True, binds=(PORT_ENV, DIST_PORT_ENV) if spec.nodes > 1 else (PORT_ENV,))  # fmt: skip

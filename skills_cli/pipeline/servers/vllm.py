@@ -27,16 +27,20 @@ from pathlib import Path
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.node_rendezvous import DEFAULT_TIMEOUT_S, TIMEOUT_ENV
-from skills_cli.inference.config import PORT_ENV
 from skills_cli.pipeline.render import HEAD_NODE_ENV
-from skills_cli.pipeline.servers.base import API_KEY, PORT, SERVER_KINDS, ServerKind, ServerSpec, logged
+from skills_cli.pipeline.servers.base import (
+    API_KEY,
+    DIST_PORT,
+    DIST_PORT_ENV,
+    PORT,
+    SERVER_KINDS,
+    ServerKind,
+    ServerSpec,
+    logged,
+)
 from skills_cli.pipeline.shell import Raw, quote_argv
 
-RAY_PORT = 6379
 API_SERVER = "vllm.entrypoints.openai.api_server"
-# the CPU build's rendezvous on the head node: the port after the job's server port (drawn free at job start,
-# below the ephemeral range, so its neighbour is free too but for a rare coincidence)
-MASTER_PORT = Raw(f'"$(( ${PORT_ENV} + 1 ))"')
 # eager all the way on the CPU build across nodes: with tensor parallel vLLM also compiles a helper of its split
 # vocabulary with torch's inductor, which needs a C++ compiler on every node ("InvalidCxxCompiler: No working C++
 # compiler found" on the first request); --enforce-eager does not reach it, turning torch.compile off does
@@ -84,7 +88,7 @@ def vllm_argv(spec: ServerSpec, python: str) -> list[str]:
     if spec.nodes > 1 and on_cpu:
         argv.insert(argv.index(python), NO_TORCH_COMPILE)
         argv += ["--tensor-parallel-size", str(spec.nodes), "--nnodes", str(spec.nodes), "--node-rank",
-                 Raw('"$SLURM_PROCID"'), "--master-addr", Raw(f'"${HEAD_NODE_ENV}"'), "--master-port", MASTER_PORT]  # fmt: skip
+                 Raw('"$SLURM_PROCID"'), "--master-addr", Raw(f'"${HEAD_NODE_ENV}"'), "--master-port", DIST_PORT]  # fmt: skip
     elif spec.nodes > 1:
         argv += ["--pipeline-parallel-size", str(spec.nodes), "--distributed-executor-backend", "ray"]
     return argv + list(spec.args)
@@ -175,8 +179,8 @@ def mp_nodes_script(serve: list[str]) -> str:
 
 def ray_cluster_script(serve: list[str], nodes: int) -> str:
     """Node 0 starts the Ray head, waits for every node, then serves; the others join as workers."""
-    head = quote_argv(["ray", "start", "--head", f"--port={RAY_PORT}"])
-    worker = quote_argv(["ray", "start", Raw(f'--address="${HEAD_NODE_ENV}:{RAY_PORT}"'), "--block"])
+    head = quote_argv(["ray", "start", "--head", Raw(f"--port={DIST_PORT}")])
+    worker = quote_argv(["ray", "start", Raw(f'--address="${HEAD_NODE_ENV}:${DIST_PORT_ENV}"'), "--block"])
     return (f'if [ "$SLURM_PROCID" = 0 ]; then {head} && {{ {ray_wait_script(nodes)}; }} && {{ {logged(serve)}; }}; '
             f"else {worker}; fi")  # fmt: skip
 
@@ -188,7 +192,7 @@ def ray_wait_script(nodes: int) -> str:
     server.exit like any server's failure, so the client's wait ends at once and quotes it."""
     limit = f"${{{TIMEOUT_ENV}:-{DEFAULT_TIMEOUT_S:g}}}"
     give_up = logged([Raw(f'{{ echo "error: only $_skills_ray_nodes of {nodes} nodes joined the Ray cluster at '
-                          f'${HEAD_NODE_ENV}:{RAY_PORT} within $_skills_ray_limit s (set {TIMEOUT_ENV} to wait '
+                          f'${HEAD_NODE_ENV}:${DIST_PORT_ENV} within $_skills_ray_limit s (set {TIMEOUT_ENV} to wait '
                           'longer)"; false; }')])  # fmt: skip
     return (f"_skills_ray_limit={limit}; _skills_ray_deadline=$(( SECONDS + ${{_skills_ray_limit%.*}} )); "
             f"until _skills_ray_nodes=$(ray status 2>/dev/null | grep -c ' node_'); "

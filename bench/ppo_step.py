@@ -49,7 +49,8 @@ Device command (one H200; TRL 1.16.0, datasets, dill, multiprocess carried as wh
         /tmp/trl112 .whl/ppo/*.whl && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 bench/ppo_step.py \
         --trl_path /tmp/trl112 --out $OUT/ppo_step.json --logs_dir $OUT/ppo_logs --device_kind nvidia-h200
 
-Measured: not yet measured.
+Measured: not yet measured (no device lent since it was written; `bash bench/device_issue18.sh 1` runs
+this command with the other unmeasured benches of issue 18).
 """
 
 from __future__ import annotations

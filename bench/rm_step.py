@@ -32,7 +32,8 @@ Device command (one H200; TRL 1.16.0, datasets, dill, multiprocess carried as wh
         .whl/*.whl && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 bench/rm_step.py \
         --out $OUT/rm_step.json --logs_dir $OUT/rm_logs --device_kind nvidia-h200 --lengths variable
 
-Measured: not yet measured.
+Measured: not yet measured (no device lent since it was written; `bash bench/device_issue18.sh 1` runs
+this command with the other unmeasured benches of issue 18).
 """
 
 from __future__ import annotations

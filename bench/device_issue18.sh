@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU figures issue 18 still lacks, as three device calls of under 600 s each (one H200; a session has 30
+# device minutes). From the repository root, with the device tool, carrying the wheels:
+#   run(command="bash bench/device_issue18.sh 1", carry=[".whl"])  # reward model, then PPO, each against TRL
+#   run(command="bash bench/device_issue18.sh 2", carry=[".whl"])  # distillation against TRL; megatron agreement
+#                                                                 # (its nodistopt variants check 21b8f37's fix)
+#   run(command="bash bench/device_issue18.sh 3", carry=[".whl"])  # DPO against TRL, variable then equal lengths
+# Each bench bounds its own phases (--timeouts); the outer timeouts keep one call under the device's limit and
+# let the next bench of the call run when one overruns. JSON and logs land in $OUT. The commands are the ones in
+# each bench's docstring; copy the figures there ("Measured: ...") with this script's call line.
+set -uo pipefail
+: "${OUT:?run on the device machine, where the device tool sets OUT}"
+call=${1:?which call: 1, 2 or 3}
+
+install() {  # --target: the machine's own torch and transformers stay; no index: nothing to download there
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$2" $1
+}
+bench() {  # seconds, script, arguments...: one bench, its exit status reported, never ending the call
+    local limit=$1 script=$2
+    shift 2
+    echo "== $script $* (at most ${limit} s, $(date -u +%T))"
+    timeout "$limit" python3 "bench/$script" "$@"
+    echo "== $script: exit $? ($(date -u +%T))"
+}
+
+case "$call" in 1 | 2 | 3) ;; *) echo "error: call must be 1, 2 or 3, not $call" >&2; exit 2 ;; esac
+install ".whl/*.whl" /tmp/site || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+case "$call" in
+    1)
+        bench 280 rm_step.py --out "$OUT/rm_step.json" --logs_dir "$OUT/rm_logs" --device_kind nvidia-h200 \
+            --lengths variable
+        install ".whl/ppo/*.whl" /tmp/trl112 || exit 1
+        bench 290 ppo_step.py --trl_path /tmp/trl112 --out "$OUT/ppo_step.json" --logs_dir "$OUT/ppo_logs" \
+            --device_kind nvidia-h200
+        ;;
+    2)
+        bench 320 distill_step.py --out "$OUT/distill_step.json" --logs_dir "$OUT/distill_logs" \
+            --device_kind nvidia-h200
+        bench 250 megatron_agreement.py --out "$OUT/megatron_agreement.json" --workdir /tmp/agree
+        ;;
+    3)
+        bench 290 dpo_step.py --lengths variable --out "$OUT/dpo_var.json" --logs_dir "$OUT/dpo_var_logs" \
+            --device_kind nvidia-h200 --timeouts 130,160,90
+        bench 290 dpo_step.py --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
+            --device_kind nvidia-h200 --timeouts 130,160,90
+        ;;
+esac

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 
 from skills_cli.pipeline.servers.base import ServerSpec
-from skills_cli.pipeline.servers.vllm import ray_cluster_script
+from skills_cli.pipeline.servers.vllm import RAY_STATUS_TIMEOUT_S, ray_cluster_script
 
 # the status lines of the real `ray status` that the wait counts (one `node_<id>` per live node)
 SCRIPTED_RAY = """#!/bin/bash
 echo "$*" >> "$RAY_SCRIPT/calls"
 [ "$1" = status ] || exit 0
+[ "$(cat "$RAY_SCRIPT/nodes")" = hang ] && exec sleep 120
 calls=$(grep -c '^status' "$RAY_SCRIPT/calls")
 counts=($(cat "$RAY_SCRIPT/nodes"))
 index=$(( calls < ${#counts[@]} ? calls - 1 : ${#counts[@]} - 1 ))
@@ -34,7 +35,7 @@ SERVE = ["bash", "-c", 'echo serving; touch "$SKILLS_CLI_RUN_DIR/served"']
 POLL_S = 5  # the wait polls `ray status` every 5 s: a timeout is noticed at most one poll late
 
 
-def run_node(tmp_path: Path, nodes_seen: list[int], procid: int = 0, timeout: str = "2") -> tuple[int, str, float]:
+def run_node(tmp_path: Path, nodes_seen: list, procid: int = 0, timeout: str = "2") -> tuple[int, str, float]:
     """Run the 2-node script as task `procid` with the scripted Ray; (exit code, output, seconds)."""
     stub = tmp_path / "bin"
     stub.mkdir(exist_ok=True)
@@ -75,6 +76,13 @@ def test_a_timeout_in_the_rendezvous_form_with_a_fraction_is_whole_seconds(tmp_p
     code, output, seconds = run_node(tmp_path, nodes_seen=[0], timeout="2.5")
     assert code == 1 and output.startswith("error: only 0 of 2 nodes joined") and "within 2.5 s" in output, output
     assert seconds < 2 + POLL_S + 10, seconds
+
+
+def test_a_ray_status_that_hangs_does_not_stretch_the_bound(tmp_path):
+    """A head whose `ray status` never answers: each call is cut after RAY_STATUS_TIMEOUT_S and counts no node."""
+    code, output, seconds = run_node(tmp_path, nodes_seen=["hang"])
+    assert code == 1 and output.splitlines()[0].startswith("error: only 0 of 2 nodes joined"), output
+    assert 2 <= seconds < 2 + RAY_STATUS_TIMEOUT_S + POLL_S + 10, seconds
 
 
 def test_the_other_nodes_join_the_heads_ray_cluster(tmp_path):

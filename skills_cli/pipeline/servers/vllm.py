@@ -40,6 +40,7 @@ from skills_cli.pipeline.servers.base import (
 )
 from skills_cli.pipeline.shell import Raw, quote_argv
 
+RAY_STATUS_TIMEOUT_S = 10  # one `ray status` call of the head's wait for its nodes
 API_SERVER = "vllm.entrypoints.openai.api_server"
 # eager all the way on the CPU build across nodes: with tensor parallel vLLM also compiles a helper of its split
 # vocabulary with torch's inductor, which needs a C++ compiler on every node ("InvalidCxxCompiler: No working C++
@@ -189,13 +190,14 @@ def ray_wait_script(nodes: int) -> str:
     """Until `ray status` lists all `nodes`, for as long as a multi-node training's rendezvous waits
     ($SKILLS_CLI_RENDEZVOUS_TIMEOUT, default 300 s, whole seconds here): a node that never joins fails the server
     with one line instead of a head waiting forever. The line goes through `logged`, into server.log and
-    server.exit like any server's failure, so the client's wait ends at once and quotes it."""
+    server.exit like any server's failure, so the client's wait ends at once and quotes it. A `ray status` that
+    hangs (a head whose GCS stopped answering) counts as no nodes after RAY_STATUS_TIMEOUT_S, so the bound holds."""
     limit = f"${{{TIMEOUT_ENV}:-{DEFAULT_TIMEOUT_S:g}}}"
     give_up = logged([Raw(f'{{ echo "error: only $_skills_ray_nodes of {nodes} nodes joined the Ray cluster at '
                           f'${HEAD_NODE_ENV}:${DIST_PORT_ENV} within $_skills_ray_limit s (set {TIMEOUT_ENV} to wait '
                           'longer)"; false; }')])  # fmt: skip
     return (f"_skills_ray_limit={limit}; _skills_ray_deadline=$(( SECONDS + ${{_skills_ray_limit%.*}} )); "
-            f"until _skills_ray_nodes=$(ray status 2>/dev/null | grep -c ' node_'); "
+            f"until _skills_ray_nodes=$(timeout {RAY_STATUS_TIMEOUT_S} ray status 2>/dev/null | grep -c ' node_'); "
             f'[ "$_skills_ray_nodes" -ge {nodes} ]; do [ "$SECONDS" -lt "$_skills_ray_deadline" ] || {{ {give_up}; }}; '
             "sleep 5; done")  # fmt: skip
 

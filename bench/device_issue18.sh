@@ -5,6 +5,7 @@
 #   run(command="bash bench/device_issue18.sh 2", carry=[".whl"])  # distillation against TRL; megatron agreement
 #                                                                 # (its nodistopt variants check 21b8f37's fix)
 #   run(command="bash bench/device_issue18.sh 3", carry=[".whl"])  # DPO against TRL, variable then equal lengths
+#                                                                 # (equal: with a profile of our steps)
 # Each bench bounds its own phases (--timeouts); the outer timeouts keep one call under the device's limit and
 # let the next bench of the call run when one overruns. JSON and logs land in $OUT. The commands are the ones in
 # each bench's docstring; copy the figures there ("Measured: ...") with this script's call line.
@@ -40,9 +41,9 @@ case "$call" in
         bench 250 megatron_agreement.py --out "$OUT/megatron_agreement.json" --workdir /tmp/agree
         ;;
     3)
-        bench 290 dpo_step.py --lengths variable --out "$OUT/dpo_var.json" --logs_dir "$OUT/dpo_var_logs" \
+        bench 280 dpo_step.py --lengths variable --out "$OUT/dpo_var.json" --logs_dir "$OUT/dpo_var_logs" \
             --device_kind nvidia-h200 --timeouts 130,160,90
         bench 290 dpo_step.py --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
-            --device_kind nvidia-h200 --timeouts 130,160,90
+            --device_kind nvidia-h200 --timeouts 100,120,50 --profile
         ;;
 esac

@@ -2,7 +2,7 @@
 
     python bench/dpo_step.py [--out bench/results/dpo_step.json] [--logs_dir DIR] [--tiny] [--skip_trl]
         [--variants precomputed,on_the_fly] [--steps 10] [--trl_steps 6] [--batch 64] [--checks 40]
-        [--long] [--device_kind nvidia-h200] [--timeouts 150,150,120]
+        [--long] [--device_kind nvidia-h200] [--timeouts 150,150,120] [--profile]
 
 What it does, all offline, each phase a separate process (the real entry points, as users run them):
   1. builds the Qwen2.5-0.5B-shaped Qwen2 of bench/grpo_step.py (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP
@@ -20,6 +20,9 @@ What it does, all offline, each phase a separate process (the real entry points,
      rate (constant), AdamW settings, global batch (per-device `--trl_micro_batch` pairs x gradient accumulation),
      max_length, bf16 mixed precision, precompute_ref_log_probs=True (done in its constructor, before step 1, as
      ours), no gradient checkpointing, padded batches (TRL 1.16 disables padding_free).
+  5. `--profile`: steps 4-5 of our first variant under torch.profiler in a process of its own: the top ops by
+     device and CPU time to <logs>/profile-dpo.txt, device seconds by kernel category (bench/sft_throughput.py's)
+     into the JSON; what to read to find where a DPO step spends the time an SFT step of the same tokens does not.
 
 Step time: ours, `step_time_s` of metrics.jsonl (one optimizer step, synchronized); TRL's, wall clock between
 consecutive TrainerCallback.on_step_end calls after a CUDA synchronize. Medians over steps 2..N (step 1 holds the
@@ -149,21 +152,76 @@ def run_ours(report: dict, args, variant: str, model: Path, pairs_path: str, wor
     if variant not in ("precomputed", "on_the_fly"):
         raise SystemExit(f"unknown variant {variant!r} (precomputed, on_the_fly)")
     name = "dpo" if "dpo" not in report else f"dpo_{variant}"
-    overrides = [
-        f"++policy.model_name={model}", f"++data.train_data={pairs_path}", f"++output_dir={work / name}",
-        f"++dpo.max_num_steps={args.steps}", f"++dpo.seed={args.seed}", f"++dpo.reference_policy_kl_penalty={BETA}",
-        f"++dpo.reference_logprobs={variant}", f"++policy.train_global_batch_size={args.batch}",
-        "++policy.sequence_packing.enabled=true", f"++policy.train_micro_batch_size={args.pack_rows}",
-        f"++policy.max_total_sequence_length={args.max_length}", "++policy.precision=bfloat16",
-        f"++policy.optimizer.kwargs.lr={args.lr}", "++policy.scheduler.name=constant",
-        "++checkpointing.enabled=false",
-    ]  # fmt: skip
+    overrides = our_overrides(args, variant, model, pairs_path, work / name, args.steps)
     python = sys.executable
     report[name] = {"reference_logprobs": variant, "sequence_packing": True,
                     "command": f"{python} -m skills_cli.training.algorithms.dpo " + " ".join(overrides)}  # fmt: skip
     report[name].update(run_process([python, "-m", "skills_cli.training.algorithms.dpo", *overrides],
                                     logs / f"{name}.log", timeout, work))  # fmt: skip
     report[name].update(summarize_ours(read_jsonl(work / name / "logs" / "metrics.jsonl")))
+
+
+def our_overrides(args, variant: str, model: Path, pairs_path: str, output: Path, steps: int) -> list[str]:
+    return [
+        f"++policy.model_name={model}", f"++data.train_data={pairs_path}", f"++output_dir={output}",
+        f"++dpo.max_num_steps={steps}", f"++dpo.seed={args.seed}", f"++dpo.reference_policy_kl_penalty={BETA}",
+        f"++dpo.reference_logprobs={variant}", f"++policy.train_global_batch_size={args.batch}",
+        "++policy.sequence_packing.enabled=true", f"++policy.train_micro_batch_size={args.pack_rows}",
+        f"++policy.max_total_sequence_length={args.max_length}", "++policy.precision=bfloat16",
+        f"++policy.optimizer.kwargs.lr={args.lr}", "++policy.scheduler.name=constant",
+        "++checkpointing.enabled=false",
+    ]  # fmt: skip
+
+
+# ---- profile (its own process) ------------------------------------------------------------------------------------
+
+PROFILE_WARMUP, PROFILE_STEPS = 3, 2
+
+
+def run_profile(report: dict, args, model: Path, pairs_path: str, work: Path, logs: Path, timeout: float) -> None:
+    """`--profile`: our first variant's steps PROFILE_WARMUP + 1.. under torch.profiler in a worker process; the
+    top kernels and CPU ops to <logs>/profile-dpo.txt, device time by kernel category into report["profile"]."""
+    variant = args.variants.split(",")[0]
+    spec = {"overrides": our_overrides(args, variant, model, pairs_path, work / "profile", PROFILE_WARMUP +
+                                       PROFILE_STEPS), "text": str(logs / "profile-dpo.txt"),
+            "result": str(work / "profile.json")}  # fmt: skip
+    (work / "profile_spec.json").write_text(json.dumps(spec))
+    process = run_process([sys.executable, str(Path(__file__).resolve()), "--profile_worker",
+                           str(work / "profile_spec.json")], logs / "profile.log", timeout, work)  # fmt: skip
+    result = Path(spec["result"])
+    report["profile"] = {**process, **(json.loads(result.read_text()) if result.is_file() else {})}
+
+
+def profile_worker(spec_path: str) -> None:
+    import torch
+    from sft_throughput import kernel_categories
+    from torch.profiler import ProfilerActivity, profile
+
+    from skills_cli.common.overrides import load_config_from_argv
+    from skills_cli.training.algorithms.dpo.config import DPOConfig
+    from skills_cli.training.algorithms.dpo.trainer import DPOTrainer
+    from skills_cli.training.components.parallel import distributed_session
+
+    spec = json.loads(Path(spec_path).read_text())
+    config = load_config_from_argv(DPOConfig, spec["overrides"], where="dpo")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with distributed_session() as dist:
+        trainer = DPOTrainer(config, dist)
+        for _ in range(PROFILE_WARMUP):  # past compilation and the first shapes
+            trainer.train_step()
+        start = time.perf_counter()
+        with profile(activities=activities) as prof:
+            rows = [trainer.train_step() for _ in range(PROFILE_STEPS)]
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    device_s = sum(e.self_device_time_total for e in events) / 1e6
+    by_device = events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=90)
+    by_cpu = events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90)
+    Path(spec["text"]).write_text(f"ops by self device time\n{by_device}\n\nops by self CPU time\n{by_cpu}\n")
+    Path(spec["result"]).write_text(json.dumps({
+        "profiled_steps": PROFILE_STEPS, "profiled_wall_s": wall, "device_busy_s": device_s,
+        "device_busy_fraction": device_s / wall, "step_times_s": [row["step_time_s"] for row in rows],
+        "device_s_by_category": kernel_categories(events), "profile_file": spec["text"]}))  # fmt: skip
 
 
 def summarize_ours(rows: list[dict]) -> dict:
@@ -360,7 +418,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--long", action="store_true",
                         help="long pairs: 130 checks (~1.5k tokens a side), max_length 2048, 32 pairs a step, "
                              "8 packed rows / TRL micro-batches of 4 pairs")  # fmt: skip
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"also profile {PROFILE_STEPS} steps of our first variant (torch.profiler, own process)",
+    )
     parser.add_argument("--trl_worker", help=argparse.SUPPRESS)
+    parser.add_argument("--profile_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.long:
         args.checks, args.max_length, args.batch, args.pack_rows, args.trl_micro_batch = 130, 2048, 32, 8, 4
@@ -372,6 +436,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.trl_worker:
         trl_worker(args.trl_worker)
+        return
+    if args.profile_worker:
+        profile_worker(args.profile_worker)
         return
     import shutil
 
@@ -417,6 +484,9 @@ def main(argv: list[str] | None = None) -> None:
         save(report, args)
     for variant in variants[1:]:
         run_ours(report, args, variant, work / "base", pairs_path, work, logs, other_timeout)
+        save(report, args)
+    if args.profile:
+        run_profile(report, args, work / "base", pairs_path, work, logs, other_timeout)
         save(report, args)
     finish(report, args)
 

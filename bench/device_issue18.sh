@@ -42,7 +42,7 @@ case "$call" in
         ;;
     3)
         bench 280 dpo_step.py --lengths variable --out "$OUT/dpo_var.json" --logs_dir "$OUT/dpo_var_logs" \
-            --device_kind nvidia-h200 --timeouts 130,160,90
+            --device_kind nvidia-h200 --timeouts 110,150,20
         bench 290 dpo_step.py --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
             --device_kind nvidia-h200 --timeouts 100,120,50 --profile
         ;;

@@ -25,12 +25,15 @@ class FrozenModel:
         self.model, self.policy, self.device, self.sharded = model, policy, device, sharded
 
     @classmethod
-    def load(cls, model_name: str, policy, device, sharded: bool, **load_kwargs) -> FrozenModel:
+    def load(cls, model_name: str, policy, device, sharded: bool) -> FrozenModel:
         """`model_name` in `policy`'s compute dtype on `device`; sharded over its data-parallel ranks when asked
-        and there is more than one (one rank's shard would be the whole model, gathered again every forward)."""
+        and there is more than one (one rank's shard would be the whole model, gathered again every forward).
+        Its attention is the policy's HF one; beside a megatron policy (whose inputs are padded rows or 4D masks,
+        `batching.MicroBatch.model_inputs`) transformers' default for this device."""
         from skills_cli.training.components.model import load_model
 
-        model = load_model(model_name, **load_kwargs)
+        attention = policy.attn_implementation
+        model = load_model(model_name, attn_implementation=None if attention.startswith("megatron") else attention)
         model.to(dtype=policy.compute_dtype).eval().requires_grad_(False)
         sharded = sharded and policy.dp_size > 1
         if sharded:

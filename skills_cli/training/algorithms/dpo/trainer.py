@@ -53,7 +53,7 @@ class DPOTrainer(PairTrainer):
         from skills_cli.training.components.frozen import FrozenModel
 
         return FrozenModel.load(self.config.policy.model_name, self.policy, self.dist.device,
-                                self.config.reference.sharded, attn_implementation=self.policy.attn_implementation)  # fmt: skip
+                                self.config.reference.sharded)  # fmt: skip
 
     def precompute_reference(self, dataset: PreferenceDataset):
         """(pairs, 2) float32 CPU table of the starting policy's sequence log-probabilities: each data-parallel

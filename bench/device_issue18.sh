@@ -27,6 +27,8 @@ bench() {  # seconds, script, arguments...: one bench, its exit status reported,
 case "$call" in 1 | 2 | 3) ;; *) echo "error: call must be 1, 2 or 3, not $call" >&2; exit 2 ;; esac
 install ".whl/*.whl" /tmp/site || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+# the carried wheels need the machine's pyarrow, pandas and xxhash: say at once if an import fails
+python3 -c "import datasets, trl, megatron.core as m; print('datasets', datasets.__version__, 'trl', trl.__version__, 'megatron-core', m.__version__)" || exit 1
 case "$call" in
     1)
         bench 280 rm_step.py --out "$OUT/rm_step.json" --logs_dir "$OUT/rm_logs" --device_kind nvidia-h200 \

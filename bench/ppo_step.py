@@ -49,8 +49,18 @@ Device command (one H200; TRL 1.16.0, datasets, dill, multiprocess carried as wh
         /tmp/trl112 .whl/ppo/*.whl && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 bench/ppo_step.py \
         --trl_path /tmp/trl112 --out $OUT/ppo_step.json --logs_dir $OUT/ppo_logs --device_kind nvidia-h200
 
-Measured: not yet measured (no device lent since it was written; `bash bench/device_issue18.sh 1` runs
-this command with the other unmeasured benches of issue 18).
+Measured 2026-12-05 on one H200 (nvidia-h200; torch 2.11, transformers 5.17, accelerate 1.15; TRL 1.12.0 for
+PPOTrainer, datasets 5.2.0 carried as wheels; commit 9181d88 + the preflight line of bench/device_issue18.sh),
+`bash bench/device_issue18.sh 1`, i.e. the command above with its defaults: 128 rollouts a step, 128 new tokens
+each (all ran to the limit on both sides), 2 PPO epochs, one mini-batch, KL k1 x 0.05 in the reward, lr 1e-6;
+about 21.5k tokens a step on both sides:
+  ours, median of steps 2-8: total 1.786 s = generation 0.263 + reward 0.043 + policy and reference logprobs
+    0.209 + values 0.083 + advantages 0.012 + policy training 0.693 + critic training 0.451 (+ refit 0.017);
+    12,025 tokens/s/GPU, peak 40.4 GiB; token_mult_prob_error median 1.0089
+  TRL PPOTrainer, median of steps 2-4: 4.160 s (generate 2.003 s), 5,160 tokens/s/GPU, peak 59.9 GiB
+  ratio TRL step time / ours 2.33 (target >= 2: met).
+The value losses differ in scale (ours ~0.0013, TRL's 0.11 -> 0.044): our critic's value head starts at zero
+(components/heads.py), TRL's at random; neither is a quality figure over 8 steps of a random reward.
 """
 
 from __future__ import annotations

@@ -32,8 +32,18 @@ Device command (one H200; TRL 1.16.0, datasets, dill, multiprocess carried as wh
         .whl/*.whl && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 bench/rm_step.py \
         --out $OUT/rm_step.json --logs_dir $OUT/rm_logs --device_kind nvidia-h200 --lengths variable
 
-Measured: not yet measured (no device lent since it was written; `bash bench/device_issue18.sh 1` runs
-this command with the other unmeasured benches of issue 18).
+Measured 2026-12-05 on one H200 (nvidia-h200; torch 2.11, transformers 5.17, accelerate 1.15; TRL 1.16.0,
+datasets 5.2.0, dill 0.4.1, multiprocess 0.70.19 carried as wheels; commit 9181d88 + the preflight line of
+bench/device_issue18.sh), `bash bench/device_issue18.sh 1`, i.e. the command above: 64 pairs a step, variable
+lengths (each side 4-76 checks, max_length fitted to 1472, longest sequence 1423 tokens), lr 1e-5; ours 16 packed
+rows of 1472 tokens a micro-batch, TRL 8 pairs a micro-batch x 8 accumulation steps; both read the same pairs
+(85-95k tokens a step):
+  ours, median of steps 2-8: 0.558 s, 170,058 tokens/s/GPU, peak 29.2 GiB (step 1: 10.4 s, compilation)
+  TRL RewardTrainer, median of steps 2-5: 2.015 s, 44,851 tokens/s/GPU, peak 44.1 GiB
+  ratio TRL step time / ours 3.61, tokens/s ours / TRL 3.79 (target >= 2: met).
+Our step 1 reads loss ln 2 and accuracy 0: the score head starts at zero, so every pair ties (a tie is not
+counted as ranked right); TRL's random head starts at 0.686. Accuracy over 8 steps of random pairs is not a
+quality figure (the CPU tests own that).
 """
 
 from __future__ import annotations

@@ -139,12 +139,17 @@ class MicroBatch:
 
 
 def _to(tensors: dict, device) -> dict:
-    """Host-to-device copies that do not wait for the GPU: from pinned memory, asynchronously (a pageable copy
-    would first drain the GPU's queue, idling it while the next micro-batch is prepared)."""
+    return dict(zip(tensors, to_device(device, *tensors.values()), strict=True))
 
+
+def to_device(device, *tensors) -> tuple:
+    """Host-to-device copies that do not wait for the GPU: from pinned memory, asynchronously (a pageable copy
+    would first drain the GPU's queue, idling it while the next micro-batch is prepared). Tensors already on
+    the GPU stay as they are."""
     if getattr(device, "type", device) != "cuda":
-        return {name: tensor.to(device) for name, tensor in tensors.items()}
-    return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in tensors.items()}
+        return tuple(tensor.to(device) for tensor in tensors)
+    return tuple(tensor if tensor.is_cuda else tensor.pin_memory().to(device, non_blocking=True)
+                 for tensor in tensors)  # fmt: skip
 
 
 def block_causal_mask(segment_ids, dtype):

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skills_cli.common.errors import UserError
-from skills_cli.training.components.batching import MicroBatch, packed_micro_batch, padded_micro_batch
+from skills_cli.training.components.batching import MicroBatch, packed_micro_batch, padded_micro_batch, to_device
 from skills_cli.training.components.data import SFTSample, numbered_rows, tokenize_conversation
 
 log = logging.getLogger("skills_cli.training")
@@ -278,14 +278,20 @@ def per_sequence_sums(batch: MicroBatch, per_token):
     differentiably. Positions off a sequence (padding) are left out."""
     import torch
 
+    # Which positions go where is worked out on the host and copied without waiting: a boolean mask of a device
+    # tensor, or a pageable copy, would stall the host until the GPU drained its queue, every micro-batch.
     values = per_token.float().reshape(-1)
     index = batch.sequence_index.reshape(-1)
     if values.numel() != index.numel():  # a stream without padding: the real tokens, in order
         index = index[batch.real_token_mask().reshape(-1)]
-    index = index.to(per_token.device)
     keep = index >= 0
+    if bool(keep.all()):
+        (index,) = to_device(per_token.device, index)
+    else:
+        index, places = to_device(per_token.device, index[keep], torch.nonzero(keep, as_tuple=True)[0])
+        values = values.index_select(0, places)
     sums = torch.zeros(2 * len(batch.pairs), dtype=torch.float32, device=per_token.device)
-    sums = sums.index_add(0, index[keep], values[keep])
+    sums = sums.index_add(0, index, values)
     return sums.reshape(len(batch.pairs), 2)
 
 
@@ -299,4 +305,5 @@ def last_token_values(batch: MicroBatch, per_token):
     if values.numel() != batch.input_ids.numel():  # a stream without padding: count real tokens only
         real_before = torch.cumsum(batch.real_token_mask().reshape(-1).long(), 0) - 1
         positions = real_before[positions]
-    return values[positions.to(values.device)].reshape(len(batch.pairs), 2)
+    (positions,) = to_device(values.device, positions)  # without waiting for the GPU (see per_sequence_sums)
+    return values[positions].reshape(len(batch.pairs), 2)

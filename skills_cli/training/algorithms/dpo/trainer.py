@@ -17,6 +17,7 @@ from __future__ import annotations
 from skills_cli.training.algorithms.dpo.config import DPOConfig
 from skills_cli.training.algorithms.dpo.loss import DPOTerms, dpo_loss
 from skills_cli.training.algorithms.dpo.pairs import PAIR_METRICS, PairTrainer
+from skills_cli.training.components.batching import to_device
 from skills_cli.training.components.logprobs import token_logprobs
 from skills_cli.training.components.preferences import PreferenceDataset, per_sequence_sums
 from skills_cli.training.trainer import main_for, run_trainer
@@ -92,7 +93,7 @@ class DPOTrainer(PairTrainer):
 
     @staticmethod
     def _keep_reference_sums(batch, logits, labels) -> None:
-        batch.reference_sums = sequence_logprobs(logits, labels, batch).cpu()
+        batch.reference_sums = sequence_logprobs(logits, labels, batch)  # stays on the device: no wait for it
 
     def summary_fields(self) -> dict:
         shards = {"reference_shards": self.reference_model.shards} if self.reference_model is not None else {}
@@ -100,8 +101,8 @@ class DPOTrainer(PairTrainer):
 
     def pair_terms(self, logits, labels, batch) -> dict:
         policy = sequence_logprobs(logits, labels, batch)
-        reference = batch.reference_sums.to(policy.device)
-        return dpo_loss(policy, reference, batch.num_completion_tokens.to(policy.device), self.terms)
+        reference, counts = to_device(policy.device, batch.reference_sums, batch.num_completion_tokens)
+        return dpo_loss(policy, reference, counts, self.terms)
 
 
 def run(config: DPOConfig) -> dict:

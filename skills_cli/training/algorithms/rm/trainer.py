@@ -15,6 +15,7 @@ from __future__ import annotations
 from skills_cli.training.algorithms.dpo.pairs import PairTrainer
 from skills_cli.training.algorithms.rm.config import RMConfig
 from skills_cli.training.algorithms.rm.loss import bradley_terry_loss
+from skills_cli.training.components.batching import to_device
 from skills_cli.training.components.preferences import last_token_values
 from skills_cli.training.trainer import main_for, run_trainer
 
@@ -32,7 +33,8 @@ class RMTrainer(PairTrainer):
 
     def pair_terms(self, logits, labels, batch) -> dict:
         scores = last_token_values(batch, logits)
-        return bradley_terry_loss(scores, batch.margins.to(scores.device), self.config.rm.center_rewards_coefficient)
+        (margins,) = to_device(scores.device, batch.margins)
+        return bradley_terry_loss(scores, margins, self.config.rm.center_rewards_coefficient)
 
 
 def run(config: RMConfig) -> dict:

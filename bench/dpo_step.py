@@ -49,6 +49,9 @@ sequences) a micro-batch x 8 accumulation steps.
   ratio 0.98. What changed: per-token log-probabilities fused as the SFT loss is (components/logprobs.py: no fp32
   copy of the logits; peak 65 -> 27 GiB), and DPO micro-batches drop their padding on the varlen path (one
   724-token sequence filled a 1024-token row: 29% of the forward/backward was padding).
+Since then (2026-12-05, not yet measured: the device was lent for one call that session, spent on RM and PPO) a
+DPO step no longer waits for the GPU up to four times a micro-batch (pageable host-to-device copies and a boolean
+mask of a device tensor in the loss's bookkeeping); `bash bench/device_issue18.sh 3` re-measures both lengths.
 """
 
 from __future__ import annotations

@@ -145,10 +145,10 @@ def _to(tensors: dict, device) -> dict:
 def to_device(device, *tensors) -> tuple:
     """Host-to-device copies that do not wait for the GPU: from pinned memory, asynchronously (a pageable copy
     would first drain the GPU's queue, idling it while the next micro-batch is prepared). Tensors already on
-    the GPU stay as they are."""
+    the GPU are moved (if at all) by `.to`, which returns a tensor already on `device` as it is."""
     if getattr(device, "type", device) != "cuda":
         return tuple(tensor.to(device) for tensor in tensors)
-    return tuple(tensor if tensor.is_cuda else tensor.pin_memory().to(device, non_blocking=True)
+    return tuple((tensor if tensor.is_cuda else tensor.pin_memory()).to(device, non_blocking=True)
                  for tensor in tensors)  # fmt: skip
 
 

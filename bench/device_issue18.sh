@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The GPU figures issue 18 still lacks, as three device calls of under 600 s each (one H200; a session has 30
+# The GPU figures issue 18 still lacks, as four device calls of under 600 s each (one H200; a session has 30
 # device minutes). From the repository root, with the device tool, carrying the wheels:
 #   run(command="bash bench/device_issue18.sh 1", carry=[".whl"])  # reward model, then PPO, each against TRL
 #   run(command="bash bench/device_issue18.sh 2", carry=[".whl"])  # distillation against TRL; megatron agreement
 #                                                                 # (its nodistopt variants check 21b8f37's fix)
 #   run(command="bash bench/device_issue18.sh 3", carry=[".whl"])  # DPO against TRL, variable then equal lengths
-#                                                                 # (equal: with a profile of our steps)
+#   run(command="bash bench/device_issue18.sh 4", carry=[".whl"])  # DPO equal lengths: a profile of our steps
+#                                                                 # alone, then both at twice the micro-batch
 # Each bench bounds its own phases (--timeouts); the outer timeouts keep one call under the device's limit and
 # let the next bench of the call run when one overruns. JSON and logs land in $OUT. The commands are the ones in
-# each bench's docstring; copy the figures there ("Measured: ...") with this script's call line.
+# each bench's docstring; copy the figures there ("Measured: ...") with this script's call line. On another
+# kind than nvidia-h200, say which, so that the JSON names the card:
+#   run(command="DEVICE_KIND=nvidia-h100-x1 bash bench/device_issue18.sh 3", kind="nvidia-h100-x1", carry=[".whl"])
 set -uo pipefail
 : "${OUT:?run on the device machine, where the device tool sets OUT}"
-call=${1:?which call: 1, 2 or 3}
+call=${1:?which call: 1, 2, 3 or 4}
+kind=${DEVICE_KIND:-nvidia-h200}  # the device tool's kind this call got, recorded in each JSON
 
 install() {  # --target: the machine's own torch and transformers stay; no index: nothing to download there
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$2" $1
@@ -24,28 +28,34 @@ bench() {  # seconds, script, arguments...: one bench, its exit status reported,
     echo "== $script: exit $? ($(date -u +%T))"
 }
 
-case "$call" in 1 | 2 | 3) ;; *) echo "error: call must be 1, 2 or 3, not $call" >&2; exit 2 ;; esac
+case "$call" in 1 | 2 | 3 | 4) ;; *) echo "error: call must be 1, 2, 3 or 4, not $call" >&2; exit 2 ;; esac
 install ".whl/*.whl" /tmp/site || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 # the carried wheels need the machine's pyarrow, pandas and xxhash: say at once if an import fails
 python3 -c "import datasets, trl, megatron.core as m; print('datasets', datasets.__version__, 'trl', trl.__version__, 'megatron-core', m.__version__)" || exit 1
 case "$call" in
     1)
-        bench 280 rm_step.py --out "$OUT/rm_step.json" --logs_dir "$OUT/rm_logs" --device_kind nvidia-h200 \
+        bench 280 rm_step.py --out "$OUT/rm_step.json" --logs_dir "$OUT/rm_logs" --device_kind "$kind" \
             --lengths variable
         install ".whl/ppo/*.whl" /tmp/trl112 || exit 1
         bench 290 ppo_step.py --trl_path /tmp/trl112 --out "$OUT/ppo_step.json" --logs_dir "$OUT/ppo_logs" \
-            --device_kind nvidia-h200
+            --device_kind "$kind"
         ;;
     2)
         bench 320 distill_step.py --out "$OUT/distill_step.json" --logs_dir "$OUT/distill_logs" \
-            --device_kind nvidia-h200
+            --device_kind "$kind"
         bench 250 megatron_agreement.py --out "$OUT/megatron_agreement.json" --workdir /tmp/agree
         ;;
     3)
         bench 280 dpo_step.py --lengths variable --out "$OUT/dpo_var.json" --logs_dir "$OUT/dpo_var_logs" \
-            --device_kind nvidia-h200 --timeouts 110,150,20
+            --device_kind "$kind" --timeouts 110,150,20
         bench 290 dpo_step.py --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
-            --device_kind nvidia-h200 --timeouts 100,120,50 --profile
+            --device_kind "$kind" --timeouts 100,120,0
+        ;;
+    4)
+        bench 260 dpo_step.py --skip_trl --profile --out "$OUT/dpo_profile.json" --logs_dir "$OUT/dpo_profile_logs" \
+            --device_kind "$kind" --timeouts 100,0,150
+        bench 300 dpo_step.py --pack_rows 32 --trl_micro_batch 16 --out "$OUT/dpo_equal_mb32.json" \
+            --logs_dir "$OUT/dpo_equal_mb32_logs" --device_kind "$kind" --timeouts 100,150,0
         ;;
 esac

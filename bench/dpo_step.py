@@ -49,9 +49,19 @@ sequences) a micro-batch x 8 accumulation steps.
   ratio 0.98. What changed: per-token log-probabilities fused as the SFT loss is (components/logprobs.py: no fp32
   copy of the logits; peak 65 -> 27 GiB), and DPO micro-batches drop their padding on the varlen path (one
   724-token sequence filled a 1024-token row: 29% of the forward/backward was padding).
-Since then (2026-12-05, not yet measured: the device was lent for one call that session, spent on RM and PPO) a
-DPO step no longer waits for the GPU up to four times a micro-batch (pageable host-to-device copies and a boolean
-mask of a device tensor in the loss's bookkeeping); `bash bench/device_issue18.sh 3` re-measures both lengths.
+Since then a DPO step no longer waits for the GPU up to four times a micro-batch (pageable host-to-device copies
+and a boolean mask of a device tensor in the loss's bookkeeping). Measured 2026-12-05 at 5ddd6bf on one H100
+(nvidia-h100-x1: no H200 could be started; same software and wheels), the same defaults:
+    DEVICE_KIND=nvidia-h100-x1 bash bench/device_issue18.sh 3   (device tool, kind nvidia-h100-x1, carry .whl)
+  variable lengths (max_length raised to 1472 by fit_max_length, both ran the same ~90k tokens a step):
+    ours, median of steps 2-10: 0.863 s, 106,412 tokens/s/GPU, peak 42.3 GiB
+    TRL DPOTrainer, median of steps 2-6: 2.906 s, 31,685 tokens/s/GPU, peak 46.1 GiB
+    ratio TRL step time / ours 3.37, tokens/s ours / TRL 3.36 (target >= 2: met)
+  equal lengths (~92.5k tokens a step, the same tokens each step on both sides):
+    ours: 0.808 s, 115,181 tokens/s/GPU, peak 27.0 GiB; TRL: 1.546 s, 59,982 tokens/s/GPU, peak 28.9 GiB
+    ratio 1.91, tokens/s ratio 1.92 (target >= 2: not met). Not comparable with the H200 figures above (another
+    card: TRL ran 9% slower here, ours 2%). The profile of that call ran past its 50 s and reported nothing;
+    `bash bench/device_issue18.sh 4` profiles our steps alone with 150 s, and compares at twice the micro-batch.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +33,7 @@ from skills_cli.pipeline import generate, wrap_arguments
 from skills_cli.pipeline.cluster import parse_cluster_config
 from skills_cli.pipeline.experiment import SubmitOptions, submit_jobs
 from skills_cli.pipeline.jobs import Command, Job, Resources
+from skills_cli.pipeline.render import SHELL_PORT_DRAW, free_port_lines
 from skills_cli.pipeline.store import JobState, Store
 
 HET_SLURM = """
@@ -175,19 +178,52 @@ def test_eval_with_a_client_partition_golden(config_dir, isolated_home):
 
 def test_each_port_is_drawn_on_the_node_that_binds_it(config_dir, isolated_home):
     """The server binds on component 0's first node, where the batch script runs; the sandbox on component 1's
-    node, so a one-task step there draws its port. Without a client partition both are drawn in the script."""
+    node, so a one-task step there draws its port, the fallback without python3 included. Without a client
+    partition both are drawn in the script. An empty draw (the step could not start) ends the job there."""
     write_config(config_dir, "cluster", HET_SLURM)
-    draws = {}
+    draws, checks = {}, {}
     for apart in ("cpu", None):
         script = sbatch_scripts(normalise(het_eval(config_dir, client_partition=apart).dry_run_text, isolated_home))
-        draws[apart] = {line.split("=")[0].removeprefix("export "): line.split("$(")[1].split(" 2>")[0]
-                        for line in script["gsm8k-generate"].splitlines()
-                        if line.startswith("export SKILLS_") and "_PORT=" in line}  # fmt: skip
-    here = "python3 -m skills_cli.common.ports"
+        lines = script["gsm8k-generate"].splitlines()
+        draws[apart] = {line.split("=")[0].removeprefix("export "): line[line.index("=$(") + 3 : -1]
+                        for line in lines if line.startswith("export SKILLS_") and "_PORT=" in line}  # fmt: skip
+        checks[apart] = [line for line in lines if line.startswith(': "${SKILLS_') and "_PORT:?" in line]
+    here = f"python3 -m skills_cli.common.ports 2>/dev/null || {{ {SHELL_PORT_DRAW}; }}"
     # the 2-node server's own rendezvous port (Ray's head) binds on its head node too
     server = {"SKILLS_SERVER_PORT": here, "SKILLS_SERVER_DIST_PORT": here}
-    assert draws["cpu"] == {**server, "SKILLS_SANDBOX_PORT": f"srun --het-group=1 --nodes=1 --ntasks=1 {here}"}
+    there = f"srun --het-group=1 --nodes=1 --ntasks=1 bash -c '{here}'"
+    assert draws["cpu"] == {**server, "SKILLS_SANDBOX_PORT": there}
     assert draws[None] == {**server, "SKILLS_SANDBOX_PORT": here}
+    assert checks["cpu"][-1] == ': "${SKILLS_SANDBOX_PORT:?no free port could be drawn on the node of component 1}"'
+    assert len(checks["cpu"]) == len(checks[None]) == 3
+
+
+def test_without_python3_the_port_drawn_is_one_nothing_listens_on(tmp_path):
+    """SHELL_PORT_DRAW, run by bash with no python3 on PATH: bash's generator seeded, its first port made busy
+    (a listening socket), so the draw has to pass it over."""
+    bash = shutil.which("bash")
+    seeded = "RANDOM=7; "
+    first = int(subprocess.run([bash, "-c", seeded + "echo $(( 20000 + RANDOM % 12000 ))"], capture_output=True,
+                               text=True, check=True).stdout)  # fmt: skip
+    line = next(line for line in free_port_lines(Job(name="j", commands=(Command(argv=("x",)),)), "P")
+                if line.startswith("export "))  # fmt: skip
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", first))
+        busy.listen(1)
+        drawn = subprocess.run([bash, "-c", f"{seeded}{line}; echo $P"], env={"PATH": str(tmp_path)},
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert 20000 <= int(drawn) < 32000 and int(drawn) != first
+
+
+def test_a_port_step_that_cannot_start_ends_the_job_saying_so(tmp_path):
+    """The draw on component 1's node, with no srun to start it (PATH empty): the script stops at the check."""
+    job = Job(name="j", commands=(Command(argv=("x",)), Command(argv=("y",), name="s", group=1, binds=("P",))),
+              het_resources=(Resources(),))  # fmt: skip
+    lines = free_port_lines(job, "P")
+    ran = subprocess.run([shutil.which("bash"), "-c", "\n".join([*lines, "echo started"])],
+                         env={"PATH": str(tmp_path)}, capture_output=True, text=True)  # fmt: skip
+    assert ran.returncode != 0 and "started" not in ran.stdout
+    assert "P: no free port could be drawn on the node of component 1" in ran.stderr
 
 
 def test_the_cluster_configs_client_partition_is_the_default(config_dir, isolated_home):

@@ -292,15 +292,26 @@ def binding_group(job: Job, port: str) -> int:
     return next((command.group for command in job.commands if port in command.binds), 0)
 
 
-def free_port_line(job: Job, port: str) -> str:
-    """`export PORT=<a free port>` (common/ports.py: random, bind-checked; $RANDOM only if python3 is missing),
+# Where python3 is missing (a bare node under a container runtime): a random port of common/ports.py's default
+# range, skipping those something listens on (bash's /dev/tcp connects only there). Runs where the port binds.
+SHELL_PORT_DRAW = (
+    "for _ in 1 2 3 4 5 6 7 8; do p=$(( 20000 + RANDOM % 12000 )); "
+    "(: </dev/tcp/127.0.0.1/$p) 2>/dev/null || break; done; echo $p"
+)
+
+
+def free_port_lines(job: Job, port: str) -> list[str]:
+    """`export PORT=<a free port>` (common/ports.py: random, bind-checked; SHELL_PORT_DRAW if python3 is missing),
     drawn on the node that binds it: there is no telling from one node what is free on another. For a service
-    in another component of a heterogeneous job, a one-task step there draws it and the batch script exports
-    it to every command, its clients included."""
+    in another component of a heterogeneous job, a one-task step there draws it, fallback included, and the
+    batch script exports it to every command, its clients included. A step that cannot start there leaves the
+    port empty: the job ends at once, saying so, rather than start its server on no port."""
     group = binding_group(job, port)
-    there = f"srun --het-group={group} --nodes=1 --ntasks=1 " if group else ""
-    draw = f"{there}python3 -m skills_cli.common.ports 2>/dev/null"
-    return f"export {port}=$({draw} || echo $(( 20000 + RANDOM % 12000 )))"
+    draw = f"python3 -m skills_cli.common.ports 2>/dev/null || {{ {SHELL_PORT_DRAW}; }}"
+    if group:
+        draw = f"srun --het-group={group} --nodes=1 --ntasks=1 bash -c {quote(draw)}"
+    where = f" on the node of component {group}" if group else ""  # no quote mark: bash reads one in ${...}
+    return [f"export {port}=$({draw})", f': "${{{port}:?no free port could be drawn{where}}}"']
 
 
 def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: bool = False) -> str:
@@ -318,7 +329,7 @@ def sbatch_script(plan: Plan, planned: PlannedJob, code_dir: str, for_display: b
     lines += export_lines(secrets.hide_assignments(own) if for_display else own)
     lines.append(f"export PYTHONPATH={quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}")
     lines.append(f"(umask 077 && mkdir -p {quote(planned.run_dir)})  # our folders are owner-only")
-    lines += [free_port_line(job, name) for name in job.ports]
+    lines += [line for name in job.ports for line in free_port_lines(job, name)]
     for name in api_key_names(job.ports):
         # the server's API key: made here, at run time, so it is in no file (inference/server/auth.py)
         lines.append(f"export {name}=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \\n')")

@@ -5,7 +5,7 @@ benchmark whose tests execute (`Benchmark.needs_sandbox`) and generation with `+
 The service (`python -m skills_cli.sandbox.server`) binds the job's free port `$SKILLS_SANDBOX_PORT` on
 127.0.0.1 and requires the job's random key `$SKILLS_SANDBOX_API_KEY`, both made when the job starts (like the
 model server's, see `inference/server/auth.py`; the port is drawn on the sandbox's own node, which in a
-heterogeneous job is not the batch script's: `render.free_port_line`); its output goes to
+heterogeneous job is not the batch script's: `render.free_port_lines`); its output goes to
 `$SKILLS_CLI_RUN_DIR/sandbox.log`, whose last lines the client quotes when the service does not come up. It runs
 in the cluster's `sandbox` container role: on clusters with containers that role must be defined (an image with
 python3; the project image is enough), checked before anything is submitted; on bare processes the role picks

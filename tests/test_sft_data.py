@@ -12,6 +12,7 @@ from skills_cli.training.components.batching import (
     block_causal_mask,
     first_fit_decreasing,
     make_micro_batches,
+    packed_micro_batch,
     shard_for_rank,
 )
 from skills_cli.training.components.data import (
@@ -131,6 +132,20 @@ def test_packed_rows_restart_positions_and_mask_across_sequences():
         [False, False, False, True, True, False],
         [False, False, False, False, False, True],  # padding sees only itself: no empty softmax row
     ]
+
+
+def test_packed_rows_of_a_micro_batch_each_hold_their_own_samples():
+    """Rows of one, two and three samples, filled unequally: every row restarts its segments at 0 and its
+    padding continues its positions as a segment of its own (the number of the fullest row's samples)."""
+    a, b, c = SFTSample([1, 2], [0, 1]), SFTSample([3, 4, 5], [0, 1, 1]), SFTSample([6], [1])
+    d, e, f = SFTSample([7, 8], [0, 1]), SFTSample([9], [0]), SFTSample([10, 11], [1, 1])
+    batch = packed_micro_batch([[a], [b, c], [d, e, f]], pad_id=0, length=6)
+    assert batch.input_ids.tolist() == [[1, 2, 0, 0, 0, 0], [3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 0]]
+    assert batch.position_ids.tolist() == [[0, 1, 0, 1, 2, 3], [0, 1, 2, 0, 0, 1], [0, 1, 0, 0, 1, 0]]
+    assert batch.segment_ids.tolist() == [[0, 0, 3, 3, 3, 3], [0, 0, 0, 1, 3, 3], [0, 0, 1, 2, 2, 3]]
+    X = IGNORE_INDEX
+    assert batch.labels.tolist() == [[2, X, X, X, X, X], [4, 5, X, X, X, X], [8, X, X, 11, X, X]]
+    assert batch.row_tokens.tolist() == [2, 4, 5] and batch.num_tokens == 11
 
 
 def test_padded_micro_batches():

@@ -196,25 +196,31 @@ def padded_micro_batch(samples: list[SFTSample], pad_id: int) -> MicroBatch:
 
 
 def packed_micro_batch(rows: list[list[SFTSample]], pad_id: int, length: int) -> MicroBatch:
-    """Each row is the concatenation of its samples, right-padded to `length` tokens."""
+    """Each row is the concatenation of its samples, right-padded to `length` tokens. Built for the whole
+    micro-batch at once (one stream of its samples scattered into the rows' real places): row by row it took
+    ~5 ms a micro-batch of 16 rows of 1024 tokens on a 2-core host, GPU idle time at every step's start."""
     import torch
 
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
-    positions = torch.zeros((len(rows), length), dtype=torch.long)
-    segments = torch.full((len(rows), length), len(max(rows, key=len)), dtype=torch.long)  # padding: own segment
-    row_tokens = torch.zeros(len(rows), dtype=torch.long)
-    for r, row in enumerate(rows):
-        lengths = torch.tensor([len(sample) for sample in row])
-        used = int(lengths.sum())
-        ids[r, :used], labels[r, :used] = flat_ids_and_labels(row)
-        segments[r, :used] = torch.repeat_interleave(torch.arange(len(row)), lengths)
-        starts = lengths.cumsum(0) - lengths
-        positions[r, :used] = torch.arange(used) - torch.repeat_interleave(starts, lengths)
-        positions[r, used:] = torch.arange(length - used)
-        row_tokens[r] = used
-    return MicroBatch(ids, labels, positions, segment_ids=segments, num_tokens=int(row_tokens.sum()),
-                      row_tokens=row_tokens)  # fmt: skip
+    samples = [sample for row in rows for sample in row]
+    lengths = torch.tensor([len(sample) for sample in samples], dtype=torch.long)
+    per_row = torch.tensor([len(row) for row in rows], dtype=torch.long)
+    row_of = torch.repeat_interleave(torch.arange(len(rows)), per_row)  # each sample's row
+    row_tokens = torch.zeros(len(rows), dtype=torch.long).index_add_(0, row_of, lengths)
+    columns = torch.arange(length)[None, :]
+    real = columns < row_tokens[:, None]
+    flat_ids, flat_labels = flat_ids_and_labels(samples)
+    sample_starts = lengths.cumsum(0) - lengths
+    # a sample's segment is its place in its row; a row's padding is a segment of its own
+    place_in_row = torch.arange(len(samples)) - (per_row.cumsum(0) - per_row)[row_of]
+    flat_positions = torch.arange(len(flat_ids)) - torch.repeat_interleave(sample_starts, lengths)
+
+    def scatter(fill: int, flat):
+        return torch.full((len(rows), length), fill, dtype=torch.long).masked_scatter_(real, flat)
+
+    positions = torch.where(real, scatter(0, flat_positions), columns - row_tokens[:, None])
+    return MicroBatch(scatter(pad_id, flat_ids), scatter(IGNORE_INDEX, flat_labels), positions,
+                      segment_ids=scatter(int(per_row.max()), torch.repeat_interleave(place_in_row, lengths)),
+                      num_tokens=int(row_tokens.sum()), row_tokens=row_tokens)  # fmt: skip
 
 
 def packed_rows(items: list, lengths: list[int], capacity: int) -> list[list]:

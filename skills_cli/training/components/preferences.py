@@ -210,6 +210,12 @@ def pack_pairs(pairs: list[PreferencePair], rows_per_batch: int, capacity: int) 
     return [rows for rows, _ in batches]
 
 
+def last_non_pad(ids: list[int], pad_id: int) -> int:
+    """Where HF scores a sequence: its rightmost token that is not the pad id (0 when all are). Searched from the
+    end, where it almost always is (a scan of every token cost ~10 ms a global batch of 92k tokens)."""
+    return next((t for t in range(len(ids) - 1, -1, -1) if ids[t] != pad_id), 0)
+
+
 def _attach_pair_tensors(batch: MicroBatch, pairs: list[PreferencePair], placements: dict, pad_id: int) -> MicroBatch:
     """`batch.pairs`, `sequence_index` (rows, length: 2 j + side, -1 on padding), `last_positions` (pairs, 2: flat
     index of each sequence's last non-pad token) and `num_completion_tokens` (pairs, 2)."""
@@ -223,9 +229,7 @@ def _attach_pair_tensors(batch: MicroBatch, pairs: list[PreferencePair], placeme
         for side in (CHOSEN, REJECTED):
             sample, (row, offset) = pair.side(side), placements[j, side]
             sequence_index[row, offset : offset + len(sample)] = 2 * j + side
-            # HF scores a row at its rightmost token that is not the pad id (position 0 when all are)
-            real = [t for t, token in enumerate(sample.input_ids) if token != pad_id]
-            last[j, side] = row * length + offset + (real[-1] if real else 0)
+            last[j, side] = row * length + offset + last_non_pad(sample.input_ids, pad_id)
             counts[j, side] = sample.num_valid_tokens
     batch.pairs, batch.sequence_index, batch.last_positions, batch.num_completion_tokens = (
         pairs,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures issue 18 still lacks, as four device calls of under 600 s each (one H200; a session has 30
+# The GPU figures issue 18 still lacks, as five device calls of under 600 s each (one H200; a session has 30
 # device minutes). From the repository root, with the device tool, carrying the wheels:
 #   run(command="bash bench/device_issue18.sh 1", carry=[".whl"])  # reward model, then PPO, each against TRL
 #   run(command="bash bench/device_issue18.sh 2", carry=[".whl"])  # distillation against TRL; megatron agreement
@@ -7,6 +7,8 @@
 #   run(command="bash bench/device_issue18.sh 3", carry=[".whl"])  # DPO against TRL, variable then equal lengths
 #   run(command="bash bench/device_issue18.sh 4", carry=[".whl"])  # DPO equal lengths: a profile of our steps
 #                                                                 # alone, then both at twice the micro-batch
+#   run(command="bash bench/device_issue18.sh 5", carry=[".whl"])  # DPO against TRL, equal then variable
+#                                                                 # lengths, after the changes call 4 suggested
 # Each bench bounds its own phases (--timeouts); the outer timeouts keep one call under the device's limit and
 # let the next bench of the call run when one overruns. JSON and logs land in $OUT. The commands are the ones in
 # each bench's docstring; copy the figures there ("Measured: ...") with this script's call line. On another
@@ -14,7 +16,7 @@
 #   run(command="DEVICE_KIND=nvidia-h100-x1 bash bench/device_issue18.sh 3", kind="nvidia-h100-x1", carry=[".whl"])
 set -uo pipefail
 : "${OUT:?run on the device machine, where the device tool sets OUT}"
-call=${1:?which call: 1, 2, 3 or 4}
+call=${1:?which call: 1 to 5}
 kind=${DEVICE_KIND:-nvidia-h200}  # the device tool's kind this call got, recorded in each JSON
 
 install() {  # --target: the machine's own torch and transformers stay; no index: nothing to download there
@@ -28,7 +30,7 @@ bench() {  # seconds, script, arguments...: one bench, its exit status reported,
     echo "== $script: exit $? ($(date -u +%T))"
 }
 
-case "$call" in 1 | 2 | 3 | 4) ;; *) echo "error: call must be 1, 2, 3 or 4, not $call" >&2; exit 2 ;; esac
+case "$call" in 1 | 2 | 3 | 4 | 5) ;; *) echo "error: call must be 1 to 5, not $call" >&2; exit 2 ;; esac
 install ".whl/*.whl" /tmp/site || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 # the carried wheels need the machine's pyarrow, pandas and xxhash: say at once if an import fails
@@ -57,5 +59,11 @@ case "$call" in
             --device_kind "$kind" --timeouts 100,0,150
         bench 300 dpo_step.py --pack_rows 32 --trl_micro_batch 16 --out "$OUT/dpo_equal_mb32.json" \
             --logs_dir "$OUT/dpo_equal_mb32_logs" --device_kind "$kind" --timeouts 100,150,0
+        ;;
+    5)
+        bench 270 dpo_step.py --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
+            --device_kind "$kind" --timeouts 100,150,0
+        bench 290 dpo_step.py --lengths variable --out "$OUT/dpo_var.json" --logs_dir "$OUT/dpo_var_logs" \
+            --device_kind "$kind" --timeouts 110,150,0
         ;;
 esac

@@ -27,6 +27,8 @@ from skills_cli.common.overrides import load_config
 from skills_cli.training.algorithms.dpo.config import DPOConfig
 from skills_cli.training.algorithms.dpo.loss import DPOTerms, dpo_loss
 from skills_cli.training.algorithms.dpo.trainer import DPOTrainer, run
+from skills_cli.training.components.data import IGNORE_INDEX
+from skills_cli.training.components.model import ATTENTION_ENV, VARLEN_ATTENTION
 from skills_cli.training.components.parallel import distributed_session
 from skills_cli.training.components.preferences import (
     PreferenceDataConfig,
@@ -192,6 +194,33 @@ def test_a_stream_without_padding_reads_the_same_sums_and_last_tokens(tmp_path, 
     full_last, stream_last = last_token_values(batch, per_token), last_token_values(batch, per_token[real][None])
     assert stream_last.tolist() == full_last.tolist()
     assert len(set(full_last.reshape(-1).tolist())) == 2 * len(batch.pairs)  # distinct positions were read
+    # logits at the labelled positions alone (`logits_at_targets`): the model is asked for those, and the sums
+    # read them as the full layout's sums over the completion tokens
+    batch.logits_at_targets = True
+    inputs, labels = batch.model_inputs(VARLEN_ATTENTION, None, "cpu", select_logits=True)
+    labelled = batch.labels[real] != IGNORE_INDEX
+    assert inputs["logits_to_keep"].tolist() == torch.nonzero(labelled).reshape(-1).tolist()
+    assert labels.tolist() == [batch.labels[real][labelled].tolist()] and 0 < labels.numel() < int(real.sum())
+    targets_only = per_sequence_sums(batch, per_token[real][labelled][None])
+    torch.testing.assert_close(targets_only, per_sequence_sums(batch, per_token * (batch.labels != IGNORE_INDEX)))
+    assert "logits_to_keep" not in batch.model_inputs(VARLEN_ATTENTION, None, "cpu")[0]  # a model that cannot
+
+
+@pytest.mark.parametrize("reference", ["precomputed", "on_the_fly"])
+def test_varlen_logits_at_the_completion_tokens_alone_give_the_full_logits_step(pairs_file, tmp_path, monkeypatch,
+                                                                                reference):  # fmt: skip
+    """On the varlen path (the GPU's; its CPU reference kernel here) DPO's policy and reference compute logits at
+    the completion tokens alone: the loss, SFT term, margin (0: the reference is the policy) and gradients are
+    those of the SDPA path's full logits."""
+    options = ("++policy.sequence_packing.enabled=true", "++policy.train_micro_batch_size=2",
+               "++dpo.sft_loss_weight=0.5", f"++dpo.reference_logprobs={reference}")  # fmt: skip
+    masked = global_batch_result(DPOTrainer, pair_config(DPOConfig, "dpo", tiny_model(), pairs_file,
+                                                         tmp_path / "sdpa", *options))  # fmt: skip
+    monkeypatch.setenv(ATTENTION_ENV, VARLEN_ATTENTION)
+    varlen = global_batch_result(DPOTrainer, pair_config(DPOConfig, "dpo", tiny_model(), pairs_file,
+                                                         tmp_path / "varlen", *options))  # fmt: skip
+    assert varlen[0]["margin"] == pytest.approx(0, abs=1e-6)
+    assert_same_results({"sdpa": masked, "varlen": varlen}, ("loss", "sft_loss", "margin", "num_pairs"))
 
 
 def test_the_run_summary_reports_dropped_pairs(tmp_path):

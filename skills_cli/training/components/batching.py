@@ -68,6 +68,10 @@ class MicroBatch:
     # varlen attention only: leave padding out of the flattened stream (`_varlen_inputs`); for losses that see
     # only logits and labels (SFT), not for per-token tensors laid out by (row, position) (GRPO's)
     drop_padding: bool = False
+    # the loss reads logits only where a label is (DPO's sequence log-probabilities): on the varlen path a model
+    # that may (`model_inputs(select_logits=True)`) computes those positions alone (HF's `logits_to_keep`), the
+    # labels cut to match; the lm_head and the vocabulary-wide log-softmax skip every prompt token
+    logits_at_targets: bool = False
 
     @property
     def num_valid_tokens(self) -> int:
@@ -84,12 +88,13 @@ class MicroBatch:
             return torch.ones((rows, length), dtype=torch.bool)
         return torch.arange(length)[None, :] < self.row_tokens[:, None]
 
-    def model_inputs(self, attn_implementation: str, dtype, device) -> tuple[dict, Any]:
-        """Keyword arguments for the HF model, and the labels, on `device`."""
+    def model_inputs(self, attn_implementation: str, dtype, device, select_logits: bool = False) -> tuple[dict, Any]:
+        """Keyword arguments for the HF model, and the labels, on `device`. `select_logits`: the caller's model
+        takes `logits_to_keep` (an HF model without sequence parallelism), for `logits_at_targets`."""
         from skills_cli.training.components.model import VARLEN_ATTENTION
 
         if attn_implementation == VARLEN_ATTENTION:
-            return self._varlen_inputs(device)
+            return self._varlen_inputs(device, select_logits and self.logits_at_targets)
         if self.segment_ids is None:
             inputs = _to({"input_ids": self.input_ids, "attention_mask": self.attention_mask,
                           "position_ids": self.position_ids, "labels": self.labels}, device)  # fmt: skip
@@ -105,7 +110,7 @@ class MicroBatch:
         labels = inputs.pop("labels")
         return {**inputs, "attention_mask": mask}, labels
 
-    def _varlen_inputs(self, device) -> tuple[dict, Any]:
+    def _varlen_inputs(self, device, at_targets: bool = False) -> tuple[dict, Any]:
         """One flattened row and the sequence offsets (`cu_seq_lens_q/k`, int32) for varlen flash attention.
 
         `max_length_q/k` is the row length, an upper bound of every sequence's length that only sizes the
@@ -133,6 +138,9 @@ class MicroBatch:
         inputs = {"input_ids": ids[None], "position_ids": positions[None],
                   "cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens}  # fmt: skip
         labels = labels[None]
+        if at_targets:  # logits at the labelled positions only, in stream order (`per_sequence_sums` maps them)
+            targets = torch.nonzero(labels[0] != IGNORE_INDEX, as_tuple=True)[0]
+            inputs["logits_to_keep"], labels = targets, labels[:, targets]
         moved = _to({**inputs, "labels": labels}, device)
         labels = moved.pop("labels")
         return {**moved, "max_length_q": length, "max_length_k": length}, labels

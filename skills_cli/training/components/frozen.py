@@ -74,7 +74,9 @@ class FrozenModel:
 
     def inputs(self, batch) -> tuple[dict, object]:
         """A micro-batch's model inputs and labels on this rank's device, in the policy's attention layout."""
-        return batch.model_inputs(self.policy.attn_implementation, self.policy.compute_dtype, self.device)
+        # an HF model, whole or FSDP-sharded (no sequence parallelism): it takes `logits_to_keep`
+        policy = self.policy
+        return batch.model_inputs(policy.attn_implementation, policy.compute_dtype, self.device, select_logits=True)
 
     def _missing(self, count: int) -> int:
         if not self.sharded:

@@ -8,12 +8,16 @@ import math
 from skills_cli.training.config import OptimizerConfig, SchedulerConfig
 
 
-def build_optimizer(parameters, config: OptimizerConfig):
+def build_optimizer(parameters: list, config: OptimizerConfig):
+    """torch's AdamW; on GPUs its fused kernel (one pass over each parameter's state, where the default foreach
+    implementation makes several: those took ~20 ms of a 0.8 s DPO step of a 0.5B model on an H100). The
+    transformers Trainer's default optimizer is the fused one too."""
     import torch
 
     kwargs = config.kwargs
+    fused = bool(parameters) and all(parameter.is_cuda for parameter in parameters)
     return torch.optim.AdamW(parameters, lr=kwargs.lr, betas=tuple(kwargs.betas), eps=kwargs.eps,
-                             weight_decay=kwargs.weight_decay)  # fmt: skip
+                             weight_decay=kwargs.weight_decay, fused=fused or None)  # fmt: skip
 
 
 def lr_multiplier(step: int, config: SchedulerConfig, total_steps: int) -> float:

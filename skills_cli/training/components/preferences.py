@@ -41,7 +41,7 @@ from typing import Any
 
 from skills_cli.common.errors import UserError
 from skills_cli.training.components.batching import MicroBatch, packed_micro_batch, padded_micro_batch, to_device
-from skills_cli.training.components.data import SFTSample, numbered_rows, tokenize_conversation
+from skills_cli.training.components.data import IGNORE_INDEX, SFTSample, numbered_rows, tokenize_conversation
 
 log = logging.getLogger("skills_cli.training")
 
@@ -287,7 +287,10 @@ def per_sequence_sums(batch: MicroBatch, per_token):
     values = per_token.float().reshape(-1)
     index = batch.sequence_index.reshape(-1)
     if values.numel() != index.numel():  # a stream without padding: the real tokens, in order
-        index = index[batch.real_token_mask().reshape(-1)]
+        real = batch.real_token_mask().reshape(-1)
+        index = index[real]
+        if values.numel() != index.numel():  # of those, the labelled ones (`MicroBatch.logits_at_targets`)
+            index = index[batch.labels.reshape(-1)[real] != IGNORE_INDEX]
     keep = index >= 0
     if bool(keep.all()):
         (index,) = to_device(per_token.device, index)

@@ -105,7 +105,8 @@ class DTensorPolicy(Policy):
                 if train and self.dp_size == 1:
                     # one DP rank: gather the weights and reduce the gradients once per step, not per micro-batch
                     _accumulate_unsharded(self.model, last=index == passes - 1)
-                inputs, labels = micro_batch.model_inputs(self.attn_implementation, self.compute_dtype, self.device)
+                inputs, labels = micro_batch.model_inputs(self.attn_implementation, self.compute_dtype, self.device,
+                                                          select_logits=not self.sequence_parallel)  # fmt: skip
                 logits = self._logits(inputs, labels.shape[1])
                 loss, values = loss_fn(logits, labels, micro_batch)
                 if train:

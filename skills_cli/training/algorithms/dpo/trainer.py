@@ -56,6 +56,12 @@ class DPOTrainer(PairTrainer):
         return FrozenModel.load(self.config.policy.model_name, self.policy, self.dist.device,
                                 self.config.reference.sharded)  # fmt: skip
 
+    def micro_batches(self, pairs: list) -> list:
+        batches = super().micro_batches(pairs)
+        for batch in batches:  # the loss reads log-probabilities at the completion tokens alone
+            batch.logits_at_targets = True
+        return batches
+
     def precompute_reference(self, dataset: PreferenceDataset):
         """(pairs, 2) float32 CPU table of the starting policy's sequence log-probabilities: each data-parallel
         rank computes a contiguous share, one all-reduce assembles it."""

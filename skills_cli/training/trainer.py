@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,8 +214,13 @@ class Trainer:
         return summary
 
     def train_until_done_or_deadline(self, summary: dict) -> list[dict]:
+        with collections_between_steps() as between_steps:
+            return self._train_steps(summary, between_steps)
+
+    def _train_steps(self, summary: dict, between_steps) -> list[dict]:
         rows = []
         while self.step < self.total_steps:
+            between_steps()
             row = self.train_step()
             if self.validation_period and self.step % self.validation_period == 0:
                 row.update(self.validate())
@@ -237,6 +243,41 @@ class Trainer:
     def finish(self, summary: dict) -> None:
         if self.logger:
             self.logger.finish(summary)
+
+
+FULL_COLLECTION_PERIOD = 50  # steps between two full garbage collections (of what is not frozen)
+
+
+@contextmanager
+def collections_between_steps():
+    """Python's garbage collector only between steps: automatic collection off, a young-generation pass before
+    every step, a full one every FULL_COLLECTION_PERIOD steps, and what survives the first step (the model,
+    torch.compile's graphs and guards) frozen out of every later pass. An automatic full collection walks every
+    object the process holds (85 ms for the imports alone on a 2-core host; many more objects once the layers
+    are compiled) and fires wherever allocations trip it, inside a step: our steps varied by up to 70% on an
+    H100 where TRL's, without compiled layers, varied by 1%. torchtitan runs its collector the same way."""
+    import gc
+
+    was_enabled, steps = gc.isenabled(), 0
+
+    def between_steps() -> None:
+        nonlocal steps
+        if steps == 1:  # after the first step, which compiles
+            gc.collect()
+            gc.freeze()
+        elif steps % FULL_COLLECTION_PERIOD == 0:
+            gc.collect()
+        else:
+            gc.collect(1)
+        steps += 1
+
+    gc.disable()
+    try:
+        yield between_steps
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
 
 
 def finished_run_summary(summary_path: Path, step: int, total_steps: int, final_hf_path: Path,

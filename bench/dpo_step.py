@@ -62,6 +62,24 @@ and a boolean mask of a device tensor in the loss's bookkeeping). Measured 2026-
     ratio 1.91, tokens/s ratio 1.92 (target >= 2: not met). Not comparable with the H200 figures above (another
     card: TRL ran 9% slower here, ours 2%). The profile of that call ran past its 50 s and reported nothing;
     `bash bench/device_issue18.sh 4` profiles our steps alone with 150 s, and compares at twice the micro-batch.
+The same H100 kind, 2026-12-05, the working tree at 323154a (the JSON's `commit` says b2031db: the device's copy
+of .git was the session's first), `DEVICE_KIND=nvidia-h100-x1 bash bench/device_issue18.sh 4`:
+  our steps alone (the machine's first run), median 1.029 s (steps 0.975-1.211). Their profile (steps 4-5, two
+    steps): device time by category matmul 0.776 s, compiled (triton) 0.285, attention 0.176, other 0.143, eager
+    elementwise/reduce 0.089, optimizer 0.074, copy/fill 0.021: ~0.78 s of kernels a step, against ~0.8 s a step
+    unprofiled. Within it: foreach AdamW ~20 ms, fp32 gradient accumulation over 8 micro-batches ~20 ms, the
+    fused log-probabilities ~40 ms (2.4 + 2.6 ms a micro-batch over the vocabulary).
+  twice the micro-batch (ours 32 rows, TRL 16 pairs x 4): ours 0.792 s, 115,683 tokens/s/GPU, peak 43.6 GiB; TRL
+    1.469 s, 63,196 tokens/s/GPU, peak 48.7 GiB: ratio 1.85 (TRL gains 5% from it, ours 2%).
+Then (6b3fd08: AdamW fused on GPUs; logits only at labelled positions, which here saves little: 94.5% of this
+bench's tokens are completion tokens), `bash bench/device_issue18.sh 5` on the same kind:
+  equal lengths (the machine's first run): ours steps 2-10 1.152, 0.941, 0.811, 0.814, 0.855, 0.975, 1.182, 1.198,
+    1.454 s (median 0.975 s, 95,098 tokens/s/GPU, peak 26.6 GiB); TRL 1.571 s (steps 1.554-1.575), 58,892
+    tokens/s/GPU, 28.9 GiB: ratio 1.61.
+  variable lengths: ours 0.868 s (a 6.2 s step 2, then 0.714-0.897), 107,255 tokens/s/GPU, 41.4 GiB; TRL 3.031 s,
+    30,383 tokens/s/GPU, 46.1 GiB: 3.49.
+  Our step times spread over 80% within one run where TRL's spread over 1%; c77c796 keeps Python's garbage
+  collector out of the steps (a full pass walks every object torch.compile left).
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ def pack_pairs(pairs: list[PreferencePair], rows_per_batch: int, capacity: int) 
 
 def last_non_pad(ids: list[int], pad_id: int) -> int:
     """Where HF scores a sequence: its rightmost token that is not the pad id (0 when all are). Searched from the
-    end, where it almost always is (a scan of every token cost ~10 ms a global batch of 92k tokens)."""
+    end, where it almost always is, not by a Python loop over every token of every pair."""
     return next((t for t in range(len(ids) - 1, -1, -1) if ids[t] != pad_id), 0)
 
 

@@ -30,6 +30,12 @@ bench() {  # seconds, script, arguments...: one bench, its exit status reported,
     echo "== $script: exit $? ($(date -u +%T))"
 }
 
+dpo_against_trl() {  # equal|variable, seconds, --timeouts: our DPO and TRL's on pairs of those lengths
+    local name=dpo_${1/variable/var}
+    bench "$2" dpo_step.py --lengths "$1" --out "$OUT/$name.json" --logs_dir "$OUT/${name}_logs" \
+        --device_kind "$kind" --timeouts "$3"
+}
+
 case "$call" in 1 | 2 | 3 | 4 | 5) ;; *) echo "error: call must be 1 to 5, not $call" >&2; exit 2 ;; esac
 install ".whl/*.whl" /tmp/site || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
@@ -49,10 +55,8 @@ case "$call" in
         bench 250 megatron_agreement.py --out "$OUT/megatron_agreement.json" --workdir /tmp/agree
         ;;
     3)
-        bench 280 dpo_step.py --lengths variable --out "$OUT/dpo_var.json" --logs_dir "$OUT/dpo_var_logs" \
-            --device_kind "$kind" --timeouts 110,150,20
-        bench 290 dpo_step.py --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
-            --device_kind "$kind" --timeouts 100,120,0
+        dpo_against_trl variable 280 110,150,20
+        dpo_against_trl equal 290 100,120,0
         ;;
     4)
         bench 260 dpo_step.py --skip_trl --profile --out "$OUT/dpo_profile.json" --logs_dir "$OUT/dpo_profile_logs" \
@@ -61,9 +65,7 @@ case "$call" in
             --logs_dir "$OUT/dpo_equal_mb32_logs" --device_kind "$kind" --timeouts 100,150,0
         ;;
     5)
-        bench 270 dpo_step.py --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
-            --device_kind "$kind" --timeouts 100,150,0
-        bench 290 dpo_step.py --lengths variable --out "$OUT/dpo_var.json" --logs_dir "$OUT/dpo_var_logs" \
-            --device_kind "$kind" --timeouts 110,150,0
+        dpo_against_trl equal 270 100,150,0
+        dpo_against_trl variable 290 110,150,0
         ;;
 esac

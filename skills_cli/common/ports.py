@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 
 LOWEST_PORT = 20000
+DEFAULT_EPHEMERAL_LOW = 32768  # Linux's default start of net.ipv4.ip_local_port_range
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -25,7 +26,7 @@ def port_range(ephemeral_file: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
     try:
         ephemeral_low = int(ephemeral_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
+        ephemeral_low = DEFAULT_EPHEMERAL_LOW
     if ephemeral_low - LOWEST_PORT < 4000:  # a node that lends almost every port out: share them
         return LOWEST_PORT, 60999
     return LOWEST_PORT, ephemeral_low - 1

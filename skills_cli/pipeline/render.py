@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from skills_cli.common.ports import DEFAULT_EPHEMERAL_LOW, LOWEST_PORT
 from skills_cli.inference.server.auth import api_key_names
 from skills_cli.pipeline import secrets
 from skills_cli.pipeline.cluster import ClusterConfig, ContainerRuntime
@@ -292,10 +293,11 @@ def binding_group(job: Job, port: str) -> int:
     return next((command.group for command in job.commands if port in command.binds), 0)
 
 
-# Where python3 is missing (a bare node under a container runtime): a random port of common/ports.py's default
-# range, skipping those something listens on (bash's /dev/tcp connects only there). Runs where the port binds.
+# Where python3 is missing (a bare node under a container runtime): a random port of common/ports.py's range for
+# Linux's default ephemeral ports (the node's own setting is not known here), skipping those something listens on
+# (bash's /dev/tcp connects only there). Runs where the port binds.
 SHELL_PORT_DRAW = (
-    "for _ in 1 2 3 4 5 6 7 8; do p=$(( 20000 + RANDOM % 12000 )); "
+    f"for _ in 1 2 3 4 5 6 7 8; do p=$(( {LOWEST_PORT} + RANDOM % {DEFAULT_EPHEMERAL_LOW - LOWEST_PORT} )); "
     "(: </dev/tcp/127.0.0.1/$p) 2>/dev/null || break; done; echo $p"
 )
 

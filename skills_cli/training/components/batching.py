@@ -150,6 +150,12 @@ def _to(tensors: dict, device) -> dict:
     return dict(zip(tensors, to_device(device, *tensors.values()), strict=True))
 
 
+def in_labels_layout(labels, device, *tensors) -> tuple:
+    """A micro-batch's per-token host tensors (reference log-probs, advantages, the loss mask, ...) in the layout
+    the loss sees the labels in ((rows, length), or flattened), on `device`, copied without waiting (to_device)."""
+    return to_device(device, *(tensor.reshape(labels.shape) for tensor in tensors))
+
+
 def to_device(device, *tensors) -> tuple:
     """Host-to-device copies that do not wait for the GPU: from pinned memory, asynchronously (a pageable copy
     would first drain the GPU's queue, idling it while the next micro-batch is prepared). Tensors already on

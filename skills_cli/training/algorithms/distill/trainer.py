@@ -34,6 +34,7 @@ from skills_cli.training.algorithms.distill.loss import distillation_loss, per_t
 from skills_cli.training.algorithms.grpo.data import stop_token_ids
 from skills_cli.training.algorithms.grpo.rollout import Rollout
 from skills_cli.training.algorithms.grpo.trainer import GRPOTrainer, Timer
+from skills_cli.training.components.batching import to_device
 from skills_cli.training.components.model import check_model_path
 from skills_cli.training.components.parallel import all_reduce
 from skills_cli.training.components.tokenizer import load_tokenizer, pad_id
@@ -146,15 +147,23 @@ class DistillTrainer(GRPOTrainer):
         settings, k = self.config.loss_fn, self.config.distillation.topk_logits_k
 
         def loss_fn(logits, labels, batch):
-            # the response tokens only: prompt and padding positions need no KL (and no vocabulary-wide softmax)
-            mask = batch.loss_mask.reshape(labels.shape).to(logits.device, non_blocking=True)
-            valid = mask > 0
-            teacher, indices = self.teacher_logits(batch).reshape(*labels.shape, -1)[valid], None
+            import torch
+
+            # the response tokens only: prompt and padding positions need no KL (and no vocabulary-wide softmax).
+            # Their places are found on the host: a boolean mask of a device tensor would wait for the GPU.
+            mask = batch.loss_mask.reshape(-1)
+            (places,) = to_device(logits.device, torch.nonzero(mask > 0, as_tuple=True)[0])
+
+            def at_places(per_token):  # (places, vocabulary) rows of a (labels..., vocabulary) tensor
+                return per_token.reshape(mask.numel(), -1).index_select(0, places)
+
+            teacher, indices = at_places(self.teacher_logits(batch)), None
             if k is not None:
                 teacher, indices = teacher_topk(teacher, k)
-            kl = per_token_kl(logits[valid], teacher, indices, settings.kl_type, settings.mixed_kl_weight,
+            kl = per_token_kl(at_places(logits), teacher, indices, settings.kl_type, settings.mixed_kl_weight,
                               settings.zero_outside_topk)  # fmt: skip
-            loss, metrics = distillation_loss(kl, mask[valid], global_count)
+            (weights,) = to_device(logits.device, mask[mask > 0])
+            loss, metrics = distillation_loss(kl, weights, global_count)
             return loss, {**metrics, "loss": loss.detach()}
 
         return loss_fn

@@ -50,6 +50,7 @@ from skills_cli.training.algorithms.grpo.loss import (
     group_advantages,
 )
 from skills_cli.training.algorithms.grpo.rollout import Rollout
+from skills_cli.training.components.batching import in_labels_layout
 from skills_cli.training.components.data import next_global_batch
 from skills_cli.training.components.logprobs import token_logprobs
 from skills_cli.training.components.metrics import model_flops_utilization, peak_memory_gib
@@ -328,19 +329,18 @@ class GRPOTrainer(Trainer):
         terms, temperature = self.loss_terms, self.config.policy.generation.temperature
 
         def loss_fn(logits, labels, batch):
-            device = logits.device
-
-            def per_token(tensor):  # the batch's (rows, length) layout as the labels have it (maybe flattened)
-                return tensor.reshape(labels.shape).to(device, non_blocking=True)
+            def per_token(*tensors):
+                return in_labels_layout(labels, logits.device, *tensors)
 
             curr = token_logprobs(logits, labels, temperature)
-            ref = per_token(batch.reference_logprobs) if self.reference is not None else None
+            (ref,) = per_token(batch.reference_logprobs) if self.reference is not None else (None,)
             # on-policy: the weights have not moved since the rollouts, so the old logprobs are the current ones
             # (the ratio is exactly 1 and its gradient that of the current logprobs)
-            prev = curr.detach() if self.on_policy else per_token(batch.prev_logprobs)
-            loss, metrics = clipped_pg_loss(curr, prev, per_token(batch.generation_logprobs), ref,
-                                            per_token(batch.advantages), per_token(batch.loss_mask),
-                                            per_token(batch.seq_weight), terms, global_count)  # fmt: skip
+            (prev,) = (curr.detach(),) if self.on_policy else per_token(batch.prev_logprobs)
+            generation, advantages, mask, seq_weight = per_token(batch.generation_logprobs, batch.advantages,
+                                                                 batch.loss_mask, batch.seq_weight)  # fmt: skip
+            loss, metrics = clipped_pg_loss(curr, prev, generation, ref, advantages, mask, seq_weight, terms,
+                                            global_count)  # fmt: skip
             return loss, {**metrics, "loss": loss.detach()}
 
         return loss_fn

@@ -20,6 +20,7 @@ from skills_cli.training.algorithms.grpo.rollout import Rollout
 from skills_cli.training.algorithms.ppo.config import PPOConfig
 from skills_cli.training.algorithms.ppo.core import clipped_value_loss
 from skills_cli.training.components import checkpoint as ckpt
+from skills_cli.training.components.batching import in_labels_layout
 from skills_cli.training.policy import build_policy
 
 CRITIC_DIR = "critic"
@@ -107,14 +108,10 @@ class Critic:
         cliprange = self.config.critic.cliprange_value
 
         def loss_fn(logits, labels, batch):
-            device = logits.device
-
-            def per_token(tensor):
-                return tensor.reshape(labels.shape).to(device, non_blocking=True)
-
             vpreds = logits[..., 0].float().reshape(labels.shape)
-            loss, metrics = clipped_value_loss(vpreds, per_token(batch.old_values), per_token(batch.returns),
-                                               per_token(batch.loss_mask), cliprange, global_count)  # fmt: skip
+            old_values, returns, mask = in_labels_layout(labels, logits.device, batch.old_values, batch.returns,
+                                                         batch.loss_mask)  # fmt: skip
+            loss, metrics = clipped_value_loss(vpreds, old_values, returns, mask, cliprange, global_count)
             return loss, {**metrics, "loss": loss.detach()}
 
         return loss_fn

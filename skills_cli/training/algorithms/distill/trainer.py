@@ -152,7 +152,8 @@ class DistillTrainer(GRPOTrainer):
             # the response tokens only: prompt and padding positions need no KL (and no vocabulary-wide softmax).
             # Their places are found on the host: a boolean mask of a device tensor would wait for the GPU.
             mask = batch.loss_mask.reshape(-1)
-            (places,) = to_device(logits.device, torch.nonzero(mask > 0, as_tuple=True)[0])
+            keep = mask > 0
+            places, weights = to_device(logits.device, torch.nonzero(keep, as_tuple=True)[0], mask[keep])
 
             def at_places(per_token):  # (places, vocabulary) rows of a (labels..., vocabulary) tensor
                 return per_token.reshape(mask.numel(), -1).index_select(0, places)
@@ -162,7 +163,6 @@ class DistillTrainer(GRPOTrainer):
                 teacher, indices = teacher_topk(teacher, k)
             kl = per_token_kl(at_places(logits), teacher, indices, settings.kl_type, settings.mixed_kl_weight,
                               settings.zero_outside_topk)  # fmt: skip
-            (weights,) = to_device(logits.device, mask[mask > 0])
             loss, metrics = distillation_loss(kl, weights, global_count)
             return loss, {**metrics, "loss": loss.detach()}
 

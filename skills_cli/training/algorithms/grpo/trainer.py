@@ -329,18 +329,18 @@ class GRPOTrainer(Trainer):
         terms, temperature = self.loss_terms, self.config.policy.generation.temperature
 
         def loss_fn(logits, labels, batch):
-            def per_token(*tensors):
-                return in_labels_layout(labels, logits.device, *tensors)
+            def per_token(tensor):
+                (moved,) = in_labels_layout(labels, logits.device, tensor)
+                return moved
 
             curr = token_logprobs(logits, labels, temperature)
-            (ref,) = per_token(batch.reference_logprobs) if self.reference is not None else (None,)
+            ref = per_token(batch.reference_logprobs) if self.reference is not None else None
             # on-policy: the weights have not moved since the rollouts, so the old logprobs are the current ones
             # (the ratio is exactly 1 and its gradient that of the current logprobs)
-            (prev,) = (curr.detach(),) if self.on_policy else per_token(batch.prev_logprobs)
-            generation, advantages, mask, seq_weight = per_token(batch.generation_logprobs, batch.advantages,
-                                                                 batch.loss_mask, batch.seq_weight)  # fmt: skip
-            loss, metrics = clipped_pg_loss(curr, prev, generation, ref, advantages, mask, seq_weight, terms,
-                                            global_count)  # fmt: skip
+            prev = curr.detach() if self.on_policy else per_token(batch.prev_logprobs)
+            loss, metrics = clipped_pg_loss(curr, prev, per_token(batch.generation_logprobs), ref,
+                                            per_token(batch.advantages), per_token(batch.loss_mask),
+                                            per_token(batch.seq_weight), terms, global_count)  # fmt: skip
             return loss, {**metrics, "loss": loss.detach()}
 
         return loss_fn

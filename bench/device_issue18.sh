@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures issue 18 still lacks, as five device calls of under 600 s each (one H200; a session has 30
+# The GPU figures issue 18 still lacks, as six device calls of under 600 s each (one H200; a session has 30
 # device minutes). From the repository root, with the device tool, carrying the wheels:
 #   run(command="bash bench/device_issue18.sh 1", carry=[".whl"])  # reward model, then PPO, each against TRL
 #   run(command="bash bench/device_issue18.sh 2", carry=[".whl"])  # distillation against TRL; megatron agreement
@@ -9,6 +9,9 @@
 #                                                                 # alone, then both at twice the micro-batch
 #   run(command="bash bench/device_issue18.sh 5", carry=[".whl"])  # DPO against TRL, equal then variable
 #                                                                 # lengths, after the changes call 4 suggested
+#   run(command="bash bench/device_issue18.sh 6", carry=[".whl"])  # DPO equal lengths against TRL with a profile
+#                                                                 # timeline (GPU idle by host work), then ours
+#                                                                 # with the whole model as one FSDP unit
 # Each bench bounds its own phases (--timeouts); the outer timeouts keep one call under the device's limit and
 # let the next bench of the call run when one overruns. JSON and logs land in $OUT. The commands are the ones in
 # each bench's docstring; copy the figures there ("Measured: ...") with this script's call line. On another
@@ -16,7 +19,7 @@
 #   run(command="DEVICE_KIND=nvidia-h100-x1 bash bench/device_issue18.sh 3", kind="nvidia-h100-x1", carry=[".whl"])
 set -uo pipefail
 : "${OUT:?run on the device machine, where the device tool sets OUT}"
-call=${1:?which call: 1 to 5}
+call=${1:?which call: 1 to 6}
 kind=${DEVICE_KIND:-nvidia-h200}  # the device tool's kind this call got, recorded in each JSON
 
 install() {  # --target: the machine's own torch and transformers stay; no index: nothing to download there
@@ -36,7 +39,7 @@ dpo_against_trl() {  # equal|variable, seconds, --timeouts: our DPO and TRL's on
         --device_kind "$kind" --timeouts "$3"
 }
 
-case "$call" in 1 | 2 | 3 | 4 | 5) ;; *) echo "error: call must be 1 to 5, not $call" >&2; exit 2 ;; esac
+case "$call" in 1 | 2 | 3 | 4 | 5 | 6) ;; *) echo "error: call must be 1 to 6, not $call" >&2; exit 2 ;; esac
 install ".whl/*.whl" /tmp/site || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 # the carried wheels need the machine's pyarrow, pandas and xxhash: say at once if an import fails
@@ -67,5 +70,11 @@ case "$call" in
     5)
         dpo_against_trl equal 270 100,150,0
         dpo_against_trl variable 290 110,150,0
+        ;;
+    6)
+        bench 380 dpo_step.py --profile --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
+            --device_kind "$kind" --timeouts 100,150,120
+        SKILLS_CLI_FSDP_ONE_UNIT=1 bench 150 dpo_step.py --skip_trl --out "$OUT/dpo_one_unit.json" \
+            --logs_dir "$OUT/dpo_one_unit_logs" --device_kind "$kind" --timeouts 110,0,0
         ;;
 esac

@@ -23,6 +23,10 @@ What it does, all offline, each phase a separate process (the real entry points,
   5. `--profile`: steps 4-5 of our first variant under torch.profiler in a process of its own: the top ops by
      device and CPU time to <logs>/profile-dpo.txt, device seconds by kernel category (bench/sft_throughput.py's)
      into the JSON; what to read to find where a DPO step spends the time an SFT step of the same tokens does not.
+     On a GPU also `profile.timeline` (bench/gpu_timeline.py): each step's wall, GPU-busy and GPU-idle
+     milliseconds, and the idle time charged to the host work the GPU waited for (the step's parts are labelled
+     `bench:micro_batches`, `bench:model_inputs`, `bench:forward`, `bench:loss`, `bench:backward`,
+     `bench:optimizer_step`, ...).
 
 Step time: ours, `step_time_s` of metrics.jsonl (one optimizer step, synchronized); TRL's, wall clock between
 consecutive TrainerCallback.on_step_end calls after a CUDA synchronize. Medians over steps 2..N (step 1 holds the
@@ -87,6 +91,11 @@ bench's tokens are completion tokens), `bash bench/device_issue18.sh 5` on the s
   tokens/s/GPU, peak 26.6 GiB); TRL 1.568 s (1.565-1.609), 58,888 tokens/s/GPU, 28.9 GiB: ratio 1.83 (target
   >= 2: not met). Less spread than the run before, not gone: one run each, so not shown to be the collector's.
   Our fastest steps (0.81-0.83 s) match ~0.78 s of kernels a step: what is left is GPU work (matmuls 50%).
+Not re-measured since (2026-12-05, second session: no device could be started): a DPO step now builds the next
+step's micro-batches while the GPU updates the weights (~30 ms of host work a step of these pairs on a 2-core
+host, before: with the GPU idle at the step's start), and the gradient clip no longer waits for the GPU.
+`DEVICE_KIND=... bash bench/device_issue18.sh 6` measures that against TRL, with the profile's timeline, then the
+whole model as one FSDP unit (an experiment: fewer host hooks, more memory).
 """
 
 from __future__ import annotations
@@ -232,6 +241,7 @@ def run_profile(report: dict, args, model: Path, pairs_path: str, work: Path, lo
 
 def profile_worker(spec_path: str) -> None:
     import torch
+    from gpu_timeline import timeline_summary
     from sft_throughput import kernel_categories
     from torch.profiler import ProfilerActivity, profile
 
@@ -247,10 +257,17 @@ def profile_worker(spec_path: str) -> None:
         trainer = DPOTrainer(config, dist)
         for _ in range(PROFILE_WARMUP):  # past compilation and the first shapes
             trainer.train_step()
+        name_host_work(trainer)
         start = time.perf_counter()
         with profile(activities=activities) as prof:
             rows = [trainer.train_step() for _ in range(PROFILE_STEPS)]
         wall = time.perf_counter() - start
+    timeline = {}
+    if torch.cuda.is_available():
+        trace = Path(spec["result"]).with_suffix(".trace.json")
+        prof.export_chrome_trace(str(trace))
+        timeline = timeline_summary(trace, "bench:train_step")
+        trace.unlink()
     events = prof.key_averages()
     device_s = sum(e.self_device_time_total for e in events) / 1e6
     by_device = events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=90)
@@ -259,7 +276,28 @@ def profile_worker(spec_path: str) -> None:
     Path(spec["result"]).write_text(json.dumps({
         "profiled_steps": PROFILE_STEPS, "profiled_wall_s": wall, "device_busy_s": device_s,
         "device_busy_fraction": device_s / wall, "step_times_s": [row["step_time_s"] for row in rows],
-        "device_s_by_category": kernel_categories(events), "profile_file": spec["text"]}))  # fmt: skip
+        "device_s_by_category": kernel_categories(events), "profile_file": spec["text"],
+        "timeline": timeline}))  # fmt: skip
+
+
+def name_host_work(trainer) -> None:
+    """Label the parts of a DPO step in the profile (gpu_timeline charges GPU idle time to them)."""
+    import torch
+    from gpu_timeline import annotate
+
+    from skills_cli.training.components.batching import MicroBatch
+    from skills_cli.training.policy import dtensor
+
+    for owner, name, label in ((trainer, "train_step", "bench:train_step"),
+                               (trainer, "micro_batches", "bench:micro_batches"),
+                               (trainer, "prepare", "bench:prepare"), (trainer, "pair_terms", "bench:loss"),
+                               (trainer.policy, "forward_backward", "bench:forward_backward"),
+                               (trainer.policy, "_logits", "bench:forward"),
+                               (trainer.policy, "optimizer_step", "bench:optimizer_step"),
+                               (dtensor, "clip_grad_norm_", "bench:clip_grad_norm"),
+                               (MicroBatch, "model_inputs", "bench:model_inputs"),
+                               (torch.Tensor, "backward", "bench:backward")):  # fmt: skip
+        annotate(owner, name, label)
 
 
 def summarize_ours(rows: list[dict]) -> dict:

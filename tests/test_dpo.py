@@ -29,7 +29,7 @@ from skills_cli.training.algorithms.dpo.loss import DPOTerms, dpo_loss
 from skills_cli.training.algorithms.dpo.trainer import DPOTrainer, run
 from skills_cli.training.components.data import IGNORE_INDEX
 from skills_cli.training.components.model import ATTENTION_ENV, VARLEN_ATTENTION
-from skills_cli.training.components.parallel import distributed_session
+from skills_cli.training.components.parallel import FSDP_ONE_UNIT_ENV, decoder_layers, distributed_session
 from skills_cli.training.components.preferences import (
     PreferenceDataConfig,
     last_token_values,
@@ -265,6 +265,20 @@ def test_micro_batch_size_packing_and_reference_mode_do_not_change_loss_or_gradi
     assert_same_results(results, ("loss", "sft_loss", "margin", "num_pairs"))
 
 
+def test_the_whole_model_as_one_fsdp_unit_gives_the_per_layer_units_loss_and_gradients(pairs_file, tmp_path,
+                                                                                        monkeypatch):  # fmt: skip
+    """$SKILLS_CLI_FSDP_ONE_UNIT=1 (one rank): FSDP wraps the root alone, which must not change what is trained."""
+    config = pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path / "layers")
+    results = {"layers": global_batch_result(DPOTrainer, config)}
+    monkeypatch.setenv(FSDP_ONE_UNIT_ENV, "1")
+    with distributed_session() as dist:  # the experiment is on: no decoder layer is an FSDP unit of its own
+        trainer = DPOTrainer(pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path / "probe"), dist)
+        assert not any(type(layer).__name__.startswith("FSDP") for layer in decoder_layers(trainer.model))
+    results["one_unit"] = global_batch_result(DPOTrainer, pair_config(DPOConfig, "dpo", tiny_model(), pairs_file,
+                                                                      tmp_path / "one_unit"))  # fmt: skip
+    assert_same_results(results, ("loss", "margin", "num_pairs"))
+
+
 def dpo_on_two_ranks(pairs_file, output, *overrides: str) -> list[dict]:
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
             "skills_cli.training.algorithms.dpo",
@@ -321,6 +335,31 @@ def assert_resume_reproduces_the_run(config_class, loop, run_function, pairs_fil
 
 def test_resume_reproduces_the_run_step_for_step(pairs_file, tmp_path):
     assert_resume_reproduces_the_run(DPOConfig, "dpo", run, pairs_file, tmp_path, RESUME_OPTIONS)
+
+
+def test_each_step_trains_on_the_micro_batches_built_during_the_previous_update(pairs_file, tmp_path, monkeypatch):
+    """A step builds the next step's micro-batches while the device updates the weights (`_prefetch_next`); the
+    next step trains on those, across an epoch boundary too, with the same metrics as building them inline."""
+
+    def four_steps(prefetch: bool) -> tuple[list[dict], list[bool]]:
+        config = pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path / str(prefetch),
+                             "++checkpointing.enabled=false", "++dpo.max_num_epochs=2",
+                             "++policy.sequence_packing.enabled=true")  # fmt: skip
+        with distributed_session() as dist:
+            trainer = DPOTrainer(config, dist)
+            if not prefetch:
+                monkeypatch.setattr(trainer, "_prefetch_next", lambda: None)
+            handed, run_batch = [], trainer.run_global_batch
+            monkeypatch.setattr(trainer, "run_global_batch", lambda pairs, split, train, batches=None: (
+                handed.append(batches is not None), run_batch(pairs, split, train, batches))[1])  # fmt: skip
+            rows = [trainer.train_step() for _ in range(4)]
+        return without_timing(rows), handed
+
+    prefetched, handed = four_steps(True)
+    inline, handed_inline = four_steps(False)
+    assert [row["epoch"] for row in prefetched] == [0, 0, 1, 1]
+    assert handed == [False, True, True, True] and handed_inline == [False] * 4
+    assert prefetched == inline
 
 
 @pytest.mark.parametrize("packing,reference", [(False, "precomputed"), (True, "on_the_fly")],

@@ -152,6 +152,7 @@ def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool) -> None
     """
     import torch
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+    from torch.distributed.tensor import DTensor
 
     if compile_enabled(dp_mesh.device_type):
         compile_decoder_layers(model)
@@ -161,11 +162,27 @@ def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool) -> None
     # Resharding after forward frees each layer's gathered weights until backward; with one DP rank there is
     # nothing to free (the shard is the whole layer), only a re-gather per micro-batch to pay for.
     reshard = dp_mesh.size() > 1
-    for layer in decoder_layers(model):
-        fully_shard(layer, mesh=dp_mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=reshard)
+    tensor_parallel = any(isinstance(p, DTensor) for p in model.parameters())
+    if per_layer_units(dp_mesh.size(), cpu_offload or tensor_parallel):
+        for layer in decoder_layers(model):
+            fully_shard(layer, mesh=dp_mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=reshard)
     # the root's parameters (embeddings, final norm, LM head) are used at the end of forward and again first
     # in backward: keeping them gathered saves an all-gather per micro-batch
     fully_shard(model, mesh=dp_mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=False)
+
+
+FSDP_ONE_UNIT_ENV = "SKILLS_CLI_FSDP_ONE_UNIT"  # "1": on one DP rank, the whole model as one FSDP unit
+
+
+def per_layer_units(dp_size: int, keep_layers: bool) -> bool:
+    """Whether each decoder layer is an FSDP unit of its own: always, unless $SKILLS_CLI_FSDP_ONE_UNIT=1 on a
+    single rank without CPU offload or tensor-parallel layers (`keep_layers`). With one rank there is nothing to
+    gather or overlap, only FSDP's four Python hooks per layer and micro-batch (host time a GPU may wait for);
+    one unit (the root) drops them, with the same parameters, names and checkpoints, but holds every layer's
+    bf16 gradients until the end of each backward (2 bytes a parameter) and reduces the whole model's gradients
+    in one buffer on the step's last micro-batch instead of a layer's at a time: more memory at peak. An
+    experiment for bench/device_issue18.sh 6, unmeasured on a GPU so far: not the default."""
+    return dp_size > 1 or keep_layers or os.environ.get(FSDP_ONE_UNIT_ENV) != "1"
 
 
 def shard_frozen(model, dp_mesh) -> None:
@@ -226,8 +243,10 @@ def _token_dims_dynamic(compiled_forward):
     return forward
 
 
-def clip_grad_norm_(parameters, max_norm: float | None) -> float:
-    """The global L2 norm of all gradients (clipped to `max_norm` when given), DTensor-aware.
+def clip_grad_norm_(parameters, max_norm: float | None):
+    """The global L2 norm of all gradients (clipped to `max_norm` when given), DTensor-aware, as a float64 0-dim
+    tensor on the gradients' device: nothing here waits for the GPU (the clip coefficient stays a device
+    tensor), so the optimizer's kernels queue right behind the norm's.
 
     With TP some gradients live on the 2D mesh and some on the DP mesh only; the norm of each group is reduced
     to a plain tensor on its own mesh before they are combined, which `torch.nn.utils.clip_grad_norm_` cannot
@@ -250,8 +269,8 @@ def clip_grad_norm_(parameters, max_norm: float | None) -> float:
     if max_norm is not None and max_norm > 0:
         coefficient = torch.clamp(max_norm / (total + 1e-6), max=1.0)
         for grads in groups.values():
-            torch._foreach_mul_(grads, coefficient.to(grads[0].device, torch.float32).item())
-    return float(total)
+            torch._foreach_mul_(grads, coefficient.to(grads[0].device, torch.float32))
+    return total
 
 
 @contextlib.contextmanager

@@ -68,6 +68,12 @@ class Policy(ABC):
         """Clip the gradients to `max_grad_norm` (none when None or <= 0), update the weights unless `skip`,
         zero the gradients; returns the global gradient norm before clipping. Collective."""
 
+    def optimizer_step_async(self, max_grad_norm: float | None, skip: bool = False):
+        """`optimizer_step` without waiting for the device where the backend can: the norm comes back as a value
+        `float()` turns into the number (a device tensor; converting it waits), so the caller may do host work
+        while the update runs."""
+        return self.optimizer_step(max_grad_norm, skip)
+
     @abstractmethod
     def zero_grad(self) -> None: ...
 

@@ -133,6 +133,9 @@ class DTensorPolicy(Policy):
             (logits.sum() * 0.0).backward()
 
     def optimizer_step(self, max_grad_norm: float | None, skip: bool = False) -> float:
+        return float(self.optimizer_step_async(max_grad_norm, skip))
+
+    def optimizer_step_async(self, max_grad_norm: float | None, skip: bool = False):
         grad_norm = clip_grad_norm_(self.model.parameters(), max_grad_norm)
         if not skip:
             self.optimizer.step()

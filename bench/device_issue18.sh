@@ -72,9 +72,9 @@ case "$call" in
         dpo_against_trl variable 290 110,150,0
         ;;
     6)
-        bench 380 dpo_step.py --profile --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
-            --device_kind "$kind" --timeouts 100,150,120
-        SKILLS_CLI_FSDP_ONE_UNIT=1 bench 150 dpo_step.py --skip_trl --out "$OUT/dpo_one_unit.json" \
-            --logs_dir "$OUT/dpo_one_unit_logs" --device_kind "$kind" --timeouts 110,0,0
+        bench 440 dpo_step.py --profile --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
+            --device_kind "$kind" --timeouts 100,150,150
+        SKILLS_CLI_FSDP_ONE_UNIT=1 bench 130 dpo_step.py --skip_trl --out "$OUT/dpo_one_unit.json" \
+            --logs_dir "$OUT/dpo_one_unit_logs" --device_kind "$kind" --timeouts 100,0,0
         ;;
 esac

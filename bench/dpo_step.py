@@ -266,7 +266,10 @@ def profile_worker(spec_path: str) -> None:
     if torch.cuda.is_available():
         trace = Path(spec["result"]).with_suffix(".trace.json")
         prof.export_chrome_trace(str(trace))
-        timeline = timeline_summary(trace, "bench:train_step")
+        try:
+            timeline = timeline_summary(trace, "bench:train_step")
+        except Exception as error:  # the instrument failing must not lose the profile's other figures
+            timeline = {"error": repr(error)}
         trace.unlink()
     events = prof.key_averages()
     device_s = sum(e.self_device_time_total for e in events) / 1e6

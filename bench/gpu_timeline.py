@@ -75,10 +75,11 @@ class _Thread:
 
     def charge(self, start: float, end: float, into: dict) -> None:
         """Split [start, end) at event boundaries and add each piece's length to its innermost event's name."""
+        # an event overlapping [start, end) began after start - LONG_US, or earlier and is then a long one
         first = bisect.bisect_left(self.starts, start - LONG_US)
-        recent = self.events[first : bisect.bisect_left(self.starts, end)]
-        candidates = [e for e in {id(e): e for e in (*recent, *self.long)}.values()
-                      if e["ts"] < end and e["ts"] + e["dur"] > start]  # fmt: skip
+        earlier_long = [e for e in self.long if e["ts"] < start - LONG_US]
+        candidates = [e for e in (*earlier_long, *self.events[first : bisect.bisect_left(self.starts, end)])
+                      if e["ts"] + e["dur"] > start]  # fmt: skip
         cuts = sorted({start, end, *(e["ts"] for e in candidates if start < e["ts"] < end),
                        *(e["ts"] + e["dur"] for e in candidates if start < e["ts"] + e["dur"] < end)})  # fmt: skip
         for a, b in zip(cuts, cuts[1:], strict=False):

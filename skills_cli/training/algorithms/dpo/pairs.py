@@ -13,6 +13,7 @@ the micro-batch size, packing or data-parallel layout. Every metric is a mean ov
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -174,7 +175,7 @@ class PairTrainer(Trainer):
         the device idle. The next step uses them only if it draws the same pairs."""
         self._prefetched = None
         if self.step < self.total_steps:
-            pairs = self._next_pairs(DataPosition(self.position.epoch, self.position.index))
+            pairs = self._next_pairs(dataclasses.replace(self.position))  # a copy: this step stays put
             self._prefetched = ([pair.index for pair in pairs], self.micro_batches(pairs))
 
     def _take_prefetched(self, pairs: list[PreferencePair]) -> list | None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures issue 18 still lacks, as six device calls of under 600 s each (one H200; a session has 30
+# The GPU figures issue 18 still lacks, as seven device calls of under 600 s each (one H200; a session has 30
 # device minutes). From the repository root, with the device tool, carrying the wheels:
 #   run(command="bash bench/device_issue18.sh 1", carry=[".whl"])  # reward model, then PPO, each against TRL
 #   run(command="bash bench/device_issue18.sh 2", carry=[".whl"])  # distillation against TRL; megatron agreement
@@ -12,6 +12,10 @@
 #   run(command="bash bench/device_issue18.sh 6", carry=[".whl"])  # DPO equal lengths against TRL with a profile
 #                                                                 # timeline (GPU idle by host work), then ours
 #                                                                 # with the whole model as one FSDP unit
+#   run(command="bash bench/device_issue18.sh 7", carry=[".whl"])  # DPO equal lengths, ours and TRL at twice the
+#                                                                 # micro-batch, ours at the default; then ours at
+#                                                                 # both with inductor's C++ wrapper (less host time
+#                                                                 # launching each compiled graph's kernels)
 # Each bench bounds its own phases (--timeouts); the outer timeouts keep one call under the device's limit and
 # let the next bench of the call run when one overruns. JSON and logs land in $OUT. The commands are the ones in
 # each bench's docstring; copy the figures there ("Measured: ...") with this script's call line. On another
@@ -19,7 +23,7 @@
 #   run(command="DEVICE_KIND=nvidia-h100-x1 bash bench/device_issue18.sh 3", kind="nvidia-h100-x1", carry=[".whl"])
 set -uo pipefail
 : "${OUT:?run on the device machine, where the device tool sets OUT}"
-call=${1:?which call: 1 to 6}
+call=${1:?which call: 1 to 7}
 kind=${DEVICE_KIND:-nvidia-h200}  # the device tool's kind this call got, recorded in each JSON
 
 install() {  # --target: the machine's own torch and transformers stay; no index: nothing to download there
@@ -39,7 +43,7 @@ dpo_against_trl() {  # equal|variable, seconds, --timeouts: our DPO and TRL's on
         --device_kind "$kind" --timeouts "$3"
 }
 
-case "$call" in 1 | 2 | 3 | 4 | 5 | 6) ;; *) echo "error: call must be 1 to 6, not $call" >&2; exit 2 ;; esac
+case "$call" in 1 | 2 | 3 | 4 | 5 | 6 | 7) ;; *) echo "error: call must be 1 to 7, not $call" >&2; exit 2 ;; esac
 install ".whl/*.whl" /tmp/site || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 # the carried wheels need the machine's pyarrow, pandas and xxhash: say at once if an import fails
@@ -76,5 +80,16 @@ case "$call" in
             --device_kind "$kind" --timeouts 100,150,150
         SKILLS_CLI_FSDP_ONE_UNIT=1 bench 130 dpo_step.py --skip_trl --out "$OUT/dpo_one_unit.json" \
             --logs_dir "$OUT/dpo_one_unit_logs" --device_kind "$kind" --timeouts 100,0,0
+        ;;
+    7)
+        bench 190 dpo_step.py --pack_rows 32 --trl_micro_batch 16 --out "$OUT/dpo_mb32.json" \
+            --logs_dir "$OUT/dpo_mb32_logs" --device_kind "$kind" --timeouts 90,100,0
+        bench 90 dpo_step.py --skip_trl --out "$OUT/dpo_mb16.json" --logs_dir "$OUT/dpo_mb16_logs" \
+            --device_kind "$kind" --timeouts 85,0,0
+        for rows in 16 32; do
+            TORCHINDUCTOR_CPP_WRAPPER=1 bench 135 dpo_step.py --skip_trl --pack_rows "$rows" \
+                --out "$OUT/dpo_cpp_wrapper_mb$rows.json" --logs_dir "$OUT/dpo_cpp_wrapper_mb${rows}_logs" \
+                --device_kind "$kind" --timeouts 130,0,0
+        done
         ;;
 esac

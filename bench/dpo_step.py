@@ -242,7 +242,7 @@ def run_profile(report: dict, args, model: Path, pairs_path: str, work: Path, lo
 def profile_worker(spec_path: str) -> None:
     import torch
     from gpu_timeline import timeline_summary
-    from sft_throughput import kernel_categories
+    from sft_throughput import is_kernel, kernel_categories
     from torch.profiler import ProfilerActivity, profile
 
     from skills_cli.common.overrides import load_config_from_argv
@@ -272,7 +272,7 @@ def profile_worker(spec_path: str) -> None:
             timeline = {"error": repr(error)}
         trace.unlink()
     events = prof.key_averages()
-    device_s = sum(e.self_device_time_total for e in events) / 1e6
+    device_s = sum(e.self_device_time_total for e in events if is_kernel(e)) / 1e6
     by_device = events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=90)
     by_cpu = events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90)
     Path(spec["text"]).write_text(f"ops by self device time\n{by_device}\n\nops by self CPU time\n{by_cpu}\n")

@@ -94,7 +94,9 @@ def timeline_summary(trace_path: str | Path, window_label: str, top: int = 25) -
     events = json.loads(Path(trace_path).read_text())["traceEvents"]
     complete = [e for e in events if e.get("ph") == "X" and "dur" in e]
     gpu = [e for e in complete if e.get("cat") in GPU_CATEGORIES]
-    windows = sorted((e for e in complete if e.get("name") == window_label), key=lambda e: e["ts"])
+    # the host's annotation only: record_function also leaves a `gpu_user_annotation` copy on the stream's row
+    windows = sorted((e for e in complete if e.get("name") == window_label and e.get("cat") in HOST_CATEGORIES),
+                     key=lambda e: e["ts"])  # fmt: skip
     launches = {e["args"]["correlation"]: e for e in complete
                 if e.get("cat") in LAUNCH_CATEGORIES and "correlation" in e.get("args", {})}  # fmt: skip
     threads: dict = defaultdict(list)

@@ -495,7 +495,7 @@ def profile_worker(args) -> dict:
             rows = [trainer.train_step() for _ in range(2)]
         wall = time.perf_counter() - start
     events = prof.key_averages()
-    device_total = sum(e.self_device_time_total for e in events) / 1e6
+    device_total = sum(e.self_device_time_total for e in events if is_kernel(e)) / 1e6
     table_gpu = events.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=90)
     table_cpu = events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90)
     text = output / f"profile-{backend}.txt"
@@ -512,11 +512,19 @@ KERNEL_CATEGORIES = (("attention", ("flash",)), ("matmul", ("gemm", "nvjet", "cu
                      ("eager elementwise/reduce", ("elementwise", "reduce", "vectorized", "cat", "index")))  # fmt: skip
 
 
+def is_kernel(event) -> bool:
+    """A key_averages row of GPU work itself: device time on the CUDA side that is not a record_function
+    annotation's GPU-side copy (`bench:*` labels and the like span many kernels: counted again, they made
+    `device_busy_s` exceed the profiled wall time)."""
+    return (event.self_device_time_total > 0 and str(event.device_type) == "DeviceType.CUDA"
+            and not getattr(event, "is_user_annotation", False) and not event.key.startswith("bench:"))  # fmt: skip
+
+
 def kernel_categories(events) -> dict:
     """Seconds of GPU time by kind of kernel (first matching category by name, else `other`)."""
     totals: dict = {}
     for event in events:  # kernels only: an operator's device time is its kernels' again
-        if event.self_device_time_total <= 0 or str(event.device_type) != "DeviceType.CUDA":
+        if not is_kernel(event):
             continue
         lowered = event.key.lower()
         kind = next((k for k, words in KERNEL_CATEGORIES if any(w in lowered for w in words)), "other")

@@ -102,8 +102,9 @@ class DTensorPolicy(Policy):
         metrics = []
         with torch.set_grad_enabled(train):
             for index, micro_batch in enumerate(micro_batches):
-                if train and self.dp_size == 1:
+                if train and self.dp_size == 1 and index in (0, passes - 1):
                     # one DP rank: gather the weights and reduce the gradients once per step, not per micro-batch
+                    # (set at the first and the last pass only: each call walks every module of the model)
                     _accumulate_unsharded(self.model, last=index == passes - 1)
                 inputs, labels = micro_batch.model_inputs(self.attn_implementation, self.compute_dtype, self.device,
                                                           select_logits=not self.sequence_parallel)  # fmt: skip

@@ -89,8 +89,15 @@ class _Thread:
             into[name] += b - a
 
 
-def timeline_summary(trace_path: str | Path, window_label: str, top: int = 25) -> dict:
-    """Busy and idle GPU time per `window_label` window, and the idle time by the host work it waited for."""
+def _keep_largest(largest: list, size: float, window: int, offset: float, work: dict, keep: int) -> list:
+    """The `keep` largest gaps so far, each with where it lies (window, offset) and its three largest charges."""
+    top_work = sorted(work.items(), key=lambda item: -item[1])[:3]
+    return sorted([*largest, (size, window, offset, top_work)], key=lambda gap: -gap[0])[:keep]
+
+
+def timeline_summary(trace_path: str | Path, window_label: str, top: int = 25, top_gaps: int = 8) -> dict:
+    """Busy and idle GPU time per `window_label` window, the idle time by the host work it waited for, and the
+    `top_gaps` largest gaps each with its place in its window and the host work it was charged to."""
     events = json.loads(Path(trace_path).read_text())["traceEvents"]
     complete = [e for e in events if e.get("ph") == "X" and "dur" in e]
     gpu = [e for e in complete if e.get("cat") in GPU_CATEGORIES]
@@ -108,13 +115,14 @@ def timeline_summary(trace_path: str | Path, window_label: str, top: int = 25) -
     gpu_by_start = sorted(gpu, key=lambda e: e["ts"])
     gpu_starts = [e["ts"] for e in gpu_by_start]
     charged: dict = defaultdict(float)
-    per_window, gap_sizes = [], []
-    for window in windows:
+    per_window, gap_sizes, largest = [], [], []
+    for number, window in enumerate(windows):
         start, end = window["ts"], window["ts"] + window["dur"]
         busy = _clip(busy_all, start, end)
         gaps = [g for g in _gaps(busy, start, end) if g[1] - g[0] >= MIN_GAP_US]
         for gap_start, gap_end in gaps:
             gap_sizes.append(gap_end - gap_start)
+            this_gap: dict = defaultdict(float)
             following = bisect.bisect_left(gpu_starts, gap_end - 0.5)
             launch = None
             if following < len(gpu_by_start):
@@ -123,9 +131,12 @@ def timeline_summary(trace_path: str | Path, window_label: str, top: int = 25) -
                 thread = host[(window["pid"], window["tid"])]
             else:
                 thread = host.get((launch["pid"], launch["tid"])) or host[(window["pid"], window["tid"])]
-            thread.charge(gap_start, min(gap_end, launch["ts"]) if launch else gap_end, charged)
+            thread.charge(gap_start, min(gap_end, launch["ts"]) if launch else gap_end, this_gap)
             if launch is not None and launch["ts"] < gap_end:  # launched, then the GPU still started later
-                charged["(launched; GPU not yet started)"] += gap_end - max(launch["ts"], gap_start)
+                this_gap["(launched; GPU not yet started)"] += gap_end - max(launch["ts"], gap_start)
+            for name, us in this_gap.items():
+                charged[name] += us
+            largest = _keep_largest(largest, gap_end - gap_start, number, gap_start - start, this_gap, top_gaps)
         busy_us = sum(b - a for a, b in busy)
         per_window.append({"wall_ms": round(window["dur"] / 1e3, 2), "gpu_busy_ms": round(busy_us / 1e3, 2),
                            "gpu_idle_ms": round((window["dur"] - busy_us) / 1e3, 2),
@@ -138,6 +149,9 @@ def timeline_summary(trace_path: str | Path, window_label: str, top: int = 25) -
         "idle_ms_by_host_work": {name: round(us / 1e3, 2) for name, us in ranked},
         "idle_ms_in_gaps": round(total_idle / 1e3, 2),
         "largest_gaps_ms": [round(us / 1e3, 3) for us in sizes[:15]],
+        "largest_gaps": [{"ms": round(size / 1e3, 3), "window": number, "at_ms": round(offset / 1e3, 2),
+                          "host_work_ms": {name: round(us / 1e3, 3) for name, us in work}}
+                         for size, number, offset, work in largest],  # fmt: skip
         "gaps_over_1ms": sum(1 for us in sizes if us >= 1000),
         "idle_ms_in_gaps_under_100us": round(sum(us for us in sizes if us < 100) / 1e3, 2),
     }

@@ -59,3 +59,9 @@ def test_idle_time_is_charged_to_the_innermost_host_work_before_each_launch(tmp_
     assert charged == pytest.approx(expected, abs=1e-9)
     assert sum(charged.values()) == pytest.approx(summary["idle_ms_in_gaps"]) == pytest.approx(0.4)
     assert summary["largest_gaps_ms"] == [0.19, 0.13, 0.08] and summary["gaps_over_1ms"] == 0
+    first, second, third = summary["largest_gaps"]
+    assert (first["ms"], first["window"], first["at_ms"]) == (0.19, 0, 0.63)
+    assert first["host_work_ms"] == pytest.approx({"aten::index": 0.17, "(no operator)": 0.01,
+                                                   "(launched; GPU not yet started)": 0.01})  # fmt: skip
+    assert (second["ms"], second["at_ms"], third["ms"], third["at_ms"]) == (0.13, 0.0, 0.08, 0.92)
+    assert list(second["host_work_ms"]) == ["bench:micro_batches", "bench:train_step", "aten::mm"]

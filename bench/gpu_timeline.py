@@ -144,14 +144,15 @@ def timeline_summary(trace_path: str | Path, window_label: str, top: int = 25, t
     total_idle = sum(gap_sizes)
     ranked = sorted(charged.items(), key=lambda item: -item[1])[:top]
     sizes = sorted(gap_sizes, reverse=True)
+    largest_gaps = [{"ms": round(size / 1e3, 3), "window": number, "at_ms": round(offset / 1e3, 2),
+                     "host_work_ms": {name: round(us / 1e3, 3) for name, us in work}}
+                    for size, number, offset, work in largest]  # fmt: skip
     return {
         "windows": per_window,
         "idle_ms_by_host_work": {name: round(us / 1e3, 2) for name, us in ranked},
         "idle_ms_in_gaps": round(total_idle / 1e3, 2),
         "largest_gaps_ms": [round(us / 1e3, 3) for us in sizes[:15]],
-        "largest_gaps": [{"ms": round(size / 1e3, 3), "window": number, "at_ms": round(offset / 1e3, 2),
-                          "host_work_ms": {name: round(us / 1e3, 3) for name, us in work}}
-                         for size, number, offset, work in largest],  # fmt: skip
+        "largest_gaps": largest_gaps,
         "gaps_over_1ms": sum(1 for us in sizes if us >= 1000),
         "idle_ms_in_gaps_under_100us": round(sum(us for us in sizes if us < 100) / 1e3, 2),
     }

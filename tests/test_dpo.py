@@ -349,9 +349,9 @@ def test_each_step_trains_on_the_micro_batches_built_during_the_previous_update(
             trainer = DPOTrainer(config, dist)
             if not prefetch:
                 monkeypatch.setattr(trainer, "_prefetch_next", lambda: None)
-            handed, run_batch = [], trainer.run_global_batch
-            monkeypatch.setattr(trainer, "run_global_batch", lambda pairs, split, train, batches=None: (
-                handed.append(batches is not None), run_batch(pairs, split, train, batches))[1])  # fmt: skip
+            handed, launch = [], trainer.launch_global_batch
+            monkeypatch.setattr(trainer, "launch_global_batch", lambda pairs, split, train, batches=None: (
+                handed.append(batches is not None), launch(pairs, split, train, batches))[1])  # fmt: skip
             rows = [trainer.train_step() for _ in range(4)]
         return without_timing(rows), handed
 
@@ -360,6 +360,21 @@ def test_each_step_trains_on_the_micro_batches_built_during_the_previous_update(
     assert [row["epoch"] for row in prefetched] == [0, 0, 1, 1]
     assert handed == [False, True, True, True] and handed_inline == [False] * 4
     assert prefetched == inline
+
+
+def test_a_step_queues_the_weight_update_before_reading_its_metrics(pairs_file, tmp_path, monkeypatch):
+    """Reading a step's metrics waits for the device; the update is queued first, so the device goes from the
+    last backward straight into the optimizer's kernels instead of idling while the host reads and launches."""
+    config = pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path, "++checkpointing.enabled=false")
+    with distributed_session() as dist:
+        trainer = DPOTrainer(config, dist)
+        order, update, means = [], trainer.policy.optimizer_step_async, trainer.global_means
+        monkeypatch.setattr(trainer.policy, "optimizer_step_async", lambda *a, **k: (order.append("update"),
+                                                                                     update(*a, **k))[1])  # fmt: skip
+        monkeypatch.setattr(trainer, "global_means", lambda *a: (order.append("metrics"), means(*a))[1])
+        row = trainer.train_step()
+    assert order == ["update", "metrics"]
+    assert row["train/num_pairs"] == GLOBAL_BATCH and row["train/loss"] == pytest.approx(math.log(2), abs=1e-3)
 
 
 @pytest.mark.parametrize("packing,reference", [(False, "precomputed"), (True, "on_the_fly")],

@@ -116,6 +116,12 @@ class PairTrainer(Trainer):
         """Forward (and backward when `train`) over this rank's pairs of a global batch (`batches`: their micro-
         batches, when already built); the global means of the metrics, `num_pairs` and `num_tokens`. Collective
         over data parallelism."""
+        return self.global_means(*self.launch_global_batch(pairs, split, train, batches))
+
+    def launch_global_batch(self, pairs: list[PreferencePair], split: str, train: bool,
+                            batches: list | None = None) -> tuple:  # fmt: skip
+        """`run_global_batch` without waiting for the device: the metric sums and the (pairs, tokens) counts of
+        the global batch as device tensors, for `global_means` once the device is done."""
         import torch
 
         device, group = self.dist.device, self.policy.dp_group
@@ -124,7 +130,7 @@ class PairTrainer(Trainer):
         self.prepare(batches, split)
         counts = torch.tensor([len(pairs), sum(len(p) for p in pairs)], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(counts, group=group)
-        global_pairs = float(counts[0])
+        global_pairs = float(counts[0])  # nothing is queued yet at a step's start: this waits for no kernel
 
         def loss_fn(logits, labels, batch):
             terms = self.pair_terms(logits, labels, batch)
@@ -136,8 +142,13 @@ class PairTrainer(Trainer):
         for result in results:
             sums += torch.stack([torch.as_tensor(result[n], device=device) for n in self.metric_names])
         torch.distributed.all_reduce(sums, group=group)
+        return sums, counts
+
+    def global_means(self, sums, counts) -> dict:
+        """The metrics of `launch_global_batch` as floats (this waits for the device)."""
+        global_pairs, tokens = counts.tolist()
         means = dict(zip(self.metric_names, (sums / max(global_pairs, 1.0)).tolist(), strict=True))
-        return {**means, "num_pairs": global_pairs, "num_tokens": float(counts[1])}
+        return {**means, "num_pairs": global_pairs, "num_tokens": tokens}
 
     def train_step(self) -> dict:
         import torch
@@ -147,15 +158,16 @@ class PairTrainer(Trainer):
         pairs = self._next_pairs(self.position)
         epoch = self.position.epoch
         self.policy.zero_grad()
-        stats = self.run_global_batch(pairs, "train", train=True, batches=self._take_prefetched(pairs))
+        sums = self.launch_global_batch(pairs, "train", train=True, batches=self._take_prefetched(pairs))
         lr = self.policy.get_lr()
+        # the update is queued right behind the last backward: reading the metrics first would idle the device
         grad_norm = self.policy.optimizer_step_async(self.config.policy.max_grad_norm)
         self.policy.scheduler_step()
         self.step += 1
         self._prefetch_next()
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize(self.dist.device)
-        grad_norm = float(grad_norm)
+        stats, grad_norm = self.global_means(*sums), float(grad_norm)
         seconds = time.perf_counter() - start
         tokens = stats.pop("num_tokens")
         return {"step": self.step, "epoch": epoch, **{f"train/{k}": v for k, v in stats.items()},

@@ -15,8 +15,7 @@
 #   run(command="bash bench/device_issue18.sh 7", carry=[".whl"])  # DPO equal lengths against TRL at the default
 #                                                                 # micro-batches, then both at twice those; then
 #                                                                 # ours with inductor's C++ wrapper (less host time
-#                                                                 # launching a compiled graph's kernels) at twice
-#                                                                 # (profiled) and at the default micro-batch
+#                                                                 # launching a compiled graph's kernels) at both
 # Each bench bounds its own phases (--timeouts); the outer timeouts keep one call under the device's limit and
 # let the next bench of the call run when one overruns. JSON and logs land in $OUT. The commands are the ones in
 # each bench's docstring; copy the figures there ("Measured: ...") with this script's call line. On another
@@ -83,14 +82,13 @@ case "$call" in
             --logs_dir "$OUT/dpo_one_unit_logs" --device_kind "$kind" --timeouts 100,0,0
         ;;
     7)
-        dpo_against_trl equal 170 90,100,0
-        bench 170 dpo_step.py --pack_rows 32 --trl_micro_batch 16 --out "$OUT/dpo_mb32.json" \
-            --logs_dir "$OUT/dpo_mb32_logs" --device_kind "$kind" --timeouts 90,100,0
-        # the second with a profile timeline (where the GPU still waits); the first is cut if time runs short
-        TORCHINDUCTOR_CPP_WRAPPER=1 bench 200 dpo_step.py --skip_trl --pack_rows 32 --profile \
-            --out "$OUT/dpo_cpp_wrapper_mb32.json" --logs_dir "$OUT/dpo_cpp_wrapper_mb32_logs" \
-            --device_kind "$kind" --timeouts 120,0,150
-        TORCHINDUCTOR_CPP_WRAPPER=1 bench 120 dpo_step.py --skip_trl --out "$OUT/dpo_cpp_wrapper_mb16.json" \
-            --logs_dir "$OUT/dpo_cpp_wrapper_mb16_logs" --device_kind "$kind" --timeouts 115,0,0
+        dpo_against_trl equal 130 85,95,0
+        bench 130 dpo_step.py --pack_rows 32 --trl_micro_batch 16 --out "$OUT/dpo_mb32.json" \
+            --logs_dir "$OUT/dpo_mb32_logs" --device_kind "$kind" --timeouts 85,95,0
+        for rows in 32 16; do
+            TORCHINDUCTOR_CPP_WRAPPER=1 bench 100 dpo_step.py --skip_trl --pack_rows "$rows" \
+                --out "$OUT/dpo_cpp_wrapper_mb$rows.json" --logs_dir "$OUT/dpo_cpp_wrapper_mb${rows}_logs" \
+                --device_kind "$kind" --timeouts 95,0,0
+        done
         ;;
 esac

@@ -96,6 +96,19 @@ step's micro-batches while the GPU updates the weights (~30 ms of host work a st
 host, before: with the GPU idle at the step's start), and the gradient clip no longer waits for the GPU.
 `DEVICE_KIND=... bash bench/device_issue18.sh 6` measures that against TRL, with the profile's timeline, then the
 whole model as one FSDP unit (an experiment: fewer host hooks, more memory).
+Measured 2026-12-05 at b0f19dc on one H200 (nvidia-h200: no H100 could be started; same software and wheels),
+`DEVICE_KIND=nvidia-h200 bash bench/device_issue18.sh 6` (device tool, kind nvidia-h200, carry .whl), equal lengths:
+  ours, median of steps 2-10: 0.742 s (0.718-0.823), 124,714 tokens/s/GPU, peak 26.6 GiB; TRL 1.379 s
+    (1.361-1.410), 66,932 tokens/s/GPU, peak 28.9 GiB: ratio 1.86 (target >= 2: not met; TRL ran 1.414 s on
+    this kind on 2026-12-04, ours 0.796 s then).
+  the whole model as one FSDP unit (SKILLS_CLI_FSDP_ONE_UNIT=1, ours alone, next run on the same machine): 0.735 s
+    (0.719-0.803): within the spread of the per-layer units.
+  the profile (two steps, profiler on): GPU busy 627 and 617 ms of steps of 1045 and 1168 ms; the idle time lies
+    in ~3,600 gaps a step, most under 100 us (kernel launches behind the host), the largest 23.6 ms a step.
+    Host work the GPU waited for: the model's Python between operators inside a micro-batch's forward, the
+    compiled layers' wrapper code and dynamo's cache lookups, launch latency. Unprofiled, ~0.62 s of kernels in
+    a 0.742 s step: the host sets the pace. (That run's timeline counted each step twice, from the profiler's
+    GPU-side copy of the step's annotation: the figures here are per step; fixed in 0bda425.)
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ Measured 2026-12-05 at b0f19dc on one H200 (nvidia-h200: no H100 could be starte
   the whole model as one FSDP unit (SKILLS_CLI_FSDP_ONE_UNIT=1, ours alone, next run on the same machine): 0.735 s
     (0.719-0.803): within the spread of the per-layer units.
   the profile (two steps, profiler on): GPU busy 627 and 617 ms of steps of 1045 and 1168 ms; the idle time lies
-    in ~3,600 gaps a step, most under 100 us (kernel launches behind the host), the largest 23.6 ms a step.
+    in ~3,600 gaps a step: a quarter of it in gaps under 100 us, ~30 gaps a step over 1 ms, the largest 23.6 ms.
     Host work the GPU waited for: the model's Python between operators inside a micro-batch's forward, the
     compiled layers' wrapper code and dynamo's cache lookups, launch latency. Unprofiled, ~0.62 s of kernels in
     a 0.742 s step: the host sets the pace. (That run's timeline counted each step twice, from the profiler's

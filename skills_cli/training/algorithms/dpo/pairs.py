@@ -127,10 +127,11 @@ class PairTrainer(Trainer):
         device, group = self.dist.device, self.policy.dp_group
         if batches is None:
             batches = self.micro_batches(pairs) if pairs else []
-        self.prepare(batches, split)
         counts = torch.tensor([len(pairs), sum(len(p) for p in pairs)], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(counts, group=group)
-        global_pairs = float(counts[0])  # nothing is queued yet at a step's start: this waits for no kernel
+        # read before `prepare` queues anything (an on-the-fly reference's forwards): this waits for no kernel
+        global_pairs = float(counts[0])
+        self.prepare(batches, split)
 
         def loss_fn(logits, labels, batch):
             terms = self.pair_terms(logits, labels, batch)

@@ -11,7 +11,8 @@ import sys
 import pytest
 from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
 
-from skills_cli.training.algorithms.sft.trainer import SFTTrainer
+from skills_cli.training.algorithms.sft.trainer import LaunchedBatch, SFTTrainer
+from skills_cli.training.components.data import DataPosition, next_global_batch
 from skills_cli.training.components.parallel import distributed_session
 
 GLOBAL_BATCH = list(range(8))  # the samples of the global batch under test
@@ -136,3 +137,21 @@ def test_two_processes_match_one(layout, train_file, one_process_metrics, tmp_pa
         assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
         assert mine["grad_norm"] == pytest.approx(theirs["grad_norm"], abs=1e-5)
         assert mine["num_valid_tokens"] == theirs["num_valid_tokens"]
+
+
+def test_a_step_queues_the_weight_update_before_reading_its_loss(train_file, tmp_path, monkeypatch):
+    """Reading a step's loss waits for the device; the update is queued first (see DPO's twin test), and the
+    loss read afterwards is the one `forward_backward` gives for the same batch."""
+    config = sft_config(tiny_model(), train_file, tmp_path, "++checkpointing.enabled=false")
+    with distributed_session() as dist:
+        trainer = SFTTrainer(config, dist)
+        first = next_global_batch(DataPosition(), len(trainer.train_data.samples), 8, config.sft.seed)
+        expected = trainer.forward_backward(first).loss  # before any update: the first step's loss
+        order, update = [], trainer.policy.optimizer_step_async
+        monkeypatch.setattr(trainer.policy, "optimizer_step_async", lambda *a, **k: (order.append("update"),
+                                                                                     update(*a, **k))[1])  # fmt: skip
+        monkeypatch.setattr(LaunchedBatch, "stats", lambda self, read=LaunchedBatch.stats: (order.append("loss"),
+                                                                                           read(self))[1])  # fmt: skip
+        row = trainer.train_step()
+    assert order == ["update", "loss"]
+    assert row["num_valid_tokens"] > 0 and row["loss"] == pytest.approx(expected, rel=1e-6)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from skills_cli.common.errors import UserError
 from skills_cli.training.algorithms.sft.config import SFTConfig
@@ -25,7 +26,6 @@ from skills_cli.training.components.batching import make_micro_batches, shard_fo
 from skills_cli.training.components.data import SFTDataset, load_sft_dataset, next_global_batch
 from skills_cli.training.components.loss import normalized_loss
 from skills_cli.training.components.metrics import model_flops_utilization, peak_memory_gib, reset_peak_memory
-from skills_cli.training.components.parallel import all_reduce
 from skills_cli.training.components.tokenizer import load_tokenizer, pad_id
 from skills_cli.training.config import check_parallel_layout
 from skills_cli.training.policy import Policy, build_policy, policy_backend
@@ -42,6 +42,24 @@ class BatchStats:
     num_overlong: int  # global
     num_micro_batches: int  # this rank's
     sum_squared_lengths: float = 0.0  # global sum of each sequence's squared length (attention FLOPs)
+
+
+@dataclass(frozen=True)
+class LaunchedBatch:
+    """A global batch whose forward/backward is queued on the device: its loss sum (over micro-batches and DP)
+    and counts (valid tokens, tokens, overlong samples, sum of squared lengths) are device tensors until
+    `stats` reads them, after the step's update is queued too."""
+
+    loss_sum: Any
+    counts: Any
+    num_micro_batches: int  # this rank's
+    num_valid_tokens: float  # global, read before anything was queued
+
+    def stats(self) -> BatchStats:
+        """The figures as numbers (this waits for the device)."""
+        valid, tokens, overlong, squares = self.counts.tolist()
+        return BatchStats(float(self.loss_sum), int(valid), int(tokens), int(overlong), self.num_micro_batches,
+                          squares)  # fmt: skip
 
 
 def check_config(config: SFTConfig, world_size: int) -> int:
@@ -98,6 +116,10 @@ class SFTTrainer(Trainer):
 
     def run_global_batch(self, samples: list, train: bool) -> BatchStats:
         """Forward (and backward when `train`) over this rank's samples of a global batch; collective over DP."""
+        return self.launch_global_batch(samples, train).stats()
+
+    def launch_global_batch(self, samples: list, train: bool) -> LaunchedBatch:
+        """`run_global_batch` without waiting for the device (its figures are read by `LaunchedBatch.stats`)."""
         import torch
 
         policy, device, group = self.config.policy, self.dist.device, self.policy.dp_group
@@ -108,22 +130,28 @@ class SFTTrainer(Trainer):
                                sum(s.overlong for s in samples), sum(len(s) ** 2 for s in samples)],
                               dtype=torch.float64, device=device)  # fmt: skip
         torch.distributed.all_reduce(counts, group=group)
-        global_valid = float(counts[0])
+        global_valid = float(counts[0])  # read before any kernel of the batch is queued: waits for none
 
         def sft_loss(logits, labels, _micro_batch):
             loss = normalized_loss(logits, labels, global_valid)
             return loss, {"loss": loss}
 
         metrics = self.policy.forward_backward(micro_batches, sft_loss, train=train)
-        total_loss = all_reduce(sum(float(m["loss"]) for m in metrics), group, device)
-        return BatchStats(total_loss, int(counts[0]), int(counts[1]), int(counts[2]), len(micro_batches),
-                          float(counts[3]))  # fmt: skip
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for result in metrics:
+            loss_sum += torch.as_tensor(result["loss"], device=device)
+        torch.distributed.all_reduce(loss_sum, group=group)
+        return LaunchedBatch(loss_sum, counts, len(micro_batches), global_valid)
 
     def forward_backward(self, indices: list[int]) -> BatchStats:
         """Gradients of the global batch `indices` (sample positions in the training data) in `.grad`."""
+        return self.launch_forward_backward(indices).stats()
+
+    def launch_forward_backward(self, indices: list[int]) -> LaunchedBatch:
+        """`forward_backward` without waiting for the device (see `launch_global_batch`)."""
         local = shard_for_rank(indices, self.dp_rank, self.dp_size)
         self.policy.zero_grad()
-        return self.run_global_batch([self.train_data.samples[i] for i in local], train=True)
+        return self.launch_global_batch([self.train_data.samples[i] for i in local], train=True)
 
     def train_step(self) -> dict:
         import torch
@@ -133,14 +161,17 @@ class SFTTrainer(Trainer):
         indices = next_global_batch(self.position, len(self.train_data.samples),
                                     self.config.policy.train_global_batch_size, self.config.sft.seed)  # fmt: skip
         epoch = self.position.epoch  # the batch's epoch: drawing it moved to the next epoch if needed
-        stats = self.forward_backward(indices)
+        launched = self.launch_forward_backward(indices)
         lr = self.policy.get_lr()
-        # nothing to learn from: no update (AdamW would still decay the weights)
-        grad_norm = self.policy.optimizer_step(self.config.policy.max_grad_norm, skip=stats.num_valid_tokens == 0)
+        # nothing to learn from: no update (AdamW would still decay the weights). The update is queued right
+        # behind the last backward: reading the loss first would idle the device between the two
+        grad_norm = self.policy.optimizer_step_async(self.config.policy.max_grad_norm,
+                                                     skip=launched.num_valid_tokens == 0)  # fmt: skip
         self.policy.scheduler_step()
         self.step += 1
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize(self.dist.device)
+        stats, grad_norm = launched.stats(), float(grad_norm)
         seconds = time.perf_counter() - start
         return self._step_metrics(stats, grad_norm, lr, seconds, epoch)
 

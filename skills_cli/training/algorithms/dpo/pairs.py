@@ -159,7 +159,7 @@ class PairTrainer(Trainer):
         pairs = self._next_pairs(self.position)
         epoch = self.position.epoch
         self.policy.zero_grad()
-        sums = self.launch_global_batch(pairs, "train", train=True, batches=self._take_prefetched(pairs))
+        launched = self.launch_global_batch(pairs, "train", train=True, batches=self._take_prefetched(pairs))
         lr = self.policy.get_lr()
         # the update is queued right behind the last backward: reading the metrics first would idle the device
         grad_norm = self.policy.optimizer_step_async(self.config.policy.max_grad_norm)
@@ -168,7 +168,7 @@ class PairTrainer(Trainer):
         self._prefetch_next()
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize(self.dist.device)
-        stats, grad_norm = self.global_means(*sums), float(grad_norm)
+        stats, grad_norm = self.global_means(*launched), float(grad_norm)
         seconds = time.perf_counter() - start
         tokens = stats.pop("num_tokens")
         return {"step": self.step, "epoch": epoch, **{f"train/{k}": v for k, v in stats.items()},

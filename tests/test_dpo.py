@@ -26,6 +26,7 @@ from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config
 from skills_cli.training.algorithms.dpo.config import DPOConfig
 from skills_cli.training.algorithms.dpo.loss import DPOTerms, dpo_loss
+from skills_cli.training.algorithms.dpo.pairs import LaunchedPairs
 from skills_cli.training.algorithms.dpo.trainer import DPOTrainer, run
 from skills_cli.training.components.data import IGNORE_INDEX
 from skills_cli.training.components.model import ATTENTION_ENV, VARLEN_ATTENTION
@@ -368,10 +369,11 @@ def test_a_step_queues_the_weight_update_before_reading_its_metrics(pairs_file, 
     config = pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path, "++checkpointing.enabled=false")
     with distributed_session() as dist:
         trainer = DPOTrainer(config, dist)
-        order, update, means = [], trainer.policy.optimizer_step_async, trainer.global_means
+        order, update = [], trainer.policy.optimizer_step_async
         monkeypatch.setattr(trainer.policy, "optimizer_step_async", lambda *a, **k: (order.append("update"),
                                                                                      update(*a, **k))[1])  # fmt: skip
-        monkeypatch.setattr(trainer, "global_means", lambda *a: (order.append("metrics"), means(*a))[1])
+        monkeypatch.setattr(LaunchedPairs, "means", lambda self, read=LaunchedPairs.means: (order.append("metrics"),
+                                                                                           read(self))[1])  # fmt: skip
         row = trainer.train_step()
     assert order == ["update", "metrics"]
     assert row["train/num_pairs"] == GLOBAL_BATCH and row["train/loss"] == pytest.approx(math.log(2), abs=1e-3)

@@ -155,3 +155,29 @@ def test_a_step_queues_the_weight_update_before_reading_its_loss(train_file, tmp
         row = trainer.train_step()
     assert order == ["update", "loss"]
     assert row["num_valid_tokens"] > 0 and row["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_each_step_trains_on_the_micro_batches_built_during_the_previous_update(train_file, tmp_path, monkeypatch):
+    """A step builds the next step's micro-batches while the device updates the weights (`_prefetch_next`, as
+    DPO's); the next step trains on those, across an epoch boundary too, with the same metrics as inline."""
+    timing = {"step_time_s", "tokens_per_sec_per_gpu", "mfu", "mfu_6n", "peak_memory_gib"}
+
+    def six_steps(prefetch: bool) -> tuple[list[dict], list[bool]]:
+        config = sft_config(tiny_model(), train_file, tmp_path / str(prefetch), "++checkpointing.enabled=false",
+                            "++sft.max_num_steps=6", "++sft.max_num_epochs=2",
+                            "++policy.sequence_packing.enabled=true")  # fmt: skip
+        with distributed_session() as dist:
+            trainer = SFTTrainer(config, dist)
+            if not prefetch:
+                monkeypatch.setattr(trainer, "_prefetch_next", lambda: None)
+            handed, launch = [], trainer.launch_global_batch
+            monkeypatch.setattr(trainer, "launch_global_batch", lambda samples, train, micro_batches=None: (
+                handed.append(micro_batches is not None), launch(samples, train, micro_batches))[1])  # fmt: skip
+            rows = [trainer.train_step() for _ in range(6)]
+        return [{k: v for k, v in row.items() if k not in timing} for row in rows], handed
+
+    prefetched, handed = six_steps(True)
+    inline, handed_inline = six_steps(False)
+    assert [row["epoch"] for row in prefetched] == [0, 0, 0, 0, 1, 1]  # 32 samples, 8 a step
+    assert handed == [False] + [True] * 5 and handed_inline == [False] * 6
+    assert prefetched == inline

@@ -262,6 +262,23 @@ def make_micro_batches(samples: list[SFTSample], micro_batch_size: int, pad_id: 
     return batches
 
 
+class PrefetchedBatches:
+    """The next step's micro-batches, built while the device still runs this step's weight update (the host is
+    free then) instead of at the next step's start with the device idle. Kept under the sample indices they were
+    built from: a step that draws other samples builds its own."""
+
+    def __init__(self) -> None:
+        self._kept: tuple[list[int], list] | None = None
+
+    def keep(self, indices: list[int], batches: list) -> None:
+        self._kept = (list(indices), batches)
+
+    def take(self, indices: list[int]) -> list | None:
+        """The batches kept for exactly `indices` (None otherwise); either way nothing stays kept."""
+        kept, self._kept = self._kept, None
+        return kept[1] if kept is not None and kept[0] == list(indices) else None
+
+
 def dummy_micro_batch(pad_id: int) -> MicroBatch:
     """One pad token with no loss: lets a rank with fewer micro-batches join the others' collectives."""
     batch = padded_micro_batch([SFTSample([pad_id], [0])], pad_id)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from skills_cli.common.errors import UserError
-from skills_cli.training.components.batching import shard_for_rank
+from skills_cli.training.components.batching import PrefetchedBatches, shard_for_rank
 from skills_cli.training.components.data import DataPosition, next_global_batch
 from skills_cli.training.components.metrics import peak_memory_gib, reset_peak_memory
 from skills_cli.training.components.preferences import (
@@ -35,6 +37,23 @@ from skills_cli.training.trainer import Trainer, check_common_config, fmt
 log = logging.getLogger("skills_cli.training")
 
 PAIR_METRICS = ("loss", "rewards_chosen", "rewards_rejected", "margin", "accuracy")
+
+
+@dataclass(frozen=True)
+class LaunchedPairs:
+    """A global batch of pairs whose forward (and backward) is queued on the device: the per-metric sums and
+    the (pairs, tokens) counts over data parallelism are device tensors until `means` reads them, after the
+    step's update is queued too (as SFT's `LaunchedBatch`)."""
+
+    sums: Any  # one per metric name, in `metric_names` order
+    counts: Any  # (pairs, tokens)
+    metric_names: tuple[str, ...]
+
+    def means(self) -> dict:
+        """The global means of the metrics, `num_pairs` and `num_tokens` as floats (this waits for the device)."""
+        global_pairs, tokens = self.counts.tolist()
+        means = dict(zip(self.metric_names, (self.sums / max(global_pairs, 1.0)).tolist(), strict=True))
+        return {**means, "num_pairs": global_pairs, "num_tokens": tokens}
 
 
 def check_pair_config(config, loop, loop_name: str, world_size: int) -> int:
@@ -72,7 +91,7 @@ class PairTrainer(Trainer):
         self.tokenizer = load_tokenizer(self.tokenizer_dir)
         self.pad_id = pad_id(self.tokenizer)
         self.train_data = self.load_pairs(config.data.train_data)
-        self._prefetched: tuple[list[int], list] | None = None  # the next step's micro-batches (_prefetch_next)
+        self.prefetched = PrefetchedBatches()  # the next step's micro-batches (_prefetch_next)
         self.val_data = self.load_pairs(config.data.val_data) if config.data.val_data else None
         self.total_steps = self._total_steps()
         self.policy = build_policy(config.policy, self.dist, self.total_steps, backend=config.backend,
@@ -116,12 +135,11 @@ class PairTrainer(Trainer):
         """Forward (and backward when `train`) over this rank's pairs of a global batch (`batches`: their micro-
         batches, when already built); the global means of the metrics, `num_pairs` and `num_tokens`. Collective
         over data parallelism."""
-        return self.global_means(*self.launch_global_batch(pairs, split, train, batches))
+        return self.launch_global_batch(pairs, split, train, batches).means()
 
     def launch_global_batch(self, pairs: list[PreferencePair], split: str, train: bool,
-                            batches: list | None = None) -> tuple:  # fmt: skip
-        """`run_global_batch` without waiting for the device: the metric sums and the (pairs, tokens) counts of
-        the global batch as device tensors, for `global_means` once the device is done."""
+                            batches: list | None = None) -> LaunchedPairs:  # fmt: skip
+        """`run_global_batch` without waiting for the device (its figures are read by `LaunchedPairs.means`)."""
         import torch
 
         device, group = self.dist.device, self.policy.dp_group
@@ -143,13 +161,7 @@ class PairTrainer(Trainer):
         for result in results:
             sums += torch.stack([torch.as_tensor(result[n], device=device) for n in self.metric_names])
         torch.distributed.all_reduce(sums, group=group)
-        return sums, counts
-
-    def global_means(self, sums, counts) -> dict:
-        """The metrics of `launch_global_batch` as floats (this waits for the device)."""
-        global_pairs, tokens = counts.tolist()
-        means = dict(zip(self.metric_names, (sums / max(global_pairs, 1.0)).tolist(), strict=True))
-        return {**means, "num_pairs": global_pairs, "num_tokens": tokens}
+        return LaunchedPairs(sums, counts, self.metric_names)
 
     def train_step(self) -> dict:
         import torch
@@ -159,7 +171,8 @@ class PairTrainer(Trainer):
         pairs = self._next_pairs(self.position)
         epoch = self.position.epoch
         self.policy.zero_grad()
-        launched = self.launch_global_batch(pairs, "train", train=True, batches=self._take_prefetched(pairs))
+        batches = self.prefetched.take([pair.index for pair in pairs])
+        launched = self.launch_global_batch(pairs, "train", train=True, batches=batches)
         lr = self.policy.get_lr()
         # the update is queued right behind the last backward: reading the metrics first would idle the device
         grad_norm = self.policy.optimizer_step_async(self.config.policy.max_grad_norm)
@@ -168,7 +181,7 @@ class PairTrainer(Trainer):
         self._prefetch_next()
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize(self.dist.device)
-        stats, grad_norm = self.global_means(*launched), float(grad_norm)
+        stats, grad_norm = launched.means(), float(grad_norm)
         seconds = time.perf_counter() - start
         tokens = stats.pop("num_tokens")
         return {"step": self.step, "epoch": epoch, **{f"train/{k}": v for k, v in stats.items()},
@@ -184,18 +197,10 @@ class PairTrainer(Trainer):
 
     def _prefetch_next(self) -> None:
         """Build the next step's micro-batches (packing and host tensors: ~30 ms a step of 64 long pairs on a
-        2-core host) while the device still runs this step's weight update, not at the next step's start with
-        the device idle. The next step uses them only if it draws the same pairs."""
-        self._prefetched = None
+        2-core host) while the device still runs this step's weight update (`PrefetchedBatches`)."""
         if self.step < self.total_steps:
             pairs = self._next_pairs(dataclasses.replace(self.position))  # a copy: this step stays put
-            self._prefetched = ([pair.index for pair in pairs], self.micro_batches(pairs))
-
-    def _take_prefetched(self, pairs: list[PreferencePair]) -> list | None:
-        prefetched, self._prefetched = self._prefetched, None
-        if prefetched is not None and prefetched[0] == [pair.index for pair in pairs]:
-            return prefetched[1]
-        return None
+            self.prefetched.keep([pair.index for pair in pairs], self.micro_batches(pairs))
 
     # ---- validation -------------------------------------------------------------------------------------------
 

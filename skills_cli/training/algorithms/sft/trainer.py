@@ -15,6 +15,7 @@ valid-token count -> clip -> AdamW -> scheduler; validation (token-mean NLL on d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 
 from skills_cli.common.errors import UserError
 from skills_cli.training.algorithms.sft.config import SFTConfig
-from skills_cli.training.components.batching import make_micro_batches, shard_for_rank
+from skills_cli.training.components.batching import PrefetchedBatches, make_micro_batches, shard_for_rank
 from skills_cli.training.components.data import SFTDataset, load_sft_dataset, next_global_batch
 from skills_cli.training.components.loss import normalized_loss
 from skills_cli.training.components.metrics import model_flops_utilization, peak_memory_gib, reset_peak_memory
@@ -88,6 +89,7 @@ class SFTTrainer(Trainer):
                                            policy.max_total_sequence_length)  # fmt: skip
         self.val_data = self._load_val_data()
         self.total_steps = self._total_steps()
+        self.prefetched = PrefetchedBatches()  # the next step's micro-batches (_prefetch_next)
         self.policy: Policy = build_policy(policy, self.dist, self.total_steps, backend=config.backend,
                                            seed=config.sft.seed)  # fmt: skip
 
@@ -118,13 +120,19 @@ class SFTTrainer(Trainer):
         """Forward (and backward when `train`) over this rank's samples of a global batch; collective over DP."""
         return self.launch_global_batch(samples, train).stats()
 
-    def launch_global_batch(self, samples: list, train: bool) -> LaunchedBatch:
-        """`run_global_batch` without waiting for the device (its figures are read by `LaunchedBatch.stats`)."""
+    def micro_batches(self, samples: list) -> list:
+        policy = self.config.policy
+        return make_micro_batches(samples, policy.train_micro_batch_size, self.pad_id, policy.pack_capacity) \
+            if samples else []  # fmt: skip
+
+    def launch_global_batch(self, samples: list, train: bool, micro_batches: list | None = None) -> LaunchedBatch:
+        """`run_global_batch` without waiting for the device (its figures are read by `LaunchedBatch.stats`);
+        `micro_batches`: the samples' micro-batches when already built."""
         import torch
 
-        policy, device, group = self.config.policy, self.dist.device, self.policy.dp_group
-        micro_batches = make_micro_batches(samples, policy.train_micro_batch_size, self.pad_id, policy.pack_capacity) \
-            if samples else []  # fmt: skip
+        device, group = self.dist.device, self.policy.dp_group
+        if micro_batches is None:
+            micro_batches = self.micro_batches(samples)
         counts = torch.tensor([sum(mb.num_valid_tokens for mb in micro_batches),
                                sum(mb.num_tokens for mb in micro_batches),
                                sum(s.overlong for s in samples), sum(len(s) ** 2 for s in samples)],
@@ -151,7 +159,18 @@ class SFTTrainer(Trainer):
         """`forward_backward` without waiting for the device (see `launch_global_batch`)."""
         local = shard_for_rank(indices, self.dp_rank, self.dp_size)
         self.policy.zero_grad()
-        return self.launch_global_batch([self.train_data.samples[i] for i in local], train=True)
+        return self.launch_global_batch([self.train_data.samples[i] for i in local], train=True,
+                                        micro_batches=self.prefetched.take(local))  # fmt: skip
+
+    def _prefetch_next(self) -> None:
+        """Build the next step's micro-batches while the device still runs this step's weight update
+        (`PrefetchedBatches`); a step that draws other samples builds its own."""
+        if self.step < self.total_steps:
+            position = dataclasses.replace(self.position)  # a copy: this step stays put
+            indices = next_global_batch(position, len(self.train_data.samples),
+                                        self.config.policy.train_global_batch_size, self.config.sft.seed)  # fmt: skip
+            local = shard_for_rank(indices, self.dp_rank, self.dp_size)
+            self.prefetched.keep(local, self.micro_batches([self.train_data.samples[i] for i in local]))
 
     def train_step(self) -> dict:
         import torch
@@ -169,6 +188,7 @@ class SFTTrainer(Trainer):
                                                      skip=launched.num_valid_tokens == 0)  # fmt: skip
         self.policy.scheduler_step()
         self.step += 1
+        self._prefetch_next()
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize(self.dist.device)
         stats, grad_norm = launched.stats(), float(grad_norm)

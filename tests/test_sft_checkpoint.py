@@ -167,3 +167,28 @@ def test_export_appears_whole_or_not_at_all(tmp_path, monkeypatch):
     (out / "mine" / "notes.txt").write_text("keep")  # a directory with the user's files is written into
     save_hf_model(weights, tiny_model(), out / "mine", torch.float32)
     assert (out / "mine" / "notes.txt").read_text() == "keep" and (out / "mine" / "config.json").is_file()
+
+
+def test_a_resume_keeps_the_optimizer_kernels_this_machine_chose(tmp_path):
+    """The optimizer's state comes from the checkpoint; how its update runs (fused / foreach kernels) stays as
+    built here: torch restores every param-group key, so a checkpoint saved with the foreach kernels (before AdamW
+    was fused on GPUs, or on another machine) switched a fused optimizer back."""
+    import torch
+
+    from skills_cli.training.components.checkpoint import load_checkpoint, save_checkpoint
+    from skills_cli.training.components.parallel import distributed_session
+
+    with distributed_session():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        saved = torch.optim.AdamW(model.parameters(), lr=0.1, foreach=True)
+        model(torch.randn(2, 4)).sum().backward()
+        saved.step()
+        path = save_checkpoint(tmp_path, 1, model, saved, {"step": 1}, keep_last_k=1)
+        model.zero_grad(set_to_none=True)  # as at a run's start: torch fills a fresh optimizer's state only then
+        resumed = torch.optim.AdamW(model.parameters(), lr=0.1, foreach=False)
+        load_checkpoint(path, model, resumed)
+    assert resumed.param_groups[0]["foreach"] is False and saved.param_groups[0]["foreach"] is True
+    for parameter in model.parameters():
+        assert torch.equal(resumed.state[parameter]["exp_avg"], saved.state[parameter]["exp_avg"])
+        assert resumed.state[parameter]["exp_avg"].abs().sum() > 0

@@ -158,9 +158,13 @@ def load_checkpoint(path: Path, model, optimizer) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
+    from skills_cli.training.components.optim import implementation_flags, set_implementation_flags
+
     state = _model_and_optimizer_state(model, optimizer)
     dcp.load(state, checkpoint_id=str(path / "dcp"))
+    built_for_this_machine = implementation_flags(optimizer)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_implementation_flags(optimizer, built_for_this_machine)
     load_rng_state(path)
 
 

@@ -20,6 +20,22 @@ def build_optimizer(parameters: list, config: OptimizerConfig):
                              weight_decay=kwargs.weight_decay, fused=fused or None)  # fmt: skip
 
 
+# how an optimizer's update runs on this machine (fused / foreach kernels, CUDA-graph capturable), not state
+IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable")
+
+
+def implementation_flags(optimizer) -> list[dict]:
+    """Each param group's `IMPLEMENTATION_KEYS`, to put back after `load_state_dict`: torch restores a param
+    group's every key from the saved state, so a checkpoint written before AdamW was fused on GPUs (or on
+    another machine) would switch the update back to the kernels it was saved with."""
+    return [{key: group[key] for key in IMPLEMENTATION_KEYS if key in group} for group in optimizer.param_groups]
+
+
+def set_implementation_flags(optimizer, flags: list[dict]) -> None:
+    for group, kept in zip(optimizer.param_groups, flags, strict=True):
+        group.update(kept)
+
+
 def lr_multiplier(step: int, config: SchedulerConfig, total_steps: int) -> float:
     """The factor applied to the base learning rate at optimizer step `step` (0-based).
 

@@ -1,5 +1,5 @@
-"""A training job that really meets its Slurm time limit: `ns train sft --time 00:02:00 --dependent_jobs 2` on the
-local Slurm. The trainer's deadline is the job's end time as Slurm has it (no variable set by the test); the
+"""A training job that really meets its Slurm time limit: `ns train sft --time 00:01:00 --dependent_jobs 3` on the
+local Slurm (one minute: Slurm's smallest limit). The trainer's deadline is the job's end time as Slurm has it (no variable set by the test); the
 trainer saves and stops before it, the next copy starts after the first ended (afterany), resumes and finishes,
 and the final weights equal an uninterrupted run's bit for bit."""
 
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.infra
 
 REPO = Path(__file__).resolve().parent.parent
 
-LIMIT_S, SAVE_BEFORE_S = 120, 60
+LIMIT_S, SAVE_BEFORE_S, STARTUP_S = 60, 25, 15  # STARTUP_S: a job's start to its first step (~14 s here)
+DEPENDENT_JOBS = 3
 TRAINING = ["++policy.train_global_batch_size=8", "++policy.train_micro_batch_size=8", "++sft.max_num_epochs=1000",
             "++sft.seed=3"]  # fmt: skip
 
@@ -35,11 +36,11 @@ def local_run(model: str, train: str, out: Path, steps: int) -> Path:
 
 def steps_for_two_windows(model: str, train: str, out: Path) -> int:
     """Steps that take about twice the training time a job has before its save point (start-up aside), at this
-    machine's speed now: the first job cannot finish them unless the machine gets twice as fast, and the three
-    jobs of the chain together have room for 1.5 times slower."""
+    machine's speed now: the first job cannot finish them unless the machine gets twice as fast, and the four
+    jobs of the chain together have room for twice slower (or start-ups 20 s longer)."""
     rows = read_metrics(local_run(model, train, out, 40))[10:]  # past the warm-up steps
     seconds_per_step = sorted(row["step_time_s"] for row in rows)[len(rows) // 2]
-    return max(60, int(2 * (LIMIT_S - SAVE_BEFORE_S - 15) / seconds_per_step))
+    return max(60, int(2 * (LIMIT_S - SAVE_BEFORE_S - STARTUP_S) / seconds_per_step))
 
 
 def safetensors_of(folder: Path) -> dict:
@@ -63,9 +64,9 @@ def test_a_job_at_its_time_limit_hands_over_to_its_dependent_copy(slurm_config, 
                  f"++checkpointing.save_period={10 * steps}", *TRAINING]  # fmt: skip
     train_sft(ctx=wrap_arguments(" ".join(overrides)), cluster="slurm_train", config_dir=str(slurm_config),
               expname="limit", hf_model=model, training_data=train, output_dir=str(out), num_gpus=0,
-              time="00:02:00", dependent_jobs=2)  # fmt: skip
+              time="00:01:00", dependent_jobs=DEPENDENT_JOBS)  # fmt: skip
     records = sorted(finish("limit", timeout=900), key=lambda r: int(r.external_id))
-    assert [r.state for r in records] == [JobState.SUCCEEDED] * 3, records
+    assert [r.state for r in records] == [JobState.SUCCEEDED] * (1 + DEPENDENT_JOBS), records
     times = sacct_times(infra, [r.external_id for r in records])
     first, second = (times[r.external_id] for r in records[:2])
     assert second[0] >= first[1]  # afterany: the copy started once the first had ended

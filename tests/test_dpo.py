@@ -20,7 +20,7 @@ import torch
 from arith_models import FLOAT32, SEQUENCE, warmed_model
 from safetensors.torch import load_file
 from test_sft_checkpoint import assert_same_weights
-from test_sft_support import read_metrics, tiny_model, write_jsonl
+from test_sft_support import read_metrics, steps_and_prefetch_use, tiny_model, write_jsonl
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config
@@ -347,14 +347,7 @@ def test_each_step_trains_on_the_micro_batches_built_during_the_previous_update(
                              "++checkpointing.enabled=false", "++dpo.max_num_epochs=2",
                              "++policy.sequence_packing.enabled=true")  # fmt: skip
         with distributed_session() as dist:
-            trainer = DPOTrainer(config, dist)
-            if not prefetch:
-                monkeypatch.setattr(trainer, "_prefetch_next", lambda: None)
-            handed, launch = [], trainer.launch_global_batch
-            monkeypatch.setattr(trainer, "launch_global_batch", lambda pairs, split, train, batches=None: (
-                handed.append(batches is not None), launch(pairs, split, train, batches))[1])  # fmt: skip
-            rows = [trainer.train_step() for _ in range(4)]
-        return without_timing(rows), handed
+            return steps_and_prefetch_use(DPOTrainer(config, dist), 4, prefetch, monkeypatch)
 
     prefetched, handed = four_steps(True)
     inline, handed_inline = four_steps(False)

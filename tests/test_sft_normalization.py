@@ -9,7 +9,14 @@ import subprocess
 import sys
 
 import pytest
-from test_sft_support import conversation_rows, read_metrics, sft_config, tiny_model, write_jsonl
+from test_sft_support import (
+    conversation_rows,
+    read_metrics,
+    sft_config,
+    steps_and_prefetch_use,
+    tiny_model,
+    write_jsonl,
+)
 
 from skills_cli.training.algorithms.sft.trainer import LaunchedBatch, SFTTrainer
 from skills_cli.training.components.data import DataPosition, next_global_batch
@@ -160,21 +167,13 @@ def test_a_step_queues_the_weight_update_before_reading_its_loss(train_file, tmp
 def test_each_step_trains_on_the_micro_batches_built_during_the_previous_update(train_file, tmp_path, monkeypatch):
     """A step builds the next step's micro-batches while the device updates the weights (`_prefetch_next`, as
     DPO's); the next step trains on those, across an epoch boundary too, with the same metrics as inline."""
-    timing = {"step_time_s", "tokens_per_sec_per_gpu", "mfu", "mfu_6n", "peak_memory_gib"}
 
     def six_steps(prefetch: bool) -> tuple[list[dict], list[bool]]:
         config = sft_config(tiny_model(), train_file, tmp_path / str(prefetch), "++checkpointing.enabled=false",
                             "++sft.max_num_steps=6", "++sft.max_num_epochs=2",
                             "++policy.sequence_packing.enabled=true")  # fmt: skip
         with distributed_session() as dist:
-            trainer = SFTTrainer(config, dist)
-            if not prefetch:
-                monkeypatch.setattr(trainer, "_prefetch_next", lambda: None)
-            handed, launch = [], trainer.launch_global_batch
-            monkeypatch.setattr(trainer, "launch_global_batch", lambda samples, train, micro_batches=None: (
-                handed.append(micro_batches is not None), launch(samples, train, micro_batches))[1])  # fmt: skip
-            rows = [trainer.train_step() for _ in range(6)]
-        return [{k: v for k, v in row.items() if k not in timing} for row in rows], handed
+            return steps_and_prefetch_use(SFTTrainer(config, dist), 6, prefetch, monkeypatch)
 
     prefetched, handed = six_steps(True)
     inline, handed_inline = six_steps(False)

@@ -65,3 +65,20 @@ def sft_config(model: str, train: str, output_dir: Path, *overrides: str) -> SFT
 def read_metrics(output_dir: Path) -> list[dict]:
     """The per-step rows of a run (`<output_dir>/logs/metrics.jsonl`)."""
     return [json.loads(line) for line in (Path(output_dir) / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+
+def steps_and_prefetch_use(trainer, steps: int, prefetch: bool, monkeypatch) -> tuple[list[dict], list[bool]]:
+    """`steps` of `trainer.train_step()` (its `_prefetch_next` a no-op unless `prefetch`): the rows without their
+    timings, and for each step whether `launch_global_batch` was handed micro-batches built beforehand."""
+    timing = {"step_time_s", "tokens_per_sec_per_gpu", "mfu", "mfu_6n", "peak_memory_gib"}
+    if not prefetch:
+        monkeypatch.setattr(trainer, "_prefetch_next", lambda: None)
+    handed, launch = [], trainer.launch_global_batch
+
+    def recording_launch(*args, batches=None, **kwargs):
+        handed.append(batches is not None)
+        return launch(*args, batches=batches, **kwargs)
+
+    monkeypatch.setattr(trainer, "launch_global_batch", recording_launch)
+    rows = [trainer.train_step() for _ in range(steps)]
+    return [{k: v for k, v in row.items() if k not in timing} for row in rows], handed

@@ -125,14 +125,13 @@ class SFTTrainer(Trainer):
         return make_micro_batches(samples, policy.train_micro_batch_size, self.pad_id, policy.pack_capacity) \
             if samples else []  # fmt: skip
 
-    def launch_global_batch(self, samples: list, train: bool, micro_batches: list | None = None) -> LaunchedBatch:
+    def launch_global_batch(self, samples: list, train: bool, batches: list | None = None) -> LaunchedBatch:
         """`run_global_batch` without waiting for the device (its figures are read by `LaunchedBatch.stats`);
-        `micro_batches`: the samples' micro-batches when already built."""
+        `batches`: the samples' micro-batches when already built."""
         import torch
 
         device, group = self.dist.device, self.policy.dp_group
-        if micro_batches is None:
-            micro_batches = self.micro_batches(samples)
+        micro_batches = self.micro_batches(samples) if batches is None else batches
         counts = torch.tensor([sum(mb.num_valid_tokens for mb in micro_batches),
                                sum(mb.num_tokens for mb in micro_batches),
                                sum(s.overlong for s in samples), sum(len(s) ** 2 for s in samples)],
@@ -160,7 +159,7 @@ class SFTTrainer(Trainer):
         local = shard_for_rank(indices, self.dp_rank, self.dp_size)
         self.policy.zero_grad()
         return self.launch_global_batch([self.train_data.samples[i] for i in local], train=True,
-                                        micro_batches=self.prefetched.take(local))  # fmt: skip
+                                        batches=self.prefetched.take(local))  # fmt: skip
 
     def _prefetch_next(self) -> None:
         """Build the next step's micro-batches while the device still runs this step's weight update

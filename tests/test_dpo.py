@@ -20,7 +20,7 @@ import torch
 from arith_models import FLOAT32, SEQUENCE, warmed_model
 from safetensors.torch import load_file
 from test_sft_checkpoint import assert_same_weights
-from test_sft_support import read_metrics, steps_and_prefetch_use, tiny_model, write_jsonl
+from test_sft_support import assert_prefetched_steps_match_inline, read_metrics, tiny_model, write_jsonl
 
 from skills_cli.common.errors import UserError
 from skills_cli.common.overrides import load_config
@@ -342,18 +342,12 @@ def test_each_step_trains_on_the_micro_batches_built_during_the_previous_update(
     """A step builds the next step's micro-batches while the device updates the weights (`_prefetch_next`); the
     next step trains on those, across an epoch boundary too, with the same metrics as building them inline."""
 
-    def four_steps(prefetch: bool) -> tuple[list[dict], list[bool]]:
-        config = pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path / str(prefetch),
-                             "++checkpointing.enabled=false", "++dpo.max_num_epochs=2",
-                             "++policy.sequence_packing.enabled=true")  # fmt: skip
-        with distributed_session() as dist:
-            return steps_and_prefetch_use(DPOTrainer(config, dist), 4, prefetch, monkeypatch)
+    def config(prefetch: bool):
+        return pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path / str(prefetch),
+                           "++checkpointing.enabled=false", "++dpo.max_num_epochs=2",
+                           "++policy.sequence_packing.enabled=true")  # fmt: skip
 
-    prefetched, handed = four_steps(True)
-    inline, handed_inline = four_steps(False)
-    assert [row["epoch"] for row in prefetched] == [0, 0, 1, 1]
-    assert handed == [False, True, True, True] and handed_inline == [False] * 4
-    assert prefetched == inline
+    assert_prefetched_steps_match_inline(DPOTrainer, config, [0, 0, 1, 1], monkeypatch)
 
 
 def test_a_step_queues_the_weight_update_before_reading_its_metrics(pairs_file, tmp_path, monkeypatch):

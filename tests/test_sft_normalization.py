@@ -10,10 +10,10 @@ import sys
 
 import pytest
 from test_sft_support import (
+    assert_prefetched_steps_match_inline,
     conversation_rows,
     read_metrics,
     sft_config,
-    steps_and_prefetch_use,
     tiny_model,
     write_jsonl,
 )
@@ -168,15 +168,9 @@ def test_each_step_trains_on_the_micro_batches_built_during_the_previous_update(
     """A step builds the next step's micro-batches while the device updates the weights (`_prefetch_next`, as
     DPO's); the next step trains on those, across an epoch boundary too, with the same metrics as inline."""
 
-    def six_steps(prefetch: bool) -> tuple[list[dict], list[bool]]:
-        config = sft_config(tiny_model(), train_file, tmp_path / str(prefetch), "++checkpointing.enabled=false",
-                            "++sft.max_num_steps=6", "++sft.max_num_epochs=2",
-                            "++policy.sequence_packing.enabled=true")  # fmt: skip
-        with distributed_session() as dist:
-            return steps_and_prefetch_use(SFTTrainer(config, dist), 6, prefetch, monkeypatch)
+    def config(prefetch: bool):
+        return sft_config(tiny_model(), train_file, tmp_path / str(prefetch), "++checkpointing.enabled=false",
+                          "++sft.max_num_steps=6", "++sft.max_num_epochs=2",
+                          "++policy.sequence_packing.enabled=true")  # fmt: skip
 
-    prefetched, handed = six_steps(True)
-    inline, handed_inline = six_steps(False)
-    assert [row["epoch"] for row in prefetched] == [0, 0, 0, 0, 1, 1]  # 32 samples, 8 a step
-    assert handed == [False] + [True] * 5 and handed_inline == [False] * 6
-    assert prefetched == inline
+    assert_prefetched_steps_match_inline(SFTTrainer, config, [0, 0, 0, 0, 1, 1], monkeypatch)  # 32 samples, 8 a step

@@ -67,7 +67,24 @@ def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(output_dir) / "logs" / "metrics.jsonl").read_text().splitlines()]
 
 
-def steps_and_prefetch_use(trainer, steps: int, prefetch: bool, monkeypatch) -> tuple[list[dict], list[bool]]:
+def assert_prefetched_steps_match_inline(trainer_class, config_for, epochs: list[int], monkeypatch) -> None:
+    """`len(epochs)` steps of `trainer_class(config_for(prefetch))` with each step's micro-batches built during
+    the previous update (`_prefetch_next`) and built inline: every step after the first trains on the prefetched
+    ones, the steps fall in `epochs`, and the metrics are the same."""
+    from skills_cli.training.components.parallel import distributed_session
+
+    runs = {}
+    for prefetch in (True, False):
+        with distributed_session() as dist:
+            runs[prefetch] = _steps_and_prefetch_use(trainer_class(config_for(prefetch), dist), len(epochs),
+                                                     prefetch, monkeypatch)  # fmt: skip
+    (prefetched, handed), (inline, handed_inline) = runs[True], runs[False]
+    assert [row["epoch"] for row in prefetched] == epochs
+    assert handed == [False] + [True] * (len(epochs) - 1) and handed_inline == [False] * len(epochs)
+    assert prefetched == inline
+
+
+def _steps_and_prefetch_use(trainer, steps: int, prefetch: bool, monkeypatch) -> tuple[list[dict], list[bool]]:
     """`steps` of `trainer.train_step()` (its `_prefetch_next` a no-op unless `prefetch`): the rows without their
     timings, and for each step whether `launch_global_batch` was handed micro-batches built beforehand."""
     timing = {"step_time_s", "tokens_per_sec_per_gpu", "mfu", "mfu_6n", "peak_memory_gib"}

@@ -112,7 +112,7 @@ Measured 2026-12-05 at b0f19dc on one H200 (nvidia-h200: no H100 could be starte
 Not measured yet (no device could be started after that call): a step queues its weight update before reading
 its metrics (6ecc20e; before, the device drained between the last backward and the optimizer's kernels), and
 FSDP's sync flags are set twice a step instead of once per micro-batch. `bash bench/device_issue18.sh 7` runs
-both trainers at twice the micro-batch, ours there with inductor's C++ wrapper, then both at the defaults.
+both trainers at the defaults, ours there with inductor's C++ wrapper, then both at twice the micro-batch.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from skills_cli.common.errors import UserError
@@ -39,7 +38,7 @@ log = logging.getLogger("skills_cli.training")
 PAIR_METRICS = ("loss", "rewards_chosen", "rewards_rejected", "margin", "accuracy")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LaunchedPairs:
     """A global batch of pairs whose forward (and backward) is queued on the device: the per-metric sums and
     the (pairs, tokens) counts over data parallelism are device tensors until `means` reads them, after the

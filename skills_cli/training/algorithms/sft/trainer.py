@@ -15,10 +15,9 @@ valid-token count -> clip -> AdamW -> scheduler; validation (token-mean NLL on d
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from skills_cli.common.errors import UserError
@@ -165,7 +164,7 @@ class SFTTrainer(Trainer):
         """Build the next step's micro-batches while the device still runs this step's weight update
         (`PrefetchedBatches`); a step that draws other samples builds its own."""
         if self.step < self.total_steps:
-            position = dataclasses.replace(self.position)  # a copy: this step stays put
+            position = replace(self.position)  # a copy: this step stays put
             indices = next_global_batch(position, len(self.train_data.samples),
                                         self.config.policy.train_global_batch_size, self.config.sft.seed)  # fmt: skip
             local = shard_for_rank(indices, self.dp_rank, self.dp_size)

@@ -28,7 +28,11 @@ class HFBackend:
         self.model, self.pad_id = model, pad_id
         self.device = next(model.parameters()).device
         self.slots, self.max_seq_len, self.prefill_tokens = slots, max_seq_len, prefill_tokens
-        self._keeps_last_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        parameters = inspect.signature(model.forward).parameters
+        self._keeps_last_logits = "logits_to_keep" in parameters
+        # transformers renamed the forward's `past_key_values` to `cache` (the old name warns, and goes in 5.40);
+        # remote-code models and older releases keep the old one
+        self._cache_keyword = "cache" if "cache" in parameters else "past_key_values"
         self.reset()
 
     def reset(self) -> None:
@@ -40,8 +44,8 @@ class HFBackend:
 
     def _forward(self, input_ids, mask, positions, cache) -> torch.Tensor:
         extra = {"logits_to_keep": 1} if self._keeps_last_logits else {}
-        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                            use_cache=True, **extra)  # fmt: skip
+        extra[self._cache_keyword] = cache
+        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
         return output.logits[:, -1, :].float()
 
     def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """A training job that really meets its Slurm time limit: `ns train sft --time 00:01:00 --dependent_jobs 3` on the
-local Slurm (one minute: Slurm's smallest limit). The trainer's deadline is the job's end time as Slurm has it (no variable set by the test); the
-trainer saves and stops before it, the next copy starts after the first ended (afterany), resumes and finishes,
-and the final weights equal an uninterrupted run's bit for bit."""
+local Slurm (one minute: Slurm's smallest limit). The trainer's deadline is the job's end time as Slurm has it
+(no variable set by the test); the trainer saves and stops before it, the next copy starts after the first ended
+(afterany), resumes and finishes, and the final weights equal an uninterrupted run's bit for bit."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def local_run(model: str, train: str, out: Path, steps: int) -> Path:
 def steps_for_two_windows(model: str, train: str, out: Path) -> int:
     """Steps that take about twice the training time a job has before its save point (start-up aside), at this
     machine's speed now: the first job cannot finish them unless the machine gets twice as fast, and the four
-    jobs of the chain together have room for twice slower (or start-ups 20 s longer)."""
+    jobs of the chain together have room for twice slower (or start-ups 10 s longer)."""
     rows = read_metrics(local_run(model, train, out, 40))[10:]  # past the warm-up steps
     seconds_per_step = sorted(row["step_time_s"] for row in rows)[len(rows) // 2]
     return max(60, int(2 * (LIMIT_S - SAVE_BEFORE_S - STARTUP_S) / seconds_per_step))

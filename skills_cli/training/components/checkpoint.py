@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from skills_cli.common.errors import UserError
+from skills_cli.training.components.optim import implementation_flags, set_implementation_flags
 
 log = logging.getLogger("skills_cli.sft")
 
@@ -157,8 +158,6 @@ def load_checkpoint(path: Path, model, optimizer) -> None:
     """Load model, optimizer and this rank's RNG states from `path` (collective)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
-
-    from skills_cli.training.components.optim import implementation_flags, set_implementation_flags
 
     state = _model_and_optimizer_state(model, optimizer)
     dcp.load(state, checkpoint_id=str(path / "dcp"))

@@ -164,19 +164,21 @@ class SFTTrainer(Trainer):
         """Build the next step's micro-batches while the device still runs this step's weight update
         (`PrefetchedBatches`); a step that draws other samples builds its own."""
         if self.step < self.total_steps:
-            position = replace(self.position)  # a copy: this step stays put
-            indices = next_global_batch(position, len(self.train_data.samples),
-                                        self.config.policy.train_global_batch_size, self.config.sft.seed)  # fmt: skip
+            indices = self._draw_global_batch(replace(self.position))  # a copy: this step stays put
             local = shard_for_rank(indices, self.dp_rank, self.dp_size)
             self.prefetched.keep(local, self.micro_batches([self.train_data.samples[i] for i in local]))
+
+    def _draw_global_batch(self, position) -> list[int]:
+        """The sample indices of the global batch at `position` (advanced past it)."""
+        return next_global_batch(position, len(self.train_data.samples), self.config.policy.train_global_batch_size,
+                                 self.config.sft.seed)  # fmt: skip
 
     def train_step(self) -> dict:
         import torch
 
         reset_peak_memory(self.dist.device)
         start = time.perf_counter()
-        indices = next_global_batch(self.position, len(self.train_data.samples),
-                                    self.config.policy.train_global_batch_size, self.config.sft.seed)  # fmt: skip
+        indices = self._draw_global_batch(self.position)
         epoch = self.position.epoch  # the batch's epoch: drawing it moved to the next epoch if needed
         launched = self.launch_forward_backward(indices)
         lr = self.policy.get_lr()

@@ -13,9 +13,7 @@
 #                                                                 # timeline (GPU idle by host work), then ours
 #                                                                 # with the whole model as one FSDP unit
 #   run(command="bash bench/device_issue18.sh 7", carry=[".whl"])  # DPO equal lengths against TRL at the
-#                                                                 # defaults; ours there with inductor's C++ wrapper
-#                                                                 # (less host time launching a compiled graph's
-#                                                                 # kernels); both at twice the micro-batch
+#                                                                 # defaults, then both at twice the micro-batch
 # Each bench bounds its own phases (--timeouts); the outer timeouts keep one call under the device's limit and
 # let the next bench of the call run when one overruns. JSON and logs land in $OUT. The commands are the ones in
 # each bench's docstring; copy the figures there ("Measured: ...") with this script's call line. On another
@@ -83,8 +81,6 @@ case "$call" in
         ;;
     7)  # in order of what matters most: the last is cut when the device time left runs short
         dpo_against_trl equal 130 85,95,0
-        TORCHINDUCTOR_CPP_WRAPPER=1 bench 100 dpo_step.py --skip_trl --out "$OUT/dpo_cpp_wrapper.json" \
-            --logs_dir "$OUT/dpo_cpp_wrapper_logs" --device_kind "$kind" --timeouts 95,0,0
         bench 130 dpo_step.py --pack_rows 32 --trl_micro_batch 16 --out "$OUT/dpo_mb32.json" \
             --logs_dir "$OUT/dpo_mb32_logs" --device_kind "$kind" --timeouts 85,95,0
         ;;

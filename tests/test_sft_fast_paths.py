@@ -12,7 +12,7 @@ from skills_cli.training.algorithms.sft.trainer import SFTTrainer
 from skills_cli.training.components.batching import make_micro_batches
 from skills_cli.training.components.data import IGNORE_INDEX, SFTSample
 from skills_cli.training.components.model import ATTENTION_ENV, VARLEN_ATTENTION
-from skills_cli.training.components.parallel import distributed_session
+from skills_cli.training.components.parallel import GPU_HOST_THREADS, distributed_session, gpu_host_threads
 
 
 def samples(lengths: list[int]) -> list[SFTSample]:
@@ -201,3 +201,12 @@ def test_micro_batches_hold_each_samples_tokens_labels_and_positions():
         )
         assert batch.attention_mask[row].tolist() == [1] * n + [0] * (batch.input_ids.shape[1] - n)
         assert (batch.labels[row, n:] == IGNORE_INDEX).all() and (batch.input_ids[row, n:] == 0).all()
+
+
+def test_a_gpu_trainer_keeps_a_small_cpu_thread_pool_unless_omp_num_threads_is_set():
+    """A GPU trainer's host work is small tensor ops: a pool of every core's thread made them stalls the GPU
+    waited for; a user's (or torchrun's) $OMP_NUM_THREADS is kept, and a smaller pool is never grown."""
+    assert GPU_HOST_THREADS < 16
+    assert gpu_host_threads(16, {}) == GPU_HOST_THREADS
+    assert gpu_host_threads(2, {}) == 2
+    assert gpu_host_threads(16, {"OMP_NUM_THREADS": "12"}) is None

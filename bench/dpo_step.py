@@ -109,10 +109,33 @@ Measured 2026-12-05 at b0f19dc on one H200 (nvidia-h200: no H100 could be starte
     compiled layers' wrapper code and dynamo's cache lookups, launch latency. Unprofiled, ~0.62 s of kernels in
     a 0.742 s step: the host sets the pace. (That run's timeline counted each step twice, from the profiler's
     GPU-side copy of the step's annotation: the figures here are per step; fixed in 0bda425.)
-Not measured yet (no device could be started after that call): a step queues its weight update before reading
-its metrics (6ecc20e; before, the device drained between the last backward and the optimizer's kernels), and
-FSDP's sync flags are set twice a step instead of once per micro-batch. `bash bench/device_issue18.sh 7` runs
-both trainers at the defaults, ours there with inductor's C++ wrapper, then both at twice the micro-batch.
+Measured 2026-12-06 on one H100 (nvidia-h100-x1: the tool gave H100s for kind nvidia-h200; same software and
+wheels), each line one device call (a fresh machine start), equal lengths. Step-time medians, steps 2-10 (ours)
+and 2-6 (TRL); the JSONs' `commit` names the session's first commit (the device's copy of .git), not the tree run.
+  at 074e297 (the update queued before the metrics are read; FSDP flags set twice a step), defaults, 16 CPU threads:
+    DEVICE_KIND=nvidia-h100-x1 bash bench/device_issue18.sh 7   (device tool, kind nvidia-h200, carry .whl)
+    ours 0.799 s (0.734-1.128), 116,502 tokens/s/GPU, 26.6 GiB; TRL 1.544 s (1.487-1.558), 60,262, 28.9 GiB: 1.93
+    twice the micro-batch (ours 32 rows, TRL 16 pairs x 4: 16 pairs a micro-batch each): ours 0.706 s
+    (0.700-0.738), 131,390 tokens/s/GPU, 42.9 GiB; TRL 1.410 s (1.403-1.438), 65,792, 48.7 GiB: 2.00 (1.998)
+    ours with inductor's C++ wrapper (TORCHINDUCTOR_CPP_WRAPPER=1): its compilation ran past the 95 s allowed.
+  ours alone, the model as one FSDP unit, 1 / 4 / 24 decoder layers a compiled call (an experiment, not kept):
+    0.749 s / 0.751 s / compilation past 140 s: fewer compiled calls a micro-batch changed nothing.
+  ours alone under the profiler (steps 4-5, 16 threads): GPU busy 661 and 656 ms of 1,668 and 1,458 ms (profiled);
+    its 12 largest gaps, 25-48 ms, were charged to CPU `aten::index` inside model_inputs and (one) to a
+    `repeat_interleave` building the next step's micro-batches: small ops (~1 ms a micro-batch on a 2-core host)
+    stalled by a 16-thread pool. Since then a GPU trainer keeps 4 CPU threads (parallel.gpu_host_threads).
+  ours alone with OMP_NUM_THREADS=1 and =4 (the same start): 0.718 s (0.713-0.760) and 0.718 s (0.714-0.750).
+  with f8b41b4's code (4 threads), a slower start: defaults, ours 1.007 s (0.832-1.129; TRL's run overran its 95 s); then
+    both trainers with OMP_NUM_THREADS=4: ours 0.865 s (0.761-0.951), 106,650 tokens/s/GPU; TRL 1.609 s
+    (1.550-1.633), 57,593: 1.86; twice the micro-batch: ours 0.714 s (0.704-0.787), 129,323 tokens/s/GPU, 42.9
+    GiB; TRL 1.455 s (1.430-1.462), 63,776, 48.7 GiB: 2.04.
+    python3 bench/dpo_step.py --out $OUT/dpo_equal.json --device_kind nvidia-h100-x1 --timeouts 85,95,0
+    OMP_NUM_THREADS=4 python3 bench/dpo_step.py --out $OUT/dpo_equal_omp4.json --device_kind nvidia-h100-x1 \
+        --timeouts 85,95,0
+    python3 bench/dpo_step.py --pack_rows 32 --trl_micro_batch 16 --out $OUT/dpo_mb32.json \
+        --device_kind nvidia-h100-x1 --timeouts 85,95,0
+  So: at 16 pairs a micro-batch 1.998 and 2.04 (the target missed by 0.1%, then met); at 8 pairs 1.93 and 1.86
+  (not met), where our steps spread over up to 54% within a run, TRL's over 5%.
 """
 
 from __future__ import annotations

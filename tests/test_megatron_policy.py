@@ -155,6 +155,26 @@ def test_bf16_model_keeps_the_loaded_fp32_weights_for_the_optimizer():
     assert loaded[weight][: expected.shape[0]].equal(expected)
 
 
+def test_the_transformer_config_builds_without_the_cuda_graph_scope_warning():
+    """megatron-core's default cuda_graph_scope ("full") warns that it is deprecated on every build; we capture no
+    CUDA graphs and say so with the field's current spelling."""
+    import warnings
+
+    import torch
+    from transformers import AutoConfig
+
+    from skills_cli.training.megatron import model as mcore
+
+    shape = bridge.model_shape(AutoConfig.from_pretrained(tiny_model("qwen2")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = mcore.transformer_config(
+            shape, 1, 1, torch.float32, torch.device("cpu"), activation_checkpointing=False
+        )
+    assert config.cuda_graph_scope == []
+    assert not [str(w.message) for w in caught if "scope" in str(w.message)]  # "full scope is deprecated. ..."
+
+
 def test_tensor_parallel_shards_reassemble():
     """Every TP rank's slice of q/k/v and of gate/up holds whole heads and matching gate/up rows."""
     import torch

@@ -75,6 +75,8 @@ def transformer_config(shape: ModelShape, tp_size: int, pp_size: int, dtype, dev
         # micro-batches differ in length: pipeline stages exchange shapes (megatron's check for this setting
         # wants the MoE all-to-all dispatcher, though a dense model has no experts to dispatch to)
         variable_seq_lengths=pp_size > 1, moe_token_dispatcher_type="alltoall",
+        # no CUDA graphs are captured; the field's own default ("full") is deprecated and warns on every build
+        **({"cuda_graph_scope": []} if "cuda_graph_scope" in TransformerConfig.__dataclass_fields__ else {}),
         **recompute,
     )  # fmt: skip
 

@@ -76,7 +76,7 @@ def transformer_config(shape: ModelShape, tp_size: int, pp_size: int, dtype, dev
         # wants the MoE all-to-all dispatcher, though a dense model has no experts to dispatch to)
         variable_seq_lengths=pp_size > 1, moe_token_dispatcher_type="alltoall",
         # no CUDA graphs are captured; the field's own default ("full") is deprecated and warns on every build
-        **({"cuda_graph_scope": []} if "cuda_graph_scope" in TransformerConfig.__dataclass_fields__ else {}),
+        cuda_graph_scope=[],
         **recompute,
     )  # fmt: skip
 

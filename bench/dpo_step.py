@@ -323,6 +323,169 @@ def profile_worker(spec_path: str) -> None:
         "timeline": timeline}))  # fmt: skip
 
 
+DISPATCH_STEPS = 2
+
+
+def run_dispatch(report: dict, args, model: Path, pairs_path: str, work: Path, logs: Path, timeout: float) -> None:
+    """`--dispatch`: how long the host takes to queue a step's work, against how long the GPU takes to run it
+    (`dispatch_worker`, its own process); what decides whether our step is bound by the host or the GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        report["dispatch"] = {"skipped": "measures a GPU's queue: no GPU here"}
+        return
+    variant = args.variants.split(",")[0]
+    spec = {"overrides": our_overrides(args, variant, model, pairs_path, work / "dispatch", PROFILE_WARMUP +
+                                       3 * DISPATCH_STEPS + 1), "result": str(work / "dispatch.json")}  # fmt: skip
+    (work / "dispatch_spec.json").write_text(json.dumps(spec))
+    process = run_process([sys.executable, str(Path(__file__).resolve()), "--dispatch_worker",
+                           str(work / "dispatch_spec.json")], logs / "dispatch.log", timeout, work)  # fmt: skip
+    result = Path(spec["result"])
+    report["dispatch"] = {**process, **(json.loads(result.read_text()) if result.is_file() else {})}
+
+
+def dispatch_worker(spec_path: str) -> None:
+    """A measuring instrument, no profiler: after PROFILE_WARMUP steps, DISPATCH_STEPS times (1) a step's
+    forward/backward queued behind a GPU sleep longer than the queueing, so the host's time to queue it (and
+    each micro-batch's forward and backward) is measured alone and the GPU then runs the whole queue without a
+    gap (its kernel time); (2) a normal step, for its wall time. Host time above kernel time: host-bound."""
+    import torch
+
+    from skills_cli.common.overrides import load_config_from_argv
+    from skills_cli.training.algorithms.dpo.config import DPOConfig
+    from skills_cli.training.algorithms.dpo.trainer import DPOTrainer
+    from skills_cli.training.components.batching import MicroBatch
+    from skills_cli.training.components.parallel import distributed_session
+
+    spec = json.loads(Path(spec_path).read_text())
+    config = load_config_from_argv(DPOConfig, spec["overrides"], where="dpo")
+    marks: list[tuple[str, float]] = []
+    blocked = {"sleep_cycles": 0, "event": None}
+
+    def timed(owner, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapped(*a, **k):
+            if label == "micro_batch" and blocked["sleep_cycles"]:  # the step's first kernel: the GPU sleeps first
+                torch.cuda._sleep(blocked["sleep_cycles"])
+                blocked["event"] = torch.cuda.Event(enable_timing=True)
+                blocked["event"].record()
+                blocked["sleep_cycles"] = 0
+            marks.append((label, time.perf_counter()))
+            result = original(*a, **k)
+            marks.append((label + "_end", time.perf_counter()))
+            return result
+
+        setattr(owner, name, wrapped)
+
+    with distributed_session() as dist:
+        trainer = DPOTrainer(config, dist)
+        for _ in range(PROFILE_WARMUP):
+            trainer.train_step()
+        cycles_per_s = sleep_cycles_per_second(torch)
+        timed(MicroBatch, "model_inputs", "micro_batch")
+        timed(trainer.policy, "_logits", "forward")
+        timed(torch.Tensor, "backward", "backward")
+        syncs = synchronizing_calls(trainer, torch)
+        results = {"default": [queue_one_step(trainer, torch, blocked, marks, cycles_per_s)
+                                for _ in range(DISPATCH_STEPS)]}  # fmt: skip
+        if trainer.policy.backend == "dtensor" and trainer.dp_size == 1:
+            # what the single-rank shortcut (`dtensor._accumulate_unsharded`) changes on the host
+            from skills_cli.training.policy import dtensor
+
+            dtensor._accumulate_unsharded = lambda model, last: None
+            results["sync_each_micro_batch"] = [queue_one_step(trainer, torch, blocked, marks, cycles_per_s)
+                                                for _ in range(DISPATCH_STEPS)]  # fmt: skip
+            # reduce each micro-batch's gradients, but keep the weights gathered until the step's last backward
+            dtensor._accumulate_unsharded = lambda model, last: model.set_reshard_after_backward(last, recurse=True)
+            results["reduce_each_keep_gathered"] = [queue_one_step(trainer, torch, blocked, marks, cycles_per_s)
+                                                    for _ in range(DISPATCH_STEPS)]  # fmt: skip
+    Path(spec["result"]).write_text(json.dumps({"threads": torch.get_num_threads(), "synchronizing_calls": syncs,
+                                                **results}, indent=1))  # fmt: skip
+
+
+def synchronizing_calls(trainer, torch) -> list[dict]:
+    """One normal step under CUDA's sync debug mode: each call site that made the host wait for the GPU (as
+    torch reports them), with the innermost frames of ours, transformers' and torch's code, and how often."""
+    import traceback
+    import warnings
+
+    sites: dict[str, int] = {}
+    original = warnings.showwarning
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-1]
+                  if any(part in f.filename for part in ("skills_cli", "transformers", "torch"))]  # fmt: skip
+        key = f"{str(message)[:80]} <- " + " <- ".join(reversed(frames[-6:]))
+        sites[key] = sites.get(key, 0) + 1
+
+    warnings.showwarning = record
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            torch.cuda.set_sync_debug_mode("warn")
+            trainer.train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = original
+    return [{"site": site, "count": count} for site, count in sorted(sites.items(), key=lambda kv: -kv[1])]
+
+
+def queue_one_step(trainer, torch, blocked: dict, marks: list, cycles_per_s: float, sleep_s: float = 4.0) -> dict:
+    """One blocked step (see dispatch_worker), its update included, then a normal step."""
+    marks.clear()
+    blocked["sleep_cycles"] = int(sleep_s * cycles_per_s)
+    pairs = trainer._next_pairs(trainer.position)
+    built = time.perf_counter()
+    batches = trainer.micro_batches(pairs)
+    build_s = time.perf_counter() - built
+    trainer.policy.zero_grad()
+    launched = trainer.launch_global_batch(pairs, "train", train=True, batches=batches)
+    queued = time.perf_counter()
+    trainer.policy.optimizer_step_async(trainer.config.policy.max_grad_norm)
+    updated = time.perf_counter()
+    end = torch.cuda.Event(enable_timing=True)
+    end.record()
+    torch.cuda.synchronize()
+    launched.means()
+    figures = queue_figures(marks, queued, sleep_s)
+    figures.update(update_host_ms=round((updated - queued) * 1e3, 2), build_micro_batches_s=rnd(build_s),
+                   gpu_kernels_s=rnd(blocked["event"].elapsed_time(end) / 1e3),
+                   normal_step_s=rnd(trainer.train_step()["step_time_s"]))  # fmt: skip
+    return figures
+
+
+def queue_figures(marks: list[tuple[str, float]], queued: float, sleep_s: float) -> dict:
+    """The host's queueing times from the (label, time) marks of one blocked step."""
+    starts = [t for label, t in marks if label == "micro_batch"]
+    backward = [
+        (t, u) for (a, t), (b, u) in zip(marks, marks[1:], strict=False) if (a, b) == ("backward", "backward_end")
+    ]
+    host_s = queued - starts[0]
+    first: dict[str, float] = {}  # the first micro-batch's marks
+    for label, t in marks:
+        first.setdefault(label, t)
+    return {"sleep_s": sleep_s, "host_queue_s": rnd(host_s), "queue_outran_sleep": host_s > sleep_s,
+            "first_micro_batch_ms": {"inputs": round((first["micro_batch_end"] - starts[0]) * 1e3, 2),
+                                     "to_forward": round((first["forward"] - starts[0]) * 1e3, 2),
+                                     "forward": round((first["forward_end"] - first["forward"]) * 1e3, 2),
+                                     "to_backward": round((first["backward"] - starts[0]) * 1e3, 2)},
+            "forward_host_ms": [round((b0 - m) * 1e3, 2) for m, (b0, _) in zip(starts, backward, strict=True)],
+            "backward_host_ms": [round((b1 - b0) * 1e3, 2) for b0, b1 in backward]}  # fmt: skip
+
+
+def sleep_cycles_per_second(torch) -> float:
+    """GPU clock cycles of torch.cuda._sleep per second, measured."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    torch.cuda._sleep(200_000_000)
+    end.record()
+    torch.cuda.synchronize()
+    return 200_000_000 / (start.elapsed_time(end) / 1e3)
+
+
 def name_host_work(trainer) -> None:
     """Label the parts of a DPO step in the profile (gpu_timeline charges GPU idle time to them)."""
     import torch
@@ -542,7 +705,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help=f"also profile {PROFILE_STEPS} steps of our first variant (torch.profiler, own process)",
     )
+    parser.add_argument(
+        "--dispatch",
+        action="store_true",
+        help="also measure the host's time to queue a step against the GPU's time to run it",
+    )
     parser.add_argument("--trl_worker", help=argparse.SUPPRESS)
+    parser.add_argument("--dispatch_worker", help=argparse.SUPPRESS)
     parser.add_argument("--profile_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.long:
@@ -558,6 +727,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.profile_worker:
         profile_worker(args.profile_worker)
+        return
+    if args.dispatch_worker:
+        dispatch_worker(args.dispatch_worker)
         return
     import shutil
 
@@ -603,6 +775,9 @@ def main(argv: list[str] | None = None) -> None:
         save(report, args)
     for variant in variants[1:]:
         run_ours(report, args, variant, work / "base", pairs_path, work, logs, other_timeout)
+        save(report, args)
+    if args.dispatch:
+        run_dispatch(report, args, work / "base", pairs_path, work, logs, other_timeout)
         save(report, args)
     if args.profile:
         run_profile(report, args, work / "base", pairs_path, work, logs, other_timeout)

@@ -350,6 +350,24 @@ def test_each_step_trains_on_the_micro_batches_built_during_the_previous_update(
     assert_prefetched_steps_match_inline(DPOTrainer, config, [0, 0, 1, 1], monkeypatch)
 
 
+def test_validation_builds_its_micro_batches_once_and_reads_the_current_weights(pairs_file, tmp_path, monkeypatch):
+    """Every validation runs the same pairs: their micro-batches are built at the first and reused; the figures
+    still follow the weights (a step in between changes them, an unchanged model repeats them exactly)."""
+    config = pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path, "++checkpointing.enabled=false",
+                         f"++data.val_data={pairs_file}", "++policy.sequence_packing.enabled=true")  # fmt: skip
+    with distributed_session() as dist:
+        trainer = DPOTrainer(config, dist)
+        built, build = [], trainer.micro_batches
+        monkeypatch.setattr(trainer, "micro_batches", lambda pairs: (built.append(len(pairs)), build(pairs))[1])
+        first, again = trainer.validate(), trainer.validate()
+        trainer.train_step()
+        after_step = trainer.validate()
+    assert first == again and first["validation/loss"] == pytest.approx(math.log(2), abs=1e-3)
+    assert after_step["validation/margin"] != first["validation/margin"]
+    # validation's once; then the step's own and, during its update, the next step's (never validation's again)
+    assert built == [int(first["validation/num_pairs"]), GLOBAL_BATCH, GLOBAL_BATCH]
+
+
 def test_a_step_queues_the_weight_update_before_reading_its_metrics(pairs_file, tmp_path, monkeypatch):
     """Reading a step's metrics waits for the device; the update is queued first, so the device goes from the
     last backward straight into the optimizer's kernels instead of idling while the host reads and launches."""

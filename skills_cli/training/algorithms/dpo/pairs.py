@@ -92,6 +92,7 @@ class PairTrainer(Trainer):
         self.train_data = self.load_pairs(config.data.train_data)
         self.prefetched = PrefetchedBatches()  # the next step's micro-batches (_prefetch_next)
         self.val_data = self.load_pairs(config.data.val_data) if config.data.val_data else None
+        self.validation_batches: tuple[list, list] | None = None  # this rank's validation pairs and micro-batches
         self.total_steps = self._total_steps()
         self.policy = build_policy(config.policy, self.dist, self.total_steps, backend=config.backend,
                                    seed=self.loop.seed, head=self.head)  # fmt: skip
@@ -213,10 +214,14 @@ class PairTrainer(Trainer):
         return self.val_data.pairs[:size]
 
     def validate(self) -> dict:
-        pairs = self.validation_pairs()
-        start, end = self.dp_rank * len(pairs) // self.dp_size, (self.dp_rank + 1) * len(pairs) // self.dp_size
+        if self.validation_batches is None:  # the same pairs every time: their micro-batches are built once
+            pairs = self.validation_pairs()
+            start, end = self.dp_rank * len(pairs) // self.dp_size, (self.dp_rank + 1) * len(pairs) // self.dp_size
+            share = pairs[start:end]
+            self.validation_batches = (share, self.micro_batches(share) if share else [])
+        pairs, batches = self.validation_batches
         self.policy.eval()
-        stats = self.run_global_batch(pairs[start:end], "validation", train=False)
+        stats = self.run_global_batch(pairs, "validation", train=False, batches=batches)
         self.policy.train()
         stats.pop("num_tokens")
         return {f"validation/{k}": v for k, v in stats.items()}

@@ -2,7 +2,7 @@
 
     python bench/dpo_step.py [--out bench/results/dpo_step.json] [--logs_dir DIR] [--tiny] [--skip_trl]
         [--variants precomputed,on_the_fly] [--steps 10] [--trl_steps 6] [--batch 64] [--checks 40]
-        [--long] [--device_kind nvidia-h200] [--timeouts 150,150,120] [--profile]
+        [--long] [--device_kind nvidia-h200] [--timeouts 150,150,120] [--profile] [--dispatch]
 
 What it does, all offline, each phase a separate process (the real entry points, as users run them):
   1. builds the Qwen2.5-0.5B-shaped Qwen2 of bench/grpo_step.py (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP
@@ -27,6 +27,12 @@ What it does, all offline, each phase a separate process (the real entry points,
      milliseconds, and the idle time charged to the host work the GPU waited for (the step's parts are labelled
      `bench:micro_batches`, `bench:model_inputs`, `bench:forward`, `bench:loss`, `bench:backward`,
      `bench:optimizer_step`, ...).
+
+  6. `--dispatch` (a GPU only, its own process, no profiler): after three steps, a step's forward/backward queued
+     behind a 4 s GPU sleep, so the host's time to queue each micro-batch's forward and backward is measured
+     alone and the GPU then runs the whole queue back to back (its kernel time, `gpu_kernels_s`); host time near
+     kernel time means a step whose pace the host sets. Also for two other gradient paths of a single rank, and
+     the synchronizing calls of one step (CUDA's sync debug mode).
 
 Step time: ours, `step_time_s` of metrics.jsonl (one optimizer step, synchronized); TRL's, wall clock between
 consecutive TrainerCallback.on_step_end calls after a CUDA synchronize. Medians over steps 2..N (step 1 holds the
@@ -136,6 +142,27 @@ and 2-6 (TRL); the JSONs' `commit` names the session's first commit (the device'
         --device_kind nvidia-h100-x1 --timeouts 85,95,0
   So: at 16 pairs a micro-batch 1.998 and 2.04 (the target missed by 0.1%, then met); at 8 pairs 1.93 and 1.86
   (not met), where our steps spread over up to 54% within a run, TRL's over 5%.
+Measured 2026-12-06 (a later session) on one H100 each call (nvidia-h100-x1), the training step of d985687 (4 CPU
+threads; later commits changed validation and this bench), equal lengths, defaults (8 pairs a micro-batch), with the device tool (carry .whl, installed as above):
+    python3 bench/dpo_step.py --dispatch --out $OUT/dpo_equal.json --device_kind nvidia-h100-x1 --timeouts 85,95,110
+  ours 0.712 s (0.704-0.734), 129,742 tokens/s/GPU, 26.6 GiB; TRL 1.470 s (1.468-1.482), 62,793, 28.9 GiB: 2.07.
+  The same machine, SKILLS_CLI_FSDP_ONE_UNIT=1: 0.711 s (0.704-0.718).
+  Another start, the same command (TRL's run left out): ours 0.749 s (0.716-0.770). A third start (no --dispatch):
+  ours 0.782 s (0.728-0.821), 118,969 tokens/s/GPU; TRL 1.497 s (1.484-1.520), 61,748: 1.91 (not met). There,
+  sampled each second with `nvidia-smi dmon -s pc`, the GPU drew 613-677 W during our steps and its clock fell
+  from 1980 to 1785-1965 MHz (the H100's 700 W cap); 503-614 W and 1845-1980 MHz during TRL's.
+  --dispatch, the first two starts (milliseconds a micro-batch, host to queue it / GPU kernels to run it): forward
+  26-42 and backward 52-58 on the host, 87-95 on the GPU (0.695-0.761 s a step of kernels): the host queues a
+  micro-batch in about the time the GPU runs it, so either one can set a step's pace. Reducing each micro-batch's
+  gradients (FSDP's reduce-scatter, world of one) instead of accumulating them unsharded cost GPU time (0.73-0.86
+  s of kernels a step) and saved no host time; so did keeping the weights gathered while reducing (0.72-0.79 s).
+  The first micro-batch's forward of each step waits for the GPU once (the step's start, where its queue is empty
+  anyway); CUDA's sync debug mode names no call inside it.
+  Tried and dropped (an experiment, not kept): q/k/v and gate/up as one matmul each in the compiled layers (an
+  inductor pre-grad pass concatenating the weights): ours 0.767 s (0.729-0.956) against 0.748 s (0.723-0.810)
+  without it on the same machine, TRL 1.528 s there (1.99).
+  So at 8 pairs a micro-batch the ratio stays about 2 (1.91-2.07 today): our kernels run near the card's power cap
+  and the host's queueing time is as long as the GPU's work, where TRL's step is the GPU's alone.
 """
 
 from __future__ import annotations

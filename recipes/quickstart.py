@@ -1,7 +1,7 @@
 """Quickstart: the post-training lifecycle of a tiny model on `arith`, as jobs chained with run_after.
 
     bash scripts/quickstart.sh                     # installs .venv if needed, then runs this recipe
-    python recipes/quickstart.py [--size default|small] [--output_dir DIR] [--cluster local] [--config_dir DIR]
+    python recipes/quickstart.py [--size default|small|smoke] [--output_dir DIR] [--cluster local] [--config_dir DIR]
 
 Stages, each one experiment `quickstart-<stage>` that waits for the previous one (`run_after`); the whole chain
 is submitted at once and the job supervisors (or Slurm) run it in order:
@@ -84,7 +84,8 @@ print(f"seed set: {len(seed)} rows; SDG problems: {len(problems)}")
 
 @dataclass(frozen=True)
 class Size:
-    """How much of everything: `default` is the README's run, `small` the test's."""
+    """How much of everything: `default` is the README's run, `small` the test's; `smoke` runs every stage with
+    a few steps after the warm-up, too few to learn more (the chain alone: the test over Slurm)."""
 
     seed_mixed: int  # sums and differences in the seed set (besides half of the multiplication rows)
     sdg_mixed: int  # sums and differences among the SDG problems (besides the other multiplication rows)
@@ -97,8 +98,9 @@ class Size:
 SIZES = {
     "default": Size(seed_mixed=64, sdg_mixed=64, samples=8, eval_samples=8, sft_steps=300, grpo_steps=20),
     "small": Size(seed_mixed=64, sdg_mixed=16, samples=4, eval_samples=4, sft_steps=300, grpo_steps=4),
+    "smoke": Size(seed_mixed=16, sdg_mixed=8, samples=2, eval_samples=2, sft_steps=10, grpo_steps=1),
 }
-WARMUP_STEPS = 200
+WARMUP_STEPS = 200  # every size: fewer leave the SDG without a correct solution to keep
 
 
 @dataclass(frozen=True)

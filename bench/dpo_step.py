@@ -299,11 +299,7 @@ def run_profile(report: dict, args, model: Path, pairs_path: str, work: Path, lo
     spec = {"overrides": our_overrides(args, variant, model, pairs_path, work / "profile", PROFILE_WARMUP +
                                        PROFILE_STEPS), "text": str(logs / "profile-dpo.txt"),
             "result": str(work / "profile.json")}  # fmt: skip
-    (work / "profile_spec.json").write_text(json.dumps(spec))
-    process = run_process([sys.executable, str(Path(__file__).resolve()), "--profile_worker",
-                           str(work / "profile_spec.json")], logs / "profile.log", timeout, work)  # fmt: skip
-    result = Path(spec["result"])
-    report["profile"] = {**process, **(json.loads(result.read_text()) if result.is_file() else {})}
+    run_worker(report, "profile", spec, work, logs, timeout)
 
 
 def profile_worker(spec_path: str) -> None:
@@ -364,11 +360,18 @@ def run_dispatch(report: dict, args, model: Path, pairs_path: str, work: Path, l
     variant = args.variants.split(",")[0]
     spec = {"overrides": our_overrides(args, variant, model, pairs_path, work / "dispatch", PROFILE_WARMUP +
                                        3 * DISPATCH_STEPS + 1), "result": str(work / "dispatch.json")}  # fmt: skip
-    (work / "dispatch_spec.json").write_text(json.dumps(spec))
-    process = run_process([sys.executable, str(Path(__file__).resolve()), "--dispatch_worker",
-                           str(work / "dispatch_spec.json")], logs / "dispatch.log", timeout, work)  # fmt: skip
+    run_worker(report, "dispatch", spec, work, logs, timeout)
+
+
+def run_worker(report: dict, name: str, spec: dict, work: Path, logs: Path, timeout: float) -> None:
+    """This script's `--<name>_worker` on `spec` in a process of its own: its exit and wall time, and the figures of
+    its result file (spec["result"]), go to report[name]; its output to <logs>/<name>.log."""
+    spec_path = work / f"{name}_spec.json"
+    spec_path.write_text(json.dumps(spec))
+    process = run_process([sys.executable, str(Path(__file__).resolve()), f"--{name}_worker", str(spec_path)],
+                          logs / f"{name}.log", timeout, work)  # fmt: skip
     result = Path(spec["result"])
-    report["dispatch"] = {**process, **(json.loads(result.read_text()) if result.is_file() else {})}
+    report[name] = {**process, **(json.loads(result.read_text()) if result.is_file() else {})}
 
 
 def dispatch_worker(spec_path: str) -> None:

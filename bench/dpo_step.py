@@ -150,7 +150,9 @@ threads; later commits changed validation and this bench), equal lengths, defaul
   Another start, the same command (TRL's run left out): ours 0.749 s (0.716-0.770). A third start (no --dispatch):
   ours 0.782 s (0.728-0.821), 118,969 tokens/s/GPU; TRL 1.497 s (1.484-1.520), 61,748: 1.91 (not met). There,
   sampled each second with `nvidia-smi dmon -s pc`, the GPU drew 613-677 W during our steps and its clock fell
-  from 1980 to 1785-1965 MHz (the H100's 700 W cap); 503-614 W and 1845-1980 MHz during TRL's.
+  from 1980 to 1785-1965 MHz (the H100's 700 W cap); 503-614 W and 1845-1980 MHz during TRL's. A fourth start, the
+  same command: ours 0.759 s (0.728-0.892), 121,877 tokens/s/GPU; TRL 1.515 s (1.510-1.531), 60,825: 1.997
+  (tokens/s 2.004); 638-675 W at 1785-1905 MHz during ours, 497-602 W at 1950-1980 MHz during TRL's.
   --dispatch, the first two starts (milliseconds a micro-batch, host to queue it / GPU kernels to run it): forward
   26-42 and backward 52-58 on the host, 87-95 on the GPU (0.695-0.761 s a step of kernels): the host queues a
   micro-batch in about the time the GPU runs it, so either one can set a step's pace. Reducing each micro-batch's

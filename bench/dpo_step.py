@@ -443,7 +443,6 @@ def synchronizing_calls(trainer, torch) -> list[dict]:
     import warnings
 
     sites: dict[str, int] = {}
-    original = warnings.showwarning
 
     def record(message, category, filename, lineno, file=None, line=None):
         frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-1]
@@ -451,16 +450,14 @@ def synchronizing_calls(trainer, torch) -> list[dict]:
         key = f"{str(message)[:80]} <- " + " <- ".join(reversed(frames[-6:]))
         sites[key] = sites.get(key, 0) + 1
 
-    warnings.showwarning = record
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = record
-            torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings():  # restores showwarning on the way out
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
             trainer.train_step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-        warnings.showwarning = original
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
     return [{"site": site, "count": count} for site, count in sorted(sites.items(), key=lambda kv: -kv[1])]
 
 

@@ -48,10 +48,10 @@ def first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def shard_for_rank(indices: list[int], dp_rank: int, dp_size: int) -> list[int]:
-    """A contiguous 1/dp_size slice of a global batch (its size is checked divisible by check_parallel_layout)."""
-    share = len(indices) // dp_size
-    return indices[dp_rank * share : (dp_rank + 1) * share]
+def shard_for_rank(items: list, dp_rank: int, dp_size: int) -> list:
+    """This rank's contiguous share of `items`: exactly 1/dp_size of a global batch (whose size
+    check_parallel_layout checks divisible), sizes differing by at most one otherwise (validation sets)."""
+    return items[dp_rank * len(items) // dp_size : (dp_rank + 1) * len(items) // dp_size]
 
 
 @dataclass

@@ -215,9 +215,7 @@ class PairTrainer(Trainer):
 
     def validate(self) -> dict:
         if self.validation_batches is None:  # the same pairs every time: their micro-batches are built once
-            pairs = self.validation_pairs()
-            start, end = self.dp_rank * len(pairs) // self.dp_size, (self.dp_rank + 1) * len(pairs) // self.dp_size
-            share = pairs[start:end]
+            share = shard_for_rank(self.validation_pairs(), self.dp_rank, self.dp_size)
             self.validation_batches = (share, self.micro_batches(share) if share else [])
         pairs, batches = self.validation_batches
         self.policy.eval()

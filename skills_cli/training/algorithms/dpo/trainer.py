@@ -17,7 +17,7 @@ from __future__ import annotations
 from skills_cli.training.algorithms.dpo.config import DPOConfig
 from skills_cli.training.algorithms.dpo.loss import DPOTerms, dpo_loss
 from skills_cli.training.algorithms.dpo.pairs import PAIR_METRICS, PairTrainer
-from skills_cli.training.components.batching import to_device
+from skills_cli.training.components.batching import shard_for_rank, to_device
 from skills_cli.training.components.logprobs import token_logprobs
 from skills_cli.training.components.preferences import PreferenceDataset, per_sequence_sums
 from skills_cli.training.trainer import main_for, run_trainer
@@ -67,9 +67,9 @@ class DPOTrainer(PairTrainer):
         rank computes a contiguous share, one all-reduce assembles it."""
         import torch
 
-        pairs, rank = dataset.pairs, self.policy.dp_rank  # (self.dp_rank is set once build returns)
-        start, end = rank * len(pairs) // self.dp_size, (rank + 1) * len(pairs) // self.dp_size
-        batches = self.micro_batches(pairs[start:end]) if end > start else []
+        pairs = dataset.pairs
+        share = shard_for_rank(pairs, self.policy.dp_rank, self.dp_size)  # (self.dp_rank is set once build returns)
+        batches = self.micro_batches(share) if share else []
 
         def capture(logits, labels, batch):
             sums = sequence_logprobs(logits, labels, batch)

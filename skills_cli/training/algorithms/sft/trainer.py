@@ -231,11 +231,9 @@ class SFTTrainer(Trainer):
         training global batch by default) of the validation data."""
         sft = self.config.sft
         size = sft.val_batches * (sft.val_global_batch_size or self.config.policy.train_global_batch_size)
-        samples = self.val_data.samples[:size]
-        start = self.dp_rank * len(samples) // self.dp_size
-        end = (self.dp_rank + 1) * len(samples) // self.dp_size
+        samples = shard_for_rank(self.val_data.samples[:size], self.dp_rank, self.dp_size)
         self.policy.eval()
-        stats = self.run_global_batch(samples[start:end], train=False)
+        stats = self.run_global_batch(samples, train=False)
         self.policy.train()
         return stats.loss if stats.num_valid_tokens else None
 

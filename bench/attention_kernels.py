@@ -42,6 +42,14 @@ def packed_lengths(rows: int, length: int, seed: int) -> list[int]:
     return lengths
 
 
+def equal_lengths(rows: int, length: int, seed: int) -> list[int]:
+    """`rows` sequences of about `length` tokens each (+-2%: a DPO micro-batch of equal-length pairs)."""
+    import random
+
+    generator = random.Random(seed)
+    return [length + generator.randint(-length // 50, length // 50) for _ in range(rows)]
+
+
 def make_inputs(lengths, heads, kv_heads, head_dim, device):
     import torch
 
@@ -88,8 +96,8 @@ def cudnn_kernel(q, k, v, offsets, max_length, scale):
     def backward(grad_out, out, saved):
         lse, seed, offset = saved
         return torch.ops.aten._cudnn_attention_backward(
-            grad_out, q, k, v, out, lse, seed, offset, torch.empty(0, device=q.device), offsets, offsets,
-            max_length, max_length, 0.0, True, scale=scale,
+            grad_out, q, k, v, out, lse, seed, offset, None, offsets, offsets, max_length, max_length, 0.0, True,
+            scale=scale,
         )  # fmt: skip
 
     return forward, backward
@@ -122,6 +130,24 @@ def median_ms(function, repeats: int) -> float:
     return statistics.median(times)
 
 
+def new_shape_ms(build, inputs, max_length, scale) -> float:
+    """Forward + backward on a token count not seen before (one sequence a token shorter): what a kernel that
+    builds a plan per shape costs the host each time a micro-batch's shape is new."""
+    import torch
+
+    q, k, v, offsets, grad_out = inputs
+    shorter = offsets.clone()
+    shorter[-1] -= 1
+    tokens = int(shorter[-1])
+    forward, backward = build(q[:tokens], k[:tokens], v[:tokens], shorter, max_length, scale)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out, saved = forward()
+    backward(grad_out[:tokens].contiguous(), out, saved)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3
+
+
 def max_diff(a, b) -> float:
     return float((a.float() - b.float()).abs().max())
 
@@ -142,6 +168,7 @@ def measure(name, build, inputs, max_length, repeats, reference):
                 grads[i] = grads[i].unflatten(1, (-1, groups)).sum(2)
         row["max_diff_out"] = max_diff(out, ref_out)
         row["max_diff_grads"] = [max_diff(a, b) for a, b in zip(grads, ref_grads, strict=True)]
+    row["new_shape_ms"] = new_shape_ms(build, inputs, max_length, scale)
     row["forward_ms"] = median_ms(forward, repeats)
     row["backward_ms"] = median_ms(lambda: backward(grad_out, out, saved), repeats)
     return row, (out, grads)
@@ -157,10 +184,11 @@ def main(argv=None) -> int:
     parser.add_argument("--head_dim", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--kernels", default=",".join(KERNELS))
+    parser.add_argument("--equal", action="store_true", help="rows sequences of about --length tokens each")
     args = parser.parse_args(argv)
     import torch
 
-    lengths = packed_lengths(args.rows, args.length, seed=0)
+    lengths = (equal_lengths if args.equal else packed_lengths)(args.rows, args.length, seed=0)
     inputs = make_inputs(lengths, args.heads, args.kv_heads, args.head_dim, "cuda")
     forward_flops = 2 * sum(s * s for s in lengths) * args.heads * args.head_dim  # causal: half of 4 s^2 h d
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -285,7 +285,7 @@ def our_overrides(args, variant: str, model: Path, pairs_path: str, output: Path
         "++policy.sequence_packing.enabled=true", f"++policy.train_micro_batch_size={args.pack_rows}",
         f"++policy.max_total_sequence_length={args.max_length}", "++policy.precision=bfloat16",
         f"++policy.optimizer.kwargs.lr={args.lr}", "++policy.scheduler.name=constant",
-        "++checkpointing.enabled=false",
+        "++checkpointing.enabled=false", f"++policy.dtensor_cfg.compile_scope={args.compile_scope}",
     ]  # fmt: skip
 
 
@@ -695,6 +695,12 @@ def add_pair_options(parser: argparse.ArgumentParser) -> None:
     """The pair and batch options of the preference benches (this one and bench/rm_step.py)."""
     parser.add_argument("--batch", type=int, default=64, help="pairs per optimizer step (both trainers)")
     parser.add_argument("--pack_rows", type=int, default=16, help="our packed rows per micro-batch")
+    parser.add_argument(
+        "--compile_scope",
+        default="stack",
+        choices=("stack", "layers"),
+        help="our policy.dtensor_cfg.compile_scope (stack: one rank's decoder stack as one graph)",
+    )
     parser.add_argument("--trl_micro_batch", type=int, default=8, help="TRL's pairs per micro-batch")
     parser.add_argument("--checks", type=int, default=40, help="equation restatements per completion (mean)")
     parser.add_argument("--lengths", default="equal", choices=("equal", "variable"),
@@ -785,7 +791,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {"pairs": len(pairs), "global_batch_pairs": args.batch, "checks": args.checks,
                      "lengths": args.lengths,
                      "max_length": args.max_length, "beta": BETA, "loss": "sigmoid", "lr": args.lr,
-                     "ours_packed_rows_per_micro_batch": args.pack_rows,
+                     "ours_packed_rows_per_micro_batch": args.pack_rows, "ours_compile_scope": args.compile_scope,
                      "trl_pairs_per_micro_batch": args.trl_micro_batch, "precision": "bf16 mixed",
                      "gradient_checkpointing": False},
     }  # fmt: skip

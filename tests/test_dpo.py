@@ -30,7 +30,7 @@ from skills_cli.training.algorithms.dpo.pairs import LaunchedPairs
 from skills_cli.training.algorithms.dpo.trainer import DPOTrainer, run
 from skills_cli.training.components.data import IGNORE_INDEX
 from skills_cli.training.components.model import ATTENTION_ENV, VARLEN_ATTENTION
-from skills_cli.training.components.parallel import FSDP_ONE_UNIT_ENV, decoder_layers, distributed_session
+from skills_cli.training.components.parallel import decoder_layers, distributed_session
 from skills_cli.training.components.preferences import (
     PreferenceDataConfig,
     last_token_values,
@@ -266,17 +266,26 @@ def test_micro_batch_size_packing_and_reference_mode_do_not_change_loss_or_gradi
     assert_same_results(results, ("loss", "sft_loss", "margin", "num_pairs"))
 
 
-def test_the_whole_model_as_one_fsdp_unit_gives_the_per_layer_units_loss_and_gradients(pairs_file, tmp_path,
-                                                                                        monkeypatch):  # fmt: skip
-    """$SKILLS_CLI_FSDP_ONE_UNIT=1 (one rank): FSDP wraps the root alone, which must not change what is trained."""
+def fsdp_layer_units(trainer) -> int:
+    return sum(type(layer).__name__.startswith("FSDP") for layer in decoder_layers(trainer.model))
+
+
+def test_compile_scope_stack_makes_one_fsdp_unit_that_trains_as_the_per_layer_units(pairs_file, tmp_path, caplog):
+    """policy.dtensor_cfg.compile_scope=stack on one rank: FSDP wraps the root alone (so the stack can compile as
+    one graph on GPUs), which must not change what is trained; with activation checkpointing it stays per layer."""
+    stack = "++policy.dtensor_cfg.compile_scope=stack"
     config = pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path / "layers")
     results = {"layers": global_batch_result(DPOTrainer, config)}
-    monkeypatch.setenv(FSDP_ONE_UNIT_ENV, "1")
-    with distributed_session() as dist:  # the experiment is on: no decoder layer is an FSDP unit of its own
-        trainer = DPOTrainer(pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path / "probe"), dist)
-        assert not any(type(layer).__name__.startswith("FSDP") for layer in decoder_layers(trainer.model))
-    results["one_unit"] = global_batch_result(DPOTrainer, pair_config(DPOConfig, "dpo", tiny_model(), pairs_file,
-                                                                      tmp_path / "one_unit"))  # fmt: skip
+    with distributed_session() as dist:
+        trainer = DPOTrainer(pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path / "probe", stack), dist)
+        assert fsdp_layer_units(trainer) == 0
+        checkpointed = pair_config(DPOConfig, "dpo", tiny_model(), pairs_file, tmp_path / "probe2", stack,
+                                   "++policy.dtensor_cfg.activation_checkpointing=true")  # fmt: skip
+        with caplog.at_level("INFO"):
+            assert fsdp_layer_units(DPOTrainer(checkpointed, dist)) == len(decoder_layers(trainer.model)) > 0
+        assert "compile_scope=stack does not apply with activation_checkpointing" in caplog.text
+    results["stack"] = global_batch_result(DPOTrainer, pair_config(DPOConfig, "dpo", tiny_model(), pairs_file,
+                                                                   tmp_path / "stack", stack))  # fmt: skip
     assert_same_results(results, ("loss", "margin", "num_pairs"))
 
 

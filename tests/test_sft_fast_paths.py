@@ -171,6 +171,38 @@ def test_flash_varlen_custom_ops_have_shapes_and_a_backward_without_a_graph_brea
     assert explained.graph_break_count == 0 and explained.graph_count == 1
 
 
+def test_the_decoder_stack_compiled_as_one_graph_gives_the_eager_logits_and_gradients():
+    """`compile_scope=stack`'s compilation (parallel.compile_decoder_stack; inductor on GPUs, aot_eager here: the
+    same dynamo trace and autograd split) over flattened varlen micro-batches of two token counts: the logits and
+    every gradient equal the eager model's, and the model's parameters and state dict keep their names."""
+    import torch
+
+    from skills_cli.training.components.model import load_model
+    from skills_cli.training.components.parallel import compile_decoder_stack
+
+    def logits_and_grads(model, inputs):
+        model.zero_grad()
+        logits = model(**inputs).logits
+        logits.square().sum().backward()
+        return logits.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    batches = [
+        make_micro_batches(samples(lengths), 2, pad_id=0, pack_capacity=24)[0] for lengths in ([9, 6, 7, 5], [11, 4])
+    ]
+    eager, compiled = (load_model(tiny_model("qwen2"), VARLEN_ATTENTION) for _ in range(2))
+    compiled.load_state_dict(eager.state_dict())
+    names = list(compiled.state_dict())
+    compile_decoder_stack(compiled, backend="aot_eager")
+    assert list(compiled.state_dict()) == names
+    for batch in batches:
+        inputs, _ = batch.model_inputs(VARLEN_ATTENTION, torch.float32, "cpu")
+        (want, want_grads), (got, got_grads) = (logits_and_grads(m, inputs) for m in (eager, compiled))
+        assert torch.allclose(got, want, atol=1e-5)
+        torch.testing.assert_close(
+            got_grads, want_grads, rtol=1e-4, atol=1e-5
+        )  # fp32 rounding, summed in another order
+
+
 def test_micro_batches_hold_each_samples_tokens_labels_and_positions():
     """The vectorised batch builders (flat_ids_and_labels) against each sample's own ids, shifted labels and
     positions: packed rows (segments, positions restarting, padding) and padded rows."""

@@ -44,6 +44,11 @@ class DTensorConfig:
     sequence_parallel: bool = False
     activation_checkpointing: bool = False
     cpu_offload: bool = False
+    # torch.compile's unit on GPUs: "layers" compiles each decoder layer, each an FSDP unit; "stack" (one data-
+    # parallel rank, no tensor parallelism, CPU offload, activation checkpointing or LoRA; else "layers") makes
+    # the whole model one FSDP unit and compiles the decoder stack as one graph: one compiled call and one compiled
+    # backward a micro-batch instead of one per layer, for a longer first compilation (parallel.apply_fsdp)
+    compile_scope: Literal["layers", "stack"] = "layers"
 
 
 @dataclass(frozen=True)

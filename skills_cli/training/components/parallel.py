@@ -165,17 +165,22 @@ def apply_tensor_parallel(model, tp_mesh) -> None:
         parallelize_module(layer, tp_mesh, plan)
 
 
-def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool) -> None:
+def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool, one_graph: bool = False) -> None:
     """FSDP2 per decoder layer then the root; bf16 compute with fp32 gradient reduction when `mixed_precision`.
+    With `one_graph` (one DP rank, whole decoder layers: `policy.dtensor_cfg.compile_scope=stack`) the root is the
+    only FSDP unit and, where torch.compile runs, the decoder stack is compiled as one graph.
 
     The sharded parameters stay in the dtype they were loaded in (fp32): they are the master weights the
     optimizer updates; FSDP casts them to bf16 when it gathers them for compute.
     """
     import torch
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
-    from torch.distributed.tensor import DTensor
 
-    if compile_enabled(dp_mesh.device_type):
+    if one_graph and dp_mesh.size() > 1:
+        raise ValueError("one_graph needs a single data-parallel rank (FSDP units per layer shard the weights)")
+    if compile_enabled(dp_mesh.device_type) and one_graph:
+        compile_decoder_stack(model)
+    elif compile_enabled(dp_mesh.device_type):
         compile_decoder_layers(model)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision \
         else MixedPrecisionPolicy()  # fmt: skip
@@ -183,27 +188,15 @@ def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool) -> None
     # Resharding after forward frees each layer's gathered weights until backward; with one DP rank there is
     # nothing to free (the shard is the whole layer), only a re-gather per micro-batch to pay for.
     reshard = dp_mesh.size() > 1
-    tensor_parallel = any(isinstance(p, DTensor) for p in model.parameters())
-    if per_layer_units(dp_mesh.size(), cpu_offload or tensor_parallel):
+    if not one_graph:
+        # With one rank, one unit (the root) has the same parameters, names and checkpoints and drops FSDP's four
+        # Python hooks per layer and micro-batch (which a compiled stack could not trace), but holds every layer's
+        # bf16 gradients until the end of each backward (2 bytes a parameter) and reduces them in one buffer.
         for layer in decoder_layers(model):
             fully_shard(layer, mesh=dp_mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=reshard)
     # the root's parameters (embeddings, final norm, LM head) are used at the end of forward and again first
     # in backward: keeping them gathered saves an all-gather per micro-batch
     fully_shard(model, mesh=dp_mesh, mp_policy=policy, offload_policy=offload, reshard_after_forward=False)
-
-
-FSDP_ONE_UNIT_ENV = "SKILLS_CLI_FSDP_ONE_UNIT"  # "1": on one DP rank, the whole model as one FSDP unit
-
-
-def per_layer_units(dp_size: int, keep_layers: bool) -> bool:
-    """Whether each decoder layer is an FSDP unit of its own: always, unless $SKILLS_CLI_FSDP_ONE_UNIT=1 on a
-    single rank without CPU offload or tensor-parallel layers (`keep_layers`). With one rank there is nothing to
-    gather or overlap, only FSDP's four Python hooks per layer and micro-batch (host time a GPU may wait for);
-    one unit (the root) drops them, with the same parameters, names and checkpoints, but holds every layer's
-    bf16 gradients until the end of each backward (2 bytes a parameter) and reduces the whole model's gradients
-    in one buffer on the step's last micro-batch instead of a layer's at a time: more memory at peak. An
-    experiment for bench/device_issue18.sh 6, unmeasured on a GPU so far: not the default."""
-    return dp_size > 1 or keep_layers or os.environ.get(FSDP_ONE_UNIT_ENV) != "1"
 
 
 def shard_frozen(model, dp_mesh) -> None:
@@ -233,6 +226,34 @@ def compile_decoder_layers(model) -> int:
     if compiled:
         log.info("compiled the forward of %d decoder layers (torch.compile)", compiled)
     return compiled
+
+
+def compile_decoder_stack(model, backend: str = "inductor") -> None:
+    """torch.compile the base model's `forward` (embeddings, every decoder layer, the final norm) as one graph, in
+    place: one compiled call and one compiled backward a micro-batch instead of one per layer, so the host's time
+    to queue a micro-batch falls well under the GPU's time to run it. Needs no FSDP unit inside the stack (its
+    hooks cannot be traced). The token dimension is dynamic from the first compilation on, as for the layers."""
+    import torch
+
+    base = model.get_decoder()
+    if base is model or not isinstance(getattr(base, "layers", None), torch.nn.ModuleList):
+        log.info("no decoder stack found in %s: compiling per decoder layer", type(model).__name__)
+        compile_decoder_layers(model)
+        return
+    compiled = torch.compile(base.forward, backend=backend)
+    mark = torch._dynamo.maybe_mark_dynamic
+
+    def forward(*args, **kwargs):
+        for name in ("input_ids", "position_ids"):
+            if kwargs.get(name) is not None:
+                mark(kwargs[name], 1)
+        for name in ("cu_seq_lens_q", "cu_seq_lens_k"):
+            if kwargs.get(name) is not None:
+                mark(kwargs[name], 0)
+        return compiled(*args, **kwargs)
+
+    base.forward = forward
+    log.info("compiled the decoder stack of %s as one graph (torch.compile)", type(model).__name__)
 
 
 def _token_dims_dynamic(compiled_forward):

@@ -83,11 +83,26 @@ class DTensorPolicy(Policy):
         offload = dtensor.cpu_offload and self.device.type == "cuda"
         if dtensor.cpu_offload and not offload:
             log.info("CPU run: policy.dtensor_cfg.cpu_offload has nothing to do (parameters are in CPU memory)")
-        apply_fsdp(model, self.mesh["dp"], self.mixed_precision, offload)
+        apply_fsdp(model, self.mesh["dp"], self.mixed_precision, offload, self._one_graph(offload))
         materialize(model, "cpu" if offload else self.device, loaded.state_dict() if loaded is not None else {})
         del loaded
         model.train()
         self.model = model
+
+    def _one_graph(self, offload: bool) -> bool:
+        """`dtensor_cfg.compile_scope=stack` where it applies: one data-parallel rank and decoder layers as loaded
+        (no tensor parallelism, CPU offload, activation checkpointing or LoRA wrapping them); else per layer."""
+        dtensor = self.config.dtensor_cfg
+        if dtensor.compile_scope != "stack":
+            return False
+        blockers = {"data parallelism": self.dp_size > 1, "tensor parallelism": self.tp_size > 1,
+                    "cpu_offload": offload, "activation_checkpointing": dtensor.activation_checkpointing,
+                    "LoRA": self.config.lora_cfg.enabled}  # fmt: skip
+        found = [name for name, present in blockers.items() if present]
+        if found:
+            log.info("policy.dtensor_cfg.compile_scope=stack does not apply with %s: compiling per decoder layer",
+                     ", ".join(found))  # fmt: skip
+        return not found
 
     def data_parallel_mesh(self):
         return self.mesh["dp"]

@@ -121,6 +121,19 @@ def test_from_dict_missing_required_and_non_mapping():
         from_dict(Outer, {"name": "x", "inner": "h"}, where="cfg")
 
 
+@dataclass(frozen=True)
+class Tuned:  # nested defaults that differ from the nested classes' own (as DPO's policy.dtensor_cfg)
+    inner: Inner = field(default_factory=lambda: Inner("tuned", 2200))
+    deeper: Outer = field(default_factory=lambda: Outer("o", Inner("a", 1), count=5))
+
+
+def test_a_nested_config_given_in_part_keeps_the_rest_of_its_default_instance():
+    tuned = from_dict(Tuned, {"inner": {"port": "1"}, "deeper": {"inner": {"host": "b"}, "flag": True}})
+    assert tuned.inner == Inner("tuned", 1)
+    assert tuned.deeper == Outer("o", Inner("b", 1), count=5, flag=True)
+    assert from_dict(Tuned, {}) == Tuned()
+
+
 def test_from_dict_post_init_errors_become_config_errors():
     with pytest.raises(ConfigError, match=r"cfg: count must be >= 0"):
         from_dict(Outer, {"name": "x", "inner": {"host": "h"}, "count": -1}, where="cfg")

@@ -85,8 +85,10 @@ def bounds_of(field: dataclasses.Field) -> Bounds:
     return field.metadata.get("bounds", FINITE)
 
 
-def from_dict(cls: type, data: Any, where: str = "config") -> Any:
-    """Return `cls(**data)` after checking keys and converting values to the annotated types."""
+def from_dict(cls: type, data: Any, where: str = "config", defaults: Any = None) -> Any:
+    """Return `cls(**data)` after checking keys and converting values to the annotated types. Keys left out take
+    `defaults`' values (an instance of `cls`) or else the field defaults; a nested config given in part keeps
+    the rest of its field's default instance (a `default_factory` that sets some of its keys keeps them)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -102,8 +104,14 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     kwargs = {}
     for name, field in fields.items():
         if name in data:
-            kwargs[name] = convert(hints[name], data[name], f"{where}.{name}")
+            annotation, value = hints[name], data[name]
+            if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+                kwargs[name] = from_dict(annotation, value, f"{where}.{name}", _default_of(field, defaults))
+            else:
+                kwargs[name] = convert(annotation, value, f"{where}.{name}")
             bounds_of(field).check(kwargs[name], f"{where}.{name}")
+        elif defaults is not None:
+            kwargs[name] = getattr(defaults, name)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: missing required key {name!r}")
     try:
@@ -112,6 +120,15 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
         raise
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}: {error}") from None
+
+
+def _default_of(field: dataclasses.Field, defaults: Any) -> Any:
+    """The value a nested config field starts from: the enclosing default instance's, else its own default."""
+    if defaults is not None:
+        return getattr(defaults, field.name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
 
 
 def convert(annotation: Any, value: Any, where: str) -> Any:

@@ -11,9 +11,11 @@
 #                                                                 # lengths, after the changes call 4 suggested
 #   run(command="bash bench/device_issue18.sh 6", carry=[".whl"])  # DPO equal lengths against TRL with a profile
 #                                                                 # timeline (GPU idle by host work), then ours
-#                                                                 # with the whole model as one FSDP unit
+#                                                                 # compiled per decoder layer
 #   run(command="bash bench/device_issue18.sh 7", carry=[".whl"])  # DPO equal lengths against TRL at the
-#                                                                 # defaults, then both at twice the micro-batch
+#                                                                 # defaults, then ours compiled per layer
+# Since 7cc8c25 our DPO run compiles the decoder stack as one graph by default (~150 s for the first run of a
+# machine, ~40 s per layer): calls 3-5 were written for per-layer compilation (add --compile_scope layers there).
 # Each bench bounds its own phases (--timeouts); the outer timeouts keep one call under the device's limit and
 # let the next bench of the call run when one overruns. JSON and logs land in $OUT. The commands are the ones in
 # each bench's docstring; copy the figures there ("Measured: ...") with this script's call line. On another
@@ -75,13 +77,13 @@ case "$call" in
         ;;
     6)
         bench 440 dpo_step.py --profile --out "$OUT/dpo_equal.json" --logs_dir "$OUT/dpo_equal_logs" \
-            --device_kind "$kind" --timeouts 100,150,150
-        SKILLS_CLI_FSDP_ONE_UNIT=1 bench 130 dpo_step.py --skip_trl --out "$OUT/dpo_one_unit.json" \
-            --logs_dir "$OUT/dpo_one_unit_logs" --device_kind "$kind" --timeouts 100,0,0
+            --device_kind "$kind" --timeouts 170,100,150
+        bench 130 dpo_step.py --compile_scope layers --skip_trl --out "$OUT/dpo_layers.json" \
+            --logs_dir "$OUT/dpo_layers_logs" --device_kind "$kind" --timeouts 100,0,0
         ;;
     7)  # in order of what matters most: the last is cut when the device time left runs short
-        dpo_against_trl equal 130 85,95,0
-        bench 130 dpo_step.py --pack_rows 32 --trl_micro_batch 16 --out "$OUT/dpo_mb32.json" \
-            --logs_dir "$OUT/dpo_mb32_logs" --device_kind "$kind" --timeouts 85,95,0
+        dpo_against_trl equal 290 170,100,0
+        bench 100 dpo_step.py --compile_scope layers --skip_trl --out "$OUT/dpo_layers.json" \
+            --logs_dir "$OUT/dpo_layers_logs" --device_kind "$kind" --timeouts 90,0,0
         ;;
 esac

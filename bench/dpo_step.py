@@ -165,6 +165,24 @@ threads; later commits changed validation and this bench), equal lengths, defaul
   without it on the same machine, TRL 1.528 s there (1.99).
   So at 8 pairs a micro-batch the ratio stays about 2 (1.91-2.07 today): our kernels run near the card's power cap
   and the host's queueing time is as long as the GPU's work, where TRL's step is the GPU's alone.
+Measured 2026-12-06 (a third session) on one H100 each call (device tool, kind nvidia-h200: H100s came), equal
+lengths, defaults (8 pairs a micro-batch), carry .whl installed as above. The decoder stack compiled as one graph
+with the model one FSDP unit (`policy.dtensor_cfg.compile_scope=stack`, now DPO's default and this bench's
+`--compile_scope`): one compiled call and one compiled backward a micro-batch instead of 24 of each.
+  first start, as an experiment (environment switches since replaced by the key): ours 0.717 s (0.710-0.724),
+    TRL 1.494 s (1.492-1.505), 61,856 tokens/s/GPU: 2.08 (tokens/s 2.09); per layer on the same machine, ours
+    alone: 0.727 s (0.714-0.778). Step 1 (compilation) 57 s against 5.7 s per layer.
+  second start, at 7cc8c25 (the key, the bench's default):
+    python3 bench/dpo_step.py --out $OUT/dpo_equal.json --logs_dir $OUT/l1 --device_kind nvidia-h100-x1 \
+        --timeouts 170,85,0
+    python3 bench/dpo_step.py --compile_scope layers --skip_trl --out $OUT/dpo_layers.json \
+        --device_kind nvidia-h100-x1 --timeouts 70,0,0
+    ours 0.733 s (0.726-0.761), 125,959 tokens/s/GPU, peak 26.6 GiB; TRL 1.551 s (1.524-1.558), 59,796, 28.9
+    GiB: 2.12 (tokens/s 2.11). Per layer on the same machine: 0.878 s (0.857-0.988), 105,154 tokens/s/GPU: that
+    machine's host, not its GPU, set the per-layer pace (1.77 against its TRL). Step 1 73 s against 8.1 s.
+  bench/attention_kernels.py --equal --rows 16 --length 724 there (first start): FA2 0.15 ms forward, 0.35 ms
+    backward; cuDNN's ragged kernels, now called with no bias, run but take 42 / 46 ms a call (a plan built each
+    call) and their gradients are wrong (max |diff| 1.4e6): FA2 stays.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class DPOLoopConfig(PairLoopConfig):
 @dataclass(frozen=True)
 class DPOPolicyConfig(PolicyConfig):
     # on one GPU the decoder stack compiles as one graph (bench/dpo_step.py: 0.73 s against 0.88 s a step per layer
-    # on an H100, for ~65 s more compilation at the start); ignored with several ranks (components/parallel.py)
+    # on an H100, for ~100 s more compilation at the start); ignored with several ranks (components/parallel.py)
     dtensor_cfg: DTensorConfig = field(default_factory=lambda: DTensorConfig(compile_scope="stack"))
 
 

@@ -178,10 +178,8 @@ def apply_fsdp(model, dp_mesh, mixed_precision: bool, cpu_offload: bool, one_gra
 
     if one_graph and dp_mesh.size() > 1:
         raise ValueError("one_graph needs a single data-parallel rank (FSDP units per layer shard the weights)")
-    if compile_enabled(dp_mesh.device_type) and one_graph:
-        compile_decoder_stack(model)
-    elif compile_enabled(dp_mesh.device_type):
-        compile_decoder_layers(model)
+    if compile_enabled(dp_mesh.device_type):
+        (compile_decoder_stack if one_graph else compile_decoder_layers)(model)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision \
         else MixedPrecisionPolicy()  # fmt: skip
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
@@ -241,15 +239,9 @@ def compile_decoder_stack(model, backend: str = "inductor") -> None:
         compile_decoder_layers(model)
         return
     compiled = torch.compile(base.forward, backend=backend)
-    mark = torch._dynamo.maybe_mark_dynamic
 
     def forward(*args, **kwargs):
-        for name in ("input_ids", "position_ids"):
-            if kwargs.get(name) is not None:
-                mark(kwargs[name], 1)
-        for name in ("cu_seq_lens_q", "cu_seq_lens_k"):
-            if kwargs.get(name) is not None:
-                mark(kwargs[name], 0)
+        _mark_token_dims(kwargs, ("input_ids",))
         return compiled(*args, **kwargs)
 
     base.forward = forward
@@ -265,24 +257,31 @@ def _token_dims_dynamic(compiled_forward):
     H100 instead of ~16 s."""
     import torch
 
-    mark = torch._dynamo.maybe_mark_dynamic
-
     def forward(hidden_states, *args, **kwargs):
         if hidden_states.dim() == 3:
-            mark(hidden_states, 1)
-        for name in ("position_ids", "cache_position"):
-            value = kwargs.get(name)
-            if value is not None:
-                mark(value, value.dim() - 1)
-        for value in kwargs.get("position_embeddings") or ():
-            if value.dim() == 3:
-                mark(value, 1)
-        for name in ("cu_seq_lens_q", "cu_seq_lens_k"):
-            if kwargs.get(name) is not None:
-                mark(kwargs[name], 0)
+            torch._dynamo.maybe_mark_dynamic(hidden_states, 1)
+        _mark_token_dims(kwargs)
         return compiled_forward(hidden_states, *args, **kwargs)
 
     return forward
+
+
+def _mark_token_dims(kwargs: dict, token_ids: tuple[str, ...] = ()) -> None:
+    """Mark the token dimension of a compiled decoder's keyword inputs dynamic (`token_ids`: more (rows, tokens)
+    inputs, e.g. a stack's input_ids), and the count of sequence offsets."""
+    import torch
+
+    mark = torch._dynamo.maybe_mark_dynamic
+    for name in (*token_ids, "position_ids", "cache_position"):
+        value = kwargs.get(name)
+        if value is not None:
+            mark(value, value.dim() - 1)
+    for value in kwargs.get("position_embeddings") or ():
+        if value.dim() == 3:
+            mark(value, 1)
+    for name in ("cu_seq_lens_q", "cu_seq_lens_k"):
+        if kwargs.get(name) is not None:
+            mark(kwargs[name], 0)
 
 
 def clip_grad_norm_(parameters, max_norm: float | None):
